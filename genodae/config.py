@@ -1,0 +1,199 @@
+"""Settings: the single source of defaults for preparation, the network and training.
+
+The CLI flags, the workflow's config schema and ``uns["dae"]["params"]`` are all derived from
+these dataclasses (or tested against them), so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+ACTIVATIONS = ("relu", "gelu", "elu", "selu", "tanh", "sigmoid", "leaky_relu", "linear")
+NORMS = ("none", "batch", "layer")
+DECODERS = ("linear", "mlp")
+LOSSES = ("mse", "bce")
+LOSS_ON = ("all", "masked")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCALINGS = ("minmax", "zscore")
+HVG_FLAVORS = ("auto", "seurat_v3", "seurat", "cell_ranger", "none")
+INPUT_KINDS = ("auto", "counts", "log")
+
+
+@dataclass
+class PrepareConfig:
+    """How an expression matrix becomes model input (``genodae.pp.prepare``)."""
+
+    n_top_genes: int = 2000  # highly variable genes to keep; all genes when fewer (0 = all)
+    hvg_flavor: str = "auto"  # auto: seurat_v3 on counts, seurat on log-scale data
+    input_kind: str = "auto"  # auto-detect raw counts vs already transformed values
+    target_sum: float = 1e4  # library size after normalisation (fixed, so projection is reproducible)
+    scaling: str = "minmax"  # per-gene 0-1 (masking to 0 = "not expressed", as in ADAGE) or z-score
+    min_cells: int = 1  # drop genes detected (non-zero) in fewer cells
+
+    def __post_init__(self) -> None:
+        _check_choice("hvg_flavor", self.hvg_flavor, HVG_FLAVORS)
+        _check_choice("input_kind", self.input_kind, INPUT_KINDS)
+        _check_choice("scaling", self.scaling, SCALINGS)
+        _check_range("n_top_genes", self.n_top_genes, lo=0)
+        _check_range("target_sum", self.target_sum, lo=0, lo_open=True)
+        _check_range("min_cells", self.min_cells, lo=0)
+
+
+@dataclass
+class DAEConfig:
+    """Architecture and training settings of the masking-noise denoising autoencoder."""
+
+    # network
+    n_latent: int = 32  # bottleneck units = latent nodes = columns of the embedding and gene weights
+    hidden: tuple[int, ...] = (512, 128)  # encoder hidden sizes; the mlp decoder mirrors them
+    activation: str = "relu"
+    latent_activation: str = "linear"  # ADAGE used sigmoid
+    dropout: float = 0.0
+    norm: str = "none"  # normalisation after each hidden layer
+    decoder: str = "linear"  # linear: gene weights are exactly the decoder weights (as in LDVAE)
+    tied: bool = False  # decoder = transposed encoder (only without hidden layers, as in ADAGE)
+    output_activation: str = "auto"  # auto: sigmoid for minmax-scaled input, linear for z-scored
+    # noise
+    corruption: float = 0.2  # probability of zeroing each input entry (fresh mask every batch)
+    gaussian_noise: float = 0.0  # sd of additive Gaussian noise on the input (0 = off)
+    # loss
+    loss: str = "mse"
+    loss_on: str = "all"  # all entries, or only the masked ones
+    # optimisation
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 100
+    val_fraction: float = 0.1  # cells held out for early stopping and the reconstruction scores
+    patience: int = 10  # epochs without validation improvement before stopping (0 = never stop early)
+    grad_clip: float = 5.0  # max gradient norm (0 = off)
+    # execution
+    seed: int = 0
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    num_threads: int = 0  # torch CPU threads (0 = torch's default)
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+        _check_range("n_latent", self.n_latent, lo=1)
+        for h in self.hidden:
+            _check_range("hidden", h, lo=1)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("latent_activation", self.latent_activation, ACTIVATIONS)
+        _check_choice("output_activation", self.output_activation, ("auto", *ACTIVATIONS))
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("decoder", self.decoder, DECODERS)
+        _check_choice("loss", self.loss, LOSSES)
+        _check_choice("loss_on", self.loss_on, LOSS_ON)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_range("dropout", self.dropout, lo=0, hi=1, hi_open=True)
+        _check_range("corruption", self.corruption, lo=0, hi=1, hi_open=True)
+        _check_range("gaussian_noise", self.gaussian_noise, lo=0)
+        _check_range("lr", self.lr, lo=0, lo_open=True)
+        _check_range("weight_decay", self.weight_decay, lo=0)
+        _check_range("batch_size", self.batch_size, lo=1)
+        _check_range("epochs", self.epochs, lo=1)
+        _check_range("val_fraction", self.val_fraction, lo=0, hi=1, hi_open=True)
+        _check_range("patience", self.patience, lo=0)
+        _check_range("grad_clip", self.grad_clip, lo=0)
+        _check_range("num_threads", self.num_threads, lo=0)
+        if self.tied and (self.hidden or self.decoder != "linear"):
+            raise UserError("tied weights need hidden=[] and decoder='linear' (one layer, as in ADAGE)")
+        if self.loss_on == "masked" and self.corruption == 0:
+            raise UserError("loss_on='masked' needs corruption > 0: with no masked entries there is no loss")
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+        ):
+            raise UserError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+
+# Named starting points; explicit settings override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # ADAGE (Tan et al. 2016): one sigmoid hidden layer of 50 nodes, tied weights, 10% masking,
+    # cross-entropy on 0-1 scaled data, SGD with small batches.
+    "adage": dict(
+        n_latent=50, hidden=(), latent_activation="sigmoid", tied=True, decoder="linear",
+        output_activation="sigmoid", corruption=0.1, loss="bce", optimizer="sgd", lr=0.01,
+        batch_size=10, epochs=500, patience=0,
+    ),
+}
+
+
+def make_config(preset: str = "default", **overrides: Any) -> DAEConfig:
+    """Build a :class:`DAEConfig` from a preset and explicit overrides (``None`` = not set)."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    known = {f.name for f in fields(DAEConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return DAEConfig(**values)
+
+
+def read_settings_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON file of settings into a flat dict (keys as in DAEConfig/PrepareConfig)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"settings file {path} not found")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001 - any parse error is the user's file
+        raise UserError(f"settings file {path} cannot be parsed: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"settings file {path} must hold a mapping of setting: value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a flat dict into (PrepareConfig kwargs, DAEConfig kwargs); unknown keys are an error."""
+    prep_keys = {f.name for f in fields(PrepareConfig)}
+    dae_keys = {f.name for f in fields(DAEConfig)} | {"preset"}
+    unknown = sorted(set(settings) - prep_keys - dae_keys)
+    if unknown:
+        raise UserError(f"unknown setting(s) {', '.join(unknown)}")
+    prep = {k: v for k, v in settings.items() if k in prep_keys}
+    dae = {k: v for k, v in settings.items() if k in dae_keys}
+    return prep, dae
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _check_range(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{name} must be a number, not {value!r}")
+    if value != value:  # NaN
+        raise UserError(f"{name} must be a number, not NaN")
+    bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
+    bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
+    if bad_lo or bad_hi:
+        lo_s = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
+        hi_s = "" if hi is None else f"{'<' if hi_open else '<='} {hi}"
+        raise UserError(f"{name} must be {' and '.join(s for s in (lo_s, hi_s) if s)}, not {value!r}")
+
+
+__all__ = ["DAEConfig", "PrepareConfig", "PRESETS", "make_config", "read_settings_file", "split_settings"]

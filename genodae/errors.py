@@ -1,0 +1,9 @@
+"""Errors that are the user's to fix: the CLI prints their one-line message and exits with code 2."""
+
+
+class UserError(Exception):
+    """A problem with the user's input or options; the message names it and says what to do."""
+
+    def __init__(self, message: str) -> None:
+        # One line, always: the CLI prints it as is.
+        super().__init__(" ".join(str(message).split("\n")))

@@ -1,0 +1,338 @@
+"""``DAE``: the AnnData-aware model. It picks the genes and the layer, builds and trains the torch module,
+maps results back to ``obs_names``/``var_names``, and saves itself as safetensors + JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+
+from . import __version__
+from .config import DAEConfig, PrepareConfig, make_config
+from .errors import UserError
+from .pp import PREP_KEY, check_finite, prepared_matrix, scaling_params
+from .train import (
+    BatchSource,
+    History,
+    build_module,
+    denoise,
+    embed,
+    fit,
+    gene_weights,
+    reconstruction_scores,
+    resolve_device,
+    split_cells,
+)
+
+log = logging.getLogger("genodae")
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+
+
+class DAE:
+    """A masking-noise denoising autoencoder over the genes of an AnnData.
+
+    Examples
+    --------
+    >>> model = genodae.DAE(n_latent=32, epochs=50).fit(adata)      # adata prepared by genodae.pp.prepare
+    >>> adata.obsm["X_dae"] = model.embed(adata)
+    >>> model.save("model/")
+    >>> genodae.DAE.load("model/").embed(new_raw_counts)             # re-applies the preparation
+    """
+
+    def __init__(self, config: DAEConfig | None = None, *, preset: str = "default", **settings: Any) -> None:
+        self.config = config if config is not None else make_config(preset, **settings)
+        self.module = None
+        self.genes: pd.Index | None = None
+        self.offset = self.scale = None
+        self.prep: dict[str, Any] = {}
+        self.layer: str | None = None
+        self.history: History | None = None
+        self.weights: np.ndarray | None = None  # genes × n_latent
+        self.val_idx = np.zeros(0, dtype=np.int64)
+        self.device = torch.device("cpu")
+
+    # --- training -------------------------------------------------------------------------------------
+
+    def fit(self, adata: AnnData, *, layer: str | None = None, checkpoint_dir: str | Path | None = None,
+            checkpoint_every: int = 0, resume: bool = False, progress: bool | None = None) -> DAE:
+        """Train on the genes marked in ``var["highly_variable"]`` of a prepared ``adata``."""
+        cfg = self.config
+        X, genes, offset, scale, prep = _training_input(adata, layer)
+        if cfg.n_latent > len(genes):
+            raise UserError(f"n_latent={cfg.n_latent} is larger than the {len(genes)} genes the model uses; "
+                            "choose n_latent <= the number of genes")
+        if adata.n_obs < 2:
+            raise UserError("training needs at least 2 samples; a single sample can only be embedded with a "
+                            "saved model (genodae embed)")
+        scaling = prep["params"]["scaling"]
+        out_act = cfg.output_activation
+        if out_act == "auto":
+            out_act = "sigmoid" if scaling == "minmax" else "linear"
+        if cfg.loss == "bce" and scaling != "minmax":
+            raise UserError("loss='bce' needs 0-1 input: use scaling='minmax' or loss='mse'")
+        self.genes, self.offset, self.scale, self.prep, self.layer = genes, offset, scale, prep, layer
+        torch.manual_seed(cfg.seed)  # weight initialisation
+        self.module = build_module(len(genes), cfg, out_act)
+        self.device = resolve_device(cfg.device)
+        source = self._source(X)
+        train_idx, self.val_idx = split_cells(adata.n_obs, cfg.val_fraction, cfg.seed)
+        n_params = sum(p.numel() for p in self.module.parameters())
+        log.info("training DAE: %d cells (%d validation) × %d genes → %d nodes, %d parameters, on %s",
+                 len(train_idx), len(self.val_idx), len(genes), cfg.n_latent, n_params, self.device)
+        try:
+            self.history = fit(self.module, source, cfg, train_idx=train_idx, val_idx=self.val_idx,
+                               checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                               resume=resume, progress=progress)
+        except torch.OutOfMemoryError:
+            raise UserError(f"out of GPU memory with batch_size={cfg.batch_size}; lower --batch-size or "
+                            "train on CPU (--device cpu)") from None
+        self.weights = gene_weights(self.module, source, seed=cfg.seed)
+        h = self.history
+        log.info("trained %d epochs in %.1fs (%.0f cells/s per epoch); best validation loss %.5g at epoch %d",
+                 h.epochs_run, h.seconds, h.epochs_run * len(train_idx) / max(h.seconds, 1e-9), h.best_loss,
+                 h.best_epoch + 1)
+        return self
+
+    def _source(self, X, missing: np.ndarray | None = None) -> BatchSource:
+        offset = self.offset.copy()
+        if missing is not None and missing.any():
+            offset[missing] = 0.0  # absent genes were filled with 0: make their model input exactly 0
+        return BatchSource(X, offset, self.scale, self.device, clip=self.prep["params"]["scaling"] == "minmax")
+
+    def _check_fitted(self) -> None:
+        if self.module is None:
+            raise UserError("the model is not trained yet: call fit() or load a saved model")
+
+    # --- outputs --------------------------------------------------------------------------------------
+
+    def _input(self, adata: AnnData, allow_missing_genes: bool):
+        if self.layer is not None and PREP_KEY in adata.uns and self.layer in adata.layers:
+            adata = AnnData(X=adata.layers[self.layer], obs=adata.obs[[]], var=adata.var[[]],
+                            uns={PREP_KEY: adata.uns[PREP_KEY]})
+        X, missing = prepared_matrix(adata, self.genes, self.prep, allow_missing=allow_missing_genes)
+        return self._source(X, missing)
+
+    def embed(self, adata: AnnData, *, allow_missing_genes: bool = False) -> np.ndarray:
+        """Cells × n_latent embedding of ``adata`` (raw or prepared; genes aligned by name)."""
+        self._check_fitted()
+        return embed(self.module, self._input(adata, allow_missing_genes))
+
+    def gene_weights(self) -> pd.DataFrame:
+        """Per-gene reconstruction weights, genes used × nodes, labelled (``node0``, ``node1`` …)."""
+        self._check_fitted()
+        return pd.DataFrame(self.weights, index=self.genes, columns=node_names(self.config.n_latent))
+
+    def annotate(self, adata: AnnData, *, key: str = "dae", denoised: bool = False,
+                 allow_missing_genes: bool = False, r2_rows: np.ndarray | None = None) -> None:
+        """Write the embedding, gene weights, reconstruction scores and parameters into ``adata``."""
+        self._check_fitted()
+        t0 = time.perf_counter()
+        source = self._input(adata, allow_missing_genes)
+        all_rows = np.arange(adata.n_obs)
+        Z = embed(self.module, source)
+        err, _ = reconstruction_scores(self.module, source, all_rows)
+        rows = r2_rows if r2_rows is not None and len(r2_rows) else all_rows
+        _, r2 = reconstruction_scores(self.module, source, rows)
+        adata.obsm[f"X_{key}"] = Z
+        W = np.zeros((adata.n_vars, self.config.n_latent), dtype=np.float32)
+        R2 = np.full(adata.n_vars, np.nan, dtype=np.float32)
+        pos = adata.var_names.get_indexer(self.genes)
+        ok = pos >= 0
+        W[pos[ok]] = self.weights[ok]
+        R2[pos[ok]] = r2[ok]
+        adata.varm[f"{key}_weights"] = W
+        adata.var[f"{key}_recon_r2"] = R2
+        adata.obs[f"{key}_recon_error"] = err.astype(np.float32)
+        adata.uns[key] = self.params_record(r2_on="validation cells" if rows is not all_rows else "all cells")
+        added = [f"obsm['X_{key}']", f"varm['{key}_weights']", f"var['{key}_recon_r2']",
+                 f"obs['{key}_recon_error']", f"uns['{key}']"]
+        if denoised:
+            adata.layers[f"{key}_denoised"] = self._denoised_layer(adata, source, pos, ok)
+            added.append(f"layers['{key}_denoised']")
+        log.info("embedded %d cells in %.1fs; added %s", adata.n_obs, time.perf_counter() - t0, ", ".join(added))
+
+    def _denoised_layer(self, adata: AnnData, source: BatchSource, pos: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """Reconstruction mapped back to the input scale; genes the model does not use keep their input."""
+        base = adata.layers[self.layer] if self.layer else adata.X
+        out = base.toarray() if sp.issparse(base) else np.array(base, dtype=np.float32, copy=True)
+        out = out.astype(np.float32, copy=False)
+        R = denoise(self.module, source)
+        out[:, pos[ok]] = R[:, ok] * self.scale[ok] + self.offset[ok]
+        return out
+
+    def params_record(self, r2_on: str = "validation cells") -> dict[str, Any]:
+        """What ``uns[key]`` holds: settings, preparation, loss history, genes, version (h5ad-safe types)."""
+        h = self.history or History()
+        return {
+            "params": _h5_safe(self.config.to_dict()),
+            "prepare": _h5_safe(self.prep),
+            "layer": self.layer or "X",
+            "genes_used": np.asarray(self.genes, dtype=str),
+            "history": {
+                "train_loss": np.asarray(h.train_loss, dtype=np.float64),
+                "val_loss": np.asarray(h.val_loss, dtype=np.float64),
+                "best_epoch": int(h.best_epoch),
+                "epochs_run": int(h.epochs_run),
+                "stopped_early": bool(h.stopped_early),
+                "seconds": float(h.seconds),
+                "device": str(h.device),
+            },
+            "recon_r2_on": r2_on,
+            "version": __version__,
+        }
+
+    # --- persistence: safetensors + JSON, never pickle -----------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Save to a folder: ``model.safetensors`` (weights, scaling) and ``model.json`` (everything else)."""
+        from safetensors.torch import save_file
+
+        from .io import atomic_path
+
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+        tensors["genodae.offset"] = torch.from_numpy(np.ascontiguousarray(self.offset, np.float32))
+        tensors["genodae.scale"] = torch.from_numpy(np.ascontiguousarray(self.scale, np.float32))
+        tensors["genodae.gene_weights"] = torch.from_numpy(np.ascontiguousarray(self.weights, np.float32))
+        h = self.history or History()
+        meta = {
+            "format": "genodae-model",
+            "format_version": FORMAT_VERSION,
+            "genodae_version": __version__,
+            "config": self.config.to_dict(),
+            "output_activation": self.module.output_activation,
+            "prepare": _json_safe(self.prep),
+            "layer": self.layer,
+            "genes": list(map(str, self.genes)),
+            "history": _json_safe(h.__dict__),
+        }
+        with atomic_path(path / WEIGHTS_FILE) as tmp:
+            save_file(tensors, str(tmp))
+        with atomic_path(path / META_FILE) as tmp:
+            tmp.write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None) -> DAE:
+        """Load a saved model folder. Only safetensors and JSON are read: nothing is unpickled."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        wfile, mfile = path / WEIGHTS_FILE, path / META_FILE
+        if not path.is_dir():
+            raise UserError(f"model {path} is not a folder; give the folder written by 'genodae train'")
+        for f in (wfile, mfile):
+            if not f.is_file():
+                raise UserError(f"model folder {path} has no {f.name}; give the folder written by 'genodae train'")
+        try:
+            meta = json.loads(mfile.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{mfile} is not valid JSON ({e}); the model folder is damaged") from None
+        if not isinstance(meta, dict) or meta.get("format") != "genodae-model":
+            raise UserError(f"{mfile} is not a genodae model description")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise UserError(f"model format {meta['format_version']} is newer than this genodae "
+                            f"({__version__}) reads; upgrade genodae")
+        try:
+            tensors = load_file(str(wfile))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise UserError(f"{wfile} is not a valid safetensors file ({e}); genodae never unpickles model "
+                            "files, so a pickle or a damaged file is refused") from None
+        cfg = dict(meta["config"])
+        if device is not None:
+            cfg["device"] = device
+        self = cls(DAEConfig(**cfg))
+        self.genes = pd.Index(meta["genes"])
+        self.prep, self.layer = meta["prepare"], meta["layer"]
+        self.offset = tensors.pop("genodae.offset").numpy()
+        self.scale = tensors.pop("genodae.scale").numpy()
+        self.weights = tensors.pop("genodae.gene_weights").numpy()
+        self.module = build_module(len(self.genes), self.config, meta["output_activation"])
+        try:
+            self.module.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("module.")})
+        except RuntimeError as e:
+            raise UserError(f"{wfile} does not match {mfile}: {str(e).splitlines()[0]}") from None
+        self.device = resolve_device(self.config.device)
+        self.module.to(self.device).eval()
+        hist = History()
+        for k, v in meta.get("history", {}).items():
+            setattr(hist, k, v)
+        self.history = hist
+        return self
+
+
+def node_names(n: int) -> list[str]:
+    return [f"node{i}" for i in range(n)]
+
+
+def _training_input(adata: AnnData, layer: str | None):
+    """(X, genes, offset, scale, prep record) for training, from a prepared (or log-scale) AnnData."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise UserError(f"the matrix is empty ({adata.n_obs} × {adata.n_vars}); check the input")
+    if layer is not None and layer not in adata.layers:
+        raise UserError(f"layer {layer!r} not found; available layers: {', '.join(adata.layers) or 'none'}")
+    prepared = PREP_KEY in adata.uns
+    if prepared:
+        prep = dict(adata.uns[PREP_KEY])
+        prep["params"] = dict(prep["params"])
+        used = adata.var["highly_variable"].to_numpy(bool)
+    else:
+        log.warning("adata was not prepared with genodae.pp.prepare: using %s as log-scale input as it is, "
+                    "with min-max scaling", f"layers[{layer!r}]" if layer else "X")
+        prep = {"params": PrepareConfig().__dict__ | {"scaling": "minmax"}, "input_kind": "log",
+                "n_genes_used": 0, "version": __version__}
+        if "highly_variable" in adata.var:
+            used = adata.var["highly_variable"].to_numpy(bool)
+        else:
+            used = np.ones(adata.n_vars, dtype=bool)
+    X = adata.layers[layer] if layer is not None else adata.X
+    if used.sum() == 0:
+        raise UserError("no genes are marked for use (var['highly_variable'] is all False); run prepare again")
+    X = X[:, np.flatnonzero(used)]
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=np.float32)
+    else:
+        X = np.asarray(X, dtype=np.float32)
+    check_finite(X, f"layers[{layer!r}]" if layer else "X")
+    genes = adata.var_names[used]
+    if prepared and layer is None:
+        offset = adata.var["genodae_offset"].to_numpy(np.float32)[used]
+        scale = adata.var["genodae_scale"].to_numpy(np.float32)[used]
+    else:
+        offset, scale = scaling_params(X, prep["params"]["scaling"])
+    prep["n_genes_used"] = int(len(genes))
+    return X, genes, offset, scale, prep
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _h5_safe(obj: Any) -> Any:
+    """uns values h5ad can write: no None, tuples as arrays."""
+    if isinstance(obj, dict):
+        return {str(k): _h5_safe(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return np.asarray(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

@@ -1,0 +1,278 @@
+"""Prepare: raw counts or log-scale values → normalised log data, highly variable genes, per-gene scaling.
+
+Scanpy style: ``prepare(adata)`` works in place (or on a copy), keeps raw counts in ``layers["counts"]``
+and records every decision in ``uns["genodae_prepare"]`` and ``var``, so a saved model can repeat the
+same preparation on new samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from . import __version__
+from .config import PrepareConfig
+from .errors import UserError
+
+log = logging.getLogger("genodae")
+
+_D = PrepareConfig()
+PREP_KEY = "genodae_prepare"
+
+
+def is_counts(X) -> bool:
+    """True when every stored value is a non-negative integer (raw counts)."""
+    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    if data.size == 0:
+        return True
+    if np.issubdtype(data.dtype, np.integer):
+        return bool(data.min() >= 0)
+    return bool(data.min() >= 0 and np.all(np.mod(data, 1) == 0))
+
+
+def check_finite(X, what: str = "the matrix") -> None:
+    data = X.data if sp.issparse(X) else np.asarray(X)
+    if data.size and not np.all(np.isfinite(data)):
+        n_nan = int(np.isnan(data).sum())
+        n_inf = int(data.size - np.isfinite(data).sum() - n_nan)
+        raise UserError(
+            f"{what} holds {n_nan} NaN and {n_inf} infinite value(s); read it with missing='drop' or "
+            "'impute' for NaN, and remove infinite values"
+        )
+
+
+def scaling_params(X, scaling: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene (offset, scale) so that model input = (x - offset) / scale. Never densifies X."""
+    if scaling == "minmax":
+        if sp.issparse(X):
+            lo = np.asarray(X.min(axis=0).todense()).ravel()
+            hi = np.asarray(X.max(axis=0).todense()).ravel()
+        else:
+            lo, hi = np.asarray(X).min(axis=0), np.asarray(X).max(axis=0)
+        rng = hi - lo
+    else:
+        mean = np.asarray(X.mean(axis=0)).ravel()
+        sq = X.multiply(X).mean(axis=0) if sp.issparse(X) else np.square(X).mean(axis=0)
+        var = np.asarray(sq).ravel() - mean**2
+        lo, rng = mean, np.sqrt(np.clip(var, 0, None))
+    rng = np.where(rng > 0, rng, 1.0)  # constant genes: input 0, never divide by 0
+    return lo.astype(np.float32), rng.astype(np.float32)
+
+
+def normalize_log(adata: AnnData, target_sum: float) -> None:
+    """Library-size normalise to ``target_sum`` and log1p, in place, keeping sparsity."""
+    import scanpy as sc
+
+    sc.pp.normalize_total(adata, target_sum=target_sum)
+    sc.pp.log1p(adata)
+    adata.uns.pop("log1p", None)  # scanpy's own marker; ours is uns["genodae_prepare"]
+
+
+def prepare(
+    adata: AnnData,
+    *,
+    n_top_genes: int = _D.n_top_genes,
+    hvg_flavor: str = _D.hvg_flavor,
+    input_kind: str = _D.input_kind,
+    target_sum: float = _D.target_sum,
+    scaling: str = _D.scaling,
+    min_cells: int = _D.min_cells,
+    copy: bool = False,
+) -> AnnData | None:
+    """Prepare an expression matrix for the autoencoder.
+
+    Decides whether ``X`` holds raw counts (non-negative integers) or already-transformed values
+    (``input_kind="auto"``). Counts are kept in ``layers["counts"]``, normalised to ``target_sum`` per
+    cell and log1p-transformed in ``X``; cells without counts are dropped. Log-scale values (bulk
+    microarray or RNA-seq cohorts, or log-normalised single-cell data) are used as they are.
+    Then ``n_top_genes`` highly variable genes are chosen (``seurat_v3`` on counts, ``seurat`` on log
+    data; all genes when fewer) and the per-gene scaling for the model is computed.
+
+    Parameters
+    ----------
+    adata
+        Cells/samples × genes. Not modified when ``copy=True``.
+    n_top_genes
+        Genes to keep; ``0`` keeps every gene detected in ``min_cells`` cells.
+    hvg_flavor
+        ``auto``, ``seurat_v3``, ``seurat``, ``cell_ranger`` or ``none`` (use all genes).
+    input_kind
+        ``auto``, ``counts`` (checked) or ``log`` (used as is).
+    target_sum
+        Library size after normalisation (counts only).
+    scaling
+        ``minmax`` (0–1 per gene, as in ADAGE: masking to 0 means "not expressed") or ``zscore``.
+    min_cells
+        Genes detected (non-zero) in fewer cells are not used by the model.
+    copy
+        Return a prepared copy instead of working in place.
+
+    Returns
+    -------
+    The prepared copy when ``copy=True``, else ``None``. Adds ``layers["counts"]`` (counts input),
+    ``var["highly_variable"]`` (genes the model uses), ``var["genodae_offset"]``,
+    ``var["genodae_scale"]`` and ``uns["genodae_prepare"]``.
+
+    Examples
+    --------
+    >>> import genodae
+    >>> adata = genodae.read("counts.h5ad")
+    >>> genodae.pp.prepare(adata)
+    >>> genodae.tl.dae(adata)
+    """
+    cfg = PrepareConfig(n_top_genes=n_top_genes, hvg_flavor=hvg_flavor, input_kind=input_kind,
+                        target_sum=target_sum, scaling=scaling, min_cells=min_cells)
+    t0 = time.perf_counter()
+    adata = adata.copy() if copy else adata
+    if PREP_KEY in adata.uns:
+        raise UserError("this AnnData is already prepared (uns['genodae_prepare'] exists); prepare raw data")
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise UserError(f"the matrix is empty ({adata.n_obs} samples × {adata.n_vars} genes); check the input file")
+    check_finite(adata.X)
+
+    counts = is_counts(adata.X)
+    if cfg.input_kind == "counts" and not counts:
+        data = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
+        what = "negative values" if data.min() < 0 else "non-integer values"
+        raise UserError(f"input_kind='counts' but X holds {what}; give raw counts or use input_kind='log'")
+    kind = "counts" if (cfg.input_kind == "counts" or (cfg.input_kind == "auto" and counts)) else "log"
+    log.info("prepare: X holds %s (%s)", "raw counts" if kind == "counts" else "log-scale/transformed values",
+             "detected" if cfg.input_kind == "auto" else "as requested")
+
+    if kind == "counts":
+        totals = np.asarray(adata.X.sum(axis=1)).ravel()
+        empty = totals <= 0
+        if empty.all():
+            raise UserError("every sample has zero counts: the matrix is all zeros; check the input file")
+        if empty.any():
+            msg = f"dropping {int(empty.sum())} sample(s) with zero counts (e.g. {adata.obs_names[empty][0]})"
+            warnings.warn(msg, stacklevel=2)
+            log.warning(msg)
+            adata._inplace_subset_obs(~empty)
+        X = adata.X
+        if not np.issubdtype(X.dtype, np.floating):
+            adata.X = X.astype(np.float32)
+        adata.layers["counts"] = adata.X.copy()
+        normalize_log(adata, cfg.target_sum)
+    elif not np.issubdtype(adata.X.dtype, np.floating):
+        adata.X = adata.X.astype(np.float32)
+
+    used = _select_genes(adata, cfg, kind)
+    offset, scale = scaling_params(adata.X[:, used], cfg.scaling)
+    adata.var["genodae_offset"] = np.nan
+    adata.var["genodae_scale"] = np.nan
+    adata.var.loc[used, "genodae_offset"] = offset
+    adata.var.loc[used, "genodae_scale"] = scale
+    adata.uns[PREP_KEY] = {
+        "params": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "input_kind": kind,
+        "n_genes_used": int(used.sum()),
+        "version": __version__,
+    }
+    log.info("prepare: %d samples × %d genes, %d used by the model (%s scaling) in %.1fs; added "
+             "var['highly_variable'], var['genodae_offset'/'genodae_scale'], uns['%s']%s",
+             adata.n_obs, adata.n_vars, int(used.sum()), cfg.scaling, time.perf_counter() - t0, PREP_KEY,
+             ", layers['counts']" if kind == "counts" else "")
+    return adata if copy else None
+
+
+def _select_genes(adata: AnnData, cfg: PrepareConfig, kind: str) -> np.ndarray:
+    """Boolean mask of the genes the model uses; also written to ``var["highly_variable"]``."""
+    import scanpy as sc
+
+    X = adata.X
+    detected = np.asarray((X != 0).sum(axis=0)).ravel() if sp.issparse(X) else (np.asarray(X) != 0).sum(0)
+    if sp.issparse(X):
+        mean = np.asarray(X.mean(axis=0)).ravel()
+        var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2
+    else:
+        var = np.asarray(X).var(axis=0)
+    eligible = (detected >= max(cfg.min_cells, 1)) & (var > 0) if kind == "counts" else var > 0
+    n_drop = int((~eligible).sum())
+    if n_drop:
+        log.warning("prepare: %d gene(s) are constant or detected in fewer than %d cells; not used",
+                    n_drop, max(cfg.min_cells, 1))
+    if eligible.sum() < 2:
+        raise UserError(f"only {int(eligible.sum())} gene(s) vary across samples: nothing to learn from; "
+                        "check the input or lower min_cells")
+    flavor = cfg.hvg_flavor
+    if flavor == "auto":
+        flavor = "seurat_v3" if kind == "counts" else "seurat"
+    if flavor == "seurat_v3" and kind != "counts":
+        raise UserError("hvg_flavor='seurat_v3' needs raw counts; use 'seurat' or 'none' for log-scale data")
+    used = eligible.copy()
+    if flavor != "none" and cfg.n_top_genes and eligible.sum() > cfg.n_top_genes:
+        sub = adata[:, eligible]
+        sub = AnnData(X=sub.X, layers={"counts": sub.layers["counts"]} if kind == "counts" else None,
+                      obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=sub.var_names))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hv = sc.pp.highly_variable_genes(
+                sub, n_top_genes=cfg.n_top_genes, flavor=flavor, inplace=False,
+                layer="counts" if flavor == "seurat_v3" else None,
+            )
+        used[np.flatnonzero(eligible)] = np.asarray(hv["highly_variable"], dtype=bool)
+        log.info("prepare: %d highly variable genes (%s) of %d", int(used.sum()), flavor, int(eligible.sum()))
+    else:
+        log.info("prepare: using all %d genes that vary", int(used.sum()))
+    adata.var["highly_variable"] = used
+    return used
+
+
+def prepared_matrix(adata: AnnData, genes: pd.Index, prep: dict, *, allow_missing: bool = False):
+    """Model-ready matrix (cells × ``genes``, log scale, unscaled) from raw or prepared ``adata``.
+
+    Raw data get the saved model's own preparation (normalise + log1p for counts); genes are aligned by
+    name. Missing genes are an error unless ``allow_missing`` (then they are filled with the training
+    minimum / mean, i.e. model input 0). Returns (X, missing_mask).
+    """
+    if adata.n_obs == 0:
+        raise UserError("no samples to embed: the matrix has 0 rows")
+    missing = ~genes.isin(adata.var_names)
+    if missing.any() and not allow_missing:
+        names = ", ".join(genes[missing][:5])
+        raise UserError(f"{int(missing.sum())} of the model's {len(genes)} genes are absent from the data "
+                        f"(e.g. {names}); use allow_missing_genes to fill them, or check the gene identifiers")
+    if not adata.var_names.is_unique:
+        raise UserError("gene names are not unique; make them unique (adata.var_names_make_unique()) first")
+    if PREP_KEY in adata.uns:
+        X = adata.X
+    else:
+        check_finite(adata.X, "the data to embed")
+        if prep["input_kind"] == "counts":
+            if not is_counts(adata.X):
+                raise UserError("the model was trained on raw counts but these data are not counts "
+                                "(negative or non-integer values); give raw counts or prepared data")
+            tmp = AnnData(X=adata.X.astype(np.float32), obs=pd.DataFrame(index=adata.obs_names),
+                          var=pd.DataFrame(index=adata.var_names))
+            normalize_log(tmp, prep["params"]["target_sum"])
+            X = tmp.X
+        else:
+            X = adata.X
+    present = np.flatnonzero(~missing)
+    idx = adata.var_names.get_indexer(genes[present])
+    sub = X[:, idx]
+    if sp.issparse(sub):
+        sub = sp.csr_matrix(sub, dtype=np.float32)
+    else:
+        sub = np.asarray(sub, dtype=np.float32)
+    if missing.any():
+        log.warning("%d model genes absent from the data; filled so that their model input is 0", int(missing.sum()))
+        # Reorder columns into model order, leaving absent genes as 0 before scaling (offset handled by caller).
+        n = len(genes)
+        if sp.issparse(sub):
+            sub = sp.csc_matrix(sub)
+            cols = sp.csr_matrix((np.ones(len(present), np.float32), (present, np.arange(len(present)))),
+                                 shape=(n, len(present)))
+            sub = sp.csr_matrix(sub @ cols.T)
+        else:
+            full = np.zeros((sub.shape[0], n), np.float32)
+            full[:, present] = sub
+            sub = full
+    return sub, np.asarray(missing)

@@ -1,0 +1,374 @@
+"""The training loop, explicit from top to bottom (nanoGPT style), and the evaluation passes.
+
+Pure torch + numpy/scipy: no AnnData here. Data arrive as a dense array or a CSR matrix plus per-gene
+``offset``/``scale`` vectors; each minibatch is densified and scaled on its own, so a sparse matrix is
+never densified wholesale.
+
+Randomness is keyed, not streamed: the shuffle of epoch ``e`` comes from ``(seed, e)``, the masking
+noise of global batch ``s`` from ``(seed, e, s)``, dropout from ``(seed, e)``. A run resumed from a
+checkpoint at an epoch boundary therefore continues exactly as the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .config import DAEConfig
+from .errors import UserError
+from .nn import DenoisingAutoencoder, corrupt, noise_seed, reconstruction_loss
+
+log = logging.getLogger("genodae")
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+_VAL_EPOCH = 2**31 - 1  # the validation noise is drawn once, from its own key, and reused every epoch
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` → CUDA when present, else CPU (with a log line); an absent CUDA device asked for by name is an error."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        log.info("device auto: no CUDA device found, training on CPU")
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device {spec!r} requested but no CUDA device is available; use --device cpu or auto")
+        dev = torch.device(spec)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(
+                f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+        return dev
+    return torch.device("cpu")
+
+
+class BatchSource:
+    """Rows of a dense array or CSR matrix, densified one batch at a time and scaled on the device.
+
+    Model input = ``(X - offset) / scale``, clipped to [0, 1] when ``clip`` (min-max scaling, so that a new
+    sample outside the training range still means "not expressed" … "highest seen").
+    """
+
+    def __init__(self, X, offset: np.ndarray, scale: np.ndarray, device: torch.device, clip: bool = False):
+        if sp.issparse(X):
+            X = sp.csr_matrix(X) if not sp.isspmatrix_csr(X) else X
+        self.X = X
+        self.n_obs, self.n_vars = X.shape
+        self.device = device
+        self.offset = torch.as_tensor(np.asarray(offset, dtype=np.float32), device=device)
+        self.scale = torch.as_tensor(np.asarray(scale, dtype=np.float32), device=device)
+        self.clip = clip
+        self._pin = device.type == "cuda"
+
+    def __call__(self, rows: np.ndarray) -> torch.Tensor:
+        block = self.X[rows]
+        block = block.toarray() if sp.issparse(block) else np.asarray(block)
+        t = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
+        if self._pin:
+            t = t.pin_memory()
+        t = t.to(self.device, non_blocking=True)
+        t = (t - self.offset) / self.scale
+        return t.clamp_(0.0, 1.0) if self.clip else t
+
+
+def split_cells(n_obs: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation split; no validation cells when there are too few cells to spare."""
+    n_val = int(round(n_obs * val_fraction))
+    if n_obs - n_val < 2:
+        n_val = 0
+    perm = np.random.default_rng(seed).permutation(n_obs)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+@dataclass
+class History:
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    best_loss: float = math.inf
+    epochs_run: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+def build_module(n_input: int, config: DAEConfig, output_activation: str) -> DenoisingAutoencoder:
+    return DenoisingAutoencoder(
+        n_input,
+        config.n_latent,
+        hidden=config.hidden,
+        activation=config.activation,
+        latent_activation=config.latent_activation,
+        dropout=config.dropout,
+        norm=config.norm,
+        decoder=config.decoder,
+        tied=config.tied,
+        output_activation=output_activation,
+    )
+
+
+def make_optimizer(module: torch.nn.Module, config: DAEConfig) -> torch.optim.Optimizer:
+    params = module.parameters()
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+
+
+def fit(
+    module: DenoisingAutoencoder,
+    source: BatchSource,
+    config: DAEConfig,
+    *,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> History:
+    """Train ``module`` in place on rows ``train_idx`` of ``source``; early-stop on ``val_idx``.
+
+    At the end the weights of the best validation epoch are restored. Returns the loss history.
+    """
+    device = source.device
+    module.to(device)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    opt = make_optimizer(module, config)
+    amp = config.amp and device.type == "cuda"
+    noise_gen = torch.Generator(device=device)
+    hist = History(device=str(device))
+    best_state = _copy_state(module)
+    bad_epochs, start_epoch = 0, 0
+    ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
+    if resume and ckpt is not None and ckpt.exists():
+        start_epoch, best_state, bad_epochs = _load_checkpoint(ckpt, module, opt, hist, config)
+        log.info("resumed from %s at epoch %d", ckpt, start_epoch)
+    elif resume:
+        log.info("--resume: no checkpoint at %s, starting from scratch", ckpt)
+    monitor_idx = val_idx if len(val_idx) else train_idx
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.epochs, initial=start_epoch, desc="training", unit="epoch")
+
+    t0 = time.perf_counter()
+    n_train, bs = len(train_idx), config.batch_size
+    for epoch in range(start_epoch, config.epochs):
+        torch.manual_seed(noise_seed(config.seed, epoch, -1))  # dropout
+        shuffle = torch.Generator().manual_seed(noise_seed(config.seed, epoch, -2))
+        order = train_idx[torch.randperm(n_train, generator=shuffle).numpy()]
+        module.train()
+        total = torch.zeros((), device=device)
+        for step, start in enumerate(range(0, n_train, bs)):
+            rows = order[start : start + bs]
+            if len(rows) < 2 and config.norm == "batch":
+                continue  # batch norm cannot train on a single cell
+            x = source(rows)
+            noise_gen.manual_seed(noise_seed(config.seed, epoch, step))
+            xc, mask = corrupt(x, config.corruption, config.gaussian_noise, noise_gen)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                _, logits = module(xc)
+            loss = reconstruction_loss(
+                logits, x, loss=config.loss, output_activation=module.output_activation,
+                mask=mask if config.loss_on == "masked" else None,
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
+            opt.step()
+            total += loss.detach() * len(rows)  # stays on the device: no host sync per batch
+        train_loss = float(total) / n_train
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch + 1} (loss {train_loss}); lower --lr or set --grad-clip"
+            )
+        val_loss = evaluate_loss(module, source, monitor_idx, config)
+        hist.train_loss.append(train_loss)
+        hist.val_loss.append(val_loss)
+        hist.epochs_run = epoch + 1
+        if val_loss < hist.best_loss - 1e-7:
+            hist.best_loss, hist.best_epoch, bad_epochs = val_loss, epoch, 0
+            best_state = _copy_state(module)
+        else:
+            bad_epochs += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}")
+        elif (epoch + 1) % max(1, config.epochs // 10) == 0 or epoch == 0:
+            log.info("epoch %d/%d  train %.5g  val %.5g", epoch + 1, config.epochs, train_loss, val_loss)
+        stop = config.patience > 0 and bad_epochs >= config.patience
+        if ckpt is not None and checkpoint_every > 0 and ((epoch + 1) % checkpoint_every == 0 or stop):
+            _save_checkpoint(ckpt, module, opt, hist, best_state, bad_epochs, epoch + 1, config)
+        if stop:
+            hist.stopped_early = True
+            log.info("early stop at epoch %d: no validation improvement for %d epochs", epoch + 1, bad_epochs)
+            break
+    if bar is not None:
+        bar.close()
+    hist.seconds = time.perf_counter() - t0
+    module.load_state_dict(best_state)
+    module.eval()
+    return hist
+
+
+@torch.no_grad()
+def evaluate_loss(module: DenoisingAutoencoder, source: BatchSource, rows: np.ndarray, config: DAEConfig) -> float:
+    """Denoising loss on ``rows`` with fixed noise (the same every epoch, so epochs are comparable)."""
+    module.eval()
+    gen = torch.Generator(device=source.device)
+    total, n = 0.0, 0
+    for step, start in enumerate(range(0, len(rows), 4096)):
+        x = source(rows[start : start + 4096])
+        gen.manual_seed(noise_seed(config.seed, _VAL_EPOCH, step))
+        xc, mask = corrupt(x, config.corruption, config.gaussian_noise, gen)
+        _, logits = module(xc)
+        per = reconstruction_loss(logits, x, loss=config.loss, output_activation=module.output_activation,
+                                  reduction="none")
+        if config.loss_on == "masked" and mask is not None:
+            total += float((per * mask).sum() / mask.sum().clamp_min(1)) * x.shape[0]
+        else:
+            total += float(per.mean()) * x.shape[0]
+        n += x.shape[0]
+    return total / max(n, 1)
+
+
+@torch.no_grad()
+def embed(module: DenoisingAutoencoder, source: BatchSource, rows: np.ndarray | None = None,
+          batch_size: int = 4096) -> np.ndarray:
+    """Bottleneck activations of clean (uncorrupted) input, cells × n_latent."""
+    module.eval()
+    rows = np.arange(source.n_obs) if rows is None else rows
+    out = [module.encode(source(rows[s : s + batch_size])).float().cpu().numpy()
+           for s in range(0, len(rows), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, module.n_latent), np.float32)
+
+
+@torch.no_grad()
+def reconstruction_scores(module: DenoisingAutoencoder, source: BatchSource, rows: np.ndarray,
+                          batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell mean squared error and per-gene R² of the reconstruction of clean input (scaled space)."""
+    module.eval()
+    cell_err = np.zeros(len(rows), dtype=np.float64)
+    sse = torch.zeros(source.n_vars, dtype=torch.float64, device=source.device)
+    s1 = torch.zeros_like(sse)
+    s2 = torch.zeros_like(sse)
+    for s in range(0, len(rows), batch_size):
+        x = source(rows[s : s + batch_size])
+        r = module.reconstruct(x).float()
+        d2 = (r - x).square()
+        cell_err[s : s + x.shape[0]] = d2.mean(1).double().cpu().numpy()
+        sse += d2.sum(0).double()
+        s1 += x.sum(0).double()
+        s2 += x.square().sum(0).double()
+    n = max(len(rows), 1)
+    sst = s2 - s1.square() / n
+    r2 = torch.where(sst > 1e-12, 1 - sse / sst.clamp_min(1e-12), torch.full_like(sse, float("nan")))
+    return cell_err, r2.cpu().numpy()
+
+
+@torch.no_grad()
+def denoise(module: DenoisingAutoencoder, source: BatchSource, batch_size: int = 4096) -> np.ndarray:
+    """Reconstruction of every cell's clean input (scaled space), cells × genes, dense."""
+    module.eval()
+    rows = np.arange(source.n_obs)
+    return np.concatenate([module.reconstruct(source(rows[s : s + batch_size])).float().cpu().numpy()
+                           for s in range(0, len(rows), batch_size)])
+
+
+def gene_weights(module: DenoisingAutoencoder, source: BatchSource | None = None,
+                 max_cells: int = 2000, seed: int = 0) -> np.ndarray:
+    """genes × latent weights: the decoder matrix (linear/tied), or the mean Jacobian (MLP decoder)."""
+    if module.decoder_kind == "linear" or module.tied:
+        return module.linear_gene_weights().float().cpu().numpy().copy()  # not a view of the live weights
+    if source is None:
+        raise ValueError("an MLP decoder's gene weights need data (the mean Jacobian over cells)")
+    rows = np.arange(source.n_obs)
+    if len(rows) > max_cells:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_cells, replace=False))
+    z = torch.from_numpy(embed(module, source, rows)).to(source.device)
+    module.eval()
+    return module.mean_jacobian(z).float().cpu().numpy()
+
+
+# --- checkpoints: safetensors for tensors, JSON metadata for the rest; nothing is ever unpickled ---------
+
+
+def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _save_checkpoint(path: Path, module, opt, hist: History, best_state, bad_epochs: int, epoch: int,
+                     config: DAEConfig) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.contiguous().cpu() for k, v in module.state_dict().items()}
+    tensors.update({f"best.{k}": v.contiguous().cpu() for k, v in best_state.items()})
+    osd = opt.state_dict()
+    scalars: dict[str, dict] = {}
+    for pid, st in osd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{pid}.{k}"] = v.contiguous().cpu()
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    meta = {
+        "epoch": epoch,
+        "bad_epochs": bad_epochs,
+        "history": asdict(hist),
+        "param_groups": osd["param_groups"],
+        "opt_scalars": scalars,
+        "config": config.to_dict(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp), metadata={"genodae_checkpoint": json.dumps(meta)})
+    os.replace(tmp, path)  # a kill mid-write never leaves a checkpoint that looks complete
+
+
+def _load_checkpoint(path: Path, module, opt, hist: History, config: DAEConfig):
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["genodae_checkpoint"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"checkpoint {path} is unreadable ({e}); delete it to start from scratch") from None
+    saved = {k: v for k, v in meta["config"].items() if k not in ("epochs", "patience", "device", "num_threads")}
+    now = {k: v for k, v in config.to_dict().items() if k in saved}
+    if saved != now:
+        diff = sorted(k for k in saved if saved[k] != now.get(k))
+        raise UserError(f"checkpoint {path} was made with other settings ({', '.join(diff)}); "
+                        "delete it or train without --resume")
+    dev = next(module.parameters()).device
+    module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    best = {k[5:]: v.to(dev) for k, v in tensors.items() if k.startswith("best.")}
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v  # load_state_dict moves them
+    for pid, sc in meta["opt_scalars"].items():
+        state.setdefault(int(pid), {}).update(sc)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    for k, v in meta["history"].items():
+        setattr(hist, k, v)
+    return int(meta["epoch"]), best, int(meta["bad_epochs"])
