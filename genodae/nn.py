@@ -72,7 +72,7 @@ def corrupt(
 
 def _mlp(sizes: Sequence[int], act: str, dropout: float, norm: str) -> list[nn.Module]:
     layers: list[nn.Module] = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=False):
         layers.append(nn.Linear(n_in, n_out))
         if norm == "batch":
             layers.append(nn.BatchNorm1d(n_out))
