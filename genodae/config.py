@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,12 @@ INPUT_KINDS = ("auto", "counts", "log")
 class PrepareConfig:
     """How an expression matrix becomes model input (``genodae.pp.prepare``)."""
 
-    n_top_genes: int = 2000  # highly variable genes to keep; all genes when fewer (0 = all)
-    hvg_flavor: str = "auto"  # auto: seurat_v3 on counts, seurat on log-scale data
-    input_kind: str = "auto"  # auto-detect raw counts vs already transformed values
-    target_sum: float = 1e4  # library size after normalisation (fixed, so projection is reproducible)
-    scaling: str = "minmax"  # per-gene 0-1 (masking to 0 = "not expressed", as in ADAGE) or z-score
-    min_cells: int = 1  # drop genes detected (non-zero) in fewer cells
+    n_top_genes: int = field(default=2000, metadata={"help": "highly variable genes to keep; all genes when fewer (0 = all)"})
+    hvg_flavor: str = field(default="auto", metadata={"help": "auto: seurat_v3 on counts, seurat on log-scale data"})
+    input_kind: str = field(default="auto", metadata={"help": "auto-detect raw counts vs already transformed values"})
+    target_sum: float = field(default=1e4, metadata={"help": "library size after normalisation (fixed, so projection is reproducible)"})
+    scaling: str = field(default="minmax", metadata={"help": "per-gene 0-1 (masking to 0 = \"not expressed\", as in ADAGE) or z-score"})
+    min_cells: int = field(default=1, metadata={"help": "drop genes detected (non-zero) in fewer cells"})
 
     def __post_init__(self) -> None:
         _check_choice("hvg_flavor", self.hvg_flavor, HVG_FLAVORS)
@@ -50,35 +50,35 @@ class DAEConfig:
     """Architecture and training settings of the masking-noise denoising autoencoder."""
 
     # network
-    n_latent: int = 32  # bottleneck units = latent nodes = columns of the embedding and gene weights
-    hidden: tuple[int, ...] = (512, 128)  # encoder hidden sizes; the mlp decoder mirrors them
-    activation: str = "relu"
-    latent_activation: str = "linear"  # ADAGE used sigmoid
-    dropout: float = 0.0
-    norm: str = "none"  # normalisation after each hidden layer
-    decoder: str = "linear"  # linear: gene weights are exactly the decoder weights (as in LDVAE)
-    tied: bool = False  # decoder = transposed encoder (only without hidden layers, as in ADAGE)
-    output_activation: str = "auto"  # auto: sigmoid for minmax-scaled input, linear for z-scored
+    n_latent: int = field(default=32, metadata={"help": "bottleneck units = latent nodes = columns of the embedding and gene weights"})
+    hidden: tuple[int, ...] = field(default=(512, 128), metadata={"help": "encoder hidden sizes; the mlp decoder mirrors them"})
+    activation: str = field(default="relu", metadata={"help": "activation of hidden layers: relu, gelu, elu, selu, tanh, sigmoid, leaky_relu, linear"})
+    latent_activation: str = field(default="linear", metadata={"help": "ADAGE used sigmoid"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout after each hidden layer"})
+    norm: str = field(default="none", metadata={"help": "normalisation after each hidden layer"})
+    decoder: str = field(default="linear", metadata={"help": "linear: gene weights are exactly the decoder weights (as in LDVAE)"})
+    tied: bool = field(default=False, metadata={"help": "decoder = transposed encoder (only without hidden layers, as in ADAGE)"})
+    output_activation: str = field(default="auto", metadata={"help": "auto: sigmoid for minmax-scaled input, linear for z-scored"})
     # noise
-    corruption: float = 0.2  # probability of zeroing each input entry (fresh mask every batch)
-    gaussian_noise: float = 0.0  # sd of additive Gaussian noise on the input (0 = off)
+    corruption: float = field(default=0.2, metadata={"help": "probability of zeroing each input entry (fresh mask every batch)"})
+    gaussian_noise: float = field(default=0.0, metadata={"help": "sd of additive Gaussian noise on the input (0 = off)"})
     # loss
-    loss: str = "mse"
-    loss_on: str = "all"  # all entries, or only the masked ones
+    loss: str = field(default="mse", metadata={"help": "reconstruction loss: mse or bce (binary cross-entropy, 0-1 input)"})
+    loss_on: str = field(default="all", metadata={"help": "all entries, or only the masked ones"})
     # optimisation
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    epochs: int = 100
-    val_fraction: float = 0.1  # cells held out for early stopping and the reconstruction scores
-    patience: int = 10  # epochs without validation improvement before stopping (0 = never stop early)
-    grad_clip: float = 5.0  # max gradient norm (0 = off)
+    optimizer: str = field(default="adam", metadata={"help": "adam, adamw or sgd (momentum 0.9)"})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty (decoupled for adamw)"})
+    batch_size: int = field(default=128, metadata={"help": "cells per minibatch"})
+    epochs: int = field(default=100, metadata={"help": "maximum passes over the training cells"})
+    val_fraction: float = field(default=0.1, metadata={"help": "cells held out for early stopping and the reconstruction scores"})
+    patience: int = field(default=10, metadata={"help": "epochs without validation improvement before stopping (0 = never stop early)"})
+    grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
     # execution
-    seed: int = 0
-    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
-    num_threads: int = 0  # torch CPU threads (0 = torch's default)
+    seed: int = field(default=0, metadata={"help": "seeds the split, initialisation, shuffling and noise"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda, cuda:N"})
+    amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA; ignored on CPU"})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)

@@ -201,8 +201,6 @@ class DAE:
         from .io import atomic_path
 
         self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
         tensors["genodae.offset"] = torch.from_numpy(np.ascontiguousarray(self.offset, np.float32))
         tensors["genodae.scale"] = torch.from_numpy(np.ascontiguousarray(self.scale, np.float32))
@@ -219,10 +217,10 @@ class DAE:
             "genes": list(map(str, self.genes)),
             "history": _json_safe(h.__dict__),
         }
-        with atomic_path(path / WEIGHTS_FILE) as tmp:
-            save_file(tensors, str(tmp))
-        with atomic_path(path / META_FILE) as tmp:
-            tmp.write_text(json.dumps(meta, indent=1))
+        with atomic_path(path) as tmp:  # the whole folder appears at once, or not at all
+            tmp.mkdir()
+            save_file(tensors, str(tmp / WEIGHTS_FILE))
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None) -> DAE:

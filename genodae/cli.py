@@ -1,0 +1,369 @@
+"""``genodae <step>``: one subcommand per step of the data flow; each Snakemake rule calls one.
+
+User errors print one line and exit with code 2, with no traceback and no output file (every output
+is written atomically, after all computation succeeded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import shutil
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import PRESETS, DAEConfig, PrepareConfig, make_config, read_settings_file, split_settings
+from .errors import UserError
+
+log = logging.getLogger("genodae")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # one line, exit 2 (argparse prints usage too)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_hidden(text: str) -> tuple[int, ...]:
+    text = text.strip()
+    if text in ("", "none", "[]"):
+        return ()
+    try:
+        return tuple(int(x) for x in text.replace(" ", "").strip("[]()").split(",") if x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"hidden sizes must be integers separated by commas, not {text!r}") from None
+
+
+def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = ()) -> None:
+    """One flag per dataclass field, default None (= preset/settings file/dataclass default), help shows the default."""
+    g = p.add_argument_group(title)
+    defaults = cls()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = getattr(defaults, f.name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        help_ = f"{f.metadata.get('help', '')} (default: {shown})"
+        hint = hints[f.name]
+        if hint is bool:
+            g.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif f.name == "hidden":
+            g.add_argument(_flag(f.name), dest=f.name, type=_parse_hidden, default=None, metavar="N,N,...",
+                           help=help_ + "; '' for none")
+        else:
+            g.add_argument(_flag(f.name), dest=f.name, type=hint, default=None, metavar=f.name.upper(), help=help_)
+
+
+def _read_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reading the input")
+    g.add_argument("--obs", metavar="SHEET", help="CSV/TSV of sample metadata keyed by sample name, joined into obs")
+    g.add_argument("--orientation", choices=("auto", "genes_by_samples", "samples_by_genes"), default="auto",
+                   help="layout of a CSV/TSV/GCT table (default: auto, from the identifiers)")
+    g.add_argument("--missing", choices=("error", "drop", "impute"), default="error",
+                   help="NaN values: error, drop the genes that have them, or impute each gene's mean (default: error)")
+    g.add_argument("--cls", metavar="FILE", help="GSEA .cls phenotype file (default: found next to a GSEA .txt/.gct)")
+    g.add_argument("--duplicates", choices=("make_unique", "error"), default="make_unique",
+                   help="duplicate sample or gene names (default: make_unique, with a warning)")
+
+
+def _settings_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--settings", metavar="FILE", help="YAML or JSON file of settings; flags given explicitly win")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="named starting point (default: default)")
+    _add_dataclass_flags(p, DAEConfig, "model and training settings")
+    g = p.add_argument_group("checkpoints")
+    g.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="write a checkpoint every N epochs (default: 0, none)")
+    g.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="where checkpoints go (default: OUTPUT.ckpt beside the output); kept until training ends")
+    g.add_argument("--resume", action="store_true", help="continue from the checkpoint when there is one")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="genodae", description="Masking-noise denoising autoencoders for gene expression.")
+    parser.add_argument("--version", action="version", version=f"genodae {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("example", help="write the built-in example dataset (700 PBMCs, raw counts) as .h5ad")
+    p.add_argument("-o", "--output", required=True, help="output .h5ad")
+    p.set_defaults(func=cmd_example)
+
+    p = sub.add_parser("prepare", help="read any supported matrix, normalise, select genes, compute scaling")
+    p.add_argument("input", help="h5ad, loom, 10x dir/.h5, CSV/TSV(.gz), GCT or GSEA .txt")
+    p.add_argument("-o", "--output", required=True, help="prepared .h5ad")
+    _read_options(p)
+    _settings_arg(p)
+    _add_dataclass_flags(p, PrepareConfig, "preparation settings")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a DAE on a prepared .h5ad and save the model folder")
+    p.add_argument("input", help="prepared .h5ad (from genodae prepare)")
+    p.add_argument("-o", "--output", required=True, help="model folder to write")
+    p.add_argument("--layer", help="train on this layer instead of X")
+    _settings_arg(p)
+    _model_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("embed", help="project data (raw or prepared) onto a saved model; write an annotated .h5ad")
+    p.add_argument("input", help="any readable matrix; raw data get the model's own preparation")
+    p.add_argument("model", help="model folder (from genodae train)")
+    p.add_argument("-o", "--output", required=True, help="annotated .h5ad")
+    p.add_argument("--key", default="dae", help="prefix of the keys written (default: dae)")
+    p.add_argument("--denoised", action="store_true", help="also write layers['<key>_denoised'] (dense)")
+    p.add_argument("--allow-missing-genes", action="store_true",
+                   help="fill model genes absent from the data (model input 0) instead of failing")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the model's)")
+    _read_options(p)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("export", help="write the embedding and the gene weights of an embedded .h5ad as TSV")
+    p.add_argument("input", help="embedded .h5ad (from genodae embed)")
+    p.add_argument("--embedding", metavar="TSV", help="cells × nodes embedding table")
+    p.add_argument("--weights", metavar="TSV", help="genes used × nodes gene-weight table")
+    p.add_argument("--genes", metavar="TSV", help="per-gene table: used, reconstruction R², scaling")
+    p.add_argument("--key", default="dae", help="prefix of the keys to read (default: dae)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("plot", help="loss curves and a UMAP of the embedding")
+    p.add_argument("input", help="embedded .h5ad")
+    p.add_argument("-o", "--output", required=True, help="folder for loss.png and umap.png")
+    p.add_argument("--color", nargs="*", default=[], help="obs columns to colour the UMAP by")
+    p.add_argument("--key", default="dae", help="prefix of the keys to read (default: dae)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("run", help="prepare, train, embed and export in one go")
+    p.add_argument("input", help="any readable matrix")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--color", nargs="*", default=[], help="obs columns to colour the UMAP by (plots when given)")
+    p.add_argument("--denoised", action="store_true", help="also write layers['dae_denoised']")
+    _read_options(p)
+    _settings_arg(p)
+    _add_dataclass_flags(p, PrepareConfig, "preparation settings")
+    _model_args(p)
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+# --- settings -----------------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(prepare kwargs, model kwargs): dataclass defaults < preset < settings file < explicit flags."""
+    from_file = read_settings_file(args.settings) if getattr(args, "settings", None) else {}
+    prep, dae = split_settings(from_file)
+    for f in dataclasses.fields(PrepareConfig):
+        if getattr(args, f.name, None) is not None:
+            prep[f.name] = getattr(args, f.name)
+    for f in dataclasses.fields(DAEConfig):
+        if getattr(args, f.name, None) is not None:
+            dae[f.name] = getattr(args, f.name)
+    if getattr(args, "preset", None):
+        dae["preset"] = args.preset
+    try:
+        PrepareConfig(**prep)
+    except TypeError as e:
+        raise UserError(f"invalid preparation setting: {e}") from None
+    return prep, dae
+
+
+def _make_model(dae: dict[str, Any]):
+    from .model import DAE
+
+    dae = dict(dae)
+    preset = dae.pop("preset", "default")
+    if "hidden" in dae and isinstance(dae["hidden"], (list, tuple)):
+        dae["hidden"] = tuple(dae["hidden"])
+    try:
+        return DAE(make_config(preset, **dae))
+    except TypeError as e:
+        raise UserError(f"invalid model setting: {e}") from None
+
+
+def _read(args: argparse.Namespace):
+    from .io import read
+
+    return read(args.input, orientation=args.orientation, sample_sheet=args.obs, cls=args.cls,
+                missing=args.missing, duplicates=args.duplicates)
+
+
+def _check_output(path: str | Path, *, folder: bool = False) -> Path:
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"output {path} exists and is not a folder")
+    if not folder and path.is_dir():
+        raise UserError(f"output {path} is a folder; give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --- subcommands --------------------------------------------------------------------------------------
+
+
+def cmd_example(args: argparse.Namespace) -> None:
+    from .datasets import pbmc68k_counts
+    from .io import write_h5ad
+
+    out = _check_output(args.output)
+    write_h5ad(pbmc68k_counts(), out)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from .io import write_h5ad
+    from .pp import prepare
+
+    out = _check_output(args.output)
+    prep, _ = _settings(args)
+    adata = _read(args)
+    prepare(adata, **prep)
+    write_h5ad(adata, out)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    out = _check_output(args.output, folder=True)
+    _, dae = _settings(args)
+    model = _make_model(dae)
+    adata = _read_h5ad(args.input)
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".ckpt")
+    model.fit(adata, layer=args.layer, checkpoint_dir=ckpt if args.checkpoint_every or args.resume else None,
+              checkpoint_every=args.checkpoint_every, resume=args.resume)
+    model.save(out)
+    shutil.rmtree(ckpt, ignore_errors=True)  # the finished model supersedes the checkpoint
+    log.info("wrote model to %s", out)
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from .io import write_h5ad
+    from .model import DAE
+
+    out = _check_output(args.output)
+    model = DAE.load(args.model, device=args.device)
+    adata = _read(args)
+    model.annotate(adata, key=args.key, denoised=args.denoised, allow_missing_genes=args.allow_missing_genes)
+    write_h5ad(adata, out)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from .io import write_table
+    from .model import node_names
+
+    if not (args.embedding or args.weights or args.genes):
+        raise UserError("nothing to export: give --embedding, --weights and/or --genes")
+    adata = _read_h5ad(args.input)
+    key = args.key
+    if f"X_{key}" not in adata.obsm or f"{key}_weights" not in adata.varm:
+        raise UserError(f"{args.input} has no obsm['X_{key}'] / varm['{key}_weights']; run genodae embed first "
+                        "(or pass the right --key)")
+    Z, W = adata.obsm[f"X_{key}"], adata.varm[f"{key}_weights"]
+    nodes = node_names(Z.shape[1])
+    used = adata.var_names.isin(list(adata.uns[key]["genes_used"])) if key in adata.uns else (W != 0).any(1)
+    tables = {
+        args.embedding: pd.DataFrame(Z, index=adata.obs_names.rename("cell"), columns=nodes),
+        args.weights: pd.DataFrame(W[used], index=adata.var_names[used].rename("gene"), columns=nodes),
+        args.genes: pd.DataFrame({
+            "used": used,
+            "recon_r2": adata.var.get(f"{key}_recon_r2"),
+            "offset": adata.var.get("genodae_offset"),
+            "scale": adata.var.get("genodae_scale"),
+        }, index=adata.var_names.rename("gene")),
+    }
+    for path, df in tables.items():
+        if path:
+            write_table(df, _check_output(path), sep="\t")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from . import pl
+
+    out = _check_output(args.output, folder=True)
+    adata = _read_h5ad(args.input)
+    out.mkdir(parents=True, exist_ok=True)
+    from .io import atomic_path
+
+    with atomic_path(out / "loss.png") as tmp:
+        pl.loss(adata, key=args.key, save=tmp)
+    with atomic_path(out / "umap.png") as tmp:
+        pl.umap(adata, key=args.key, color=args.color, save=tmp)
+    log.info("wrote %s/loss.png and umap.png", out)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from . import pl
+    from .io import atomic_path, write_h5ad
+    from .pp import prepare
+
+    out = _check_output(args.output, folder=True)
+    prep, dae = _settings(args)
+    model = _make_model(dae)
+    adata = _read(args)
+    prepare(adata, **prep)
+    prepared = adata.copy()
+    model.fit(adata, checkpoint_dir=out / "model.ckpt" if args.checkpoint_every or args.resume else None,
+              checkpoint_every=args.checkpoint_every, resume=args.resume)
+    model.annotate(adata, denoised=args.denoised, r2_rows=model.val_idx)
+    if args.color:
+        absent = [c for c in args.color if c not in adata.obs]
+        if absent:
+            raise UserError(f"label column(s) {', '.join(absent)} not in obs; available: {', '.join(adata.obs.columns)}")
+    # everything computed: now write
+    out.mkdir(parents=True, exist_ok=True)
+    write_h5ad(prepared, out / "prepared.h5ad")
+    model.save(out / "model")
+    shutil.rmtree(out / "model.ckpt", ignore_errors=True)
+    write_h5ad(adata, out / "embedded.h5ad")
+    ns = argparse.Namespace(input=str(out / "embedded.h5ad"), key="dae", embedding=str(out / "embedding.tsv"),
+                            weights=str(out / "gene_weights.tsv"), genes=str(out / "genes.tsv"))
+    cmd_export(ns)
+    with atomic_path(out / "loss.png") as tmp:
+        pl.loss(adata, save=tmp)
+    if args.color:
+        with atomic_path(out / "umap.png") as tmp:
+            pl.umap(adata, color=args.color, save=tmp)
+    log.info("wrote %s: prepared.h5ad, model/, embedded.h5ad, embedding.tsv, gene_weights.tsv, genes.tsv, plots",
+             out)
+
+
+def _read_h5ad(path: str):
+    from .io import read
+
+    if not str(path).endswith(".h5ad"):
+        raise UserError(f"{path}: expected an .h5ad written by genodae")
+    return read(path)
+
+
+# --- entry point --------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="genodae: %(message)s", stream=sys.stderr)
+    logging.getLogger("genodae").setLevel(level)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"genodae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genodae: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
