@@ -1,0 +1,31 @@
+# The README's two commands: `make example` (set up, then run the workflow on the built-in example)
+# and `make test` (set up, then run the test suite). Both create .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# CPU build by default (what CI tests). On a GPU machine: make example TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"
+TORCH  ?= torch==2.13.0
+CORES  ?= all
+
+.PHONY: install example test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first: a plain `torch` requirement would otherwise pull a multi-GB CUDA build
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+example: install
+	$(BIN)/snakemake --cores $(CORES)
+	@echo "done: see results/ (embeddings, gene weights, figures) and report with: $(BIN)/snakemake --report report.html"
+
+test: install
+	$(BIN)/ruff check genodae tests bench
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf results logs benchmarks resources .snakemake report.html
