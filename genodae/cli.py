@@ -94,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"genodae {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    # -v/-q also after the subcommand; SUPPRESS keeps a subparser from resetting what came before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, parents=[common], **k)
     sub.required = True
 
     p = sub.add_parser("example", help="write the built-in example dataset (700 PBMCs, raw counts) as .h5ad")
@@ -239,6 +245,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".ckpt")
     model.fit(adata, layer=args.layer, checkpoint_dir=ckpt if args.checkpoint_every or args.resume else None,
               checkpoint_every=args.checkpoint_every, resume=args.resume)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # launched by torchrun: rank 0 writes
+        rank = dist.get_rank()
+        dist.barrier()
+        dist.destroy_process_group()
+        if rank != 0:
+            return
     model.save(out)
     shutil.rmtree(ckpt, ignore_errors=True)  # the finished model supersedes the checkpoint
     log.info("wrote model to %s", out)

@@ -78,6 +78,7 @@ class DAEConfig:
     seed: int = field(default=0, metadata={"help": "seeds the split, initialisation, shuffling and noise"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda, cuda:N"})
     amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA; ignored on CPU"})
+    data_placement: str = field(default="auto", metadata={"help": "auto (on the GPU when a float16 copy fits), device or host (stream minibatches)"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
     def __post_init__(self) -> None:
@@ -93,6 +94,7 @@ class DAEConfig:
         _check_choice("loss", self.loss, LOSSES)
         _check_choice("loss_on", self.loss_on, LOSS_ON)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("data_placement", self.data_placement, ("auto", "device", "host"))
         _check_range("dropout", self.dropout, lo=0, hi=1, hi_open=True)
         _check_range("corruption", self.corruption, lo=0, hi=1, hi_open=True)
         _check_range("gaussian_noise", self.gaussian_noise, lo=0)

@@ -141,28 +141,35 @@ def read(
     sheet = _read_sample_sheet(sample_sheet) if sample_sheet is not None else None
     info: dict = {"path": str(path), "format": fmt}
 
-    if fmt in ("table", "gsea"):
-        adata, fmt, how, why = _read_text_table(path, orientation, sheet, delimiter)
-    elif fmt == "gct":
-        adata, how, why = _read_gct(path, orientation)
-    else:
-        reader = {"h5ad": _read_h5ad, "loom": _read_loom, "10x_h5": _read_10x_h5, "10x_mtx": _read_10x_mtx}
-        adata = reader[fmt](path)
-        fmt = adata.uns.pop("_genodae_format", fmt)
-        how, why = "samples_by_genes", f"{fmt} files store samples × genes"
-        if orientation == "genes_by_samples":
-            adata = adata.T.copy()
-            how, why = "genes_by_samples", "orientation='genes_by_samples' given: transposed"
-        elif orientation == "auto":
-            _warn_if_transposed(adata, path)
-    info.update(format=fmt, orientation=how, orientation_reason=why)
-    logger.info("Orientation of %s: %s (%s)", path, how.replace("_", " "), why)
-
+    with warnings.catch_warnings():  # duplicate names are reported (once) by _handle_duplicates
+        warnings.filterwarnings("ignore", message=".*names are not unique", category=UserWarning)
+        if fmt in ("table", "gsea"):
+            adata, fmt, how, why = _read_text_table(path, orientation, sheet, delimiter)
+        elif fmt == "gct":
+            adata, how, why = _read_gct(path, orientation)
+        else:
+            reader = {
+                "h5ad": _read_h5ad,
+                "loom": _read_loom,
+                "10x_h5": _read_10x_h5,
+                "10x_mtx": _read_10x_mtx,
+            }
+            adata = reader[fmt](path)
+            fmt = adata.uns.pop("_genodae_format", fmt)
+            how, why = "samples_by_genes", f"{fmt} files store samples × genes"
+            if orientation == "genes_by_samples":
+                adata = adata.T.copy()
+                how, why = "genes_by_samples", "orientation='genes_by_samples' given: transposed"
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise UserError(
             f"{path} holds an empty matrix ({adata.n_obs} samples × {adata.n_vars} genes): "
             "check that it is the right file and was written completely."
         )
+    if fmt in ("h5ad", "loom", "10x_h5", "10x_mtx") and orientation == "auto":
+        _warn_if_transposed(adata, path)
+    info.update(format=fmt, orientation=how, orientation_reason=why)
+    logger.info("Orientation of %s: %s (%s)", path, how.replace("_", " "), why)
+
     adata.X = _as_float32(adata.X)
     _handle_nonfinite(adata, path, missing, info)
     _handle_duplicates(adata, path, duplicates)
@@ -177,7 +184,7 @@ def read(
                 "use the .cls file that belongs to this expression file (one label per sample, in order)."
             )
         for col in pheno.columns:
-            adata.obs[col] = pheno[col].to_numpy()
+            adata.obs[col] = pheno[col].array  # keeps the categorical dtype and its class order
         info["cls"] = str(cls)
         logger.info("Phenotypes from %s stored in obs[%s]", cls, ", ".join(map(repr, pheno.columns)))
 
@@ -414,11 +421,11 @@ def _read_gct(path: Path, orientation: str) -> tuple[anndata.AnnData, str, str]:
     lines = _head_lines(path, 3)
     version = lines[0].strip().split("\t")[0] if lines else ""
     if version not in ("#1.2", "#1.3"):
+        if not lines:
+            raise UserError(f"{path} is empty: re-create or re-download it.")
         raise UserError(
-            f"{path} is not a GCT file: its first line is {lines[0][:40]!r} if any, expected '#1.2' or "
-            "'#1.3'. Rename it to .tsv/.txt if it is a plain table."
-            if lines
-            else f"{path} is empty: re-create or re-download it."
+            f"{path} is not a GCT file: its first line is {lines[0][:40]!r}, expected '#1.2' or '#1.3'. "
+            "Rename it to .tsv/.txt if it is a plain table."
         )
     if len(lines) < 3:
         raise UserError(f"{path} (GCT) ends before its header line: the file is truncated.")
@@ -618,10 +625,8 @@ def _as_float32(X):
     if sparse.issparse(X):
         X = X.tocsr() if X.format != "csr" else X
         return X.astype(np.float32, copy=False) if X.dtype != np.float32 else X
-    if isinstance(X, np.ndarray):
-        return X.astype(np.float32, copy=False)
-    try:  # e.g. a backed or array-API dense matrix
-        return np.asarray(X, dtype=np.float32)
+    try:  # C order: tables are transposed views, and downstream code expects row-major cells
+        return np.ascontiguousarray(X, dtype=np.float32)
     except Exception as err:
         raise UserError(
             f"X of type {type(X).__name__} is not supported: store a numpy array or scipy sparse matrix."
@@ -641,13 +646,13 @@ _LABEL_PATTERNS: list[tuple[str, float, re.Pattern]] = [
     ("RefSeq IDs", 1.0, re.compile(r"[NX][MR]_\d+(\.\d+)?")),
     ("TCGA barcodes", -1.0, re.compile(r"TCGA-\w{2}-\w{4}.*", re.I)),
     ("GEO sample IDs", -1.0, re.compile(r"GSM\d+", re.I)),
-    ("SRA/BioSample IDs", -1.0, re.compile(r"([SED]R[RXS]|SAM[NED]A?)\d+", re.I)),
+    ("SRA/BioSample IDs", -1.0, re.compile(r"[SED]R[RXSP]\d{5,}|SAM[NED]A?\d{6,}", re.I)),
     ("cell barcodes", -1.0, re.compile(r"([\w.\-]*[_:#.\-])?[ACGTN]{8,}([-_.]\d+)?")),
     (
         "sample/cell names",
         -1.0,
         re.compile(
-            r"(cell|sample|smpl|patient|pt|donor|subject|case|control|ctrl|rep|replicate|s|c|well|plate|run|lib"
+            r"(cell|sample|smpl|patient|pat|pt|p|donor|subject|case|control|ctrl|rep|replicate|s|c|well|plate|run|lib"
             r"|library|tumou?r|normal|batch|id|obs|animal|mouse|individual|condition|cond|day|time|spot)"
             r"[\s_\-.#]?\d+([\s_\-.#]\w*)*",
             re.I,
@@ -674,6 +679,8 @@ def _label_kind(label: str) -> tuple[str, float]:
 def _gene_score(labels: pd.Index) -> tuple[float, str]:
     """How gene-like a set of labels is (+1 genes … -1 samples), and a short reason."""
     labels = pd.Index(labels).astype(str)
+    if len(labels) == 0:
+        return 0.0, "no labels"
     if len(labels) > 2000:  # an even subsample is enough and keeps this fast
         labels = labels[np.linspace(0, len(labels) - 1, 2000).astype(int)]
     kinds = [_label_kind(x) for x in labels]
@@ -890,7 +897,7 @@ def _join_sample_sheet(adata: anndata.AnnData, sheet: pd.DataFrame, path: Path) 
     for col in joined.columns:
         if col in adata.obs.columns:
             logger.warning("Sample sheet %s: column %r replaces the existing obs column", sheet_path, col)
-        adata.obs[str(col)] = joined[col].to_numpy()
+        adata.obs[str(col)] = joined[col].array
     logger.info(
         "Joined %d column(s) from %s into obs (%d of %d samples matched)",
         joined.shape[1],

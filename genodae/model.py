@@ -27,6 +27,8 @@ from .train import (
     embed,
     fit,
     gene_weights,
+    init_distributed,
+    make_source,
     reconstruction_scores,
     resolve_device,
     split_cells,
@@ -84,12 +86,14 @@ class DAE:
         self.genes, self.offset, self.scale, self.prep, self.layer = genes, offset, scale, prep, layer
         torch.manual_seed(cfg.seed)  # weight initialisation
         self.module = build_module(len(genes), cfg, out_act)
-        self.device = resolve_device(cfg.device)
+        _, world, rank_device = init_distributed()  # torchrun: one rank per process, cells split per batch
+        self.device = rank_device if rank_device is not None else resolve_device(cfg.device)
         source = self._source(X)
         train_idx, self.val_idx = split_cells(adata.n_obs, cfg.val_fraction, cfg.seed)
         n_params = sum(p.numel() for p in self.module.parameters())
-        log.info("training DAE: %d cells (%d validation) × %d genes → %d nodes, %d parameters, on %s",
-                 len(train_idx), len(self.val_idx), len(genes), cfg.n_latent, n_params, self.device)
+        log.info("training DAE: %d cells (%d validation) × %d genes → %d nodes, %d parameters, on %s%s (data: %s)",
+                 len(train_idx), len(self.val_idx), len(genes), cfg.n_latent, n_params, self.device,
+                 f" × {world} ranks" if world > 1 else "", source.placement)
         try:
             self.history = fit(self.module, source, cfg, train_idx=train_idx, val_idx=self.val_idx,
                                checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
@@ -108,7 +112,8 @@ class DAE:
         offset = self.offset.copy()
         if missing is not None and missing.any():
             offset[missing] = 0.0  # absent genes were filled with 0: make their model input exactly 0
-        return BatchSource(X, offset, self.scale, self.device, clip=self.prep["params"]["scaling"] == "minmax")
+        return make_source(X, offset, self.scale, self.device, clip=self.prep["params"]["scaling"] == "minmax",
+                           placement=self.config.data_placement)
 
     def _check_fitted(self) -> None:
         if self.module is None:

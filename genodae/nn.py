@@ -46,27 +46,29 @@ def corrupt(
     corruption: float,
     gaussian_noise: float = 0.0,
     generator: torch.Generator | None = None,
-    rows: slice | None = None,
+    global_rows: int | None = None,
+    offset: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Masking noise on the *input*: zero each entry with probability ``corruption``.
 
     Returns the corrupted copy and the boolean mask of zeroed entries (None when nothing is masked).
-    ``rows`` picks this rank's rows out of noise drawn for a whole global batch, so that data-parallel
-    ranks see exactly the noise a single process would.
+    Noise is drawn for a whole global batch of ``global_rows`` rows and this rank's rows
+    ``offset : offset + len(x)`` are kept, so data-parallel ranks see exactly the noise a single
+    process would.
     """
     if corruption <= 0 and gaussian_noise <= 0:
         return x, None
-    n_rows = x.shape[0] if rows is None else rows.stop
-    shape = (n_rows, x.shape[1])
+    n = x.shape[0]
+    shape = (global_rows or n, x.shape[1])
     mask = None
     out = x
     if corruption > 0:
         u = torch.rand(shape, generator=generator, device=x.device, dtype=torch.float32)
-        mask = (u if rows is None else u[rows]) < corruption
+        mask = u[offset : offset + n] < corruption
         out = out.masked_fill(mask, 0.0)
     if gaussian_noise > 0:
         g = torch.randn(shape, generator=generator, device=x.device, dtype=torch.float32)
-        out = out + gaussian_noise * (g if rows is None else g[rows]).to(out.dtype)
+        out = out + gaussian_noise * g[offset : offset + n].to(out.dtype)
     return out, mask
 
 

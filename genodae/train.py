@@ -54,15 +54,18 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 
 class BatchSource:
-    """Rows of a dense array or CSR matrix, densified one batch at a time and scaled on the device.
+    """Rows of a dense array or CSR matrix in host memory, densified one batch at a time, scaled on the device.
 
     Model input = ``(X - offset) / scale``, clipped to [0, 1] when ``clip`` (min-max scaling, so that a new
-    sample outside the training range still means "not expressed" … "highest seen").
+    sample outside the training range still means "not expressed" … "highest seen"). Host → device copies
+    go through pinned memory and are non-blocking.
     """
 
+    placement = "host"
+
     def __init__(self, X, offset: np.ndarray, scale: np.ndarray, device: torch.device, clip: bool = False):
-        if sp.issparse(X):
-            X = sp.csr_matrix(X) if not sp.isspmatrix_csr(X) else X
+        if sp.issparse(X) and not sp.isspmatrix_csr(X):
+            X = sp.csr_matrix(X)
         self.X = X
         self.n_obs, self.n_vars = X.shape
         self.device = device
@@ -71,15 +74,81 @@ class BatchSource:
         self.clip = clip
         self._pin = device.type == "cuda"
 
-    def __call__(self, rows: np.ndarray) -> torch.Tensor:
+    index_device = torch.device("cpu")  # where the row order lives
+
+    def _rows(self, rows) -> torch.Tensor:
+        if torch.is_tensor(rows):
+            rows = rows.numpy()
         block = self.X[rows]
         block = block.toarray() if sp.issparse(block) else np.asarray(block)
         t = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
         if self._pin:
             t = t.pin_memory()
-        t = t.to(self.device, non_blocking=True)
-        t = (t - self.offset) / self.scale
+        return t.to(self.device, non_blocking=True)
+
+    def __call__(self, rows) -> torch.Tensor:
+        t = (self._rows(rows) - self.offset) / self.scale
         return t.clamp_(0.0, 1.0) if self.clip else t
+
+
+class DeviceSource(BatchSource):
+    """The whole matrix resident on the device as float16 (half the bytes of float32, ~3 significant digits,
+    ample for log-scale expression); batches are gathered on the device with no host round trip."""
+
+    placement = "device"
+
+    def __init__(self, X, offset, scale, device, clip=False, chunk: int = 16384):
+        super().__init__(X, offset, scale, device, clip)
+        self.index_device = device
+        self.data = torch.empty((self.n_obs, self.n_vars), dtype=torch.float16, device=device)
+        for s in range(0, self.n_obs, chunk):  # densify chunk by chunk: never the whole matrix on the host
+            self.data[s : s + chunk] = super()._rows(np.arange(s, min(s + chunk, self.n_obs))).half()
+        self.X = None  # the device copy is the data now
+
+    def _rows(self, rows) -> torch.Tensor:
+        rows = torch.as_tensor(rows, device=self.device)
+        return self.data.index_select(0, rows).float()
+
+
+def make_source(X, offset, scale, device: torch.device, clip: bool = False, placement: str = "auto") -> BatchSource:
+    """Host streaming or device-resident data: ``auto`` puts the data on a GPU when its float16 copy fits in
+    40% of the free memory, and says which it chose."""
+    n, g = X.shape
+    need = n * g * 2
+    if placement == "auto":
+        placement = "host"
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            placement = "device" if need < 0.4 * free else "host"
+            log.info("data placement auto: float16 copy needs %.2f GB, %.2f GB free on %s → %s",
+                     need / 1e9, free / 1e9, device, placement)
+    if placement == "device":
+        return DeviceSource(X, offset, scale, device, clip)
+    return BatchSource(X, offset, scale, device, clip)
+
+
+def _dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int, torch.device | None]:
+    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPU.
+
+    Returns (rank, world size, this rank's device or None for "as configured").
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, None
+    if not torch.distributed.is_initialized():
+        cuda = torch.cuda.is_available()
+        torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return torch.distributed.get_rank(), world, device
 
 
 def split_cells(n_obs: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,40 +230,52 @@ def fit(
         log.info("--resume: no checkpoint at %s, starting from scratch", ckpt)
     monitor_idx = val_idx if len(val_idx) else train_idx
     if progress is None:
-        progress = sys.stderr.isatty()
+        progress = sys.stderr.isatty() and _dist_info()[0] == 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.epochs, initial=start_epoch, desc="training", unit="epoch")
 
+    rank, world = _dist_info()
+    net = module
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
     t0 = time.perf_counter()
     n_train, bs = len(train_idx), config.batch_size
+    train_t = torch.as_tensor(train_idx, dtype=torch.long)
     for epoch in range(start_epoch, config.epochs):
         torch.manual_seed(noise_seed(config.seed, epoch, -1))  # dropout
         shuffle = torch.Generator().manual_seed(noise_seed(config.seed, epoch, -2))
-        order = train_idx[torch.randperm(n_train, generator=shuffle).numpy()]
-        module.train()
+        order = train_t[torch.randperm(n_train, generator=shuffle)].to(source.index_device, non_blocking=True)
+        net.train()
         total = torch.zeros((), device=device)
         for step, start in enumerate(range(0, n_train, bs)):
-            rows = order[start : start + bs]
-            if len(rows) < 2 and config.norm == "batch":
-                continue  # batch norm cannot train on a single cell
+            n_global = min(bs, n_train - start)
+            if n_global < max(world, 2 if config.norm == "batch" else 1):
+                continue  # too few cells to give every rank one (or batch norm two); same choice on every rank
+            per_rank = -(-n_global // world)
+            lo = min(rank * per_rank, n_global)
+            rows = order[start + lo : start + min(lo + per_rank, n_global)]
             x = source(rows)
             noise_gen.manual_seed(noise_seed(config.seed, epoch, step))
-            xc, mask = corrupt(x, config.corruption, config.gaussian_noise, noise_gen)
+            xc, mask = corrupt(x, config.corruption, config.gaussian_noise, noise_gen, global_rows=n_global, offset=lo)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                _, logits = module(xc)
+                _, logits = net(xc)
             loss = reconstruction_loss(
                 logits, x, loss=config.loss, output_activation=module.output_activation,
                 mask=mask if config.loss_on == "masked" else None,
             )
+            # DDP averages gradients over ranks: weight by this rank's share so the result is the global mean
+            scaled = loss * (x.shape[0] * world / n_global) if world > 1 else loss
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaled.backward()
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
             opt.step()
-            total += loss.detach() * len(rows)  # stays on the device: no host sync per batch
+            total += loss.detach() * x.shape[0]  # stays on the device: no host sync per batch
+        if world > 1:
+            torch.distributed.all_reduce(total)
         train_loss = float(total) / n_train
         if not math.isfinite(train_loss):
             raise FloatingPointError(
@@ -215,7 +296,7 @@ def fit(
         elif (epoch + 1) % max(1, config.epochs // 10) == 0 or epoch == 0:
             log.info("epoch %d/%d  train %.5g  val %.5g", epoch + 1, config.epochs, train_loss, val_loss)
         stop = config.patience > 0 and bad_epochs >= config.patience
-        if ckpt is not None and checkpoint_every > 0 and ((epoch + 1) % checkpoint_every == 0 or stop):
+        if ckpt is not None and rank == 0 and checkpoint_every > 0 and ((epoch + 1) % checkpoint_every == 0 or stop):
             _save_checkpoint(ckpt, module, opt, hist, best_state, bad_epochs, epoch + 1, config)
         if stop:
             hist.stopped_early = True
