@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="prepared .h5ad (from genodae prepare)")
     p.add_argument("-o", "--output", required=True, help="model folder to write")
     p.add_argument("--layer", help="train on this layer instead of X")
+    p.add_argument("--backed", action="store_true",
+                   help="read the prepared .h5ad from disk in chunks instead of loading it (data larger than RAM)")
     _settings_arg(p)
     _model_args(p)
     p.set_defaults(func=cmd_train)
@@ -241,7 +243,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     out = _check_output(args.output, folder=True)
     _, dae = _settings(args)
     model = _make_model(dae)
-    adata = _read_h5ad(args.input)
+    if args.backed:
+        from .io import read_backed
+
+        adata = read_backed(args.input)
+    else:
+        adata = _read_h5ad(args.input)
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".ckpt")
     model.fit(adata, layer=args.layer, checkpoint_dir=ckpt if args.checkpoint_every or args.resume else None,
               checkpoint_every=args.checkpoint_every, resume=args.resume)

@@ -475,6 +475,23 @@ def _read_h5ad(path: Path) -> anndata.AnnData:
     return adata
 
 
+def read_backed(path: str | os.PathLike) -> anndata.AnnData:
+    """Open an .h5ad backed (``mode="r"``): X stays on disk and is read in pieces (data larger than RAM).
+
+    Only the file's integrity is checked here; values were checked when the file was prepared.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Input file not found: {path}. Check the path in your command or config.")
+    if path.suffix.lower() != ".h5ad":
+        raise UserError(f"{path}: backed reading needs an .h5ad file (write one with genodae prepare).")
+    _check_hdf5(path, "h5ad")
+    try:
+        return anndata.read_h5ad(path, backed="r")
+    except Exception as err:  # h5py/anndata raise many types for damaged files
+        raise _corrupt(path, "h5ad", err) from err
+
+
 def _check_hdf5(path: Path, what: str) -> None:
     import h5py
 

@@ -70,7 +70,7 @@ class DAE:
             checkpoint_every: int = 0, resume: bool = False, progress: bool | None = None) -> DAE:
         """Train on the genes marked in ``var["highly_variable"]`` of a prepared ``adata``."""
         cfg = self.config
-        X, genes, offset, scale, prep = _training_input(adata, layer)
+        X, genes, offset, scale, prep, columns = _training_input(adata, layer)
         if cfg.n_latent > len(genes):
             raise UserError(f"n_latent={cfg.n_latent} is larger than the {len(genes)} genes the model uses; "
                             "choose n_latent <= the number of genes")
@@ -88,7 +88,7 @@ class DAE:
         self.module = build_module(len(genes), cfg, out_act)
         _, world, rank_device = init_distributed()  # torchrun: one rank per process, cells split per batch
         self.device = rank_device if rank_device is not None else resolve_device(cfg.device)
-        source = self._source(X)
+        source = self._source(X, columns=columns)
         train_idx, self.val_idx = split_cells(adata.n_obs, cfg.val_fraction, cfg.seed)
         n_params = sum(p.numel() for p in self.module.parameters())
         log.info("training DAE: %d cells (%d validation) × %d genes → %d nodes, %d parameters, on %s%s (data: %s)",
@@ -108,12 +108,12 @@ class DAE:
                  h.best_epoch + 1)
         return self
 
-    def _source(self, X, missing: np.ndarray | None = None) -> BatchSource:
+    def _source(self, X, missing: np.ndarray | None = None, columns: np.ndarray | None = None) -> BatchSource:
         offset = self.offset.copy()
         if missing is not None and missing.any():
             offset[missing] = 0.0  # absent genes were filled with 0: make their model input exactly 0
         return make_source(X, offset, self.scale, self.device, clip=self.prep["params"]["scaling"] == "minmax",
-                           placement=self.config.data_placement)
+                           placement=self.config.data_placement, columns=columns)
 
     def _check_fitted(self) -> None:
         if self.module is None:
@@ -122,6 +122,8 @@ class DAE:
     # --- outputs --------------------------------------------------------------------------------------
 
     def _input(self, adata: AnnData, allow_missing_genes: bool):
+        if adata.isbacked and PREP_KEY in adata.uns and self.layer is None and self.genes.isin(adata.var_names).all():
+            return self._source(adata.X, columns=adata.var_names.get_indexer(self.genes))  # read in chunks
         if self.layer is not None and PREP_KEY in adata.uns and self.layer in adata.layers:
             adata = AnnData(X=adata.layers[self.layer], obs=adata.obs[[]], var=adata.var[[]],
                             uns={PREP_KEY: adata.uns[PREP_KEY]})
@@ -301,23 +303,28 @@ def _training_input(adata: AnnData, layer: str | None):
             used = adata.var["highly_variable"].to_numpy(bool)
         else:
             used = np.ones(adata.n_vars, dtype=bool)
-    X = adata.layers[layer] if layer is not None else adata.X
     if used.sum() == 0:
         raise UserError("no genes are marked for use (var['highly_variable'] is all False); run prepare again")
-    X = X[:, np.flatnonzero(used)]
-    if sp.issparse(X):
-        X = sp.csr_matrix(X, dtype=np.float32)
-    else:
-        X = np.asarray(X, dtype=np.float32)
-    check_finite(X, f"layers[{layer!r}]" if layer else "X")
     genes = adata.var_names[used]
+    columns = None
+    if adata.isbacked and layer is None:
+        if not prepared:
+            raise UserError("a backed .h5ad must be prepared (genodae prepare) before training from disk")
+        X, columns = adata.X, np.flatnonzero(used)  # read chunk by chunk during training; checked at prepare
+        log.info("training from disk (backed .h5ad): rows are read in chunks")
+    else:
+        X = adata.layers[layer] if layer is not None else adata.X
+        if not used.all():  # a column subset copies the matrix: only when some genes are left out
+            X = X[:, np.flatnonzero(used)]
+        X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
+        check_finite(X, f"layers[{layer!r}]" if layer else "X")
     if prepared and layer is None:
         offset = adata.var["genodae_offset"].to_numpy(np.float32)[used]
         scale = adata.var["genodae_scale"].to_numpy(np.float32)[used]
     else:
         offset, scale = scaling_params(X, prep["params"]["scaling"])
     prep["n_genes_used"] = int(len(genes))
-    return X, genes, offset, scale, prep
+    return X, genes, offset, scale, prep, columns
 
 
 def _json_safe(obj: Any) -> Any:

@@ -76,6 +76,10 @@ class BatchSource:
 
     index_device = torch.device("cpu")  # where the row order lives
 
+    def epoch_order(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The training rows of one epoch, shuffled."""
+        return rows[torch.randperm(len(rows), generator=generator)]
+
     def _rows(self, rows) -> torch.Tensor:
         if torch.is_tensor(rows):
             rows = rows.numpy()
@@ -110,9 +114,69 @@ class DeviceSource(BatchSource):
         return self.data.index_select(0, rows).float()
 
 
-def make_source(X, offset, scale, device: torch.device, clip: bool = False, placement: str = "auto") -> BatchSource:
+class ChunkedSource(BatchSource):
+    """Rows read from an on-disk matrix (e.g. a backed .h5ad's X) one contiguous chunk at a time.
+
+    ``X`` needs only ``X[start:stop]`` (returning CSR or an array) and ``.shape``; ``columns`` picks the
+    genes. Each epoch visits the chunks in a shuffled order and shuffles rows within each chunk, so reads
+    stay contiguous and memory stays at a couple of chunks, whatever the file's size.
+    """
+
+    placement = "chunked"
+
+    def __init__(self, X, offset, scale, device, clip=False, columns: np.ndarray | None = None, chunk: int = 8192):
+        self.X = X
+        self.columns = columns
+        self.n_obs = X.shape[0]
+        self.n_vars = len(columns) if columns is not None else X.shape[1]
+        self.device = device
+        self.offset = torch.as_tensor(np.asarray(offset, dtype=np.float32), device=device)
+        self.scale = torch.as_tensor(np.asarray(scale, dtype=np.float32), device=device)
+        self.clip = clip
+        self._pin = device.type == "cuda"
+        self.chunk = chunk
+        self._cache: dict[int, object] = {}
+
+    def epoch_order(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        chunk_of = rows // self.chunk
+        chunks = torch.unique(chunk_of)
+        parts = []
+        for c in chunks[torch.randperm(len(chunks), generator=generator)]:
+            r = rows[chunk_of == c]
+            parts.append(r[torch.randperm(len(r), generator=generator)])
+        return torch.cat(parts) if parts else rows
+
+    def _load(self, c: int):
+        if c not in self._cache:
+            if len(self._cache) >= 2:  # a batch spans at most two chunks
+                self._cache.pop(next(iter(self._cache)))
+            block = self.X[c * self.chunk : min((c + 1) * self.chunk, self.n_obs)]
+            if self.columns is not None:
+                block = block[:, self.columns]
+            self._cache[c] = sp.csr_matrix(block, dtype=np.float32) if sp.issparse(block) else np.asarray(block, np.float32)
+        return self._cache[c]
+
+    def _rows(self, rows) -> torch.Tensor:
+        rows = rows.numpy() if torch.is_tensor(rows) else np.asarray(rows)
+        chunk_of = rows // self.chunk
+        out = np.empty((len(rows), self.n_vars), dtype=np.float32)
+        for c in np.unique(chunk_of):
+            sel = chunk_of == c
+            block = self._load(int(c))[rows[sel] - c * self.chunk]
+            out[sel] = block.toarray() if sp.issparse(block) else block
+        t = torch.from_numpy(out)
+        if self._pin:
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
+
+
+def make_source(X, offset, scale, device: torch.device, clip: bool = False, placement: str = "auto",
+                columns: np.ndarray | None = None) -> BatchSource:
     """Host streaming or device-resident data: ``auto`` puts the data on a GPU when its float16 copy fits in
-    40% of the free memory, and says which it chose."""
+    40% of the free memory, and says which it chose. ``columns`` (genes to use) marks an on-disk matrix,
+    which is always read in chunks."""
+    if columns is not None:
+        return ChunkedSource(X, offset, scale, device, clip, columns=columns)
     n, g = X.shape
     need = n * g * 2
     if placement == "auto":
@@ -247,7 +311,7 @@ def fit(
     for epoch in range(start_epoch, config.epochs):
         torch.manual_seed(noise_seed(config.seed, epoch, -1))  # dropout
         shuffle = torch.Generator().manual_seed(noise_seed(config.seed, epoch, -2))
-        order = train_t[torch.randperm(n_train, generator=shuffle)].to(source.index_device, non_blocking=True)
+        order = source.epoch_order(train_t, shuffle).to(source.index_device, non_blocking=True)
         net.train()
         total = torch.zeros((), device=device)
         for step, start in enumerate(range(0, n_train, bs)):
