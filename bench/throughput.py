@@ -26,38 +26,63 @@ import numpy as np
 
 
 def make_csr(n_cells: int, n_genes: int, density: float, seed: int):
-    """Random CSR with ~density non-zeros per row, float32 values in (0, 5], int32 indices; built row-block-wise."""
+    """Random CSR with ``density`` non-zeros per row, float32 values, int32 indices.
+
+    Filled block by block into preallocated arrays, so generating it never holds two copies.
+    """
     import scipy.sparse as sp
 
     rng = np.random.default_rng(seed)
-    nnz_row = max(1, int(round(n_genes * density)))
-    blocks = []
-    for start in range(0, n_cells, 50_000):
-        n = min(50_000, n_cells - start)
-        # genes drawn per row without replacement via argpartition of random keys
+    k = max(1, int(round(n_genes * density)))
+    data = np.empty(n_cells * k, dtype=np.float32)
+    indices = np.empty(n_cells * k, dtype=np.int32)
+    step = 10_000
+    for start in range(0, n_cells, step):
+        n = min(step, n_cells - start)
         keys = rng.random((n, n_genes), dtype=np.float32)
-        idx = np.sort(np.argpartition(keys, nnz_row, axis=1)[:, :nnz_row], axis=1).astype(np.int32)
+        idx = np.sort(np.argpartition(keys, k, axis=1)[:, :k], axis=1)
         del keys
-        vals = np.log1p(rng.gamma(1.0, 4.0, size=(n, nnz_row))).astype(np.float32)
-        indptr = np.arange(0, n * nnz_row + 1, nnz_row, dtype=np.int64)
-        blocks.append(sp.csr_matrix((vals.ravel(), idx.ravel(), indptr), shape=(n, n_genes)))
-    X = sp.vstack(blocks, format="csr") if len(blocks) > 1 else blocks[0]
-    X.indices = X.indices.astype(np.int32)
-    return X
+        indices[start * k : (start + n) * k] = idx.ravel()
+        data[start * k : (start + n) * k] = np.log1p(rng.gamma(1.0, 4.0, size=n * k)).astype(np.float32)
+    indptr = np.arange(0, n_cells * k + 1, k, dtype=np.int64)
+    return sp.csr_matrix((data, indices, indptr), shape=(n_cells, n_genes), copy=False)
+
+
+def write_backed(X, path: Path) -> None:
+    """Write X as an .h5ad (anndata) so the backed path can be timed; not run on the GPU machine."""
+    import anndata as ad
+    import pandas as pd
+
+    a = ad.AnnData(X=X, obs=pd.DataFrame(index=[f"c{i}" for i in range(X.shape[0])]),
+                   var=pd.DataFrame(index=[f"g{j}" for j in range(X.shape[1])]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a.write_h5ad(path)
 
 
 def run_one(args) -> dict:
     import torch
 
     from genodae.config import DAEConfig
-    from genodae.train import BatchSource, build_module, fit, resolve_device, split_cells
+    from genodae.train import build_module, fit, make_source, resolve_device, split_cells
 
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    X = make_csr(args.one, args.genes, args.density, seed=0)
+    file_bytes = None
+    if args.backed:
+        import anndata as ad
+
+        path = Path(args.backed) / f"bench_{args.one}.h5ad"
+        if not path.exists():  # generate in a child process so its memory does not count here
+            subprocess.run([sys.executable, __file__, "--write", str(path), "--one", str(args.one), "--genes",
+                            str(args.genes), "--density", str(args.density)], check=True)
+        X = ad.read_h5ad(path, backed="r").X
+        file_bytes = path.stat().st_size
+        csr_bytes = args.one * round(args.genes * args.density) * 8 + (args.one + 1) * 8
+    else:
+        X = make_csr(args.one, args.genes, args.density, seed=0)
+        csr_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
     t_data = time.perf_counter() - t0
-    csr_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
     rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     cfg = DAEConfig(epochs=args.epochs, patience=0, val_fraction=args.val_fraction, device=args.device,
                     batch_size=args.batch_size, seed=0)
@@ -65,14 +90,16 @@ def run_one(args) -> dict:
     device = resolve_device(cfg.device)
     lo = np.zeros(args.genes, np.float32)
     hi = np.full(args.genes, float(np.log1p(80.0)), np.float32)
-    source = BatchSource(X, lo, hi, device, clip=True)
+    source = (make_source(X, lo, hi, device, clip=True, columns=np.arange(args.genes)) if args.backed
+              else make_source(X, lo, hi, device, clip=True, placement=args.placement))
     tr, va = split_cells(X.shape[0], cfg.val_fraction, 0)
     hist = fit(module, source, cfg, train_idx=tr, val_idx=va, progress=False)
     if device.type == "cuda":
         torch.cuda.synchronize()
     secs = hist.seconds
     return {
-        "cells": args.one, "genes": args.genes, "density": args.density, "epochs": hist.epochs_run,
+        "input": "backed h5ad" if args.backed else "in-memory CSR", "placement": source.placement,
+        "file_bytes": file_bytes, "cells": args.one, "genes": args.genes, "density": args.density, "epochs": hist.epochs_run,
         "batch_size": cfg.batch_size, "hidden": list(cfg.hidden), "n_latent": cfg.n_latent, "device": str(device),
         "train_cells": len(tr), "seconds": secs, "cells_per_s_per_epoch": len(tr) * hist.epochs_run / secs,
         "csr_bytes": csr_bytes, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -106,8 +133,15 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON file for the results")
+    p.add_argument("--backed", metavar="DIR", default=None,
+                   help="train from a backed .h5ad (written to DIR once, then reused)")
+    p.add_argument("--placement", default="auto", choices=("auto", "device", "host"))
+    p.add_argument("--write", default=None, help=argparse.SUPPRESS)  # internal: write the h5ad and exit
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # internal: one size, in-process
     args = p.parse_args()
+    if args.write:
+        write_backed(make_csr(args.one, args.genes, args.density, seed=0), Path(args.write))
+        return
     if args.one is not None:
         print(json.dumps(run_one(args)))
         return
@@ -115,17 +149,21 @@ def main() -> None:
     for n in args.cells:
         cmd = [sys.executable, __file__, "--one", str(n), "--genes", str(args.genes), "--density", str(args.density),
                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--device", args.device,
-               "--threads", str(args.threads), "--val-fraction", str(args.val_fraction)]
+               "--threads", str(args.threads), "--val-fraction", str(args.val_fraction), "--placement", args.placement]
+        if args.backed:
+            cmd += ["--backed", args.backed]
         res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
         if res.returncode != 0:
             print(res.stderr, file=sys.stderr)
             raise SystemExit(f"size {n} failed")
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    print("| cells | genes | device | batch | epochs | cells/s per epoch | peak RSS (GB) | CSR (GB) |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|")
+    print("| input | cells | genes | device (data) | batch | epochs | cells/s per epoch | peak RSS (GB) | CSR (GB) | file (GB) |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['cells']:,} | {r['genes']} | {r['device']} | {r['batch_size']} | {r['epochs']} | "
-              f"{r['cells_per_s_per_epoch']:,.0f} | {r['peak_rss_bytes'] / 1e9:.2f} | {r['csr_bytes'] / 1e9:.2f} |")
+        fb = f"{r['file_bytes'] / 1e9:.2f}" if r["file_bytes"] else "-"
+        print(f"| {r['input']} | {r['cells']:,} | {r['genes']} | {r['device']} ({r['placement']}) | {r['batch_size']} | "
+              f"{r['epochs']} | {r['cells_per_s_per_epoch']:,.0f} | {r['peak_rss_bytes'] / 1e9:.2f} | "
+              f"{r['csr_bytes'] / 1e9:.2f} | {fb} |")
     if args.out:
         out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
                "command": " ".join(sys.argv), "results": rows}
