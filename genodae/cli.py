@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import shutil
 import sys
 import typing
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from . import __version__
 from .config import PRESETS, DAEConfig, PrepareConfig, make_config, read_settings_file, split_settings
 from .errors import UserError
+from .train import remove_checkpoint
 
 log = logging.getLogger("genodae")
 
@@ -261,7 +261,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         if rank != 0:
             return
     model.save(out)
-    shutil.rmtree(ckpt, ignore_errors=True)  # the finished model supersedes the checkpoint
+    remove_checkpoint(ckpt)  # the finished model supersedes the checkpoint
     log.info("wrote model to %s", out)
 
 
@@ -344,7 +344,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_h5ad(prepared, out / "prepared.h5ad")
     model.save(out / "model")
-    shutil.rmtree(out / "model.ckpt", ignore_errors=True)
+    remove_checkpoint(out / "model.ckpt")
     write_h5ad(adata, out / "embedded.h5ad")
     ns = argparse.Namespace(input=str(out / "embedded.h5ad"), key="dae", embedding=str(out / "embedding.tsv"),
                             weights=str(out / "gene_weights.tsv"), genes=str(out / "genes.tsv"))

@@ -40,9 +40,10 @@ class PrepareConfig:
         _check_choice("hvg_flavor", self.hvg_flavor, HVG_FLAVORS)
         _check_choice("input_kind", self.input_kind, INPUT_KINDS)
         _check_choice("scaling", self.scaling, SCALINGS)
-        _check_range("n_top_genes", self.n_top_genes, lo=0)
+        _check_range("n_top_genes", self.n_top_genes, lo=0, integer=True)
         _check_range("target_sum", self.target_sum, lo=0, lo_open=True)
-        _check_range("min_cells", self.min_cells, lo=0)
+        _check_range("min_cells", self.min_cells, lo=0, integer=True)
+        self.n_top_genes, self.min_cells = int(self.n_top_genes), int(self.min_cells)
 
 
 @dataclass
@@ -82,10 +83,17 @@ class DAEConfig:
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
-        _check_range("n_latent", self.n_latent, lo=1)
+        if isinstance(self.hidden, (str, bytes)) or not hasattr(self.hidden, "__iter__"):
+            raise UserError(f"hidden must be a list of layer sizes such as [512, 128], not {self.hidden!r}")
         for h in self.hidden:
-            _check_range("hidden", h, lo=1)
+            _check_range("hidden", h, lo=1, integer=True)
+        self.hidden = tuple(int(h) for h in self.hidden)
+        for name, lo in (("n_latent", 1), ("batch_size", 1), ("epochs", 1), ("patience", 0), ("seed", 0),
+                         ("num_threads", 0)):
+            _check_range(name, getattr(self, name), lo=lo, integer=True)
+            setattr(self, name, int(getattr(self, name)))
+        if not isinstance(self.tied, bool) or not isinstance(self.amp, bool):
+            raise UserError(f"tied and amp must be true or false, not {self.tied!r} / {self.amp!r}")
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("latent_activation", self.latent_activation, ACTIVATIONS)
         _check_choice("output_activation", self.output_activation, ("auto", *ACTIVATIONS))
@@ -100,14 +108,12 @@ class DAEConfig:
         _check_range("gaussian_noise", self.gaussian_noise, lo=0)
         _check_range("lr", self.lr, lo=0, lo_open=True)
         _check_range("weight_decay", self.weight_decay, lo=0)
-        _check_range("batch_size", self.batch_size, lo=1)
-        _check_range("epochs", self.epochs, lo=1)
         _check_range("val_fraction", self.val_fraction, lo=0, hi=1, hi_open=True)
-        _check_range("patience", self.patience, lo=0)
         _check_range("grad_clip", self.grad_clip, lo=0)
-        _check_range("num_threads", self.num_threads, lo=0)
         if self.tied and (self.hidden or self.decoder != "linear"):
             raise UserError("tied weights need hidden=[] and decoder='linear' (one layer, as in ADAGE)")
+        if self.norm == "batch" and self.batch_size < 2:
+            raise UserError("norm='batch' needs batch_size >= 2 (batch statistics of one cell are undefined)")
         if self.loss_on == "masked" and self.corruption == 0:
             raise UserError("loss_on='masked' needs corruption > 0: with no masked entries there is no loss")
         if not isinstance(self.device, str) or not (
@@ -131,6 +137,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         output_activation="sigmoid", corruption=0.1, loss="bce", optimizer="sgd", lr=0.01,
         batch_size=10, epochs=500, patience=0,
     ),
+    # Signatures (issue 5, bench/signatures.py): a linear encoder (no hidden layer) trained with a larger
+    # learning rate for longer, so the decoder weights converge instead of keeping their random
+    # initialisation; read out through a varimax rotation (genodae.tl.signatures). On planted-program data
+    # its nodes recover the modules as well as PCA/ICA/NMF loadings do; the default (deep) preset's do not.
+    "signatures": dict(hidden=(), lr=1e-2, epochs=300, patience=30),
 }
 
 
@@ -185,9 +196,11 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise UserError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
 
 
-def _check_range(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
+def _check_range(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False, integer=False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UserError(f"{name} must be a number, not {value!r}")
+    if integer and not (isinstance(value, int) or float(value).is_integer()):
+        raise UserError(f"{name} must be a whole number, not {value!r}")
     if value != value:  # NaN
         raise UserError(f"{name} must be a number, not NaN")
     bad_lo = lo is not None and (value <= lo if lo_open else value < lo)

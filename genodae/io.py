@@ -797,7 +797,8 @@ def _handle_nonfinite(adata: anndata.AnnData, path: Path, missing: str, info: di
     if missing == "error":
         raise UserError(
             f"{path}: {n_nan} missing value(s) (NaN) {where_txt}. Fill them in the file, or pass missing='drop' "
-            "to drop those genes or missing='impute' to fill each with that gene's mean across samples."
+            "(--missing drop) to drop those genes or missing='impute' (--missing impute) to fill each with that "
+            "gene's mean across samples."
         )
     keep = np.ones(adata.n_vars, dtype=bool)
     if missing == "drop":
@@ -839,7 +840,8 @@ def _handle_duplicates(adata: anndata.AnnData, path: Path, duplicates: str) -> N
         what = f"{path}: {len(dup)} duplicate {axis} name(s) (e.g. {_examples(dup)})"
         if duplicates == "error":
             raise UserError(
-                f"{what}. Make the names unique in the file, or pass duplicates='make_unique' to append -1, -2…"
+                f"{what}. Make the names unique in the file, or pass duplicates='make_unique' (--duplicates "
+                "make_unique, the default) to append -1, -2…"
             )
         msg = f"{what}: made unique by appending -1, -2…"
         logger.warning(msg)
@@ -1051,7 +1053,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     keeps the extension (so writers that look at it, e.g. for ``.gz``, still work). On any
     exception, including KeyboardInterrupt, the temporary file or folder is removed and ``path`` is
     left as it was. Missing parent folders are created. The block may also write a folder (e.g. a
-    saved model); an existing folder at ``path`` is then replaced.
+    saved model); an existing folder at ``path`` is then replaced. A file never replaces a folder, nor
+    a folder a file: that is a :class:`~genodae.errors.UserError`, and ``path`` is left as it was.
 
     Parameters
     ----------
@@ -1075,6 +1078,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
     if not tmp.exists():
         raise FileNotFoundError(f"nothing was written to the temporary file {tmp} for {path}")
+    if tmp.is_file() and path.is_dir():
+        _remove(tmp)
+        raise UserError(f"Cannot write {path}: it is an existing folder. Give a file name, or remove the folder.")
+    if tmp.is_dir() and path.exists() and not path.is_dir():
+        _remove(tmp)
+        raise UserError(
+            f"Cannot write the folder {path}: a file of that name exists. Give another name, or remove the file."
+        )
     if tmp.is_dir() and path.is_dir() and not path.is_symlink():
         old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:10]}")
         os.replace(path, old)
@@ -1082,6 +1093,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)
+
+
+def _check_file_target(path: str | os.PathLike) -> None:
+    """Fail before any work when the output file's path is an existing folder."""
+    if Path(path).is_dir():
+        raise UserError(f"Cannot write {path}: it is an existing folder. Give a file name, or remove the folder.")
 
 
 def write_h5ad(
@@ -1102,6 +1119,7 @@ def write_h5ad(
     --------
     >>> write_h5ad(adata, "results/pbmc/embedded.h5ad")  # doctest: +SKIP
     """
+    _check_file_target(path)
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp, compression=compression)
     logger.info("Wrote %s (%d × %d)", path, adata.n_obs, adata.n_vars)
@@ -1132,6 +1150,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, **to_csv_kwargs) -> N
         raise UserError(
             f"Cannot write a table to {path}: use a .csv, .tsv, .tab or .txt extension (optionally .gz)."
         )
+    _check_file_target(path)
     to_csv_kwargs.setdefault("sep", _TABLE_EXTS[ext])
     with atomic_path(path) as tmp:
         if comp == ".gz" and "compression" not in to_csv_kwargs:

@@ -256,16 +256,20 @@ class DAE:
         except (SafetensorError, OSError, ValueError) as e:
             raise UserError(f"{wfile} is not a valid safetensors file ({e}); genodae never unpickles model "
                             "files, so a pickle or a damaged file is refused") from None
-        cfg = dict(meta["config"])
-        if device is not None:
-            cfg["device"] = device
-        self = cls(DAEConfig(**cfg))
-        self.genes = pd.Index(meta["genes"])
-        self.prep, self.layer = meta["prepare"], meta["layer"]
-        self.offset = tensors.pop("genodae.offset").numpy()
-        self.scale = tensors.pop("genodae.scale").numpy()
-        self.weights = tensors.pop("genodae.gene_weights").numpy()
-        self.module = build_module(len(self.genes), self.config, meta["output_activation"])
+        try:
+            cfg = dict(meta["config"])
+            if device is not None:
+                cfg["device"] = device
+            cfg = {k: v for k, v in cfg.items() if k in DAEConfig.__dataclass_fields__}  # older/newer fields
+            self = cls(DAEConfig(**cfg))
+            self.genes = pd.Index(meta["genes"])
+            self.prep, self.layer = meta["prepare"], meta["layer"]
+            self.offset = tensors.pop("genodae.offset").numpy()
+            self.scale = tensors.pop("genodae.scale").numpy()
+            self.weights = tensors.pop("genodae.gene_weights").numpy()
+            self.module = build_module(len(self.genes), self.config, meta["output_activation"])
+        except (KeyError, TypeError) as e:
+            raise UserError(f"model folder {path} is incomplete or damaged (missing {e}); retrain or re-copy it") from None
         try:
             self.module.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("module.")})
         except RuntimeError as e:

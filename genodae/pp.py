@@ -22,6 +22,8 @@ from .errors import UserError
 
 log = logging.getLogger("genodae")
 
+__all__ = ["prepare"]  # the helpers below serve genodae.model; the public API is prepare()
+
 _D = PrepareConfig()
 PREP_KEY = "genodae_prepare"
 
@@ -36,6 +38,33 @@ def is_counts(X) -> bool:
     return bool(data.min() >= 0 and np.all(np.mod(data, 1) == 0))
 
 
+def _source(adata: AnnData) -> str:
+    """``"<file>: "`` when ``adata`` was read by :func:`genodae.read` (so messages name the file), else ``""``."""
+    info = adata.uns.get("genodae_read")
+    path = info.get("path") if isinstance(info, dict) else None
+    return f"{path}: " if path else ""
+
+
+def _first_bad(adata: AnnData, bad_values) -> str:
+    """``"e.g. gene 'X' in sample 'Y'"`` for the first stored entry where ``bad_values(data)`` is True."""
+    X = adata.X
+    if sp.issparse(X):
+        X = X.tocsr()
+        pos = np.flatnonzero(bad_values(X.data))
+        if not pos.size:
+            return ""
+        row = int(np.searchsorted(X.indptr, pos[0], side="right") - 1)
+        col = int(X.indices[pos[0]])
+        n = pos.size
+    else:
+        mask = bad_values(np.asarray(X))
+        n = int(mask.sum())
+        if not n:
+            return ""
+        row, col = (int(i[0]) for i in np.nonzero(mask))
+    return f"{n} value(s), e.g. gene {adata.var_names[col]!r} in sample {adata.obs_names[row]!r}"
+
+
 def check_finite(X, what: str = "the matrix") -> None:
     data = X.data if sp.issparse(X) else np.asarray(X)
     if data.size and not np.all(np.isfinite(data)):
@@ -43,7 +72,7 @@ def check_finite(X, what: str = "the matrix") -> None:
         n_inf = int(data.size - np.isfinite(data).sum() - n_nan)
         raise UserError(
             f"{what} holds {n_nan} NaN and {n_inf} infinite value(s); read it with missing='drop' or "
-            "'impute' for NaN, and remove infinite values"
+            "'impute' (--missing drop/impute) for NaN, and remove infinite values from the file"
         )
 
 
@@ -57,9 +86,14 @@ def scaling_params(X, scaling: str) -> tuple[np.ndarray, np.ndarray]:
             lo, hi = np.asarray(X).min(axis=0), np.asarray(X).max(axis=0)
         rng = hi - lo
     else:
-        mean = np.asarray(X.mean(axis=0)).ravel()
-        sq = X.multiply(X).mean(axis=0) if sp.issparse(X) else np.square(X).mean(axis=0)
-        var = np.asarray(sq).ravel() - mean**2
+        # float64 two-pass statistics: E[x²]-mean² in float32 loses the scale of high-mean, low-variance genes
+        if sp.issparse(X):
+            from sklearn.utils.sparsefuncs import mean_variance_axis
+
+            mean, var = mean_variance_axis(sp.csr_matrix(X, dtype=np.float64), axis=0)
+        else:
+            X64 = np.asarray(X, dtype=np.float64)
+            mean, var = X64.mean(axis=0), X64.var(axis=0)
         lo, rng = mean, np.sqrt(np.clip(var, 0, None))
     rng = np.where(rng > 0, rng, 1.0)  # constant genes: input 0, never divide by 0
     return lo.astype(np.float32), rng.astype(np.float32)
@@ -132,15 +166,25 @@ def prepare(
     adata = adata.copy() if copy else adata
     if PREP_KEY in adata.uns:
         raise UserError("this AnnData is already prepared (uns['genodae_prepare'] exists); prepare raw data")
+    src = _source(adata)
     if adata.n_obs == 0 or adata.n_vars == 0:
-        raise UserError(f"the matrix is empty ({adata.n_obs} samples × {adata.n_vars} genes); check the input file")
-    check_finite(adata.X)
+        raise UserError(f"{src}the matrix is empty ({adata.n_obs} samples × {adata.n_vars} genes); "
+                        "check the input file")
+    if adata.n_obs < 2:
+        raise UserError(f"{src}only 1 sample ({adata.obs_names[0]!r}): preparing and training need at least 2 "
+                        "(genes are chosen and scaled across samples); to embed a single sample, use a saved "
+                        "model (genodae embed SAMPLE MODEL, or DAE.load(MODEL).embed(adata))")
+    check_finite(adata.X, f"{src}X".lstrip())
 
     counts = is_counts(adata.X)
     if cfg.input_kind == "counts" and not counts:
         data = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
-        what = "negative values" if data.min() < 0 else "non-integer values"
-        raise UserError(f"input_kind='counts' but X holds {what}; give raw counts or use input_kind='log'")
+        if data.min() < 0:
+            what = "negative values (" + _first_bad(adata, lambda v: v < 0) + ")"
+        else:
+            what = "non-integer values (" + _first_bad(adata, lambda v: np.mod(v, 1) != 0) + ")"
+        raise UserError(f"{src}input_kind='counts' but X holds {what}; give raw counts, or use input_kind='log' "
+                        "(--input-kind log) for already-transformed data")
     kind = "counts" if (cfg.input_kind == "counts" or (cfg.input_kind == "auto" and counts)) else "log"
     log.info("prepare: X holds %s (%s)", "raw counts" if kind == "counts" else "log-scale/transformed values",
              "detected" if cfg.input_kind == "auto" else "as requested")
@@ -149,9 +193,11 @@ def prepare(
         totals = np.asarray(adata.X.sum(axis=1)).ravel()
         empty = totals <= 0
         if empty.all():
-            raise UserError("every sample has zero counts: the matrix is all zeros; check the input file")
+            raise UserError(f"{src}every sample has zero counts ({adata.n_obs} samples × {adata.n_vars} genes, "
+                            "all zeros): check that this is the right file and that it was exported completely")
         if empty.any():
-            msg = f"dropping {int(empty.sum())} sample(s) with zero counts (e.g. {adata.obs_names[empty][0]})"
+            msg = (f"{src}dropping {int(empty.sum())} sample(s) with zero counts (e.g. "
+                   f"{adata.obs_names[empty][0]}); they cannot be normalised")
             warnings.warn(msg, stacklevel=2)
             log.warning(msg)
             adata._inplace_subset_obs(~empty)
@@ -163,7 +209,7 @@ def prepare(
     elif not np.issubdtype(adata.X.dtype, np.floating):
         adata.X = adata.X.astype(np.float32)
 
-    used = _select_genes(adata, cfg, kind)
+    used = _select_genes(adata, cfg, kind, src)
     offset, scale = scaling_params(adata.X[:, used], cfg.scaling)
     adata.var["genodae_offset"] = np.nan
     adata.var["genodae_scale"] = np.nan
@@ -182,25 +228,32 @@ def prepare(
     return adata if copy else None
 
 
-def _select_genes(adata: AnnData, cfg: PrepareConfig, kind: str) -> np.ndarray:
+def _select_genes(adata: AnnData, cfg: PrepareConfig, kind: str, src: str = "") -> np.ndarray:
     """Boolean mask of the genes the model uses; also written to ``var["highly_variable"]``."""
     import scanpy as sc
 
     X = adata.X
     detected = np.asarray((X != 0).sum(axis=0)).ravel() if sp.issparse(X) else (np.asarray(X) != 0).sum(0)
+    # A gene varies when its values are not all equal: compared exactly, since a float32 variance of equal
+    # values is not always 0.
     if sp.issparse(X):
-        mean = np.asarray(X.mean(axis=0)).ravel()
-        var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2
+        lo, hi = np.asarray(X.min(axis=0).todense()).ravel(), np.asarray(X.max(axis=0).todense()).ravel()
     else:
-        var = np.asarray(X).var(axis=0)
-    eligible = (detected >= max(cfg.min_cells, 1)) & (var > 0) if kind == "counts" else var > 0
+        lo, hi = np.asarray(X).min(axis=0), np.asarray(X).max(axis=0)
+    min_cells = max(cfg.min_cells, 1)
+    varies = hi > lo
+    eligible = (detected >= min_cells) & varies if kind == "counts" else varies
     n_drop = int((~eligible).sum())
     if n_drop:
-        log.warning("prepare: %d gene(s) are constant or detected in fewer than %d cells; not used",
-                    n_drop, max(cfg.min_cells, 1))
+        log.warning("%sprepare: %d of %d gene(s) are constant or detected in fewer than %d cells (e.g. %s); "
+                    "not used by the model", src, n_drop, adata.n_vars, min_cells, adata.var_names[~eligible][0])
     if eligible.sum() < 2:
-        raise UserError(f"only {int(eligible.sum())} gene(s) vary across samples: nothing to learn from; "
-                        "check the input or lower min_cells")
+        n_const = int((~varies).sum())
+        n_few = int((varies & (detected < min_cells)).sum()) if kind == "counts" else 0
+        few = f", {n_few} detected in fewer than min_cells={min_cells} cells" if n_few else ""
+        raise UserError(f"{src}only {int(eligible.sum())} of {adata.n_vars} gene(s) can be used ({n_const} have the "
+                        f"same value in every sample{few}): nothing to learn from; check the input file, or lower "
+                        "min_cells (--min-cells)")
     flavor = cfg.hvg_flavor
     if flavor == "auto":
         flavor = "seurat_v3" if kind == "counts" else "seurat"
@@ -235,10 +288,16 @@ def prepared_matrix(adata: AnnData, genes: pd.Index, prep: dict, *, allow_missin
     if adata.n_obs == 0:
         raise UserError("no samples to embed: the matrix has 0 rows")
     missing = ~genes.isin(adata.var_names)
+    src = _source(adata)
+    if missing.all():
+        raise UserError(f"{src}none of the model's {len(genes)} genes (e.g. {', '.join(genes[:3])}) are in the data "
+                        f"(genes e.g. {', '.join(map(str, adata.var_names[:3]))}): check that the data use the "
+                        "same gene identifiers (symbols vs Ensembl IDs) and species as the training data")
     if missing.any() and not allow_missing:
         names = ", ".join(genes[missing][:5])
-        raise UserError(f"{int(missing.sum())} of the model's {len(genes)} genes are absent from the data "
-                        f"(e.g. {names}); use allow_missing_genes to fill them, or check the gene identifiers")
+        raise UserError(f"{src}{int(missing.sum())} of the model's {len(genes)} genes are absent from the data "
+                        f"(e.g. {names}); use allow_missing_genes (--allow-missing-genes) to fill them, or check "
+                        "the gene identifiers")
     if not adata.var_names.is_unique:
         raise UserError("gene names are not unique; make them unique (adata.var_names_make_unique()) first")
     if PREP_KEY in adata.uns:

@@ -77,3 +77,95 @@ def dae(
     if model_dir is not None:
         model.save(model_dir)
     return adata if copy else None
+
+
+# --- signatures (issue 5): thin re-exports, scanpy style -------------------------------------------------
+
+from .signatures import ensemble, rotate, signatures  # noqa: E402
+
+
+def score(adata: AnnData, *, model: str | Path | DAE, key: str = "dae", rotation: str = "varimax",
+          allow_missing_genes: bool = False):
+    """Project new samples onto a saved model and return their node (signature) activities.
+
+    Embeds ``adata`` (raw or prepared) with the model (``genodae.DAE.load(model).annotate``, which re-applies
+    the model's own preparation), then — with ``rotation="varimax"`` — rotates the activities exactly as
+    :func:`genodae.tl.signatures` rotated the training data (the varimax rotation depends only on the model's
+    gene weights, so it is the same matrix). Adds ``obsm[f"X_{key}"]`` (and ``obsm[f"X_{key}_varimax"]``)
+    and returns the activities as a cells × nodes DataFrame.
+
+    Examples
+    --------
+    >>> new = genodae.read("new_cohort.csv")
+    >>> act = genodae.tl.score(new, model="results/luad/model")      # vnode0 … as in the signatures table
+    """
+    from .assoc import activities
+
+    m = model if isinstance(model, DAE) else DAE.load(model)
+    m.annotate(adata, key=key, allow_missing_genes=allow_missing_genes)
+    if rotation == "none":
+        return activities(adata, key)
+    rotate(adata, key=key, method=rotation)
+    return activities(adata, f"{key}_{rotation}")
+
+
+def enrich(
+    adata: AnnData,
+    *,
+    gene_sets,
+    key: str = "dae_varimax",
+    id_map=None,
+    sd_cutoff: float = 2.5,
+    min_size: int = 5,
+    max_size: int = 1000,
+    correction: str = "node",
+    key_added: str | None = None,
+):
+    """Gene-set over-representation of every signature of a model, against the genes the model used.
+
+    Uses ``uns[f"{key}_signatures"]`` (from :func:`genodae.tl.signatures`; the default key is its varimax
+    read-out), or reads the high-weight genes of ``varm[f"{key}_weights"]`` at ``sd_cutoff`` when absent.
+    See :func:`genodae.enrich.enrich` for the test (gseapy's hypergeometric test, BH per node).
+
+    Parameters
+    ----------
+    adata
+        Annotated by :func:`genodae.tl.signatures` (or any model key).
+    gene_sets
+        Dict ``term → genes`` or a GMT path.
+    key
+        Prefix of the weights/signatures to test.
+    id_map
+        Maps the model's gene identifiers to those of the gene sets (:func:`genodae.enrich.read_id_map`).
+    sd_cutoff
+        Only when no signatures table is stored.
+    min_size, max_size
+        Admissible gene-set sizes within the background.
+    correction
+        ``node`` (BH over both tails of a node), ``signature`` or ``all``.
+    key_added
+        ``uns`` key of the table (default ``f"{key}_enrichment"``).
+
+    Returns
+    -------
+    The enrichment table (one row per signature × gene set with an overlap), also in ``uns``.
+
+    Examples
+    --------
+    >>> genodae.tl.signatures(adata)
+    >>> genodae.tl.enrich(adata, gene_sets="h.all.v7.0.symbols.gmt").query("fdr < 0.05")
+    """
+    from . import enrich as _enrich
+    from .signatures import gene_weights, genes_used, high_weight_genes
+
+    used = genes_used(adata, key)
+    table = adata.uns.get(f"{key}_signatures")
+    if table is None:
+        table = high_weight_genes(gene_weights(adata, key), sd_cutoff=sd_cutoff)
+    res = _enrich.enrich(table, gene_sets, background=adata.var_names[used], id_map=id_map, min_size=min_size,
+                         max_size=max_size, correction=correction)
+    adata.uns[key_added or f"{key}_enrichment"] = res
+    return res
+
+
+__all__ = ["dae", "enrich", "ensemble", "rotate", "score", "signatures"]

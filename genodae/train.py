@@ -290,6 +290,8 @@ def fit(
     if resume and ckpt is not None and ckpt.exists():
         start_epoch, best_state, bad_epochs = _load_checkpoint(ckpt, module, opt, hist, config)
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
+        if hist.stopped_early:
+            start_epoch = config.epochs  # it had already stopped early: nothing left to train
     elif resume:
         log.info("--resume: no checkpoint at %s, starting from scratch", ckpt)
     monitor_idx = val_idx if len(val_idx) else train_idx
@@ -360,10 +362,10 @@ def fit(
         elif (epoch + 1) % max(1, config.epochs // 10) == 0 or epoch == 0:
             log.info("epoch %d/%d  train %.5g  val %.5g", epoch + 1, config.epochs, train_loss, val_loss)
         stop = config.patience > 0 and bad_epochs >= config.patience
+        hist.stopped_early = stop  # recorded before the checkpoint, so a resumed run knows it is finished
         if ckpt is not None and rank == 0 and checkpoint_every > 0 and ((epoch + 1) % checkpoint_every == 0 or stop):
             _save_checkpoint(ckpt, module, opt, hist, best_state, bad_epochs, epoch + 1, config)
         if stop:
-            hist.stopped_early = True
             log.info("early stop at epoch %d: no validation improvement for %d epochs", epoch + 1, bad_epochs)
             break
     if bar is not None:
@@ -450,10 +452,20 @@ def gene_weights(module: DenoisingAutoencoder, source: BatchSource | None = None
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_cells, replace=False))
     z = torch.from_numpy(embed(module, source, rows)).to(source.device)
     module.eval()
-    return module.mean_jacobian(z).float().cpu().numpy()
+    return module.mean_jacobian(z).detach().float().cpu().numpy()
 
 
 # --- checkpoints: safetensors for tensors, JSON metadata for the rest; nothing is ever unpickled ---------
+
+
+def remove_checkpoint(checkpoint_dir: str | Path) -> None:
+    """Delete the checkpoint file (and its folder when that is left empty), nothing else."""
+    ckpt = Path(checkpoint_dir)
+    (ckpt / CHECKPOINT_FILE).unlink(missing_ok=True)
+    try:
+        ckpt.rmdir()
+    except OSError:
+        pass  # absent, or holds the user's other files
 
 
 def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -16,7 +16,15 @@ import torch
 
 import genodae
 from genodae.config import DAEConfig
-from genodae.train import BatchSource, ChunkedSource, DeviceSource, build_module, fit, make_source, split_cells
+from genodae.train import (
+    BatchSource,
+    ChunkedSource,
+    DeviceSource,
+    build_module,
+    fit,
+    make_source,
+    split_cells,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,267 @@
+"""The ``genodae`` command line: help and defaults, the step chain, ``run``, settings files, user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+
+import genodae
+from genodae import DAE, pp
+from genodae.cli import main
+from genodae.config import DAEConfig
+from genodae.io import write_h5ad
+
+FAST = ["--n-latent", "4", "--hidden", "16", "--epochs", "3", "--batch-size", "32", "--num-threads", "1"]
+SUBCOMMANDS = ["example", "prepare", "train", "embed", "export", "plot", "run"]
+
+
+def cli(*args) -> int:
+    """Run the CLI in-process; argparse's own exits (help, version, bad flags) count as return codes."""
+    try:
+        return main([str(a) for a in args])
+    except SystemExit as e:
+        return int(e.code or 0)
+
+
+def _one_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line, got: {text!r}"
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def files(_counts_adata_session, tmp_path_factory) -> dict[str, Path]:
+    """Raw counts, prepared data and a trained model on disk (made with the library: fast)."""
+    d = tmp_path_factory.mktemp("cli")
+    raw = _counts_adata_session.copy()
+    write_h5ad(raw, d / "counts.h5ad")
+    prepared = raw.copy()
+    pp.prepare(prepared, n_top_genes=150)
+    write_h5ad(prepared, d / "prepared.h5ad")
+    DAE(n_latent=4, hidden=(16,), epochs=2, num_threads=1).fit(prepared).save(d / "model")
+    used = set(prepared.var_names[prepared.var["highly_variable"]])
+    partial = raw[:, [g for g in raw.var_names if g not in list(used)[:5]]].copy()
+    write_h5ad(partial, d / "partial_counts.h5ad")
+    return {"dir": d, "counts": d / "counts.h5ad", "prepared": d / "prepared.h5ad", "model": d / "model",
+            "partial": d / "partial_counts.h5ad"}
+
+
+# --- version and help -------------------------------------------------------------------------------------
+
+
+def test_version(capsys):
+    assert cli("--version") == 0
+    assert capsys.readouterr().out.strip() == f"genodae {genodae.__version__}"
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help_of_every_subcommand_shows_defaults(command, capsys):
+    assert cli(command, "--help") == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    assert text.startswith(f"usage: genodae {command}")
+    if command != "example":
+        assert "(default: " in text
+    if command in ("train", "run"):
+        assert "--n-latent N_LATENT" in text and "(default: 32)" in text
+        assert "--corruption CORRUPTION" in text and "(default: 0.2)" in text
+        assert "(default: 512,128)" in text  # hidden
+    if command in ("prepare", "run"):
+        assert "(default: 2000)" in text and "(default: minmax)" in text
+
+
+def test_no_subcommand_is_a_usage_error(capsys):
+    assert cli() == 2
+    assert "error" in capsys.readouterr().err
+
+
+# --- the steps, chained -----------------------------------------------------------------------------------
+
+
+def test_prepare_train_embed_export_chain(files, tmp_path, capsys):
+    counts, d = files["counts"], tmp_path
+    assert cli("prepare", counts, "-o", d / "p.h5ad", "--n-top-genes", "150") == 0
+    p = anndata.read_h5ad(d / "p.h5ad")
+    assert p.var["highly_variable"].sum() == 150 and "counts" in p.layers
+
+    assert cli("train", d / "p.h5ad", "-o", d / "model", *FAST, "--seed", "3") == 0
+    assert sorted(x.name for x in (d / "model").iterdir()) == ["model.json", "model.safetensors"]
+    meta = json.loads((d / "model" / "model.json").read_text())
+    assert meta["config"]["n_latent"] == 4 and meta["config"]["seed"] == 3 and meta["config"]["hidden"] == [16]
+    assert not (d / "model.ckpt").exists()
+
+    assert cli("embed", counts, d / "model", "-o", d / "e.h5ad", "--denoised") == 0  # raw counts in
+    e = anndata.read_h5ad(d / "e.h5ad")
+    assert e.obsm["X_dae"].shape == (300, 4) and "dae_denoised" in e.layers
+    np.testing.assert_allclose(e.obsm["X_dae"], DAE.load(d / "model").embed(p), rtol=1e-4, atol=1e-5)
+
+    assert cli("export", d / "e.h5ad", "--embedding", d / "emb.tsv", "--weights", d / "w.tsv",
+               "--genes", d / "genes.tsv") == 0
+    emb = pd.read_csv(d / "emb.tsv", sep="\t", index_col=0)
+    assert emb.shape == (300, 4) and list(emb.index) == list(e.obs_names)
+    assert list(emb.columns) == ["node0", "node1", "node2", "node3"] and emb.index.name == "cell"
+    np.testing.assert_allclose(emb.to_numpy(), e.obsm["X_dae"], rtol=1e-6)
+    w = pd.read_csv(d / "w.tsv", sep="\t", index_col=0)
+    used = p.var_names[p.var["highly_variable"]]
+    assert w.shape == (150, 4) and list(w.index) == list(used) and w.index.name == "gene"
+    np.testing.assert_allclose(w.to_numpy(), DAE.load(d / "model").gene_weights().to_numpy(), rtol=1e-6)
+    genes = pd.read_csv(d / "genes.tsv", sep="\t", index_col=0)
+    assert len(genes) == 200 and genes["used"].sum() == 150
+    assert not [x for x in d.iterdir() if x.name.startswith(".")]  # no temporaries left
+
+
+def test_run_produces_every_output(files, tmp_path):
+    out = tmp_path / "out"
+    assert cli("run", files["counts"], "-o", out, *FAST, "--n-top-genes", "150") == 0
+    names = {x.name for x in out.iterdir()}
+    assert {"prepared.h5ad", "model", "embedded.h5ad", "embedding.tsv", "gene_weights.tsv", "genes.tsv",
+            "loss.png"} <= names
+    assert not [n for n in names if n.startswith(".") or n.endswith(".ckpt")]
+    e = anndata.read_h5ad(out / "embedded.h5ad")
+    assert e.obsm["X_dae"].shape == (300, 4) and e.varm["dae_weights"].shape == (200, 4)
+    assert np.array_equal(e.X.toarray(), anndata.read_h5ad(out / "prepared.h5ad").X.toarray())
+    assert pd.read_csv(out / "gene_weights.tsv", sep="\t", index_col=0).shape == (150, 4)
+    np.testing.assert_allclose(DAE.load(out / "model").embed(e), e.obsm["X_dae"], rtol=1e-6)
+
+
+# --- settings files ---------------------------------------------------------------------------------------
+
+
+def test_settings_yaml_is_applied_and_explicit_flags_win(files, tmp_path):
+    s = tmp_path / "settings.yaml"
+    s.write_text("# model settings\nn_latent: 3\nepochs: 2\nhidden: [8]\nseed: 5\nnum-threads: 1\n")
+    assert cli("train", files["prepared"], "-o", tmp_path / "m", "--settings", s, "--n-latent", "2") == 0
+    cfg = json.loads((tmp_path / "m" / "model.json").read_text())["config"]
+    assert cfg["n_latent"] == 2  # the flag
+    assert (cfg["epochs"], cfg["hidden"], cfg["seed"]) == (2, [8], 5)  # the file
+    assert cfg["corruption"] == DAEConfig().corruption  # neither: the default
+
+
+def test_settings_json_with_a_preset(files, tmp_path):
+    s = tmp_path / "settings.json"
+    s.write_text(json.dumps({"preset": "adage", "epochs": 1, "n_latent": 3, "num_threads": 1}))
+    assert cli("train", files["prepared"], "-o", tmp_path / "m", "--settings", s) == 0
+    cfg = json.loads((tmp_path / "m" / "model.json").read_text())["config"]
+    assert cfg["tied"] is True and cfg["epochs"] == 1 and cfg["n_latent"] == 3 and cfg["loss"] == "bce"
+
+
+def test_preparation_settings_in_a_file_and_flags(files, tmp_path):
+    s = tmp_path / "settings.yaml"
+    s.write_text("n_top_genes: 40\nscaling: zscore\n")
+    assert cli("prepare", files["counts"], "-o", tmp_path / "a.h5ad", "--settings", s) == 0
+    a = anndata.read_h5ad(tmp_path / "a.h5ad")
+    assert a.var["highly_variable"].sum() == 40 and a.uns["genodae_prepare"]["params"]["scaling"] == "zscore"
+    assert cli("prepare", files["counts"], "-o", tmp_path / "b.h5ad", "--settings", s, "--n-top-genes", "30") == 0
+    assert anndata.read_h5ad(tmp_path / "b.h5ad").var["highly_variable"].sum() == 30
+
+
+# --- user errors: one line, exit code 2, no traceback, no output -----------------------------------------
+
+ERRORS = {
+    "missing input": (["prepare", "{dir}/nope.h5ad", "-o", "{out}.h5ad"], "not found"),
+    "bad corruption": (["train", "{prepared}", "-o", "{out}", "--corruption", "1.5"], "corruption"),
+    "n_latent > genes": (["train", "{prepared}", "-o", "{out}", "--n-latent", "500"], "n_latent"),
+    "unknown preset": (["train", "{prepared}", "-o", "{out}", "--preset", "foo"], "invalid choice"),
+    "non-numeric flag": (["train", "{prepared}", "-o", "{out}", "--epochs", "ten"], "invalid int"),
+    "bad device": (["train", "{prepared}", "-o", "{out}", "--device", "tpu"], "device"),
+    "layer not found": (["train", "{prepared}", "-o", "{out}", "--layer", "nope"], "layer"),
+    "train on non-h5ad": (["train", "{dir}/x.csv", "-o", "{out}"], ".h5ad"),
+    "settings file missing": (["train", "{prepared}", "-o", "{out}", "--settings", "{dir}/nope.yaml"],
+                              "settings file"),
+    "bad scaling": (["prepare", "{counts}", "-o", "{out}.h5ad", "--scaling", "rank"], "scaling"),
+    "model missing": (["embed", "{counts}", "{dir}/nomodel", "-o", "{out}.h5ad"], "not a folder"),
+    "genes absent from the model": (["embed", "{partial}", "{model}", "-o", "{out}.h5ad"], "5 of the model"),
+    "export nothing": (["export", "{prepared}"], "nothing to export"),
+    "export not embedded": (["export", "{prepared}", "--embedding", "{out}.tsv"], "obsm"),
+    "run n_latent > genes": (["run", "{counts}", "-o", "{out}", "--n-latent", "500", "--n-top-genes", "100"],
+                             "n_latent"),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_user_errors_exit_2_with_one_line_and_no_output(case, files, tmp_path, capsys):
+    template, expected = ERRORS[case]
+    subs = {k: str(v) for k, v in files.items()} | {"out": str(tmp_path / "out")}
+    args = [a.format(**subs) for a in template]
+    assert cli(*args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = _one_line(err)
+    assert line.startswith("genodae") and "error" in line and expected in line, line
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("out")], "an output was written"
+
+
+def test_unknown_setting_in_a_settings_file_is_a_user_error(files, tmp_path, capsys):
+    s = tmp_path / "s.yaml"
+    s.write_text("n_latnet: 3\n")
+    assert cli("train", files["prepared"], "-o", tmp_path / "m", "--settings", s) == 2
+    assert "n_latnet" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "m").exists()
+
+
+def test_checkpoint_dir_given_by_the_user_keeps_its_other_files(files, tmp_path):
+    keep = tmp_path / "scratch"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("do not delete")
+    args = ["train", files["prepared"], "-o", tmp_path / "m", *FAST, "--epochs", "2"]
+    assert cli(*args, "--checkpoint-dir", keep, "--checkpoint-every", "1") == 0
+    assert (keep / "precious.txt").exists()
+
+
+def test_checkpoint_every_then_resume(files, tmp_path):
+    """The CLI path of checkpointing: a resumed run with more epochs equals one uninterrupted run."""
+    from safetensors.torch import load_file
+
+    base = ["train", files["prepared"], *FAST[:-4], "--batch-size", "32", "--num-threads", "1"]
+    assert cli(*base, "-o", tmp_path / "full", "--epochs", "4") == 0
+    ck = tmp_path / "ck"
+    assert cli(*base, "-o", tmp_path / "half", "--epochs", "2", "--checkpoint-every", "1",
+               "--checkpoint-dir", ck) == 0
+    # the finished run removed its checkpoint: write one again, as a killed job would have left it
+    from genodae.train import CHECKPOINT_FILE
+
+    assert not (ck / CHECKPOINT_FILE).exists()
+    prepared = anndata.read_h5ad(files["prepared"])
+    DAE(n_latent=4, hidden=(16,), epochs=2, batch_size=32, num_threads=1).fit(
+        prepared, checkpoint_dir=ck, checkpoint_every=1)
+    assert cli(*base, "-o", tmp_path / "resumed", "--epochs", "4", "--resume", "--checkpoint-dir", ck) == 0
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+# --- separate processes -----------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+
+
+def test_python_dash_m_genodae_version():
+    r = subprocess.run([sys.executable, "-m", "genodae", "--version"], capture_output=True, text=True,
+                       timeout=120, env=_env())
+    assert r.returncode == 0
+    assert r.stdout.strip() == f"genodae {genodae.__version__}"
+
+
+@pytest.mark.slow  # two interpreter start-ups with torch and scanpy
+def test_user_error_in_a_real_process(files, tmp_path):
+    out = tmp_path / "m"
+    cmd = [sys.executable, "-m", "genodae", "train", str(files["prepared"]), "-o", str(out), "--n-latent", "500"]
+    r = subprocess.run(cmd + ["-q"], capture_output=True, text=True, timeout=120, env=_env())
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    line = _one_line(r.stderr)  # -q: only the error
+    assert line.startswith("genodae train: error:") and "n_latent=500" in line
+    assert not out.exists()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env())
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if "error" in ln.lower()]
+    assert len(errors) == 1 and r.stderr.strip().splitlines()[-1] == errors[0]

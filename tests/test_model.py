@@ -1,0 +1,289 @@
+"""genodae.DAE: save/load, projection of new raw data, safe loading, decoders, presets, denoised values."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from genodae import DAE, pp
+from genodae.errors import UserError
+from genodae.model import META_FILE, WEIGHTS_FILE
+
+FAST = dict(n_latent=6, hidden=(32,), epochs=8, batch_size=32, num_threads=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def raw(_counts_adata_session) -> anndata.AnnData:
+    return _counts_adata_session.copy()
+
+
+@pytest.fixture(scope="module")
+def prepared(raw) -> anndata.AnnData:
+    adata = raw.copy()
+    pp.prepare(adata, n_top_genes=150)
+    return adata
+
+
+@pytest.fixture(scope="module")
+def trained(prepared, tmp_path_factory):
+    """(model, saved model folder)."""
+    model = DAE(**FAST).fit(prepared)
+    path = tmp_path_factory.mktemp("model") / "m"
+    model.save(path)
+    return model, path
+
+
+# --- save / load ----------------------------------------------------------------------------------------
+
+
+def test_saved_model_is_safetensors_plus_json(trained, prepared):
+    _, path = trained
+    assert sorted(p.name for p in path.iterdir()) == sorted([WEIGHTS_FILE, META_FILE])
+    meta = json.loads((path / META_FILE).read_text())
+    assert meta["format"] == "genodae-model" and meta["format_version"] >= 1
+    assert meta["genes"] == list(prepared.var_names[prepared.var["highly_variable"]])
+    assert meta["config"]["n_latent"] == 6
+    assert meta["prepare"]["input_kind"] == "counts"
+    assert meta["genodae_version"]
+    raw_bytes = (path / WEIGHTS_FILE).read_bytes()
+    assert raw_bytes[:1] != b"\x80" and raw_bytes[:2] != b"PK"
+
+
+def test_save_load_round_trip_gives_the_identical_embedding(trained, prepared):
+    model, path = trained
+    loaded = DAE.load(path)
+    Z = model.embed(prepared)
+    assert Z.shape == (prepared.n_obs, 6)
+    np.testing.assert_array_equal(loaded.embed(prepared), Z)
+    pd.testing.assert_frame_equal(loaded.gene_weights(), model.gene_weights())
+    for k, v in model.module.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[k], v.cpu())
+
+
+def test_load_embeds_raw_counts_with_shuffled_genes_like_the_prepared_data(trained, prepared, raw):
+    """Genes aligned by name and the saved preparation (normalise, log1p, scaling) re-applied to raw counts."""
+    model, path = trained
+    loaded = DAE.load(path)
+    perm = np.random.default_rng(0).permutation(raw.n_vars)
+    shuffled = raw[:, perm].copy()
+    assert not shuffled.var_names.equals(raw.var_names)
+    Z_raw = loaded.embed(shuffled)
+    np.testing.assert_allclose(Z_raw, model.embed(prepared), rtol=1e-4, atol=1e-5)
+    # prepared data with shuffled genes are aligned too
+    np.testing.assert_allclose(loaded.embed(prepared[:, perm].copy()), model.embed(prepared), rtol=1e-5, atol=1e-6)
+
+
+def test_embedding_a_subset_of_cells_and_a_single_cell(trained, prepared, raw):
+    model, _ = trained
+    Z = model.embed(prepared)
+    np.testing.assert_allclose(model.embed(raw[[5, 17, 2]].copy()), Z[[5, 17, 2]], rtol=1e-4, atol=1e-5)
+    one = model.embed(raw[[9]].copy())
+    assert one.shape == (1, 6)
+    np.testing.assert_allclose(one, Z[[9]], rtol=1e-4, atol=1e-5)
+
+
+def test_missing_genes_are_an_error_that_says_how_many(trained, raw):
+    model, _ = trained
+    genes = list(model.genes)
+    partial = raw[:, ~raw.var_names.isin(genes[:3])].copy()
+    with pytest.raises(UserError, match=r"\b3 of the model's 150 genes") as e:
+        model.embed(partial)
+    assert genes[0] in str(e.value)  # and names some of them
+
+
+def test_allow_missing_genes_fills_them_with_model_input_zero(trained, prepared):
+    model, _ = trained
+    genes = list(model.genes)
+    drop = genes[:3]
+    partial = prepared[:, ~prepared.var_names.isin(drop)].copy()
+    Z = model.embed(partial, allow_missing_genes=True)
+    # the same as the full data with those genes at their training minimum (scaled input 0)
+    filled = prepared.copy()
+    X = filled.X.toarray()
+    cols = filled.var_names.get_indexer(drop)
+    X[:, cols] = filled.var["genodae_offset"].to_numpy()[cols]
+    filled.X = X
+    np.testing.assert_allclose(Z, model.embed(filled), rtol=1e-5, atol=1e-6)
+
+
+def test_raw_data_must_be_counts_for_a_counts_model(trained, raw):
+    model, _ = trained
+    bad = raw.copy()
+    bad.X = bad.X.toarray() + 0.5
+    with pytest.raises(UserError, match="counts"):
+        model.embed(bad)
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch.save"])
+def test_crafted_pickle_payload_is_refused_without_running(trained, tmp_path, kind):
+    _, good = trained
+    # the payload is live: unpickling it does create a marker file
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(_Payload(probe)))
+    assert probe.exists()
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil_model"
+    evil.mkdir()
+    (evil / META_FILE).write_text((good / META_FILE).read_text())  # a genuine description
+    if kind == "pickle":
+        (evil / WEIGHTS_FILE).write_bytes(pickle.dumps(_Payload(marker)))
+    else:
+        torch.save({"module.encoder.0.weight": _Payload(marker)}, evil / WEIGHTS_FILE)
+    with pytest.raises(UserError, match="safetensors"):
+        DAE.load(evil)
+    assert not marker.exists()
+
+
+def test_damaged_or_absent_model_folders_are_user_errors(trained, tmp_path):
+    _, good = trained
+    with pytest.raises(UserError, match="not a folder"):
+        DAE.load(tmp_path / "absent")
+    only_json = tmp_path / "only_json"
+    only_json.mkdir()
+    (only_json / META_FILE).write_text((good / META_FILE).read_text())
+    with pytest.raises(UserError, match=WEIGHTS_FILE):
+        DAE.load(only_json)
+    bad_json = tmp_path / "bad_json"
+    bad_json.mkdir()
+    (bad_json / WEIGHTS_FILE).write_bytes((good / WEIGHTS_FILE).read_bytes())
+    (bad_json / META_FILE).write_text("{not json")
+    with pytest.raises(UserError, match="JSON"):
+        DAE.load(bad_json)
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / WEIGHTS_FILE).write_bytes((good / WEIGHTS_FILE).read_bytes())
+    meta = json.loads((good / META_FILE).read_text())
+    meta["format_version"] = 999
+    (newer / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="newer"):
+        DAE.load(newer)
+
+
+def test_save_replaces_an_existing_model_atomically(trained, prepared, tmp_path):
+    model, _ = trained
+    path = tmp_path / "m"
+    model.save(path)
+    other = DAE(**{**FAST, "seed": 1, "epochs": 2}).fit(prepared)
+    other.save(path)
+    np.testing.assert_array_equal(DAE.load(path).embed(prepared), other.embed(prepared))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary left behind
+
+
+# --- training errors --------------------------------------------------------------------------------------
+
+
+def test_n_latent_larger_than_genes_is_a_user_error(prepared):
+    with pytest.raises(UserError, match="n_latent=151"):
+        DAE(n_latent=151, epochs=1).fit(prepared)
+
+
+def test_layer_not_found_is_a_user_error(prepared):
+    with pytest.raises(UserError, match="'nope' not found"):
+        DAE(**FAST).fit(prepared, layer="nope")
+
+
+def test_single_sample_cannot_be_trained_on(prepared):
+    with pytest.raises(UserError, match="2 samples"):
+        DAE(n_latent=2, epochs=1).fit(prepared[:1].copy())
+
+
+def test_unfitted_model_is_a_user_error(prepared):
+    with pytest.raises(UserError, match="not trained"):
+        DAE().embed(prepared)
+
+
+def test_bce_needs_minmax_scaling(raw):
+    adata = raw.copy()
+    pp.prepare(adata, n_top_genes=0, scaling="zscore")
+    with pytest.raises(UserError, match="bce"):
+        DAE(loss="bce", epochs=1).fit(adata)
+
+
+def test_zscore_model_has_a_linear_output_and_trains(raw):
+    adata = raw.copy()
+    pp.prepare(adata, n_top_genes=0, scaling="zscore")
+    model = DAE(n_latent=4, hidden=(), epochs=3, num_threads=1).fit(adata)
+    assert model.module.output_activation == "linear"
+    assert np.isfinite(model.embed(adata)).all()
+
+
+# --- decoders and presets ---------------------------------------------------------------------------------
+
+
+def test_linear_decoder_gene_weights_are_the_decoder_matrix(trained):
+    model, _ = trained
+    gw = model.gene_weights()
+    assert list(gw.columns) == [f"node{i}" for i in range(6)]
+    assert gw.index.equals(model.genes)
+    np.testing.assert_array_equal(gw.to_numpy(), model.module.decoder.weight.detach().cpu().numpy())
+
+
+def test_mlp_decoder_gene_weights_are_a_finite_mean_jacobian(prepared):
+    model = DAE(n_latent=4, hidden=(16,), decoder="mlp", epochs=2, num_threads=1).fit(prepared)
+    gw = model.gene_weights()
+    assert gw.shape == (150, 4) and gw.index.equals(model.genes)
+    W = gw.to_numpy()
+    assert np.isfinite(W).all() and np.abs(W).sum() > 0
+    adata = prepared.copy()
+    model.annotate(adata)
+    used = adata.var["highly_variable"].to_numpy()
+    np.testing.assert_array_equal(adata.varm["dae_weights"][used], W)
+    assert np.all(adata.varm["dae_weights"][~used] == 0)
+
+
+def test_adage_preset_trains_with_tied_weights(prepared, tmp_path):
+    model = DAE(preset="adage", epochs=2, n_latent=5, num_threads=1).fit(prepared)
+    cfg = model.config
+    assert cfg.tied and cfg.hidden == () and cfg.corruption == 0.1 and cfg.loss == "bce"
+    assert model.module.tied and model.module.decoder is None
+    enc = model.module.encoder[0].weight.detach().cpu().numpy()
+    np.testing.assert_array_equal(model.gene_weights().to_numpy(), enc.T)
+    Z = model.embed(prepared)
+    assert ((Z > 0) & (Z < 1)).all()  # sigmoid nodes, as in ADAGE
+    model.save(tmp_path / "adage")
+    loaded = DAE.load(tmp_path / "adage")
+    np.testing.assert_array_equal(loaded.embed(prepared), Z)
+    adata = prepared.copy()
+    model.annotate(adata)
+    adata.write_h5ad(tmp_path / "adage.h5ad")  # uns with hidden=() must be writable
+
+
+def test_denoised_layer_is_on_the_original_scale(trained, prepared):
+    model, _ = trained
+    adata = prepared.copy()
+    x_before = adata.X.copy()
+    model.annotate(adata, denoised=True)
+    D = adata.layers["dae_denoised"]
+    X = adata.X.toarray()
+    assert D.shape == X.shape and (adata.X != x_before).nnz == 0
+    used = adata.var["highly_variable"].to_numpy()
+    np.testing.assert_array_equal(D[:, ~used], X[:, ~used])  # genes the model does not use keep their values
+    lo = adata.var["genodae_offset"].to_numpy()[used]
+    hi = lo + adata.var["genodae_scale"].to_numpy()[used]
+    Du = D[:, used]
+    assert (Du >= lo - 1e-4).all() and (Du <= hi + 1e-4).all()  # sigmoid output mapped back to [min, max]
+    # exactly the reconstruction of the clean scaled input, mapped back: r * scale + offset
+    scale = adata.var["genodae_scale"].to_numpy()[used]
+    xs = np.clip((X[:, used] - lo) / scale, 0, 1).astype(np.float32)
+    with torch.no_grad():
+        r = model.module.cpu().reconstruct(torch.from_numpy(xs)).numpy()
+    np.testing.assert_allclose(Du, r * scale + lo, rtol=1e-4, atol=1e-4)
+    assert abs(Du.mean() - X[:, used].mean()) < 0.5 * X[:, used].std()  # log scale, not the 0-1 model scale
