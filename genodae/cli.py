@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import sys
 import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +211,8 @@ def _read(args: argparse.Namespace):
 def _check_output(path: str | Path, *, folder: bool = False) -> Path:
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
-        raise UserError(f"output {path} exists and is not a folder")
+        raise UserError(f"output {path} exists and is not a folder: give a folder name (a model is a folder), "
+                        "or remove the file")
     if not folder and path.is_dir():
         raise UserError(f"output {path} is a folder; give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -309,11 +311,12 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_plot(args: argparse.Namespace) -> None:
     from . import pl
+    from .io import atomic_path
 
     out = _check_output(args.output, folder=True)
     adata = _read_h5ad(args.input)
+    _check_labels(adata, args.color)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    from .io import atomic_path
 
     with atomic_path(out / "loss.png") as tmp:
         pl.loss(adata, key=args.key, save=tmp)
@@ -331,15 +334,12 @@ def cmd_run(args: argparse.Namespace) -> None:
     prep, dae = _settings(args)
     model = _make_model(dae)
     adata = _read(args)
+    _check_labels(adata, args.color)  # before a long training run, not after
     prepare(adata, **prep)
     prepared = adata.copy()
     model.fit(adata, checkpoint_dir=out / "model.ckpt" if args.checkpoint_every or args.resume else None,
               checkpoint_every=args.checkpoint_every, resume=args.resume)
     model.annotate(adata, denoised=args.denoised, r2_rows=model.val_idx)
-    if args.color:
-        absent = [c for c in args.color if c not in adata.obs]
-        if absent:
-            raise UserError(f"label column(s) {', '.join(absent)} not in obs; available: {', '.join(adata.obs.columns)}")
     # everything computed: now write
     out.mkdir(parents=True, exist_ok=True)
     write_h5ad(prepared, out / "prepared.h5ad")
@@ -356,6 +356,12 @@ def cmd_run(args: argparse.Namespace) -> None:
             pl.umap(adata, color=args.color, save=tmp)
     log.info("wrote %s: prepared.h5ad, model/, embedded.h5ad, embedding.tsv, gene_weights.tsv, genes.tsv, plots",
              out)
+
+
+def _check_labels(adata, color: list[str]) -> None:
+    absent = [c for c in color if c not in adata.obs and c not in adata.var_names and not c.endswith("_recon_error")]
+    if absent:
+        raise UserError(f"label column(s) {', '.join(absent)} not in obs; available: {', '.join(adata.obs.columns)}")
 
 
 def _read_h5ad(path: str):
@@ -376,9 +382,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="genodae: %(message)s", stream=sys.stderr)
     logging.getLogger("genodae").setLevel(level)
     try:
-        args.func(args)
+        with warnings.catch_warnings():  # restored afterwards: library callers in the same process still get them
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"genodae\b")  # logged as "genodae: …"
+            args.func(args)
     except UserError as e:
         print(f"genodae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if type(e).__name__ != "OutOfMemoryError":  # torch.OutOfMemoryError outside training (embed, weights)
+            raise
+        print(f"genodae {args.command}: error: out of GPU memory ({str(e).splitlines()[0]}); use a smaller "
+              "--batch-size, --data-placement host, or --device cpu", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("genodae: interrupted", file=sys.stderr)

@@ -805,6 +805,9 @@ def _handle_nonfinite(adata: anndata.AnnData, path: Path, missing: str, info: di
         keep[genes] = False
         action = f"dropped {len(genes)} gene(s) with missing values ({_examples(gene_names)})"
     else:
+        # counts stay counts: a mean imputed into an integer table is rounded, so prepare still sees counts
+        finite = X.data[np.isfinite(X.data)] if sparse.issparse(X) else X[np.isfinite(X)]
+        integer_counts = finite.size > 0 and finite.min() >= 0 and bool(np.all(np.mod(finite, 1) == 0))
         if sparse.issparse(X):
             nan_data = np.isnan(X.data)
             X.data[nan_data] = 0.0
@@ -813,15 +816,20 @@ def _handle_nonfinite(adata: anndata.AnnData, path: Path, missing: str, info: di
             n_valid = adata.n_obs - n_nan_per_gene
             with np.errstate(invalid="ignore", divide="ignore"):
                 means = (sums / n_valid).astype(np.float32)
+            if integer_counts:
+                means = np.rint(means)
             X.data[nan_data] = means[X.indices[nan_data]]
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN genes
                 means = np.nanmean(X, axis=0)
+            if integer_counts:
+                means = np.rint(means)
             X[rows, cols] = means[cols]
         all_nan = ~np.isfinite(means)
         keep[all_nan] = False
-        action = f"imputed {n_nan} missing value(s) {where_txt} with each gene's mean across samples"
+        action = (f"imputed {n_nan} missing value(s) {where_txt} with each gene's mean across samples"
+                  + (" (rounded: the table holds counts)" if integer_counts else ""))
         if all_nan.any():
             action += f"; dropped {int(all_nan.sum())} gene(s) with no values at all"
     if not keep.any():

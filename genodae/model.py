@@ -99,8 +99,8 @@ class DAE:
                                checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                                resume=resume, progress=progress)
         except torch.OutOfMemoryError:
-            raise UserError(f"out of GPU memory with batch_size={cfg.batch_size}; lower --batch-size or "
-                            "train on CPU (--device cpu)") from None
+            raise UserError(f"out of GPU memory with batch_size={cfg.batch_size}; lower --batch-size, stream "
+                            "minibatches from host memory (--data-placement host), or train on CPU (--device cpu)") from None
         self.weights = gene_weights(self.module, source, seed=cfg.seed)
         h = self.history
         log.info("trained %d epochs in %.1fs (%.0f cells/s per epoch); best validation loss %.5g at epoch %d",
@@ -274,7 +274,7 @@ class DAE:
             self.module.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("module.")})
         except RuntimeError as e:
             raise UserError(f"{wfile} does not match {mfile}: {str(e).splitlines()[0]}") from None
-        self.device = resolve_device(self.config.device)
+        self.device = resolve_device(self.config.device, warn=False)
         self.module.to(self.device).eval()
         hist = History()
         for k, v in meta.get("history", {}).items():

@@ -243,22 +243,22 @@ def _select_genes(adata: AnnData, cfg: PrepareConfig, kind: str, src: str = "") 
     min_cells = max(cfg.min_cells, 1)
     varies = hi > lo
     eligible = (detected >= min_cells) & varies if kind == "counts" else varies
-    n_drop = int((~eligible).sum())
-    if n_drop:
-        log.warning("%sprepare: %d of %d gene(s) are constant or detected in fewer than %d cells (e.g. %s); "
-                    "not used by the model", src, n_drop, adata.n_vars, min_cells, adata.var_names[~eligible][0])
     if eligible.sum() < 2:
         n_const = int((~varies).sum())
         n_few = int((varies & (detected < min_cells)).sum()) if kind == "counts" else 0
-        few = f", {n_few} detected in fewer than min_cells={min_cells} cells" if n_few else ""
-        raise UserError(f"{src}only {int(eligible.sum())} of {adata.n_vars} gene(s) can be used ({n_const} have the "
-                        f"same value in every sample{few}): nothing to learn from; check the input file, or lower "
-                        "min_cells (--min-cells)")
+        why = [f"{n_const} have the same value in every sample"] if n_const else []
+        why += [f"{n_few} are detected in fewer than min_cells={min_cells} cells"] if n_few else []
+        raise UserError(f"{src}only {int(eligible.sum())} of {adata.n_vars} gene(s) can be used ({'; '.join(why)}): "
+                        "nothing to learn from; check the input file, or lower min_cells (--min-cells)")
     flavor = cfg.hvg_flavor
     if flavor == "auto":
         flavor = "seurat_v3" if kind == "counts" else "seurat"
     if flavor == "seurat_v3" and kind != "counts":
         raise UserError("hvg_flavor='seurat_v3' needs raw counts; use 'seurat' or 'none' for log-scale data")
+    n_drop = int((~eligible).sum())
+    if n_drop:  # after the errors above, so that a failing run prints one line
+        log.warning("%sprepare: %d of %d gene(s) are constant or detected in fewer than %d cells (e.g. %s); "
+                    "not used by the model", src, n_drop, adata.n_vars, min_cells, adata.var_names[~eligible][0])
     used = eligible.copy()
     if flavor != "none" and cfg.n_top_genes and eligible.sum() > cfg.n_top_genes:
         sub = adata[:, eligible]

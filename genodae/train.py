@@ -34,12 +34,12 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 _VAL_EPOCH = 2**31 - 1  # the validation noise is drawn once, from its own key, and reused every epoch
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` → CUDA when present, else CPU (with a log line); an absent CUDA device asked for by name is an error."""
+def resolve_device(spec: str = "auto", *, warn: bool = True) -> torch.device:
+    """``auto`` → CUDA when present, else CPU (with a warning); an absent CUDA device asked for by name is an error."""
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        log.info("device auto: no CUDA device found, training on CPU")
+        (log.warning if warn else log.info)("device auto: no CUDA device found, running on CPU")
         return torch.device("cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
