@@ -21,6 +21,10 @@ _LAZY = {
     "pl": (".pl", None),
     "io": (".io", None),
     "datasets": (".datasets", None),
+    "signatures": (".signatures", None),
+    "enrich": (".enrich", None),
+    "assoc": (".assoc", None),
+    "synthetic": (".synthetic", None),
     "read": (".io", "read"),
     "DAE": (".model", "DAE"),
 }

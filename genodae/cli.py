@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_flags(p, PrepareConfig, "preparation settings")
     _model_args(p)
     p.set_defaults(func=cmd_run)
+
+    from .cli_signatures import (
+        register,  # signatures, ensemble, enrich, associate, survival, score, sweep-summary
+    )
+
+    register(sub)
     return parser
 
 

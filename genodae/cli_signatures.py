@@ -29,7 +29,10 @@ def register(subparsers) -> None:
     p.add_argument("--sd-cutoff", type=float, default=2.5, help="high-weight: beyond mean ± this many SD (default: 2.5)")
     p.add_argument("--rotation", choices=("varimax", "none"), default="varimax",
                    help="read nodes after a varimax rotation (default) or as trained")
+    _readout(p)
     p.add_argument("--min-genes", type=int, default=0, help="fill each tail up to this many top genes (default: 0)")
+    p.add_argument("--transform", metavar="JSON", help="also write the activity transform (mean, whitening, "
+                   "rotation) for 'genodae score --transform'")
     p.add_argument("--weights", metavar="TSV", help="also write the (rotated) gene weights, genes × nodes")
     p.add_argument("--embedding", metavar="TSV", help="also write the (rotated) node activities, cells × nodes")
     p.add_argument("--heatmap", metavar="PNG", help="also plot the top genes per node")
@@ -42,6 +45,7 @@ def register(subparsers) -> None:
     _key(p)
     p.add_argument("--rotation", choices=("varimax", "none"), default="varimax",
                    help="rotate each model before clustering its nodes (default: varimax)")
+    _readout(p)
     p.add_argument("--min-corr", type=float, default=0.5, help="nodes cluster when |r| >= this (default: 0.5)")
     p.add_argument("--min-support", type=int, help="models a consensus node needs (default: a majority)")
     p.add_argument("--embedding", metavar="TSV", help="also write consensus activities, cells × consensus nodes")
@@ -98,6 +102,8 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="activities TSV, samples × nodes")
     p.add_argument("--rotation", choices=("varimax", "none"), default="varimax",
                    help="rotate as 'genodae signatures' does (default: varimax)")
+    p.add_argument("--transform", metavar="JSON", help="the transform written by 'genodae signatures --transform' "
+                   "(default: recompute the rotation from the model's weights)")
     p.add_argument("--allow-missing-genes", action="store_true", help="fill model genes absent from the data")
     p.add_argument("--missing", choices=("error", "drop", "impute"), default="error", help="NaN values (default: error)")
     p.set_defaults(func=cmd_score)
@@ -107,11 +113,18 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="summary TSV, one row per n_latent")
     _key(p)
     p.add_argument("--rotation", choices=("varimax", "none"), default="varimax", help="read-out (default: varimax)")
+    _readout(p)
     p.add_argument("--gene-sets", nargs="+", metavar="GMT", help="count distinct enriched gene sets (FDR < --fdr)")
     p.add_argument("--id-map", metavar="TABLE", help="CSV/TSV mapping gene IDs to those of the gene sets")
     p.add_argument("--fdr", type=float, default=0.05, help="(default: 0.05)")
     p.add_argument("--plot", metavar="PNG", help="also plot the summary against n_latent")
     p.set_defaults(func=cmd_sweep_summary)
+
+
+def _readout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--readout", choices=("correlation", "weights"), default="correlation",
+                   help="gene weight of a node before rotation: correlation with its whitened activity (default) "
+                        "or the decoder weight")
 
 
 def _key(p: argparse.ArgumentParser, default: str = "dae") -> None:
@@ -139,11 +152,14 @@ def _h5ad(path: str | Path, sheet: str | None = None):
     return read(path, sample_sheet=sheet)
 
 
-def _ensure_key(adata, key: str) -> None:
-    """Make ``key`` available: a ``<model>_varimax`` key is computed from ``<model>`` when absent."""
+def _ensure_key(adata, key: str, need: str = "varm") -> None:
+    """Make ``key`` available: a ``<model>_varimax`` key is computed from ``<model>`` when absent.
+
+    ``need``: ``varm`` (gene weights) or ``obsm`` (activities only, for association tests).
+    """
     from .signatures import rotate
 
-    if f"{key}_weights" in adata.varm:
+    if f"{key}_weights" in adata.varm or (need == "obsm" and f"X_{key}" in adata.obsm):
         return
     if key.endswith("_varimax") and f"{key[:-8]}_weights" in adata.varm:
         rotate(adata, key=key[:-8], key_added=key)
@@ -190,6 +206,7 @@ def _id_map(args):
 
 
 def cmd_signatures(args: argparse.Namespace) -> None:
+    import numpy as np
     import pandas as pd
 
     from . import pl
@@ -198,8 +215,10 @@ def cmd_signatures(args: argparse.Namespace) -> None:
     adata = _h5ad(args.input)
     _ensure_key(adata, args.key)
     table = signatures(adata, key=args.key, sd_cutoff=args.sd_cutoff, rotation=args.rotation,
-                       min_genes=args.min_genes)
+                       readout=args.readout, min_genes=args.min_genes)
     key = table.attrs["key"]
+    if args.transform and args.rotation == "none":
+        raise UserError("--transform needs a rotation (--rotation varimax)")
     W = gene_weights(adata, key)
     emb = None
     if args.embedding:
@@ -211,6 +230,17 @@ def cmd_signatures(args: argparse.Namespace) -> None:
         _write(W.rename_axis("gene"), args.weights)
     if emb is not None:
         _write(pd.DataFrame(emb).rename_axis("cell"), args.embedding)
+    if args.transform:
+        import json
+
+        info = adata.uns[key]
+        doc = {"format": "genodae-transform", "source_key": args.key, "readout": args.readout,
+               **{n: np.asarray(info[n]).tolist() for n in ("mean", "whitening", "rotation")},
+               "node_names": list(map(str, info["node_names"]))}
+        from .io import atomic_path
+
+        with atomic_path(_out(args.transform)) as tmp:
+            tmp.write_text(json.dumps(doc))
     if args.heatmap:
         _png(args.heatmap, lambda tmp: pl.signature_heatmap(adata, table=table, key=key, n_genes=args.n_genes,
                                                             save=tmp))
@@ -228,7 +258,8 @@ def cmd_ensemble(args: argparse.Namespace) -> None:
     for a, p in zip(adatas, args.inputs, strict=True):
         if f"{args.key}_weights" not in a.varm:
             raise UserError(f"{p} has no model {args.key!r} (varm['{args.key}_weights']); pass the right --key")
-    target = ensemble(adatas, keys=[args.key] * len(adatas), rotation=args.rotation, min_corr=args.min_corr,
+    target = ensemble(adatas, keys=[args.key] * len(adatas), rotation=args.rotation, readout=args.readout,
+                      min_corr=args.min_corr,
                       min_support=args.min_support, key_added="dae_ensemble")
     W = gene_weights(target, "dae_ensemble")
     if W.shape[1] == 0:
@@ -280,7 +311,7 @@ def cmd_associate(args: argparse.Namespace) -> None:
     from .assoc import associate
 
     adata = _h5ad(args.input, args.obs)
-    _ensure_key(adata, args.key)
+    _ensure_key(adata, args.key, need="obsm")
     res = associate(adata, key=args.key, groupby=args.groupby, groups=args.groups, test=args.test)
     _write(res, args.output, index=False)
     if args.plot:
@@ -294,7 +325,7 @@ def cmd_survival(args: argparse.Namespace) -> None:
     from .assoc import cox
 
     adata = _h5ad(args.input, args.obs)
-    _ensure_key(adata, args.key)
+    _ensure_key(adata, args.key, need="obsm")
     res = cox(adata, key=args.key, duration=args.duration, event=args.event, event_value=args.event_value,
               covariates=args.covariates)
     node = args.km_node or res["node"].iloc[0]
@@ -311,9 +342,22 @@ def cmd_score(args: argparse.Namespace) -> None:
     from .model import DAE
     from .tl import score
 
+    transform = None
+    if args.transform:
+        import json
+
+        path = Path(args.transform)
+        try:
+            transform = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"transform {path} cannot be read ({e}); give the file of 'genodae signatures "
+                            "--transform'") from None
+        if not isinstance(transform, dict) or transform.get("format") != "genodae-transform":
+            raise UserError(f"{path} is not a transform written by 'genodae signatures --transform'")
     model = DAE.load(args.model)
     adata = read(args.input, missing=args.missing)
-    act = score(adata, model=model, rotation=args.rotation, allow_missing_genes=args.allow_missing_genes)
+    act = score(adata, model=model, rotation=args.rotation, transform=transform,
+                allow_missing_genes=args.allow_missing_genes)
     _write(act.rename_axis("sample"), args.output)
 
 
@@ -334,7 +378,7 @@ def cmd_sweep_summary(args: argparse.Namespace) -> None:
         info = a.uns[args.key]
         key = args.key
         if args.rotation != "none":
-            rotate(a, key=args.key)
+            rotate(a, key=args.key, method=args.rotation, readout=args.readout)
             key = f"{args.key}_varimax"
         W = gene_weights(a, key)
         r2 = a.var.get(f"{args.key}_recon_r2")

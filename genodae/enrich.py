@@ -1,9 +1,9 @@
 """Gene-set enrichment of signatures: GMT files, identifier mapping, one-sided over-representation.
 
-The test is gseapy's offline hypergeometric test (``gseapy.enrich`` with a dict of gene sets and an explicit
-background list: P(X ≥ overlap), the one-sided Fisher exact test), run once per signature with the genes the
-model used as the background — gene sets and signatures are restricted to the background first, as
-gseapy does. Multiple testing is corrected here rather than by gseapy, for two reasons: eADAGE corrects
+The test is gseapy's offline hypergeometric test (``gseapy.stats.calc_pvalues``, the engine of
+``gseapy.enrich`` for local gene sets, called directly to skip its per-call logger and plotting set-up):
+P(X ≥ overlap), i.e. the one-sided Fisher exact test, with an explicit background — the genes the model used;
+gene sets and signatures are restricted to the background first, as gseapy does. Multiple testing is corrected here rather than by gseapy, for two reasons: eADAGE corrects
 per *node* (both tails of a node together), and gseapy drops the gene sets with no overlap before its
 Benjamini–Hochberg step, which undercounts the tests made; here every gene set of admissible size counts,
 with p = 1 where the overlap is 0.
@@ -68,10 +68,18 @@ def read_id_map(path: str | Path, *, source: str | None = None, target: str | No
     if not path.is_file():
         raise UserError(f"identifier map {path} not found")
     sep = "," if path.suffix.lower() == ".csv" else "\t"
+    bad: list[list[str]] = []
+
+    def skip(line: list[str]) -> None:  # a malformed line (e.g. a header pasted mid-file) is left out
+        bad.append(line)
+
     try:
-        df = pd.read_csv(path, sep=sep, dtype=str)
+        df = pd.read_csv(path, sep=sep, dtype=str, engine="python", on_bad_lines=skip)
     except Exception as e:  # noqa: BLE001 - any parse error is the user's file
         raise UserError(f"identifier map {path} cannot be read: {str(e).splitlines()[0]}") from None
+    if bad:
+        log.warning("identifier map %s: %d malformed line(s) skipped (e.g. %s)", path, len(bad),
+                    "\t".join(bad[0])[:80])
     if df.shape[1] < 2:
         raise UserError(f"identifier map {path} needs at least two columns (from, to) separated by "
                         f"{'commas' if sep == ',' else 'tabs'}")
@@ -144,8 +152,9 @@ def enrich(
     Returns
     -------
     One row per (signature, gene set) with an overlap: ``node``, ``direction``, ``signature``, ``term``,
-    ``overlap``, ``signature_size``, ``set_size``, ``background_size``, ``odds_ratio``, ``pvalue``, ``fdr``,
-    ``genes``; sorted by node and p-value.
+    ``overlap``, ``signature_size``, ``set_size``, ``background_size``, ``odds_ratio`` (with gseapy's
+    Haldane–Anscombe +0.5), ``pvalue``, ``fdr``, ``genes`` (the overlap, ``;``-separated); sorted by node and
+    p-value.
 
     Examples
     --------
@@ -153,7 +162,7 @@ def enrich(
     >>> bg = adata.var_names[genodae.signatures.genes_used(adata, "dae_varimax")]
     >>> res = genodae.enrich.enrich(sig, "h.all.v7.0.symbols.gmt", background=bg)
     """
-    import gseapy
+    from gseapy.stats import calc_pvalues
 
     if correction not in ("node", "signature", "all"):
         raise UserError(f"correction must be node, signature or all, not {correction!r}")
@@ -189,16 +198,12 @@ def enrich(
         n_tests[s.signature] = len(tested)
         if not s.genes:
             continue
-        res = gseapy.enrich(gene_list=list(s.genes), gene_sets=tested, background=list(bg), no_plot=True,
-                            outdir=None, cutoff=1.0, verbose=False)
-        r = getattr(res, "results", None)
-        if not isinstance(r, pd.DataFrame) or r.empty:
+        res = list(calc_pvalues(query=set(s.genes), gene_sets=tested, background=bg_set))
+        if not res:  # no gene set overlaps this signature
             continue
-        ov = r["Overlap"].str.split("/", expand=True).astype(int)
-        for term, k, m, p, orr, genes in zip(r["Term"], ov[0], ov[1], r["P-value"], r["Odds Ratio"], r["Genes"],
-                                             strict=True):
+        for term, p, orr, k, m, hits in zip(*res, strict=True):
             rows.append((s.node, s.direction, s.signature, term, int(k), len(s.genes), int(m), len(bg_set),
-                         float(orr), float(p), genes))
+                         float(orr), float(p), ";".join(sorted(map(str, hits)))))
     cols = ["node", "direction", "signature", "term", "overlap", "signature_size", "set_size", "background_size",
             "odds_ratio", "pvalue", "genes"]
     df = pd.DataFrame(rows, columns=cols)

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ._files import default_mode
 from .errors import UserError
 
 logger = logging.getLogger("genodae")
@@ -1094,6 +1095,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise UserError(
             f"Cannot write the folder {path}: a file of that name exists. Give another name, or remove the file."
         )
+    default_mode(tmp)  # temp writers may create 0600 files: give the umask's permissions
     if tmp.is_dir() and path.is_dir() and not path.is_symlink():
         old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:10]}")
         os.replace(path, old)

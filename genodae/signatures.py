@@ -136,7 +136,70 @@ def varimax(W: np.ndarray, *, normalize: bool = True, max_iter: int = 500, tol: 
 
 def _skew(L: np.ndarray) -> np.ndarray:
     c = L - L.mean(axis=0)
-    return (c**3).mean(axis=0) / np.maximum((c**2).mean(axis=0), 1e-300) ** 1.5
+    m2 = (c**2).mean(axis=0)
+    m3 = (c**3).mean(axis=0)
+    out = np.zeros(L.shape[1])
+    ok = m2 > 1e-300
+    out[ok] = m3[ok] / m2[ok] ** 1.5
+    return out
+
+
+READOUTS = ("correlation", "weights")
+
+
+def whitening(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, M) such that ``(Z - mean) @ M`` has identity covariance (symmetric ZCA whitening; a degenerate
+    direction gets weight 0 instead of blowing up)."""
+    Z = np.asarray(Z, dtype=np.float64)
+    mu = Z.mean(axis=0)
+    C = np.cov(Z - mu, rowvar=False, bias=True).reshape(Z.shape[1], Z.shape[1])
+    w, V = np.linalg.eigh(C)
+    keep = w > 1e-10 * max(w.max(), 1e-300)
+    inv = np.zeros_like(w)
+    inv[keep] = w[keep] ** -0.5
+    return mu, (V * inv) @ V.T
+
+
+def activity_loadings(X, Zw: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every gene (columns of ``X``, dense or sparse, never densified) with every column
+    of ``Zw`` — whitened activities (mean 0, identity covariance). Genes × nodes; constant genes get 0."""
+    import scipy.sparse as sp
+
+    n = X.shape[0]
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=np.float64)
+        mean = np.asarray(X.mean(axis=0)).ravel()
+        var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2
+        xz = np.asarray(X.T @ Zw)
+    else:
+        X = np.asarray(X, dtype=np.float64)
+        mean = X.mean(axis=0)
+        var = X.var(axis=0)
+        xz = X.T @ Zw
+    sd = np.sqrt(np.clip(var, 0, None))
+    sdz = Zw.std(axis=0)
+    sdz[sdz == 0] = np.inf
+    cov = xz / n - np.outer(mean, Zw.mean(axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        L = cov / np.outer(sd, sdz)
+    L[~np.isfinite(L)] = 0.0
+    return L
+
+
+def _model_data(adata: AnnData, key: str, used: np.ndarray):
+    """The expression the model ``key`` was trained on, genes used only (log scale; scaling does not change
+    correlations)."""
+    layer = None
+    if key in adata.uns and isinstance(adata.uns[key], Mapping):
+        layer = adata.uns[key].get("layer")
+    layer = None if layer in (None, "X") else str(layer)
+    if layer is not None and layer not in adata.layers:
+        raise UserError(f"the model {key!r} was trained on layers[{layer!r}], which is not in this AnnData")
+    X = adata.layers[layer] if layer is not None else adata.X
+    if X is None:
+        raise UserError("adata has no expression matrix (X); the correlation read-out needs the data; "
+                        "use readout='weights'")
+    return X[:, np.flatnonzero(used)]
 
 
 def rotate(
@@ -144,29 +207,50 @@ def rotate(
     *,
     key: str = "dae",
     method: str = "varimax",
+    readout: str = "correlation",
     key_added: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
-    """Rotate a model's gene weights and embedding to a basis whose nodes are sparse in genes (varimax).
+    """Re-express a model's nodes in a basis where each node is sparse in genes (varimax), embedding alike.
 
-    With ``R`` the varimax rotation of the genes × nodes weights ``W``: ``varm[f"{key_added}_weights"] = W R``
-    and ``obsm[f"X_{key_added}"] = Z R`` (``R`` orthogonal, so ``(Z R)(W R)ᵀ = Z Wᵀ``: for a linear decoder
-    every reconstruction is unchanged; for an MLP decoder, whose weights are mean Jacobians, the chain rule
-    gives the same). Rotated node ``j`` is named ``vnode{j}``. ``uns[key_added]`` holds the rotation and the
-    source key; ``genes_used`` is carried over.
+    Two read-outs of a node's gene weights:
+
+    - ``correlation`` (default): the node activities ``Z`` (``obsm[f"X_{key}"]``) are whitened,
+      ``Zw = (Z − mean) M`` (uncorrelated, unit variance: an invertible linear map, so ``Zw`` carries exactly
+      the information of ``Z``), and a gene's weight for a node is its Pearson correlation with that node's
+      whitened activity over the cells of ``adata`` (the *structure loadings* of factor analysis; for PCA
+      they are proportional to the loadings). ``L`` is then varimax-rotated: weights ``L R``, embedding
+      ``Zw R``, so the rotated weights are again the correlations of genes with the rotated activities. This
+      read-out uses the data, which average out the noise that stochastic training leaves in the decoder
+      weights; on planted-program data it recovers modules best (``bench/results/signatures.md``).
+    - ``weights``: the decoder weights ``W`` (``varm[f"{key}_weights"]``, as ADAGE read them), varimax-rotated
+      to ``W R`` with embedding ``Z R``; no data needed (``R`` depends only on the model, so new samples
+      projected with the saved model rotate identically).
+
+    Rotated node ``j`` is named ``vnode{j}``. ``uns[key_added]`` holds the transform of the activities
+    (``mean``, ``whitening``, ``rotation``: ``X_{key_added} = (Z − mean) @ whitening @ rotation``), so
+    :func:`genodae.tl.score` can apply it to new samples.
 
     Parameters
     ----------
     adata
-        Annotated by :func:`genodae.tl.dae` (or ``genodae embed``).
+        Annotated by :func:`genodae.tl.dae` (or ``genodae embed``); for ``correlation`` also holding the
+        prepared expression the model was trained on (the same cells or new ones).
     key
         Prefix of the model's keys.
     method
-        ``varimax`` (only rotation so far).
+        ``varimax`` (the only rotation so far).
+    readout
+        ``correlation`` or ``weights``.
     key_added
-        Prefix of the rotated keys (default ``f"{key}_varimax"``).
+        Prefix of the rotated keys (default ``f"{key}_{method}"``).
     copy
         Work on a copy and return it.
+
+    Returns
+    -------
+    The annotated copy when ``copy=True``, else ``None``. Adds ``varm[f"{key_added}_weights"]``,
+    ``obsm[f"X_{key_added}"]`` and ``uns[key_added]``.
 
     Examples
     --------
@@ -175,23 +259,50 @@ def rotate(
     """
     if method not in ROTATIONS or method == "none":
         raise UserError(f"rotation method must be 'varimax', not {method!r}")
+    if readout not in READOUTS:
+        raise UserError(f"readout must be one of {', '.join(READOUTS)}, not {readout!r}")
     adata = adata.copy() if copy else adata
     t0 = time.perf_counter()
     key_added = key_added or f"{key}_{method}"
     used = genes_used(adata, key)
-    W = np.asarray(adata.varm[f"{key}_weights"], dtype=np.float64)
-    R = varimax(W[used])
-    adata.varm[f"{key_added}_weights"] = (W @ R).astype(np.float32)
-    if f"X_{key}" in adata.obsm:
-        adata.obsm[f"X_{key_added}"] = (np.asarray(adata.obsm[f"X_{key}"], dtype=np.float64) @ R).astype(np.float32)
+    k = adata.varm[f"{key}_weights"].shape[1]
+    Z = np.asarray(adata.obsm[f"X_{key}"], dtype=np.float64) if f"X_{key}" in adata.obsm else None
+    if readout == "correlation":
+        if Z is None:
+            raise UserError(f"obsm['X_{key}'] not found: the correlation read-out needs the node activities; "
+                            "use readout='weights'")
+        if adata.n_obs < 3:
+            raise UserError("the correlation read-out needs at least 3 samples; use readout='weights'")
+        mu, M = whitening(Z)
+        L = activity_loadings(_model_data(adata, key, used), (Z - mu) @ M)
+    else:
+        mu, M = np.zeros(k), np.eye(k)
+        L = np.asarray(adata.varm[f"{key}_weights"], dtype=np.float64)[used]
+    R = varimax(L)
+    W = np.zeros((adata.n_vars, k), dtype=np.float32)
+    W[used] = L @ R
+    adata.varm[f"{key_added}_weights"] = W
+    if Z is not None:
+        adata.obsm[f"X_{key_added}"] = ((Z - mu) @ M @ R).astype(np.float32)
     adata.uns[key_added] = {
-        "rotation": R, "method": method, "source_key": key,
+        "mean": mu, "whitening": M, "rotation": R, "method": method, "readout": readout, "source_key": key,
         "genes_used": np.asarray(adata.var_names[used], dtype=str),
-        "node_names": np.asarray([f"vnode{j}" for j in range(R.shape[1])]),
+        "node_names": np.asarray([f"vnode{j}" for j in range(k)]),
     }
-    log.info("rotated %s (%s) in %.2fs; added varm['%s_weights'], obsm['X_%s'], uns['%s']", key, method,
-             time.perf_counter() - t0, key_added, key_added, key_added)
+    log.info("rotated %s (%s of %s) in %.2fs; added varm['%s_weights'], obsm['X_%s'], uns['%s']", key, method,
+             readout, time.perf_counter() - t0, key_added, key_added, key_added)
     return adata if copy else None
+
+
+def apply_transform(Z: np.ndarray, transform: Mapping) -> np.ndarray:
+    """Node activities of new samples in a rotated basis: ``(Z − mean) @ whitening @ rotation``."""
+    mu = np.asarray(transform["mean"], dtype=np.float64)
+    M = np.asarray(transform["whitening"], dtype=np.float64)
+    R = np.asarray(transform["rotation"], dtype=np.float64)
+    Z = np.asarray(Z, dtype=np.float64)
+    if Z.shape[1] != len(mu):
+        raise UserError(f"the transform is for {len(mu)} nodes, the activities have {Z.shape[1]}")
+    return (Z - mu) @ M @ R
 
 
 def signatures(
@@ -200,14 +311,17 @@ def signatures(
     key: str = "dae",
     sd_cutoff: float = 2.5,
     rotation: str = "varimax",
+    readout: str = "correlation",
     min_genes: int = 0,
     key_added: str | None = None,
 ) -> pd.DataFrame:
     """High-weight genes of every node: the candidate molecular signatures of a model.
 
-    By default the weights are first rotated to the varimax basis (:func:`rotate`, stored under
-    ``f"{key}_varimax"``, embedding rotated alike): on planted-program data this makes nodes recover whole
-    modules (see ``bench/results/signatures.md``). ``rotation="none"`` reads the raw nodes, as ADAGE did.
+    By default each gene's weight for a node is its correlation with the node's (whitened) activity, and the
+    nodes are rotated to the varimax basis (:func:`rotate`, stored under ``f"{key}_varimax"``, embedding
+    transformed alike): on planted-program data this makes nodes recover whole modules as well as PCA, ICA
+    and NMF loadings do (see ``bench/results/signatures.md``). ``readout="weights"`` rotates the decoder
+    weights instead (no data needed); ``rotation="none"`` reads the raw decoder weights, as ADAGE did.
 
     Parameters
     ----------
@@ -219,6 +333,8 @@ def signatures(
         A gene is high-weight beyond mean ± ``sd_cutoff`` · SD of the node's weights over the genes used.
     rotation
         ``varimax`` (default) or ``none``.
+    readout
+        With a rotation: ``correlation`` (default; needs the expression data in ``adata``) or ``weights``.
     min_genes
         Fill each tail up to this many top genes even when fewer pass the cutoff (flagged).
     key_added
@@ -239,10 +355,15 @@ def signatures(
     if rotation not in ROTATIONS:
         raise UserError(f"rotation must be one of {', '.join(ROTATIONS)}, not {rotation!r}")
     t0 = time.perf_counter()
+    params = adata.uns.get(key, {}).get("params", {}) if isinstance(adata.uns.get(key), Mapping) else {}
+    if len(params.get("hidden", [])) > 0 and params.get("decoder", "linear") == "linear":
+        log.warning("signatures of %s: this model has hidden layers (%s); such models' decoder weights recovered "
+                    "planted modules poorly in bench/signatures.py. Train with preset='signatures' for signatures",
+                    key, list(params.get("hidden")))
     read_key = key
     if rotation != "none":
         read_key = f"{key}_{rotation}"
-        rotate(adata, key=key, method=rotation, key_added=read_key)
+        rotate(adata, key=key, method=rotation, readout=readout, key_added=read_key)
     W = gene_weights(adata, read_key)
     df = high_weight_genes(W, sd_cutoff=sd_cutoff, min_genes=min_genes)
     df.attrs["key"] = read_key
@@ -434,6 +555,7 @@ def ensemble(
     *,
     keys: Sequence[str] | None = None,
     rotation: str = "varimax",
+    readout: str = "correlation",
     min_corr: float = 0.5,
     min_support: int | None = None,
     key_added: str = "dae_ensemble",
@@ -441,12 +563,33 @@ def ensemble(
     """Consensus nodes of several models of the same cells, written like a model under ``key_added``.
 
     ``adata`` is either one AnnData holding several models (their ``keys``) or a list of AnnData (one model
-    each, key ``dae`` or ``keys[i]``; same cells). Each model is first rotated (``rotation``, default varimax: the
-    rotated nodes are far more reproducible across seeds than raw nodes). The first AnnData receives
+    each, key ``dae`` or ``keys[i]``; same cells). Each model is first rotated (:func:`rotate` with
+    ``rotation``/``readout``, adding ``f"{key}_varimax"`` keys; the rotated nodes are far more reproducible
+    across seeds than raw nodes). The first AnnData receives
     ``varm[f"{key_added}_weights"]`` (zero rows for genes not shared), ``obsm[f"X_{key_added}"]``
     (consensus activities) and ``uns[key_added]`` (``support``, ``members``, ``genes_used``,
     ``node_names``, the stability of the members); read it with ``tl.signatures(adata, key=key_added,
-    rotation="none")``. Returns that AnnData.
+    rotation="none")``.
+
+    Parameters
+    ----------
+    adata
+        One AnnData with several models, or a list of AnnData (same cells, same order).
+    keys
+        The models' key prefixes (default ``dae`` for every AnnData of a list).
+    rotation, readout
+        How each model's nodes are read before clustering (see :func:`rotate`); ``rotation="none"`` uses the
+        raw decoder weights.
+    min_corr
+        Nodes join a cluster when their weight vectors correlate with |r| ≥ ``min_corr`` (average linkage).
+    min_support
+        Models a consensus node needs (default: a majority).
+    key_added
+        Prefix of the consensus keys.
+
+    Returns
+    -------
+    The (first) AnnData, annotated.
 
     Examples
     --------
@@ -473,14 +616,11 @@ def ensemble(
     t0 = time.perf_counter()
     Ws, Es = [], []
     for a, k in items:
-        W = gene_weights(a, k)
-        E = np.asarray(a.obsm[f"X_{k}"], dtype=np.float64) if f"X_{k}" in a.obsm else None
         if rotation != "none":
-            R = varimax(W.to_numpy())
-            W = pd.DataFrame(W.to_numpy() @ R, index=W.index, columns=[f"vnode{j}" for j in range(R.shape[1])])
-            E = E @ R if E is not None else None
-        Ws.append(W)
-        Es.append(E)
+            rotate(a, key=k, method=rotation, readout=readout)
+            k = f"{k}_{rotation}"
+        Ws.append(gene_weights(a, k))
+        Es.append(np.asarray(a.obsm[f"X_{k}"], dtype=np.float64) if f"X_{k}" in a.obsm else None)
     res = consensus(Ws, min_corr=min_corr, min_support=min_support,
                     embeddings=Es if all(e is not None for e in Es) else None)
     stab = stability(Ws)
@@ -501,6 +641,7 @@ def ensemble(
         "members": members,
         "n_models": len(items),
         "rotation": rotation,
+        "readout": readout,
         "min_corr": float(min_corr),
         "member_stability": float(stab["stability"].mean()),
     }
@@ -666,6 +807,6 @@ def plot_sweep(table: pd.DataFrame, *, save=None):
 
 __all__ = [
     "consensus", "ensemble", "factor_loadings", "gene_weights", "genes_used", "high_weight_genes", "model_input",
-    "module_recovery", "plot_sweep", "rotate", "signature_score", "signature_sets", "signatures", "stability", "sweep_summary",
+    "activity_loadings", "apply_transform", "module_recovery", "plot_sweep", "rotate", "whitening", "signature_score", "signature_sets", "signatures", "stability", "sweep_summary",
     "varimax",
 ]

@@ -85,28 +85,58 @@ from .signatures import ensemble, rotate, signatures  # noqa: E402
 
 
 def score(adata: AnnData, *, model: str | Path | DAE, key: str = "dae", rotation: str = "varimax",
-          allow_missing_genes: bool = False):
+          transform=None, allow_missing_genes: bool = False):
     """Project new samples onto a saved model and return their node (signature) activities.
 
     Embeds ``adata`` (raw or prepared) with the model (``genodae.DAE.load(model).annotate``, which re-applies
-    the model's own preparation), then — with ``rotation="varimax"`` — rotates the activities exactly as
-    :func:`genodae.tl.signatures` rotated the training data (the varimax rotation depends only on the model's
-    gene weights, so it is the same matrix). Adds ``obsm[f"X_{key}"]`` (and ``obsm[f"X_{key}_varimax"]``)
-    and returns the activities as a cells × nodes DataFrame.
+    the model's own preparation) into ``obsm[f"X_{key}"]``. With ``rotation="varimax"`` the activities are
+    then put in the basis of the signatures: pass ``transform`` = ``uns[f"{key}_varimax"]`` of the AnnData the
+    signatures were read from (its ``mean``/``whitening``/``rotation``; needed for the default correlation
+    read-out); without it the rotation is recomputed from the model's weights (the ``weights`` read-out,
+    which depends on the model only). Adds ``obsm[f"X_{key}_varimax"]`` then.
+
+    Parameters
+    ----------
+    adata
+        New samples, raw or prepared; genes aligned to the model by name.
+    model
+        A saved model folder or a :class:`genodae.DAE`.
+    key
+        Prefix of the keys written.
+    rotation
+        ``varimax`` or ``none`` (the model's own nodes).
+    transform
+        ``uns[f"{key}_varimax"]`` of the signatures' AnnData (a mapping with mean, whitening, rotation).
+    allow_missing_genes
+        Fill model genes absent from ``adata`` (their input becomes 0).
+
+    Returns
+    -------
+    Samples × nodes activities (``vnode0`` … with a rotation, as in the signatures table).
 
     Examples
     --------
     >>> new = genodae.read("new_cohort.csv")
-    >>> act = genodae.tl.score(new, model="results/luad/model")      # vnode0 … as in the signatures table
+    >>> act = genodae.tl.score(new, model="results/luad/model", transform=train.uns["dae_varimax"])
     """
+    import numpy as np
+
     from .assoc import activities
+    from .signatures import apply_transform
 
     m = model if isinstance(model, DAE) else DAE.load(model)
     m.annotate(adata, key=key, allow_missing_genes=allow_missing_genes)
     if rotation == "none":
         return activities(adata, key)
-    rotate(adata, key=key, method=rotation)
-    return activities(adata, f"{key}_{rotation}")
+    out = f"{key}_{rotation}"
+    if transform is None:
+        rotate(adata, key=key, method=rotation, readout="weights", key_added=out)
+    else:
+        adata.obsm[f"X_{out}"] = apply_transform(adata.obsm[f"X_{key}"], transform).astype(np.float32)
+        k = adata.obsm[f"X_{out}"].shape[1]
+        adata.uns[out] = {**{n: transform[n] for n in ("mean", "whitening", "rotation") if n in transform},
+                          "node_names": np.asarray([f"vnode{j}" for j in range(k)]), "source_key": key}
+    return activities(adata, out)
 
 
 def enrich(

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ._files import default_mode
 from .config import DAEConfig
 from .errors import UserError
 from .nn import DenoisingAutoencoder, corrupt, noise_seed, reconstruction_loss
@@ -497,6 +498,7 @@ def _save_checkpoint(path: Path, module, opt, hist: History, best_state, bad_epo
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(tensors, str(tmp), metadata={"genodae_checkpoint": json.dumps(meta)})
+    default_mode(tmp)
     os.replace(tmp, path)  # a kill mid-write never leaves a checkpoint that looks complete
 
 

@@ -287,3 +287,21 @@ def test_denoised_layer_is_on_the_original_scale(trained, prepared):
         r = model.module.cpu().reconstruct(torch.from_numpy(xs)).numpy()
     np.testing.assert_allclose(Du, r * scale + lo, rtol=1e-4, atol=1e-4)
     assert abs(Du.mean() - X[:, used].mean()) < 0.5 * X[:, used].std()  # log scale, not the 0-1 model scale
+
+
+def test_saved_model_files_follow_the_umask_not_0600(tmp_path, counts_adata):
+    """safetensors writes 0600 files; on a shared cluster the group must be able to read a model."""
+    import os
+    import stat
+
+    import genodae
+
+    genodae.pp.prepare(counts_adata, n_top_genes=50)
+    old = os.umask(0o022)
+    try:
+        genodae.tl.dae(counts_adata, n_latent=3, hidden=(8,), epochs=1, num_threads=1, device="cpu",
+                       model_dir=tmp_path / "m")
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "m").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f

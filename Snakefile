@@ -1,0 +1,12 @@
+# Entry point: Snakemake finds this file first. The workflow itself is in workflow/; `rule all` lives here
+# because rules that come in through `include:` never become the default target.
+
+
+include: "workflow/Snakefile"
+
+
+rule all:
+    """Every final output of every dataset and run (see workflow/rules/common.smk: final_outputs)."""
+    input:
+        final_outputs(),
+    default_target: True

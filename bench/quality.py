@@ -1,0 +1,411 @@
+#!/usr/bin/env python
+"""Embedding quality: genodae against PCA(50) on labelled single-cell data, over several seeds.
+
+Every dataset is prepared once with ``genodae.pp.prepare`` (library defaults); every method sees the same
+genes (``var["highly_variable"]``). Methods:
+
+- ``dae:<variant>``: ``genodae.tl.dae`` with the settings of a named variant (see ``VARIANTS``; ``default``
+  is whatever the library's defaults are when the script runs, ``before`` freezes the defaults that
+  shipped before tuning, so the comparison survives later default changes).
+- ``pca_log``: scanpy's usual practice: ``sc.pp.pca`` (50 components) on the log-normalised HVG matrix
+  (``X``, sparse, implicitly centred, genes *not* scaled to unit variance).
+- ``pca_minmax``: PCA(50) on exactly genodae's default model input (each gene min–max scaled to 0–1).
+- ``pca_zscore``: PCA(50) on z-scored genes (scanpy's older ``sc.pp.scale`` + ``sc.pp.pca`` recipe,
+  without clipping).
+
+Metrics per method × dataset × seed: 15-NN classification accuracy (stratified 5-fold, shuffled with the
+seed), Leiden ARI/NMI at resolution 1.0 (``sc.pp.neighbors(n_neighbors=15, random_state=seed)`` then
+``sc.tl.leiden(flavor="igraph", n_iterations=2, random_state=seed)``), the number of Leiden clusters, the
+silhouette of the labels on the embedding (euclidean), and the seconds the embedding took.
+
+Examples
+--------
+python bench/quality.py                                   # all datasets, seeds 0 1 2, before/default + PCA
+python bench/quality.py --datasets pbmc68k --seeds 0 --variants default,zscore --epochs 30 --out /tmp/q
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a source checkout without installing
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module="anndata")
+
+# --- what is compared ------------------------------------------------------------------------------------
+
+# Each variant: PrepareConfig fields (only ``scaling`` may differ from the shared preparation: it changes
+# the per-gene scaling, never the genes) plus DAEConfig fields. ``{}`` = the library's current defaults.
+BEFORE = dict(  # the defaults that shipped before tuning (genodae 0.1.0, commit 57224f1)
+    scaling="minmax", n_latent=32, hidden=(512, 128), activation="relu", dropout=0.0, norm="none",
+    decoder="linear", output_activation="auto", corruption=0.2, loss="mse", loss_on="all",
+    optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=128, epochs=100, patience=10,
+)
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "before": BEFORE,
+    # the plain DAE of issue 4's evidence: 512-128-32, 20% masking, MSE on min-max data, 200 epochs
+    "issue4": {**BEFORE, "epochs": 200, "patience": 0},
+    "adage": {"preset": "adage"},
+}
+PCA_METHODS = ("pca_log", "pca_minmax", "pca_zscore")
+DATASETS = {
+    # name: (file under --data-dir or None for scanpy's built-in, label column)
+    "pbmc68k": (None, "bulk_labels"),
+    "pbmc4k": ("scrna/pbmc4k_top2000.h5ad", "cluster"),
+    "mouse_bladder": ("scrna/mouse_bladder_top2000.h5ad", "cell_type"),
+}
+METRICS = ("knn_acc", "ari", "nmi", "n_clusters", "silhouette", "seconds")
+
+log = logging.getLogger("bench.quality")
+
+
+def import_genodae():
+    try:
+        import genodae
+    except ModuleNotFoundError as e:  # genodae.io may still be missing in a work-in-progress checkout
+        raise SystemExit(f"cannot import genodae ({e}); finish the package first") from None
+    return genodae
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+
+def load_raw(name: str, data_dir: Path):
+    """Raw counts AnnData with string labels in obs['label'], or None when the file is absent."""
+    import anndata as ad
+    import scanpy as sc
+
+    path, key = DATASETS[name]
+    if path is None:  # pbmc68k_reduced: X is z-scored; recover counts exactly from raw and n_counts
+        ref = sc.datasets.pbmc68k_reduced()
+        logn = ref.raw.X.toarray() if sp.issparse(ref.raw.X) else np.asarray(ref.raw.X)
+        counts = np.round(np.expm1(logn) * ref.obs["n_counts"].to_numpy()[:, None] / 1e4)
+        adata = ad.AnnData(X=sp.csr_matrix(counts.astype(np.float32)), obs=ref.obs[[key]].copy(),
+                           var=pd.DataFrame(index=ref.raw.var_names))
+    else:
+        f = data_dir / path
+        if not f.exists():
+            print(f"[quality] skipping {name}: {f} not found", file=sys.stderr)
+            return None
+        adata = ad.read_h5ad(f)
+    adata.obs["label"] = adata.obs[key].astype(str).astype("category")
+    return adata
+
+
+def prepare(adata, scaling: str | None = None):
+    """A prepared copy (library defaults, or another per-gene scaling of the same genes)."""
+    genodae = import_genodae()
+    kw = {} if scaling is None else {"scaling": scaling}
+    return genodae.pp.prepare(adata, copy=True, **kw)
+
+
+def scaled_input(adata) -> np.ndarray:
+    """Dense model input exactly as genodae builds it: (x - offset) / scale on the used genes (clipped for minmax)."""
+    used = adata.var["highly_variable"].to_numpy(bool)
+    X = adata.X[:, used]
+    X = X.toarray() if sp.issparse(X) else np.asarray(X)
+    off = adata.var["genodae_offset"].to_numpy(np.float32)[used]
+    scl = adata.var["genodae_scale"].to_numpy(np.float32)[used]
+    Z = (X.astype(np.float32) - off) / scl
+    if adata.uns["genodae_prepare"]["params"]["scaling"] == "minmax":
+        Z = np.clip(Z, 0, 1)
+    return Z
+
+
+# --- methods ---------------------------------------------------------------------------------------------
+
+
+def embed_pca(adata, method: str, seed: int, n_comps: int = 50) -> np.ndarray:
+    import scanpy as sc
+
+    used = adata.var["highly_variable"].to_numpy(bool)
+    if method == "pca_log":
+        X = adata.X[:, used]
+        X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
+    elif method == "pca_minmax":
+        X = scaled_input(adata)  # adata prepared with minmax (the default)
+    elif method == "pca_zscore":
+        X = adata.X[:, used]
+        X = X.toarray() if sp.issparse(X) else np.asarray(X)
+        X = X.astype(np.float32)
+        sd = X.std(0)
+        X = (X - X.mean(0)) / np.where(sd > 0, sd, 1)
+    else:
+        raise ValueError(method)
+    n_comps = min(n_comps, min(X.shape) - 1)
+    return sc.pp.pca(X, n_comps=n_comps, random_state=seed).astype(np.float32)
+
+
+def variant_settings(variant: str | dict) -> dict:
+    if isinstance(variant, dict):
+        return dict(variant)
+    if variant in VARIANTS:
+        return dict(VARIANTS[variant])
+    if variant.startswith("{"):
+        return json.loads(variant)
+    raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)} (or a JSON dict of settings)")
+
+
+def embed_dae(prepared: dict, settings: dict, seed: int, epochs: int | None = None, threads: int = 0):
+    """(embedding, info) of genodae with ``settings`` on the prepared copy with the right scaling."""
+    genodae = import_genodae()
+    s = dict(settings)
+    scaling = s.pop("scaling", None)
+    adata = prepared[scaling or "default"] if (scaling or "default") in prepared else None
+    if adata is None:
+        base = prepared["default"]
+        adata = prepared.setdefault(scaling, _rescale(base, scaling))
+    if epochs is not None:
+        s["epochs"] = epochs
+    s["seed"] = seed
+    s.setdefault("device", "cpu")
+    if threads:
+        s["num_threads"] = threads
+    ad = adata.copy()
+    genodae.tl.dae(ad, **s)
+    h = ad.uns["dae"]["history"]
+    info = {"epochs_run": int(h["epochs_run"]), "best_epoch": int(h["best_epoch"]) + 1,
+            "train_seconds": float(h["seconds"]), "best_val_loss": float(np.min(h["val_loss"]))}
+    return np.asarray(ad.obsm["X_dae"]), info
+
+
+def _rescale(base, scaling: str):
+    """The same prepared genes with another per-gene scaling (what prepare(scaling=...) would compute)."""
+    from genodae.pp import scaling_params
+
+    ad = base.copy()
+    used = ad.var["highly_variable"].to_numpy(bool)
+    off, scl = scaling_params(ad.X[:, used], scaling)
+    ad.var.loc[used, "genodae_offset"] = off
+    ad.var.loc[used, "genodae_scale"] = scl
+    prep = dict(ad.uns["genodae_prepare"])
+    prep["params"] = {**prep["params"], "scaling": scaling}
+    ad.uns["genodae_prepare"] = prep
+    return ad
+
+
+# --- metrics ---------------------------------------------------------------------------------------------
+
+
+def score(Z: np.ndarray, labels: pd.Series, seed: int) -> dict:
+    import anndata as ad
+    import scanpy as sc
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    y = labels.astype(str).to_numpy()
+    Z = np.asarray(Z, dtype=np.float32)
+    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    acc = cross_val_score(KNeighborsClassifier(n_neighbors=15), Z, y, cv=cv).mean()
+    tmp = ad.AnnData(X=np.zeros((Z.shape[0], 1), np.float32), obsm={"X_emb": Z})
+    sc.pp.neighbors(tmp, use_rep="X_emb", n_neighbors=15, random_state=seed)
+    sc.tl.leiden(tmp, resolution=1.0, flavor="igraph", n_iterations=2, random_state=seed, directed=False)
+    cl = tmp.obs["leiden"].to_numpy()
+    sil = silhouette_score(Z, y) if np.isfinite(Z).all() and Z.std(0).max() > 0 else float("nan")
+    return {"knn_acc": float(acc), "ari": float(adjusted_rand_score(y, cl)),
+            "nmi": float(normalized_mutual_info_score(y, cl)), "n_clusters": int(len(set(cl))),
+            "silhouette": float(sil)}
+
+
+# --- running ---------------------------------------------------------------------------------------------
+
+
+def run(datasets, seeds, variants, pca_methods, data_dir: Path, epochs=None, threads=0,
+        progress=print) -> list[dict]:
+    rows = []
+    for name in datasets:
+        raw = load_raw(name, data_dir)
+        if raw is None:
+            continue
+        t0 = time.perf_counter()
+        prepared = {"default": prepare(raw)}
+        prep_s = time.perf_counter() - t0
+        labels = prepared["default"].obs["label"]
+        n_genes = int(prepared["default"].var["highly_variable"].sum())
+        progress(f"[quality] {name}: {prepared['default'].n_obs} cells × {n_genes} genes used "
+                 f"(prepared in {prep_s:.1f}s), {labels.nunique()} labels")
+        for seed in seeds:
+            for m in pca_methods:
+                t = time.perf_counter()
+                Z = embed_pca(prepared["default"], m, seed)
+                secs = time.perf_counter() - t
+                r = {"dataset": name, "method": m, "seed": seed, **score(Z, labels, seed), "seconds": secs}
+                rows.append(r)
+                progress(_fmt(r))
+            for v in variants:
+                vname = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+                t = time.perf_counter()
+                Z, info = embed_dae(prepared, variant_settings(v), seed, epochs, threads)
+                secs = time.perf_counter() - t
+                r = {"dataset": name, "method": f"dae:{vname}", "seed": seed, **score(Z, labels, seed),
+                     "seconds": secs, **info}
+                rows.append(r)
+                progress(_fmt(r))
+    return rows
+
+
+def _fmt(r: dict) -> str:
+    extra = f" ep {r['epochs_run']}(best {r['best_epoch']})" if "epochs_run" in r else ""
+    return (f"  {r['dataset']:<14} {r['method']:<22} seed {r['seed']}: 15-NN {r['knn_acc']:.3f}  ARI {r['ari']:.3f}"
+            f"  NMI {r['nmi']:.3f}  k {r['n_clusters']:>2}  sil {r['silhouette']:+.3f}  {r['seconds']:.1f}s{extra}")
+
+
+def summarise(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    g = df.groupby(["dataset", "method"], sort=False)
+    out = g[list(METRICS)].agg(["mean", "std"])
+    out.columns = [f"{m}_{s}" for m, s in out.columns]
+    out["n_seeds"] = g.size()
+    return out.reset_index()
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "note": "shared machine: other jobs used the same cores, so seconds are noisy"}
+
+
+def versions() -> dict:
+    out = {}
+    for p in ("genodae", "torch", "numpy", "scipy", "scikit-learn", "scanpy", "anndata", "igraph", "leidenalg"):
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    try:
+        out["genodae"] = import_genodae().__version__
+    except SystemExit:
+        pass
+    return out
+
+
+def markdown(summary: pd.DataFrame, meta: dict) -> str:
+    def pm(r, m, nd=3):
+        mean, sd = r[f"{m}_mean"], r[f"{m}_std"]
+        sd = 0.0 if pd.isna(sd) else sd
+        return f"{mean:.{nd}f} ± {sd:.{nd}f}"
+
+    lines = [
+        "# Embedding quality: genodae vs PCA(50)",
+        "",
+        f"Generated by `{meta['command']}` on {meta['date']} ({meta['machine']['cpu']}, "
+        f"{meta['machine']['cores']} cores, shared: seconds are noisy); total {meta['total_seconds'] / 60:.1f} min. "
+        f"Seeds {meta['seeds']}; mean ± sd over seeds.",
+        "",
+        "15-NN: 15-nearest-neighbour classification accuracy, stratified 5-fold. ARI/NMI: Leiden (resolution 1.0, "
+        "15-NN graph) against the labels; k: number of Leiden clusters. sil: silhouette of the labels. "
+        "s: seconds to compute the embedding (training for genodae).",
+        "",
+        "| dataset | method | 15-NN acc | ARI | NMI | k | silhouette | s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in summary.iterrows():
+        lines.append(f"| {r['dataset']} | {r['method']} | {pm(r, 'knn_acc')} | {pm(r, 'ari')} | {pm(r, 'nmi')} | "
+                     f"{pm(r, 'n_clusters', 1)} | {pm(r, 'silhouette')} | {pm(r, 'seconds', 1)} |")
+    # means across datasets
+    lines += ["", "Mean over datasets (each dataset weighted equally):", "",
+              "| method | 15-NN acc | ARI | NMI |", "|---|---|---|---|"]
+    per = summary.groupby("method", sort=False)[["knn_acc_mean", "ari_mean", "nmi_mean"]].mean()
+    for m, r in per.iterrows():
+        lines.append(f"| {m} | {r['knn_acc_mean']:.3f} | {r['ari_mean']:.3f} | {r['nmi_mean']:.3f} |")
+    lines += ["", "Methods:", ""]
+    for m, s in meta["methods"].items():
+        lines.append(f"- `{m}`: {s}")
+    return "\n".join(lines) + "\n"
+
+
+def method_descriptions(variants, epochs) -> dict:
+    from genodae.config import DAEConfig, PrepareConfig, make_config
+
+    d = {
+        "pca_log": "sc.pp.pca(50) on log-normalised HVG X (centred, genes not scaled)",
+        "pca_minmax": "PCA(50) on genodae's min-max (0-1 per gene) model input",
+        "pca_zscore": "PCA(50) on z-scored HVG genes",
+    }
+    for v in variants:
+        vname = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+        s = variant_settings(v)
+        preset = s.pop("preset", "default")
+        scaling = s.pop("scaling", PrepareConfig().scaling)
+        if epochs is not None:
+            s["epochs"] = epochs
+        cfg = make_config(preset, **s).to_dict()
+        for k in ("seed", "device", "amp", "num_threads"):
+            cfg.pop(k)
+        d[f"dae:{vname}"] = {"scaling": scaling, "preset": preset, **cfg}
+    return d
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--variants", default="before,default",
+                   help=f"comma-separated genodae variants: {', '.join(VARIANTS)}; or one JSON dict of settings")
+    p.add_argument("--pca", default=",".join(PCA_METHODS), help="comma-separated PCA inputs ('' for none)")
+    p.add_argument("--epochs", type=int, default=None, help="override every variant's epochs (quick runs)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads for everything (0 = torch's default: all cores)")
+    p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "quality",
+                   help="output prefix: writes OUT.json and OUT.md")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    variants = [a.variants] if a.variants.strip().startswith("{") else [v for v in a.variants.split(",") if v]
+    for v in variants:
+        variant_settings(v)
+    pcas = [m for m in a.pca.split(",") if m]
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    rows = run(a.datasets, a.seeds, variants, pcas, a.data_dir, a.epochs, a.threads, progress=lambda s: print(s, flush=True))
+    total = time.perf_counter() - t0
+    summary = summarise(rows)
+    meta = {
+        "command": "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(), "versions": versions(), "seeds": a.seeds, "datasets": a.datasets,
+        "data_dir": str(a.data_dir), "total_seconds": total, "methods": method_descriptions(variants, a.epochs),
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{a.out}.json").write_text(json.dumps(
+        {**meta, "summary": summary.to_dict(orient="records"), "runs": rows}, indent=1, default=str) + "\n")
+    Path(f"{a.out}.md").write_text(markdown(summary, meta))
+    print(markdown(summary, meta))
+    print(f"[quality] wrote {a.out}.json and {a.out}.md in {total / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

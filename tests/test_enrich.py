@@ -1,0 +1,156 @@
+"""Enrichment: GMT parsing, identifier mapping, the one-sided test against the model's genes, BH, CLI errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import fisher_exact
+from statsmodels.stats.multitest import multipletests
+
+from genodae import UserError
+from genodae.enrich import bh, enrich, map_ids, read_gmt, read_id_map
+
+BG = [f"G{i}" for i in range(200)]
+
+
+def _gmt(tmp_path, lines, name="sets.gmt"):
+    p = tmp_path / name
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def test_read_gmt(tmp_path):
+    p = _gmt(tmp_path, ["SET_A\tdesc\tG1\tG2\tG2\tG3", "", "SET_B\thttp://x\tG4\tG5\t"])
+    sets = read_gmt(p)
+    assert sets == {"SET_A": ["G1", "G2", "G3"], "SET_B": ["G4", "G5"]}
+    with pytest.raises(UserError, match="line 1"):
+        read_gmt(_gmt(tmp_path, ["ONLY_NAME"], "bad.gmt"))
+    with pytest.raises(UserError, match="twice"):
+        read_gmt(_gmt(tmp_path, ["S\td\tG1", "S\td\tG2"], "dup.gmt"))
+    with pytest.raises(UserError, match="not found"):
+        read_gmt(tmp_path / "absent.gmt")
+
+
+def test_read_hallmark_file(shared_data):
+    sets = read_gmt(shared_data / "genesets" / "h.all.v7.0.symbols.gmt")
+    assert len(sets) == 50 and "HALLMARK_TNFA_SIGNALING_VIA_NFKB" in sets
+    assert "JUNB" in sets["HALLMARK_TNFA_SIGNALING_VIA_NFKB"]
+
+
+def test_id_map_and_mapping(tmp_path):
+    p = tmp_path / "map.tsv"
+    p.write_text("gene_id\tsymbol\textra\nENSG1\tTP53\t1\nENSG2\tMYC\t2\nENSG2\tMYC2\t3\nENSG3\t\t4\n")
+    m = read_id_map(p)
+    assert m.to_dict() == {"ENSG1": "TP53", "ENSG2": "MYC"}  # first target kept, empty targets dropped
+    mapped = map_ids(["ENSG1", "ENSG2", "ENSG9"], m)
+    assert mapped.tolist() == ["TP53", "MYC", "ENSG9"]
+    with pytest.raises(UserError, match="no column"):
+        read_id_map(p, target="nope")
+
+
+def test_shared_ensembl_map(shared_data):
+    m = read_id_map(shared_data / "genesets" / "hsapiens_gene_ensembl.background.genes.txt")
+    assert m["ENSG00000275568"] == "ARHGAP11A"
+
+
+def test_pvalues_match_fisher_and_bh_counts_every_tested_set():
+    sets = {"hit": BG[:20], "half": BG[10:30], "none": BG[100:120], "small": BG[:3], "outside": ["X1", "X2"] * 5}
+    sig = {"s1": BG[:10] + BG[150:155], "s2": BG[100:108]}
+    res = enrich(sig, sets, background=BG, min_size=5, correction="signature")
+    r = res.set_index(["signature", "term"])
+    for (s, t), row in r.iterrows():
+        k = len(set(sig[s]) & set(sets[t]))
+        n_sig, n_set = len(sig[s]), len(set(sets[t]) & set(BG))
+        table = [[k, n_sig - k], [n_set - k, len(BG) - n_set - n_sig + k]]
+        assert row["pvalue"] == pytest.approx(fisher_exact(table, alternative="greater")[1], rel=1e-9)
+        assert row["overlap"] == k and row["set_size"] == n_set and row["background_size"] == 200
+    assert ("s1", "small") not in r.index and ("s1", "outside") not in r.index  # below min_size: not tested
+    # BH per signature over the 3 tested sets, sets without overlap counted with p = 1
+    s1 = res[res.signature == "s1"]
+    padded = np.concatenate([s1["pvalue"], np.ones(3 - len(s1))])
+    assert np.allclose(s1["fdr"], multipletests(padded, method="fdr_bh")[1][: len(s1)])
+    assert r.loc[("s1", "hit"), "fdr"] < 1e-4 and r.loc[("s2", "none"), "fdr"] < 1e-4
+
+
+def test_bh_matches_statsmodels():
+    p = np.random.default_rng(0).uniform(size=50) ** 3
+    assert np.allclose(bh(p), multipletests(p, method="fdr_bh")[1])
+    assert np.allclose(bh(p[:10], n_tests=50), multipletests(np.r_[p[:10], np.ones(40)], method="fdr_bh")[1][:10])
+    with pytest.raises(ValueError):
+        bh(p, n_tests=10)
+
+
+def test_node_correction_pools_both_tails():
+    sig = pd.DataFrame({"node": ["n0"] * 20, "direction": ["pos"] * 10 + ["neg"] * 10,
+                        "gene": BG[:10] + BG[50:60]})
+    sets = {"A": BG[:15], "B": BG[50:65], "C": BG[120:140]}
+    res = enrich(sig, sets, background=BG)
+    assert set(res["signature"]) == {"n0+", "n0-"}
+    n = res[res.node == "n0"]
+    padded = np.concatenate([n["pvalue"], np.ones(6 - len(n))])  # 2 tails × 3 sets
+    assert np.allclose(np.sort(n["fdr"]), np.sort(multipletests(padded, method="fdr_bh")[1][: len(n)]))
+
+
+def test_identifiers_mapped_before_testing():
+    ens = [f"ENSG{i:05d}" for i in range(200)]
+    m = pd.Series(BG, index=ens)
+    res = enrich({"s": ens[:10]}, {"A": BG[:12]}, background=ens, id_map=m)
+    assert res.loc[0, "overlap"] == 10 and res.loc[0, "fdr"] < 1e-6
+
+
+def test_gene_sets_that_do_not_match_are_a_user_error():
+    with pytest.raises(UserError, match="none of the 1 gene sets"):
+        enrich({"s": BG[:10]}, {"A": [f"ENSG{i}" for i in range(30)]}, background=BG)
+    with pytest.raises(UserError, match="not in the background"):
+        enrich({"s": ["ZZZ"]}, {"A": BG[:10]}, background=BG)
+
+
+# --- CLI -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def weights_h5ad(tmp_path_factory):
+    """An embedded-like .h5ad whose model weights single out two known gene groups (no training needed)."""
+    import anndata
+
+    rng = np.random.default_rng(0)
+    W = rng.normal(0, 0.05, size=(200, 3))
+    W[:12, 0] += 1.0
+    W[100:112, 1] -= 1.0
+    a = anndata.AnnData(np.zeros((5, 200), np.float32), var=pd.DataFrame(index=BG))
+    a.varm["dae_weights"] = W.astype(np.float32)
+    a.obsm["X_dae"] = rng.normal(size=(5, 3)).astype(np.float32)
+    a.uns["dae"] = {"genes_used": np.asarray(BG)}
+    p = tmp_path_factory.mktemp("enr") / "emb.h5ad"
+    a.write_h5ad(p)
+    return p
+
+
+def test_cli_enrich(weights_h5ad, tmp_path):
+    from genodae.cli_signatures import main
+
+    gmt = _gmt(tmp_path, ["UP\td\t" + "\t".join(BG[:15]), "DOWN\td\t" + "\t".join(BG[100:115]),
+                          "OTHER\td\t" + "\t".join(BG[150:170])])
+    out = tmp_path / "enr.tsv"
+    assert main(["-q", "enrich", str(weights_h5ad), "-o", str(out), "--gene-sets", str(gmt), "--key", "dae",
+                 "--dotplot", str(tmp_path / "dot.png")]) == 0
+    res = pd.read_csv(out, sep="\t")
+    best = res.sort_values("pvalue").groupby("term").first()
+    assert best.loc["UP", "signature"] == "node0+" and best.loc["UP", "fdr"] < 1e-6
+    assert best.loc["DOWN", "signature"] == "node1-" and best.loc["DOWN", "fdr"] < 1e-6
+    assert (tmp_path / "dot.png").exists()
+    # the varimax key is computed on the fly by default
+    assert main(["-q", "enrich", str(weights_h5ad), "-o", str(tmp_path / "v.tsv"), "--gene-sets", str(gmt)]) == 0
+
+
+def test_cli_enrich_unmatched_gene_sets_exit_2(weights_h5ad, tmp_path, capsys):
+    from genodae.cli_signatures import main
+
+    gmt = _gmt(tmp_path, ["S\td\t" + "\t".join(f"ENSG{i}" for i in range(20))])
+    out = tmp_path / "enr.tsv"
+    assert main(["enrich", str(weights_h5ad), "-o", str(out), "--gene-sets", str(gmt)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gene sets" in err[0] and not out.exists()
+    assert main(["enrich", str(weights_h5ad), "-o", str(out), "--gene-sets", str(tmp_path / "no.gmt")]) == 2
+    assert not out.exists()

@@ -1,0 +1,244 @@
+"""Signatures: the ADAGE read-out, the varimax rotation, planted-module recovery, ensembles, projection, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import genodae
+from genodae import UserError
+from genodae import signatures as S
+from genodae.cli_signatures import main as cli_main
+from genodae.synthetic import planted_programs
+
+torch.set_num_threads(1)
+
+
+def _sparse_loadings(n_genes=120, k=4, size=12, seed=0):
+    rng = np.random.default_rng(seed)
+    L = rng.normal(0, 0.02, size=(n_genes, k))
+    genes = rng.permutation(n_genes)
+    for j in range(k):
+        L[genes[j * size : (j + 1) * size], j] += rng.uniform(0.5, 1.0, size)
+    return L, [set(genes[j * size : (j + 1) * size]) for j in range(k)]
+
+
+def _random_rotation(k, seed=1):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(k, k)))
+    return q
+
+
+# --- the read-out ----------------------------------------------------------------------------------------
+
+
+def test_high_weight_genes_splits_tails_at_the_cutoff():
+    rng = np.random.default_rng(0)
+    W = pd.DataFrame(rng.normal(0, 1, size=(200, 2)), index=[f"g{i}" for i in range(200)], columns=["a", "b"])
+    W.iloc[:3, 0] = [10, 9, 8]
+    W.iloc[3:5, 0] = [-9, -10]
+    t = S.high_weight_genes(W, sd_cutoff=2.5)
+    pos = t[(t.node == "a") & (t.direction == "pos")]
+    neg = t[(t.node == "a") & (t.direction == "neg")]
+    assert pos.gene.tolist()[:3] == ["g0", "g1", "g2"] and pos["rank"].tolist()[:3] == [1, 2, 3]
+    assert neg.gene.tolist()[:2] == ["g4", "g3"]
+    col = W["a"]
+    z = (col - col.mean()) / col.std(ddof=0)
+    assert np.allclose(t.set_index(["node", "gene"]).loc["a"].zscore, z[t[t.node == "a"].gene].to_numpy())
+    assert (t.zscore.abs() > 2.5).all() and t.beyond_cutoff.all()
+    # min_genes fills a tail with flagged genes
+    t2 = S.high_weight_genes(W, sd_cutoff=2.5, min_genes=6)
+    pos2 = t2[(t2.node == "a") & (t2.direction == "pos")]
+    assert len(pos2) == 6 and pos2.beyond_cutoff.sum() == len(pos)
+    with pytest.raises(UserError):
+        S.high_weight_genes(W, sd_cutoff=0)
+
+
+def test_varimax_undoes_a_rotation_of_sparse_loadings():
+    L, mods = _sparse_loadings()
+    mixed = L @ _random_rotation(4)
+    R = S.varimax(mixed)
+    assert np.allclose(R @ R.T, np.eye(4), atol=1e-8)
+    C = np.abs(S._corr_cols(mixed @ R, L))
+    assert (C.max(axis=0) > 0.99).all()
+    # the mixed loadings themselves do not single out modules
+    assert (np.abs(S._corr_cols(mixed, L)).max(axis=0) < 0.95).any()
+
+
+def test_rotate_keeps_reconstruction_and_adds_keys():
+    rng = np.random.default_rng(0)
+    L, _ = _sparse_loadings()
+    a = genodae.synthetic.planted_programs(n_cells=50, n_genes=120, n_programs=2, module_size=5)
+    W = L @ _random_rotation(4)
+    W[::7] = 0  # genes the model did not use stay zero rows
+    a.varm["dae_weights"] = W
+    a.obsm["X_dae"] = rng.normal(size=(50, 4))
+    genodae.tl.rotate(a, readout="weights")
+    Wr, Zr = a.varm["dae_varimax_weights"], a.obsm["X_dae_varimax"]
+    assert np.allclose(Zr @ Wr.T, a.obsm["X_dae"] @ W.T, atol=1e-4)
+    assert (Wr[::7] == 0).all()
+    assert list(a.uns["dae_varimax"]["node_names"]) == ["vnode0", "vnode1", "vnode2", "vnode3"]
+
+
+def test_correlation_readout_is_gene_activity_correlation(trained):
+    a = trained.copy()
+    genodae.tl.rotate(a)
+    Z = a.obsm["X_dae_varimax"].astype(np.float64)
+    assert np.allclose(np.cov(Z, rowvar=False, bias=True), np.eye(Z.shape[1]), atol=1e-4)  # whitened, rotated
+    X = a.X.toarray()
+    W = a.varm["dae_varimax_weights"]
+    for g in (0, 17, 101):
+        for j in range(Z.shape[1]):
+            assert W[g, j] == pytest.approx(np.corrcoef(X[:, g], Z[:, j])[0, 1], abs=1e-4)
+    t = a.uns["dae_varimax"]
+    assert np.allclose(S.apply_transform(a.obsm["X_dae"], t), Z, atol=1e-4)
+    with pytest.raises(UserError, match="readout"):
+        genodae.tl.rotate(a, readout="nope")
+
+
+# --- recovery of planted modules by a trained model ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained():
+    a = planted_programs(n_cells=400, n_genes=200, n_programs=3, module_size=10, effect=1.5, seed=0)
+    genodae.pp.prepare(a, n_top_genes=0)
+    for s in range(2):
+        genodae.tl.dae(a, preset="signatures", n_latent=5, epochs=100, seed=s, num_threads=1,
+                       key_added="dae" if s == 0 else f"dae_s{s}")
+    return a
+
+
+def test_signatures_recover_planted_modules(trained):
+    a = trained.copy()
+    mods = {k: list(v) for k, v in a.uns["synthetic"]["modules"].items()}
+    table = genodae.tl.signatures(a)
+    assert "dae_varimax_signatures" in a.uns and table.attrs["key"] == "dae_varimax"
+    assert set(table.columns) >= {"node", "direction", "gene", "weight", "zscore", "rank"}
+    rec = S.module_recovery(S.gene_weights(a, "dae_varimax"), mods)
+    assert rec["auroc"].min() > 0.93 and rec["auroc"].mean() > 0.96, rec
+    assert rec["f1"].mean() > 0.6, rec
+    assert rec["precision"].mean() > 0.9, rec
+    # each module is found by a different signature (node tail; one node may carry two modules in its tails)
+    assert rec["sig_node"].nunique() == len(mods)
+    # random weights (a broken read-out) do not pass the same bar
+    rnd = pd.DataFrame(np.random.default_rng(0).normal(size=(200, 5)), index=a.var_names)
+    bad = S.module_recovery(rnd, mods)
+    assert bad["auroc"].min() < 0.93 and bad["f1"].mean() < 0.6
+
+
+def test_signatures_without_rotation_read_raw_nodes(trained):
+    a = trained.copy()
+    t = genodae.tl.signatures(a, rotation="none", sd_cutoff=2.0)
+    assert "dae_signatures" in a.uns and set(t["node"].astype(str)) <= {f"node{i}" for i in range(5)}
+    with pytest.raises(UserError, match="varm"):
+        genodae.tl.signatures(a, key="nope")
+
+
+def test_stability_and_consensus_on_planted_loadings():
+    L, _ = _sparse_loadings(k=4)
+    rng = np.random.default_rng(3)
+    genes = [f"g{i}" for i in range(L.shape[0])]
+    models = []
+    for _ in range(3):
+        perm = rng.permutation(4)
+        sign = rng.choice([-1, 1], 4)
+        noise_node = rng.normal(size=(L.shape[0], 1))  # one node unique to each model
+        W = np.hstack([L[:, perm] * sign + rng.normal(0, 0.02, L.shape), noise_node])
+        models.append(pd.DataFrame(W, index=genes))
+    st = S.stability(models)
+    assert len(st) == 3 and st["stability"].between(0.7, 1.0).all()
+    assert S.best_match_correlation(L, L[:, ::-1] * -1) == pytest.approx(1.0)
+    res = S.consensus(models, embeddings=[rng.normal(size=(30, 5)) for _ in range(3)])
+    Wc = res["weights"]
+    assert Wc.shape == (len(genes), 4)  # the unique noise nodes have support 1 < majority: dropped
+    assert (res["support"] == 3).all()
+    assert (np.abs(S._corr_cols(Wc.to_numpy(), L)).max(axis=0) > 0.99).all()
+    assert res["embedding"].shape == (30, 4)
+    assert set(res["members"]["cluster"]) == set(Wc.columns)
+    with pytest.raises(UserError):
+        S.consensus(models[:1])
+
+
+def test_ensemble_of_two_seeds(trained):
+    a = trained.copy()
+    genodae.tl.ensemble(a, keys=["dae", "dae_s1"], key_added="ens")
+    W = a.varm["ens_weights"]
+    assert W.shape[0] == a.n_vars and W.shape[1] >= 3
+    assert a.obsm["X_ens"].shape == (a.n_obs, W.shape[1])
+    assert (a.uns["ens"]["support"]["support"] >= 1).all()
+    mods = {k: list(v) for k, v in a.uns["synthetic"]["modules"].items()}
+    rec = S.module_recovery(S.gene_weights(a, "ens"), mods)
+    assert rec["auroc"].mean() > 0.9
+    t = genodae.tl.signatures(a, key="ens", rotation="none")
+    assert set(t["node"].astype(str)) <= set(a.uns["ens"]["node_names"])
+
+
+def test_score_projects_new_samples_like_the_training_data(trained, tmp_path):
+    a = trained.copy()
+    model = genodae.DAE(preset="signatures", n_latent=4, epochs=5, num_threads=1).fit(a)
+    model.save(tmp_path / "m")
+    model.annotate(a)
+    genodae.tl.signatures(a)
+    raw = a.copy()  # new samples: the same cells as raw counts
+    raw.X = raw.layers["counts"]
+    raw.uns.pop("genodae_prepare")
+    act = genodae.tl.score(raw[:20].copy(), model=tmp_path / "m", transform=a.uns["dae_varimax"])
+    assert list(act.columns) == [f"vnode{i}" for i in range(4)]
+    assert np.allclose(act.to_numpy(), a.obsm["X_dae_varimax"][:20], atol=1e-3)
+    # without the transform: the weights read-out, which depends on the model only
+    genodae.tl.rotate(a, readout="weights", key_added="w")
+    act_w = genodae.tl.score(raw[:20].copy(), model=tmp_path / "m")
+    assert np.allclose(act_w.to_numpy(), a.obsm["X_w"][:20], atol=1e-3)
+
+
+# --- CLI ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedded(trained, tmp_path_factory):
+    d = tmp_path_factory.mktemp("emb")
+    a = trained.copy()
+    a.write_h5ad(d / "s0.h5ad")
+    b = trained.copy()
+    b.varm["dae_weights"], b.obsm["X_dae"] = b.varm["dae_s1_weights"], b.obsm["X_dae_s1"]
+    b.uns["dae"] = b.uns["dae_s1"]
+    b.write_h5ad(d / "s1.h5ad")
+    return d
+
+
+def test_cli_signatures_ensemble_and_sweep(embedded, tmp_path):
+    out = tmp_path / "sig.tsv"
+    assert cli_main(["-q", "signatures", str(embedded / "s0.h5ad"), "-o", str(out), "--weights",
+                     str(tmp_path / "w.tsv"), "--embedding", str(tmp_path / "e.tsv"),
+                     "--heatmap", str(tmp_path / "h.png")]) == 0
+    t = pd.read_csv(out, sep="\t")
+    assert {"node", "direction", "gene", "weight", "zscore"} <= set(t.columns) and len(t)
+    assert pd.read_csv(tmp_path / "w.tsv", sep="\t", index_col=0).shape == (200, 5)
+    assert (tmp_path / "h.png").stat().st_size > 1000
+    assert cli_main(["-q", "signatures", str(embedded / "s0.h5ad"), "-o", str(out), "--transform",
+                     str(tmp_path / "t.json")]) == 0
+    import json
+
+    assert json.loads((tmp_path / "t.json").read_text())["node_names"][0] == "vnode0"
+    assert cli_main(["-q", "ensemble", str(embedded / "s0.h5ad"), str(embedded / "s1.h5ad"), "-o",
+                     str(tmp_path / "cons.tsv"), "--support", str(tmp_path / "sup.tsv"), "--stability",
+                     str(tmp_path / "stab.tsv")]) == 0
+    assert pd.read_csv(tmp_path / "cons.tsv", sep="\t", index_col=0).shape[1] >= 3
+    assert {"model", "node", "cluster", "support"} <= set(pd.read_csv(tmp_path / "sup.tsv", sep="\t").columns)
+    assert cli_main(["-q", "sweep-summary", str(embedded / "s0.h5ad"), str(embedded / "s1.h5ad"), "-o",
+                     str(tmp_path / "sweep.tsv"), "--plot", str(tmp_path / "sweep.png")]) == 0
+    sw = pd.read_csv(tmp_path / "sweep.tsv", sep="\t")
+    assert sw["n_latent"].tolist() == [5] and 0 < sw["stability"].iloc[0] <= 1
+
+
+def test_cli_user_errors_exit_2_with_one_line(embedded, tmp_path, capsys):
+    out = tmp_path / "sig.tsv"
+    assert cli_main(["signatures", str(embedded / "s0.h5ad"), "-o", str(out), "--key", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0] and not out.exists()
+    assert cli_main(["ensemble", str(embedded / "s0.h5ad"), "-o", str(out)]) == 2
+    assert "at least 2" in capsys.readouterr().err and not out.exists()
+    assert cli_main(["signatures", str(tmp_path / "missing.h5ad"), "-o", str(out)]) == 2
+    assert not out.exists()

@@ -1,0 +1,34 @@
+# Export: the embedding and the gene weights of every run as plain TSV tables (genodae export).
+
+
+rule export:
+    """Cells x latent nodes and genes x latent nodes as tab-separated tables."""
+    input:
+        "results/{dataset}/{run}/embedded.h5ad",
+    output:
+        embedding=report(
+            "results/{dataset}/{run}/embedding.tsv",
+            caption="../report/embedding.rst",
+            category="{dataset}",
+            subcategory="{run}",
+            labels={"dataset": "{dataset}", "run": "{run}", "file": "embedding"},
+        ),
+        weights=report(
+            "results/{dataset}/{run}/gene_weights.tsv",
+            caption="../report/gene_weights.rst",
+            category="{dataset}",
+            subcategory="{run}",
+            labels={"dataset": "{dataset}", "run": "{run}", "file": "gene weights"},
+        ),
+    log:
+        "logs/{dataset}/{run}/export.log",
+    benchmark:
+        "benchmarks/{dataset}/{run}/export.tsv"
+    conda:
+        "../envs/genodae.yaml"
+    threads: config["resources"]["export"]["threads"]
+    resources:
+        mem_mb=config["resources"]["export"]["mem_mb"],
+        runtime=config["resources"]["export"]["runtime"],
+    shell:
+        "python -m genodae export {input:q} --embedding {output.embedding:q} --weights {output.weights:q} > {log} 2>&1"

@@ -1,0 +1,41 @@
+# Input data -> model input: the built-in example, and `genodae prepare` for every dataset.
+
+
+rule example:
+    """The built-in example (scanpy's pbmc68k_reduced with raw counts), for datasets whose path is `example`."""
+    output:
+        EXAMPLE_PATH,
+    log:
+        "logs/example.log",
+    benchmark:
+        "benchmarks/example.tsv"
+    conda:
+        "../envs/genodae.yaml"
+    threads: config["resources"]["example"]["threads"]
+    resources:
+        mem_mb=config["resources"]["example"]["mem_mb"],
+        runtime=config["resources"]["example"]["runtime"],
+    shell:
+        "python -m genodae example -o {output} > {log} 2>&1"
+
+
+rule prepare:
+    """Normalise, select genes and scale one dataset (genodae prepare)."""
+    input:
+        data=dataset_input,
+    output:
+        "results/{dataset}/prepared.h5ad",
+    log:
+        "logs/{dataset}/prepare.log",
+    benchmark:
+        "benchmarks/{dataset}/prepare.tsv"
+    conda:
+        "../envs/genodae.yaml"
+    threads: config["resources"]["prepare"]["threads"]
+    resources:
+        mem_mb=config["resources"]["prepare"]["mem_mb"],
+        runtime=config["resources"]["prepare"]["runtime"],
+    params:
+        options=prepare_flags,
+    shell:
+        "python -m genodae prepare {input.data:q} -o {output:q} {params.options} > {log} 2>&1"

@@ -1,0 +1,70 @@
+# Figures of every run and a table of all runs of a dataset, collected by `snakemake --report`.
+
+
+# Reading a few small JSON files: not worth a cluster job.
+localrules:
+    gather_runs,
+
+
+rule plot:
+    """Loss curves and a UMAP of the embedding coloured by the dataset's label columns (genodae plot)."""
+    input:
+        "results/{dataset}/{run}/embedded.h5ad",
+    output:
+        loss=report(
+            "results/{dataset}/{run}/figures/loss.png",
+            caption="../report/loss.rst",
+            category="{dataset}",
+            subcategory="{run}",
+            labels={"dataset": "{dataset}", "run": "{run}", "figure": "loss curves"},
+        ),
+        umap=report(
+            "results/{dataset}/{run}/figures/umap.png",
+            caption="../report/umap.rst",
+            category="{dataset}",
+            subcategory="{run}",
+            labels={"dataset": "{dataset}", "run": "{run}", "figure": "UMAP"},
+        ),
+    log:
+        "logs/{dataset}/{run}/plot.log",
+    benchmark:
+        "benchmarks/{dataset}/{run}/plot.tsv"
+    conda:
+        "../envs/genodae.yaml"
+    threads: config["resources"]["plot"]["threads"]
+    resources:
+        mem_mb=config["resources"]["plot"]["mem_mb"],
+        runtime=config["resources"]["plot"]["runtime"],
+    params:
+        figdir=lambda wildcards, output: Path(output.loss).parent,
+        colors=plot_colors,
+    shell:
+        "python -m genodae plot {input:q} -o {params.figdir:q} {params.colors} > {log} 2>&1"
+
+
+rule gather_runs:
+    """One table per dataset: every run's settings and final training and validation losses."""
+    input:
+        run_table_inputs,
+    output:
+        report(
+            "results/{dataset}/runs.tsv",
+            caption="../report/runs.rst",
+            category="{dataset}",
+            labels={"dataset": "{dataset}", "table": "all runs"},
+        ),
+    log:
+        "logs/{dataset}/gather_runs.log",
+    benchmark:
+        "benchmarks/{dataset}/gather_runs.tsv"
+    conda:
+        "../envs/genodae.yaml"
+    threads: config["resources"]["gather"]["threads"]
+    resources:
+        mem_mb=config["resources"]["gather"]["mem_mb"],
+        runtime=config["resources"]["gather"]["runtime"],
+    params:
+        runs=lambda wildcards: list(RUNS),
+        swept=swept_keys(),
+    script:
+        "../scripts/gather_runs.py"
