@@ -142,3 +142,19 @@ def test_ddp_two_processes_gloo_match_single_process(tmp_path, counts_adata):
     assert worst < 1e-5, worst
     # and training did something: weights moved away from a fresh initialisation
     assert float((a["module.decoder.weight"]).abs().mean()) > 0
+
+
+def test_workflow_launches_one_ddp_rank_per_gpu(tmp_path):
+    """resources.train.gpu > 1 makes the training rule start torchrun with one rank per GPU (dry run)."""
+    work = tmp_path / "wf"
+    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".venv", ".git", "results", "resources", "logs",
+                                                              "benchmarks", ".snakemake", "*.egg-info"))
+    snakemake = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
+    cfg = 'resources={"train": {"gpu": 2, "threads": 2, "mem_mb": 8000, "runtime": 60}}'
+    out = subprocess.run([snakemake, "-n", "-p", "--config", cfg], cwd=work, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "torchrun --standalone --nproc-per-node 2 -m genodae train" in out.stdout
+    assert "--device cuda" in out.stdout
+    single = subprocess.run([snakemake, "-n", "-p"], cwd=work, capture_output=True, text=True, timeout=120)
+    assert "python -m genodae train" in single.stdout and "torchrun" not in single.stdout

@@ -25,6 +25,12 @@ rule train:
         model_dir=lambda wildcards, output: Path(output.model).parent,
         settings=train_flags,
         checkpoint_every=config["train"]["checkpoint_every"],
+        # several GPUs on the node: one DistributedDataParallel rank per GPU (cells of each batch split)
+        launcher=(
+            f"torchrun --standalone --nproc-per-node {config['resources']['train']['gpu']} -m genodae"
+            if config["resources"]["train"]["gpu"] > 1
+            else "python -m genodae"
+        ),
     shell:
-        "python -m genodae train {input:q} -o {params.model_dir:q} {params.settings} --num-threads {threads} "
+        "{params.launcher} train {input:q} -o {params.model_dir:q} {params.settings} --num-threads {threads} "
         "--checkpoint-every {params.checkpoint_every} --resume > {log} 2>&1"
