@@ -19,8 +19,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
+# the venv's bin first on PATH: the rules call `python -m genodae`
 example: install
-	$(BIN)/snakemake --cores $(CORES)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES)
 	@echo "done: see results/ (embeddings, gene weights, figures) and report with: $(BIN)/snakemake --report report.html"
 
 test: install
