@@ -102,6 +102,7 @@ def set_threads(n: int = 1) -> None:
 def load_raw(name: str, data_dir: Path):
     """AnnData of raw counts (or log values for TCGA) with string labels in ``obs['label']``; None if absent."""
     import anndata as ad
+
     import genodae
 
     if name in Q.DATASETS:
@@ -117,7 +118,11 @@ def load_raw(name: str, data_dir: Path):
         m = data_dir / "scrna" / "sc_celseq2_5cl_p1.metadata.csv.gz"
         if not f.exists() or not m.exists():
             return _absent(name, f)
-        adata = genodae.read(f, sample_sheet=m)
+        adata = genodae.read(f)
+        # the metadata CSV is R's write.csv layout (header one field short, row names first): pandas reads it
+        # with index_col=0; genodae.read(sample_sheet=...) would key it by its first *named* column instead
+        meta = pd.read_csv(m, index_col=0)
+        adata.obs = adata.obs.join(meta, how="left")
         adata = adata[adata.obs["demuxlet_cls"].astype(str) == "SNG"].copy()
         key = "cell_line_demuxlet"
     elif name == "tcga_brca":
@@ -380,13 +385,14 @@ def markdown(summary: pd.DataFrame, meta: dict) -> str:
     lines += ["## Mean over datasets", "",
               "Each dataset weighted equally. `all` = the datasets every method ran on (scVI: count data only); "
               "`count data` = the single-cell sets.", "",
-              "| method | 15-NN acc (all but TCGA) | ARI (all but TCGA) | 15-NN acc (all) | ARI (all) | NMI (all) | wins 15-NN / ARI |",
+              "| method | 15-NN acc (all but TCGA) | ARI (all but TCGA) | 15-NN acc (all) | ARI (all) | NMI (all) | best 15-NN / ARI (ties count) |",
               "|---|---|---|---|---|---|---|"]
     count_sets = [d for d in summary["dataset"].unique() if d != "tcga_brca"]
     wins = {m: [0, 0] for m in summary["method"].unique()}
-    for d, sub in summary.groupby("dataset", sort=False):
+    for _d, sub in summary.groupby("dataset", sort=False):
         for j, metric in enumerate(("knn_acc_mean", "ari_mean")):
-            wins[sub.loc[sub[metric].idxmax(), "method"]][j] += 1
+            for m in sub.loc[np.isclose(sub[metric], sub[metric].max()), "method"]:  # ties: each counts
+                wins[m][j] += 1
     for m, sub in summary.groupby("method", sort=False):
         sc_ = sub[sub["dataset"].isin(count_sets)]
         all_ = sub if m != "scvi" else None
@@ -424,10 +430,10 @@ def method_descriptions(scvi_cap: int) -> dict:
 
 
 def write(out: Path, rows, meta):
-    summary = summarise(rows + [{k: v for k, v in r.items()} for r in []])
+    summary = summarise(rows)
     for c in ("n_cells", "n_genes", "n_labels", "dim"):
         s = pd.DataFrame(rows).groupby(["dataset", "method"], sort=False)[c].mean()
-        summary[f"{c}_mean"] = [s[(d, m)] for d, m in zip(summary["dataset"], summary["method"])]
+        summary[f"{c}_mean"] = [s[(d, m)] for d, m in zip(summary["dataset"], summary["method"], strict=True)]
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(
         {**meta, "summary": summary.to_dict(orient="records"), "runs": rows}, indent=1, default=str) + "\n")
