@@ -34,7 +34,7 @@ SLURM_ARGS = [
     "--slurm-keep-successful-logs",
     "--latency-wait", "10",
 ]
-RULES = ("example", "prepare", "train", "embed", "export", "plot")  # gather_runs is a local rule
+RULES = ("example", "prepare", "train", "embed", "export", "plot", "signatures", "associate")  # gather_runs is local
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,8 @@ def test_example_workflow_runs_through_slurm(slurm_cluster, tmp_path):
     # Small requests, so the jobs fit any CI machine's single node.
     small = {"threads": 1, "mem_mb": 1000, "runtime": 10}
     edit_config(work, model=FAST_MODEL, resources={
-        **{rule: dict(small) for rule in ("example", "prepare", "embed", "export", "plot", "gather")},
+        **{rule: dict(small) for rule in ("example", "prepare", "embed", "export", "plot", "gather", "signatures",
+                                          "associate")},
         "train": {**small, "threads": cpus, "gpu": 0},
     })
     out = snakemake(work, *SLURM_ARGS, timeout=RUN_TIMEOUT).stdout

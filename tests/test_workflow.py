@@ -198,8 +198,12 @@ def test_config_yaml_lists_schema_defaults():
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     props = SCHEMA["properties"]
     assert set(cfg) == set(props)
-    for section in ("prepare", "model", "train", "embed", "plots"):
-        assert cfg[section] == {k: v["default"] for k, v in props[section]["properties"].items()}, section
+    for section in ("prepare", "model", "train", "embed", "plots", "signatures"):
+        expected = {k: v["default"] for k, v in props[section]["properties"].items()}
+        if section == "signatures":  # a nested section: shown with its own defaults
+            expected["survival"] = {k: v["default"] for k, v in
+                                    props[section]["properties"]["survival"]["properties"].items()}
+        assert cfg[section] == expected, section
     for rule, res in cfg["resources"].items():
         assert res == {k: v["default"] for k, v in props["resources"]["properties"][rule]["properties"].items()}
     assert cfg["sweep"] == {}
@@ -223,8 +227,10 @@ def test_bare_dry_run_in_fresh_clone_plans_every_step(tmp_path):
     work = make_clone(tmp_path / "clone")
     out = snakemake(work, "-n").stdout
     jobs = planned_jobs(out)
+    # signatures of the one run and the association of its nodes with the sheet's label column; no gene sets,
+    # one seed and one latent size: no enrichment, ensemble or sweep summary
     assert jobs == {"example": 1, "prepare": 1, "train": 1, "embed": 1, "export": 1, "plot": 1,
-                    "gather_runs": 1, "all": 1}, out[-3000:]
+                    "gather_runs": 1, "signatures": 1, "associate": 1, "all": 1}, out[-3000:]
 
 
 def test_lint_is_clean(tmp_path):
@@ -258,6 +264,8 @@ def test_slurm_profile_parses_and_requests_the_rule_resources(tmp_path):
         ('model={"epoch": 3}', "model.epoch"),
         ('resources={"train": {"gpu": -1}}', "resources.train.gpu"),
         ('sweep={"n_latent": []}', "sweep.n_latent"),
+        ('signatures={"gene_sets": ["no/such.gmt"]}', "signatures.gene_sets.0: GMT file 'no/such.gmt' not found"),
+        ('signatures={"survival": {"duration": "os_months"}}', "signatures.survival: set both duration and event"),
     ],
 )
 def test_invalid_config_value_fails_fast_naming_the_key(tmp_path, override, expected):
@@ -340,7 +348,24 @@ def test_example_run_writes_every_output(example_run):
     (row,) = read_tsv(res / "runs.tsv")
     assert row["run"] == "k32/seed0" and row["epochs_run"] == "3"
     assert float(row["final_val_loss"]) > 0
-    for rule in ("prepare", "k32/seed0/train", "k32/seed0/embed", "k32/seed0/export", "k32/seed0/plot"):
+    # signatures (varimax nodes), the heatmap, the transform, and the association with bulk_labels
+    sig = run / "signatures"
+    for rel in ("signatures.tsv", "weights.tsv", "activities.tsv", "transform.json", "heatmap.png",
+                "association_bulk_labels.tsv", "association_bulk_labels.png"):
+        assert (sig / rel).stat().st_size > 0, rel
+    table = read_tsv(sig / "signatures.tsv")
+    assert table and {r["direction"] for r in table} <= {"pos", "neg"}
+    assert {r["node"] for r in table} <= {f"vnode{j}" for j in range(32)}
+    assert all(abs(float(r["zscore"])) > 2.5 for r in table if r["beyond_cutoff"] == "True")
+    assert len(read_tsv(sig / "activities.tsv")) == 700
+    assoc = read_tsv(sig / "association_bulk_labels.tsv")
+    assert len(assoc) == 32 and {r["test"] for r in assoc} == {"kruskal"}
+    assert all(0 <= float(r["fdr"]) <= 1 for r in assoc)
+    assert json.loads((sig / "transform.json").read_text())["format"] == "genodae-transform"
+    assert not list(res.glob("**/enrichment.tsv")) and not (res / "sweep").exists()
+    assert not list(res.glob("k*/ensemble"))
+    for rule in ("prepare", "k32/seed0/train", "k32/seed0/embed", "k32/seed0/export", "k32/seed0/plot",
+                 "k32/seed0/signatures", "k32/seed0/associate_bulk_labels"):
         assert (example_run / "logs/pbmc68k" / f"{rule}.log").is_file(), rule
         assert (example_run / "benchmarks/pbmc68k" / f"{rule}.tsv").is_file(), rule
 
@@ -358,14 +383,15 @@ def test_changing_a_training_parameter_reruns_training_and_downstream_only(examp
     edit_config(work, model={"lr": 0.01})
     out = snakemake(work, "-n").stdout
     jobs = planned_jobs(out)
-    assert jobs == {"train": 1, "embed": 1, "export": 1, "plot": 1, "gather_runs": 1, "all": 1}, out[-3000:]
+    assert jobs == {"train": 1, "embed": 1, "export": 1, "plot": 1, "gather_runs": 1, "signatures": 1,
+                    "associate": 1, "all": 1}, out[-3000:]
     # re-train for real (into the existing model folder), then only the downstream steps are left
     snakemake(work, "--cores", "2", str(run.relative_to(work) / "model/model.json"))
     assert (work / "results/pbmc68k/prepared.h5ad").stat().st_mtime_ns == before[work / "results/pbmc68k/prepared.h5ad"]
     assert (run / "model/model.json").stat().st_mtime_ns != before[run / "model/model.json"]
     assert json.loads((run / "model/model.json").read_text())["config"]["lr"] == 0.01
     assert planned_jobs(snakemake(work, "-n").stdout) == {
-        "embed": 1, "export": 1, "plot": 1, "gather_runs": 1, "all": 1}
+        "embed": 1, "export": 1, "plot": 1, "gather_runs": 1, "signatures": 1, "associate": 1, "all": 1}
     # and a preparation setting reruns everything from prepare on
     edit_config(work, prepare={"n_top_genes": 500})
     assert planned_jobs(snakemake(work, "-n").stdout)["prepare"] == 1
@@ -432,16 +458,45 @@ def test_report_collects_figures_and_tables(example_run, tmp_path):
     snakemake(work, "--report", "report.html")
     html = (work / "report.html").read_text(errors="replace")
     assert len(html) > 10_000
-    for name in ("loss.png", "umap.png", "runs.tsv", "embedding.tsv", "gene_weights.tsv"):
+    for name in ("loss.png", "umap.png", "runs.tsv", "embedding.tsv", "gene_weights.tsv", "signatures.tsv",
+                 "heatmap.png", "association_bulk_labels.tsv"):
         assert name in html, name
 
 
-def test_two_seed_two_latent_sweep_on_synthetic_data(tmp_path):
-    """A 2 x 2 sweep on a tiny CSV dataset: four runs in k{n}/seed{s} folders, gathered in runs.tsv."""
-    work = make_clone(tmp_path / "clone")
+def write_gmt(path: Path) -> Path:
+    """Gene sets for the synthetic data: the planted module (GENE000-009, up in group g1) and a random set."""
+    path.write_text("PLANTED\tplanted module\t" + "\t".join(f"GENE{j:03d}" for j in range(10)) + "\n"
+                    "OTHER\tunplanted genes\t" + "\t".join(f"GENE{j:03d}" for j in range(20, 30)) + "\n")
+    return path
+
+
+# The signature outputs the sweep fixture asks for (besides runs.tsv): a run's enrichment, an ensemble's
+# signatures and the sweep summary; together they need every training and embedding of the sweep.
+SWEEP_SIGNATURE_TARGETS = ("results/synth/k2/seed0/signatures/enrichment.tsv",
+                           "results/synth/k2/ensemble/signatures/signatures.tsv",
+                           "results/synth/sweep/summary.tsv")
+
+
+@pytest.fixture(scope="session")
+def synthetic_sweep(tmp_path_factory) -> Path:
+    """A 2 latent sizes x 2 seeds sweep on the tiny synthetic CSV with a GMT file, run to its runs table and
+    its signature outputs (the ensemble and the sweep summary included)."""
+    work = make_clone(tmp_path_factory.mktemp("sweep") / "clone")
     use_synthetic(work)
-    edit_config(work, model=FAST_MODEL, sweep={"n_latent": [2, 3], "seed": [0, 1]})
-    snakemake(work, "--cores", "2", "results/synth/runs.tsv")
+    gmt = write_gmt(work / "data" / "sets.gmt")
+    # 40 genes: few pass 2.5 SD, so read signatures at 1 SD; no association tests (the example run has them)
+    edit_config(work, model=FAST_MODEL, sweep={"n_latent": [2, 3], "seed": [0, 1]},
+                signatures={"gene_sets": [str(gmt.relative_to(work))], "sd_cutoff": 1.0, "groupby": []},
+                resources={"train": {"threads": 1, "mem_mb": 500, "runtime": 10, "gpu": 0}})
+    start = time.monotonic()
+    snakemake(work, "--cores", "2", "results/synth/runs.tsv", *SWEEP_SIGNATURE_TARGETS)
+    (work / "wall_time.txt").write_text(f"{time.monotonic() - start:.1f}\n")
+    return work
+
+
+def test_two_seed_two_latent_sweep_on_synthetic_data(synthetic_sweep):
+    """A 2 x 2 sweep on a tiny CSV dataset: four runs in k{n}/seed{s} folders, gathered in runs.tsv."""
+    work = synthetic_sweep
     res = work / "results" / "synth"
     assert [p.relative_to(res).as_posix() for p in run_dirs(work / "results", "synth")] == [
         "k2/seed0", "k2/seed1", "k3/seed0", "k3/seed1"]
@@ -452,6 +507,89 @@ def test_two_seed_two_latent_sweep_on_synthetic_data(tmp_path):
         assert (meta["config"]["n_latent"], meta["config"]["seed"]) == (int(r["n_latent"]), int(r["seed"]))
     seed0, seed1 = ((res / f"k2/seed{s}/model/model.safetensors").read_bytes() for s in (0, 1))
     assert seed0 != seed1, "different seeds gave identical models"
+
+
+def test_signature_rules_on_two_seed_two_latent_sweep(synthetic_sweep):
+    """Signatures, enrichment, the 2-seed ensemble and the sweep summary of a 2 x 2 sweep, read back."""
+    res = synthetic_sweep / "results" / "synth"
+    genes = {f"GENE{j:03d}" for j in range(40)}
+    # a run: signatures at 1 SD of its varimax nodes, and their enrichment against the GMT
+    sig = res / "k2/seed0/signatures"
+    table = read_tsv(sig / "signatures.tsv")
+    assert table and {r["gene"] for r in table} <= genes and {r["node"] for r in table} <= {"vnode0", "vnode1"}
+    assert all(abs(float(r["zscore"])) > 1.0 for r in table)
+    assert (sig / "heatmap.png").read_bytes()[:4] == b"\x89PNG" and (sig / "enrichment.png").stat().st_size > 0
+    enr = read_tsv(sig / "enrichment.tsv")
+    assert {r["term"] for r in enr} <= {"PLANTED", "OTHER"} and all(0 <= float(r["fdr"]) <= 1 for r in enr)
+    assert all(r["background_size"] == "40" and r["set_size"] == "10" for r in enr)
+    # the planted module is found: some signature of the run is enriched for it
+    assert min(float(r["fdr"]) for r in enr if r["term"] == "PLANTED") < 0.05, enr
+    # the ensemble of seeds 0 and 1 at k=2: consensus weights, support, stability, consensus h5ad
+    ens = res / "k2/ensemble"
+    support = read_tsv(ens / "support.tsv")
+    members = {Path(r["model"]).parent.name for r in support}
+    assert members == {"seed0", "seed1"} and all(1 <= int(r["support"]) <= 2 for r in support)
+    clusters = sorted({r["cluster"] for r in support})
+    weights = read_tsv(ens / "consensus_weights.tsv")
+    assert len(weights) == 40 and sorted(weights[0])[:-1] == clusters  # gene + one column per consensus node
+    (pair,) = read_tsv(ens / "stability.tsv")
+    assert -1 <= float(pair["stability"]) <= 1
+    assert len(read_tsv(ens / "consensus_activities.tsv")) == 60 and (ens / "consensus.h5ad").stat().st_size > 0
+    # ... and the signatures of its consensus nodes
+    csig = read_tsv(ens / "signatures/signatures.tsv")
+    assert csig and {r["node"] for r in csig} <= set(clusters)
+    assert (ens / "signatures/heatmap.png").stat().st_size > 0
+    # the sweep summary: one row per latent size, two seeds each
+    summary = read_tsv(res / "sweep/summary.tsv")
+    assert [(r["n_latent"], r["n_models"]) for r in summary] == [("2", "2"), ("3", "2")]
+    for r in summary:
+        assert -1 <= float(r["stability"]) <= 1 and float(r["n_enriched_sets"]) >= 0
+    assert (res / "sweep/summary.png").read_bytes()[:4] == b"\x89PNG"
+    for log in ("k2/seed0/signatures", "k2/seed0/enrich", "k2/ensemble/ensemble", "k2/ensemble/signatures",
+                "sweep/sweep_summary"):
+        assert (synthetic_sweep / "logs/synth" / f"{log}.log").is_file(), log
+        assert (synthetic_sweep / "benchmarks/synth" / f"{log}.tsv").is_file(), log
+
+
+def test_signature_jobs_planned_only_when_configured(tmp_path):
+    """Enrichment needs gene sets, an ensemble >= 2 seeds, a sweep summary >= 2 latent sizes, survival its
+    columns (and only on the datasets named); the switches turn each off."""
+    work = make_clone(tmp_path / "clone")
+    use_synthetic(work)
+    with (work / "config" / "datasets.tsv").open("a") as fh:
+        fh.write("pbmc68k\texample\t\t\tbulk_labels\n")
+    gmt = write_gmt(work / "data" / "sets.gmt")
+    edit_config(work, sweep={"n_latent": [2, 3], "seed": [0, 1]},
+                signatures={"gene_sets": [str(gmt.relative_to(work))], "min_support": 2,
+                            "survival": {"duration": "time", "event": "status", "event_value": "dead",
+                                         "covariates": ["age"], "datasets": ["synth"]}})
+    out = snakemake(work, "-n", "-p").stdout
+    per_dataset = {"prepare": 1, "train": 4, "embed": 4, "export": 4, "plot": 4, "gather_runs": 1,
+                   "signatures": 4, "ensemble": 2, "ensemble_signatures": 2, "enrich": 6, "associate": 6,
+                   "sweep_summary": 1}
+    assert planned_jobs(out) == {**{k: 2 * v for k, v in per_dataset.items()}, "survival": 6, "example": 1,
+                                 "all": 1}, out[-3000:]
+    lines = out.splitlines()
+    ens = next(x for x in lines if "genodae ensemble" in x and "results/synth/k3/ensemble" in x)
+    assert "results/synth/k3/seed0/embedded.h5ad results/synth/k3/seed1/embedded.h5ad" in ens
+    assert "--min-support 2" in ens and "--rotation varimax" in ens
+    enrich = [x for x in lines if "genodae enrich" in x]
+    assert all("--gene-sets data/sets.gmt" in x for x in enrich)
+    assert any("k2/ensemble/consensus.h5ad" in x and "--key dae_ensemble" in x for x in enrich)
+    assert any("k2/seed1/embedded.h5ad" in x and "--key dae_varimax" in x for x in enrich)
+    surv = [x for x in lines if "genodae survival" in x]
+    assert len(surv) == 6 and all("results/synth/" in x for x in surv)
+    assert all("--duration time --event status --event-value dead --covariates age" in x for x in surv)
+    assert {x.split("--groupby ")[1].split()[0] for x in lines if "genodae associate" in x} == {"group", "bulk_labels"}
+    # the sample sheet (where group and survival columns come from) is an input of prepare: editing it re-runs
+    prep = re.search(r"rule prepare:\n\s+input: (.*)\n\s+output: results/synth/prepared.h5ad", out)
+    assert prep and "data/synth_samples.tsv" in prep.group(1), out[:3000]
+    # the switches: no gene sets, no ensemble, no sweep summary, no association or survival
+    off = ('signatures={"gene_sets": [], "ensemble": false, "sweep_summary": false, "groupby": [], '
+           '"survival": {"duration": null, "event": null}}')
+    jobs = planned_jobs(snakemake(work, "-n", "--config", off).stdout)
+    assert jobs["signatures"] == 8
+    assert not {"enrich", "ensemble", "ensemble_signatures", "sweep_summary", "associate", "survival"} & set(jobs)
 
 
 @pytest.mark.slow

@@ -61,11 +61,27 @@ def _resolve(schema):
     return schema
 
 
+def _matches(value, kind):
+    """Whether `value` has the JSON type `kind` (for the branches of a nullable schema type)."""
+    python = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list,
+              "object": dict}
+    return isinstance(value, python.get(kind, object)) and (kind in ("boolean",) or not isinstance(value, bool))
+
+
 def _coerce_strings(value, schema):
     """`--config 'model={"epochs": 20}'` hands nested values over as strings ('20'): turn strings into the
     numbers, booleans or lists the schema asks for (YAML rules), so the command line works as expected."""
     schema = _resolve(schema)
     kind = schema.get("type")
+    if isinstance(kind, list):  # a nullable value, e.g. ["integer", "null"]: 'null' -> None, '3' -> 3
+        if isinstance(value, str) and "null" in kind and value in ("null", "~"):
+            return None  # --config reads every scalar as a string, null included
+        if isinstance(value, str) and "string" not in kind:
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+        kind = next((k for k in kind if k != "null" and _matches(value, k)), None)
     if isinstance(value, str) and kind in ("integer", "number", "boolean", "array"):
         try:
             parsed = yaml.safe_load(value)
@@ -282,6 +298,11 @@ def dataset_input(wildcards):
     return DATASETS[wildcards.dataset]["path"]
 
 
+def dataset_sample_sheet(wildcards):
+    sheet = DATASETS[wildcards.dataset]["sample_sheet"]
+    return [sheet] if sheet else []
+
+
 def plot_colors(wildcards):
     labels = DATASETS[wildcards.dataset]["labels"]
     return " ".join(f"--color {shlex.quote(c)}" for c in labels)
@@ -299,6 +320,168 @@ def swept_keys():
     return list(config["sweep"])
 
 
+# ---- signatures (workflow/rules/signatures.smk) ------------------------------------------------------
+
+SIG = config["signatures"]
+
+
+def _check_signature_config():
+    """Problems the schema cannot see: missing files, a half-set survival section, unknown datasets."""
+    problems = []
+    for i, gmt in enumerate(SIG["gene_sets"]):
+        if not Path(gmt).is_file():
+            problems.append(f"signatures.gene_sets.{i}: GMT file {gmt!r} not found")
+    if SIG["id_map"] and not Path(SIG["id_map"]).is_file():
+        problems.append(f"signatures.id_map: identifier map {SIG['id_map']!r} not found")
+    surv = SIG["survival"]
+    if bool(surv["duration"]) != bool(surv["event"]):
+        problems.append("signatures.survival: set both duration and event (or neither)")
+    unknown = [d for d in surv["datasets"] if d not in DATASETS]
+    if unknown:
+        problems.append(f"signatures.survival.datasets: unknown dataset(s) {', '.join(unknown)} "
+                        f"(the sheet has {', '.join(DATASETS)})")
+    if SIG["groupby"] is None:
+        for name, ds in DATASETS.items():
+            bad = [c for c in ds["labels"] if "/" in c]
+            if bad:
+                problems.append(f"dataset {name}: label column(s) {', '.join(bad)} contain '/', which cannot name "
+                                "an association table; set signatures.groupby")
+    if problems:
+        where = f"the paths are relative to the working directory {Path.cwd()}"
+        raise WorkflowError("invalid config: " + "\ninvalid config: ".join(problems) + f"\n({where})")
+
+
+_check_signature_config()
+
+
+def _group_runs(name_of):
+    """{group: [run, ...]} of RUNS grouped by name_of(run) (None = left out)."""
+    groups = {}
+    for run in RUNS:
+        name = name_of(run)
+        if name is not None:
+            groups.setdefault(name, []).append(run)
+    return groups
+
+
+def _ensemble_name(run):
+    """k32/seed0[/x] -> k32/ensemble[/x]: the runs that differ only in their seed form one ensemble."""
+    k, _seed, *rest = run.split("/")
+    return Path(k, "ensemble", *rest).as_posix()
+
+
+def _sweep_name(run):
+    """k32/seed0[/x] -> sweep[/x]: the runs that differ only in n_latent and seed form one sweep."""
+    return Path("sweep", *run.split("/")[2:]).as_posix()
+
+
+# Consensus of the seeds of each latent size (and other swept settings): only where there are >= 2 seeds.
+ENSEMBLES = {
+    name: runs for name, runs in _group_runs(_ensemble_name).items()
+    if SIG["enabled"] and SIG["ensemble"] and len(runs) >= 2
+}
+# A summary per latent size: only where there are >= 2 sizes.
+SWEEPS = {
+    name: runs for name, runs in _group_runs(_sweep_name).items()
+    if SIG["enabled"] and SIG["sweep_summary"] and len({RUNS[r]["n_latent"] for r in runs}) >= 2
+}
+
+
+def signature_sources():
+    """Every model whose signatures are read: each run, and each ensemble's consensus."""
+    return [*RUNS, *ENSEMBLES] if SIG["enabled"] else []
+
+
+def source_h5ad(wildcards):
+    """The .h5ad a run's or an ensemble's signature rules read."""
+    name = "consensus.h5ad" if wildcards.src in ENSEMBLES else "embedded.h5ad"
+    return f"results/{wildcards.dataset}/{wildcards.src}/{name}"
+
+
+def source_key(wildcards):
+    """The model key in source_h5ad whose nodes the signatures table names (genodae enrich/associate --key)."""
+    if wildcards.src in ENSEMBLES:
+        return "dae_ensemble"
+    return "dae_varimax" if SIG["rotation"] == "varimax" else "dae"
+
+
+def ensemble_inputs(wildcards):
+    return [f"results/{wildcards.dataset}/{run}/embedded.h5ad" for run in ENSEMBLES[wildcards.ens]]
+
+
+def sweep_inputs(wildcards):
+    return [f"results/{wildcards.dataset}/{run}/embedded.h5ad" for run in SWEEPS[wildcards.sweep]]
+
+
+def enrichment_on():
+    return SIG["enabled"] and bool(SIG["gene_sets"])
+
+
+def gene_set_flags(for_sweep=False):
+    """--gene-sets and --id-map options. genodae sweep-summary has no --id-from/--id-to: with those set, the
+    sweep summary leaves out its count of enriched sets rather than map identifiers by the wrong columns."""
+    if not SIG["gene_sets"] or (for_sweep and (SIG["id_from"] or SIG["id_to"])):
+        return ""
+    flags = ["--gene-sets", *(shlex.quote(g) for g in SIG["gene_sets"])]
+    if SIG["id_map"]:
+        flags.append(f"--id-map {shlex.quote(SIG['id_map'])}")
+    if not for_sweep:
+        flags += [f"--id-from {shlex.quote(SIG['id_from'])}" if SIG["id_from"] else "",
+                  f"--id-to {shlex.quote(SIG['id_to'])}" if SIG["id_to"] else ""]
+    return " ".join(f for f in flags if f)
+
+
+def gene_set_inputs():
+    """Gene-set files as rule inputs, so that editing them re-runs the enrichment."""
+    return [*SIG["gene_sets"], *([SIG["id_map"]] if SIG["id_map"] else [])]
+
+
+def groupby_columns(dataset):
+    """obs columns to test node activities against: signatures.groupby, else the dataset's label columns."""
+    if not SIG["enabled"]:
+        return []
+    return list(SIG["groupby"] if SIG["groupby"] is not None else DATASETS[dataset]["labels"])
+
+
+def survival_on(dataset):
+    surv = SIG["survival"]
+    return (SIG["enabled"] and bool(surv["duration"] and surv["event"])
+            and (not surv["datasets"] or dataset in surv["datasets"]))
+
+
+def survival_flags():
+    surv = SIG["survival"]
+    flags = [f"--duration {shlex.quote(surv['duration'])}", f"--event {shlex.quote(surv['event'])}"]
+    if surv["event_value"] is not None:
+        flags.append(f"--event-value {shlex.quote(str(surv['event_value']))}")
+    if surv["covariates"]:
+        flags.append("--covariates " + " ".join(shlex.quote(c) for c in surv["covariates"]))
+    return " ".join(flags)
+
+
+def signature_outputs(dataset):
+    """The final outputs of the signature rules for one dataset."""
+    files = []
+    for src in signature_sources():
+        d = f"results/{dataset}/{src}/signatures"
+        files += [f"{d}/signatures.tsv", f"{d}/weights.tsv", f"{d}/activities.tsv", f"{d}/heatmap.png"]
+        if src in RUNS and SIG["rotation"] != "none":
+            files.append(f"{d}/transform.json")
+        if enrichment_on():
+            files += [f"{d}/enrichment.tsv", f"{d}/enrichment.png"]
+        for col in groupby_columns(dataset):
+            files += [f"{d}/association_{col}.tsv", f"{d}/association_{col}.png"]
+        if survival_on(dataset):
+            files += [f"{d}/survival.tsv", f"{d}/km.png"]
+    for ens in ENSEMBLES:
+        d = f"results/{dataset}/{ens}"
+        files += [f"{d}/consensus_weights.tsv", f"{d}/consensus_activities.tsv", f"{d}/support.tsv",
+                  f"{d}/stability.tsv", f"{d}/consensus.h5ad"]
+    for sweep in SWEEPS:
+        files += [f"results/{dataset}/{sweep}/summary.tsv", f"results/{dataset}/{sweep}/summary.png"]
+    return files
+
+
 def final_outputs():
     """Every final output of the workflow, for `rule all` in the root Snakefile."""
     files = []
@@ -312,6 +495,7 @@ def final_outputs():
                 f"{d}/figures/umap.png",
             ]
         files.append(f"results/{dataset}/runs.tsv")
+        files += signature_outputs(dataset)
     return files
 
 
@@ -331,3 +515,7 @@ if (_SOURCE_ROOT / "genodae" / "__init__.py").is_file():
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     run=r"k\d+/seed\d+(/[A-Za-z0-9_.-]+)?",
+    ens=r"k\d+/ensemble(/[A-Za-z0-9_.-]+)?",
+    src=r"k\d+/(seed\d+|ensemble)(/[A-Za-z0-9_.-]+)?",
+    sweep=r"sweep(/[A-Za-z0-9_.-]+)?",
+    groupby=r"[^/]+",

@@ -23,6 +23,8 @@ rule prepare:
     """Normalise, select genes and scale one dataset (genodae prepare)."""
     input:
         data=dataset_input,
+        # an input, so that editing the sample sheet re-runs prepare (its columns reach obs here)
+        sample_sheet=dataset_sample_sheet,
     output:
         "results/{dataset}/prepared.h5ad",
     log:
