@@ -209,7 +209,6 @@ def cmd_signatures(args: argparse.Namespace) -> None:
     import numpy as np
     import pandas as pd
 
-    from . import pl
     from .signatures import gene_weights, signatures
 
     adata = _h5ad(args.input)
@@ -242,8 +241,23 @@ def cmd_signatures(args: argparse.Namespace) -> None:
         with atomic_path(_out(args.transform)) as tmp:
             tmp.write_text(json.dumps(doc))
     if args.heatmap:
-        _png(args.heatmap, lambda tmp: pl.signature_heatmap(adata, table=table, key=key, n_genes=args.n_genes,
-                                                            save=tmp))
+        _png(args.heatmap, lambda tmp: _heatmap_or_note(adata, table, key, args.n_genes, tmp))
+
+
+def _heatmap_or_note(adata, table, key: str, n_genes: int, save) -> None:
+    """The heatmap, or a figure that says why there is none: the tables are already written, so an empty
+    signature (no gene beyond the cutoff) must not fail the command."""
+    from . import pl
+
+    try:
+        pl.signature_heatmap(adata, table=table, key=key, n_genes=n_genes, save=save)
+    except UserError as e:
+        plt = pl._plt()
+        fig, ax = plt.subplots(figsize=(5, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"no heatmap: {e}", ha="center", va="center", wrap=True)
+        fig.savefig(save, dpi=100, format="png")
+        plt.close(fig)
 
 
 def cmd_ensemble(args: argparse.Namespace) -> None:

@@ -242,3 +242,12 @@ def test_cli_user_errors_exit_2_with_one_line(embedded, tmp_path, capsys):
     assert "at least 2" in capsys.readouterr().err and not out.exists()
     assert cli_main(["signatures", str(tmp_path / "missing.h5ad"), "-o", str(out)]) == 2
     assert not out.exists()
+
+
+def test_cli_signatures_with_no_gene_beyond_the_cutoff_still_succeeds(embedded, tmp_path):
+    """The TSVs are written before the heatmap: an empty signature must give a note figure, not exit 2."""
+    out = tmp_path / "sig.tsv"
+    png = tmp_path / "heat.png"
+    assert cli_main(["-q", "signatures", str(embedded / "s0.h5ad"), "-o", str(out), "--sd-cutoff", "50",
+                     "--heatmap", str(png)]) == 0
+    assert out.exists() and png.exists() and png.read_bytes()[:4] == b"\x89PNG"
