@@ -52,14 +52,14 @@ class DAEConfig:
 
     # network
     n_latent: int = field(default=32, metadata={"help": "bottleneck units = latent nodes = columns of the embedding and gene weights"})
-    hidden: tuple[int, ...] = field(default=(512, 128), metadata={"help": "encoder hidden sizes; the mlp decoder mirrors them"})
-    activation: str = field(default="relu", metadata={"help": "activation of hidden layers: relu, gelu, elu, selu, tanh, sigmoid, leaky_relu, linear"})
+    hidden: tuple[int, ...] = field(default=(256,), metadata={"help": "encoder hidden sizes; the mlp decoder mirrors them"})
+    activation: str = field(default="gelu", metadata={"help": "activation of hidden layers: relu, gelu, elu, selu, tanh, sigmoid, leaky_relu, linear"})
     latent_activation: str = field(default="linear", metadata={"help": "ADAGE used sigmoid"})
     dropout: float = field(default=0.0, metadata={"help": "dropout after each hidden layer"})
     norm: str = field(default="none", metadata={"help": "normalisation after each hidden layer"})
     decoder: str = field(default="linear", metadata={"help": "linear: gene weights are exactly the decoder weights (as in LDVAE)"})
     tied: bool = field(default=False, metadata={"help": "decoder = transposed encoder (only without hidden layers, as in ADAGE)"})
-    output_activation: str = field(default="auto", metadata={"help": "auto: sigmoid for minmax-scaled input, linear for z-scored"})
+    output_activation: str = field(default="auto", metadata={"help": "auto: sigmoid with the bce loss, linear with mse (tuned: bench/results/quality.md)"})
     # noise
     corruption: float = field(default=0.2, metadata={"help": "probability of zeroing each input entry (fresh mask every batch)"})
     gaussian_noise: float = field(default=0.0, metadata={"help": "sd of additive Gaussian noise on the input (0 = off)"})

@@ -80,7 +80,9 @@ class DAE:
         scaling = prep["params"]["scaling"]
         out_act = cfg.output_activation
         if out_act == "auto":
-            out_act = "sigmoid" if scaling == "minmax" else "linear"
+            # a sigmoid saturates on sparse 0-1 targets under MSE and cost up to 0.03 in 15-NN accuracy
+            # (bench/results/quality.md); BCE needs outputs in (0, 1)
+            out_act = "sigmoid" if cfg.loss == "bce" else "linear"
         if cfg.loss == "bce" and scaling != "minmax":
             raise UserError("loss='bce' needs 0-1 input: use scaling='minmax' or loss='mse'")
         self.genes, self.offset, self.scale, self.prep, self.layer = genes, offset, scale, prep, layer
@@ -175,6 +177,8 @@ class DAE:
         out = base.toarray() if sp.issparse(base) else np.array(base, dtype=np.float32, copy=True)
         out = out.astype(np.float32, copy=False)
         R = denoise(self.module, source)
+        if self.prep["params"]["scaling"] == "minmax":
+            R = np.clip(R, 0.0, 1.0)  # a linear output can overshoot: keep values in the gene's observed range
         out[:, pos[ok]] = R[:, ok] * self.scale[ok] + self.offset[ok]
         return out
 

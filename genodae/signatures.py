@@ -773,10 +773,10 @@ def sweep_summary(runs: pd.DataFrame, *, enrichment: pd.DataFrame | None = None,
                "recon_r2": float(g["recon_r2"].mean()) if "recon_r2" in g else np.nan,
                "val_loss": float(g["val_loss"].mean()) if "val_loss" in g else np.nan,
                "stability": float(st["stability"].mean()), "stability_sd": float(st["stability"].std(ddof=0))}
-        if enrichment is not None and len(enrichment):
-            e = enrichment[(enrichment["fdr"] < fdr) & enrichment["run"].isin(g["run"])]
-            per = e.groupby("run")["term"].nunique().reindex(g["run"], fill_value=0)
-            row["n_enriched_sets"] = float(per.mean())
+        if enrichment is not None:  # gene sets were given: no enriched set is a count of 0, not a gap
+            e = enrichment[(enrichment["fdr"] < fdr) & enrichment["run"].isin(g["run"])] if len(enrichment) else None
+            row["n_enriched_sets"] = (float(e.groupby("run")["term"].nunique().reindex(g["run"], fill_value=0).mean())
+                                      if e is not None else 0.0)
         rows.append(row)
     return pd.DataFrame(rows)
 

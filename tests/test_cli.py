@@ -72,7 +72,7 @@ def test_help_of_every_subcommand_shows_defaults(command, capsys):
     if command in ("train", "run"):
         assert "--n-latent N_LATENT" in text and "(default: 32)" in text
         assert "--corruption CORRUPTION" in text and "(default: 0.2)" in text
-        assert "(default: 512,128)" in text  # hidden
+        assert "(default: 256)" in text  # hidden
     if command in ("prepare", "run"):
         assert "(default: 2000)" in text and "(default: minmax)" in text
 
