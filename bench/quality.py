@@ -34,8 +34,6 @@ import argparse
 import datetime as _dt
 import json
 import logging
-import os
-import platform
 import sys
 import time
 import warnings
@@ -299,18 +297,13 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """throughput.machine() (platform, CPU, cores, memory) plus the torch threads of this run."""
     import torch
 
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from throughput import machine as base_machine
+
+    return {**base_machine(), "torch_threads": torch.get_num_threads(),
             "note": "shared machine: other jobs used the same cores, so seconds are noisy"}
 
 
