@@ -321,7 +321,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
     out = _check_output(args.output, folder=True)
     adata = _read_h5ad(args.input)
-    _check_labels(adata, args.color)  # before anything is written
+    pl._check_labels(adata, args.color)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
 
     with atomic_path(out / "loss.png") as tmp:
@@ -340,7 +340,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     prep, dae = _settings(args)
     model = _make_model(dae)
     adata = _read(args)
-    _check_labels(adata, args.color)  # before a long training run, not after
+    pl._check_labels(adata, args.color, added=("dae_recon_error",))  # before a long training run, not after
     prepare(adata, **prep)
     prepared = adata.copy()
     model.fit(adata, checkpoint_dir=out / "model.ckpt" if args.checkpoint_every or args.resume else None,
@@ -362,12 +362,6 @@ def cmd_run(args: argparse.Namespace) -> None:
             pl.umap(adata, color=args.color, save=tmp)
     log.info("wrote %s: prepared.h5ad, model/, embedded.h5ad, embedding.tsv, gene_weights.tsv, genes.tsv, plots",
              out)
-
-
-def _check_labels(adata, color: list[str]) -> None:
-    absent = [c for c in color if c not in adata.obs and c not in adata.var_names and not c.endswith("_recon_error")]
-    if absent:
-        raise UserError(f"label column(s) {', '.join(absent)} not in obs; available: {', '.join(adata.obs.columns)}")
 
 
 def _read_h5ad(path: str):

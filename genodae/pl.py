@@ -50,6 +50,13 @@ def loss(adata: AnnData, *, key: str = "dae", save: str | Path | None = None, ax
     return ax
 
 
+def _check_labels(adata: AnnData, color: list[str], *, added: tuple[str, ...] = ()) -> None:
+    """Fail before any work when a colour is neither an obs column nor a gene (``added``: columns still to come)."""
+    absent = [c for c in color if c not in adata.obs and c not in adata.var_names and c not in added]
+    if absent:
+        raise UserError(f"label column(s) {', '.join(absent)} not in obs; available: {', '.join(adata.obs.columns)}")
+
+
 def umap(adata: AnnData, *, key: str = "dae", color: list[str] | None = None, save: str | Path | None = None,
          seed: int = 0):
     """UMAP of ``obsm["X_<key>"]`` coloured by ``obs`` columns (computed on a copy; ``adata`` is unchanged)."""
@@ -59,9 +66,7 @@ def umap(adata: AnnData, *, key: str = "dae", color: list[str] | None = None, sa
     if rep not in adata.obsm:
         raise UserError(f"obsm[{rep!r}] not found; run genodae.tl.dae first (or pass the right key)")
     color = list(color or [])
-    absent = [c for c in color if c not in adata.obs and c not in adata.var_names]
-    if absent:
-        raise UserError(f"label column(s) {', '.join(absent)} not in obs; available: {', '.join(adata.obs.columns)}")
+    _check_labels(adata, color)
     tmp = AnnData(obs=adata.obs.copy(), obsm={rep: adata.obsm[rep]})
     sc.pp.neighbors(tmp, use_rep=rep, n_neighbors=min(15, max(adata.n_obs - 1, 2)), random_state=seed)
     sc.tl.umap(tmp, random_state=seed)
