@@ -78,11 +78,7 @@ class DAE:
             raise UserError("training needs at least 2 samples; a single sample can only be embedded with a "
                             "saved model (genodae embed)")
         scaling = prep["params"]["scaling"]
-        out_act = cfg.output_activation
-        if out_act == "auto":
-            # a sigmoid saturates on sparse 0-1 targets under MSE and cost up to 0.03 in 15-NN accuracy
-            # (bench/results/quality.md); BCE needs outputs in (0, 1)
-            out_act = "sigmoid" if cfg.loss == "bce" else "linear"
+        out_act = cfg.resolved_output_activation()
         if cfg.loss == "bce" and scaling != "minmax":
             raise UserError("loss='bce' needs 0-1 input: use scaling='minmax' or loss='mse'")
         self.genes, self.offset, self.scale, self.prep, self.layer = genes, offset, scale, prep, layer

@@ -78,7 +78,9 @@ def check_finite(X, what: str = "the matrix") -> None:
 
 def scaling_params(X, scaling: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-gene (offset, scale) so that model input = (x - offset) / scale. Never densifies X."""
-    if scaling == "minmax":
+    if scaling == "none":  # the log-normalised values as they are (what scanpy's PCA sees, uncentred)
+        lo, rng = np.zeros(X.shape[1]), np.ones(X.shape[1])
+    elif scaling == "minmax":
         if sp.issparse(X):
             lo = np.asarray(X.min(axis=0).todense()).ravel()
             hi = np.asarray(X.max(axis=0).todense()).ravel()
@@ -141,7 +143,8 @@ def prepare(
     target_sum
         Library size after normalisation (counts only).
     scaling
-        ``minmax`` (0–1 per gene, as in ADAGE: masking to 0 means "not expressed") or ``zscore``.
+        ``minmax`` (0–1 per gene, as in ADAGE: masking to 0 means "not expressed"), ``zscore``, or
+        ``none`` (the log values as they are: offset 0, scale 1).
     min_cells
         Genes detected (non-zero) in fewer cells are not used by the model.
     copy

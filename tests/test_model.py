@@ -225,6 +225,27 @@ def test_zscore_model_has_a_linear_output_and_trains(raw):
     assert np.isfinite(model.embed(adata)).all()
 
 
+def test_auto_output_activation_is_sigmoid_only_with_bce():
+    from genodae.config import DAEConfig
+
+    assert DAEConfig().resolved_output_activation() == "linear"
+    assert DAEConfig(loss="bce").resolved_output_activation() == "sigmoid"
+    assert DAEConfig(output_activation="sigmoid").resolved_output_activation() == "sigmoid"
+
+
+def test_unscaled_log_input_round_trips_through_a_saved_model(raw, tmp_path):
+    adata = raw.copy()
+    pp.prepare(adata, n_top_genes=0, scaling="none")
+    used = adata.var["highly_variable"].to_numpy(bool)
+    assert (adata.var["genodae_offset"][used] == 0).all() and (adata.var["genodae_scale"][used] == 1).all()
+    model = DAE(n_latent=3, hidden=(8,), epochs=2, num_threads=1).fit(adata)
+    Z = model.embed(adata)
+    model.save(tmp_path / "m")
+    np.testing.assert_allclose(DAE.load(tmp_path / "m").embed(adata), Z, rtol=1e-5, atol=1e-6)
+    model.annotate(adata, denoised=True)  # back on the log scale: offset 0, scale 1, no 0-1 clipping
+    assert np.isfinite(np.asarray(adata.layers["dae_denoised"])).all()
+
+
 # --- decoders and presets ---------------------------------------------------------------------------------
 
 
