@@ -20,9 +20,11 @@ from .config import DAEConfig, PrepareConfig, make_config
 from .errors import UserError
 from .pp import PREP_KEY, check_finite, prepared_matrix, scaling_params
 from .train import (
+    COLLAPSED,
     BatchSource,
     History,
     build_module,
+    collapse_ratio,
     denoise,
     embed,
     fit,
@@ -100,6 +102,11 @@ class DAE:
             raise UserError(f"out of GPU memory with batch_size={cfg.batch_size}; lower --batch-size, stream "
                             "minibatches from host memory (--data-placement host), or train on CPU (--device cpu)") from None
         self.weights = gene_weights(self.module, source, seed=cfg.seed)
+        ratio = collapse_ratio(embed(self.module, source, self.val_idx if len(self.val_idx) > 1 else train_idx))
+        if ratio < COLLAPSED:
+            log.warning("training collapsed: every cell gets nearly the same embedding (largest latent sd is %.1g "
+                        "of its values), so the model learned little beyond the gene means; lower --lr, or use "
+                        "--activation gelu or --norm batch", ratio)
         h = self.history
         log.info("trained %d epochs in %.1fs (%.0f cells/s per epoch); best validation loss %.5g at epoch %d",
                  h.epochs_run, h.seconds, h.epochs_run * len(train_idx) / max(h.seconds, 1e-9), h.best_loss,

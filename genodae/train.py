@@ -409,6 +409,20 @@ def embed(module: DenoisingAutoencoder, source: BatchSource, rows: np.ndarray | 
     return np.concatenate(out) if out else np.zeros((0, module.n_latent), np.float32)
 
 
+# below this, the embedding is constant up to float noise: measured 4e-6 for a dead-ReLU collapse, 0.1-1 for a
+# healthy model (bench/README.md, "Why the plain DAE failed")
+COLLAPSED = 1e-4
+
+
+def collapse_ratio(Z: np.ndarray) -> float:
+    """Largest per-node sd of an embedding relative to its largest absolute value (0 = every cell the same)."""
+    Z = np.asarray(Z, dtype=np.float64)
+    if Z.shape[0] < 2:
+        return float("inf")
+    top = float(np.abs(Z).max())
+    return float(Z.std(axis=0).max() / top) if top > 0 else 0.0
+
+
 @torch.no_grad()
 def reconstruction_scores(module: DenoisingAutoencoder, source: BatchSource, rows: np.ndarray,
                           batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:

@@ -225,6 +225,28 @@ def test_zscore_model_has_a_linear_output_and_trains(raw):
     assert np.isfinite(model.embed(adata)).all()
 
 
+def test_collapsed_training_is_not_silent(caplog):
+    # lr 1.0 + ReLU kills every hidden unit (the failure mode of bench/README.md): the embedding is constant
+    rng = np.random.default_rng(0)
+    adata = anndata.AnnData(rng.poisson(rng.gamma(0.5, 2, size=(1, 200)), size=(300, 200)).astype(np.float32))
+    pp.prepare(adata, n_top_genes=0)
+    with caplog.at_level("WARNING", logger="genodae"):
+        DAE(n_latent=4, hidden=(16,), activation="relu", lr=1.0, epochs=5, num_threads=1).fit(adata)
+    assert any("training collapsed" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="genodae"):
+        DAE(n_latent=4, hidden=(16,), epochs=5, num_threads=1).fit(adata)  # defaults: healthy
+    assert not any("collapsed" in r.getMessage() for r in caplog.records)
+
+
+def test_collapse_ratio():
+    from genodae.train import COLLAPSED, collapse_ratio
+
+    assert collapse_ratio(np.ones((5, 3))) == 0.0 < COLLAPSED
+    assert collapse_ratio(np.random.default_rng(0).normal(size=(50, 3))) > 0.1
+    assert collapse_ratio(np.zeros((1, 3))) == float("inf")  # one cell: nothing to compare
+
+
 def test_auto_output_activation_is_sigmoid_only_with_bce():
     from genodae.config import DAEConfig
 
