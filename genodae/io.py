@@ -870,17 +870,25 @@ def _read_sample_sheet(sheet_path: str | os.PathLike) -> pd.DataFrame:
     ext, comp = _split_ext(path)
     if ext not in _TABLE_EXTS or comp not in ("", ".gz"):
         raise UserError(f"Sample sheet {path} should be a .csv or .tsv/.txt table (optionally .gz).")
-    lines = _head_lines(path, 1)
+    lines = _head_lines(path, 2)
     if not lines or not lines[0].strip():
         raise UserError(f"Sample sheet {path} is empty (no header line).")
     sep = _sniff_sep(lines[0], _TABLE_EXTS[ext])
     columns = list(_read_csv(path, sep=sep, nrows=0).columns)
-    lower = {str(c).strip().lower(): c for c in columns}
-    key = next((lower[k] for k in _SHEET_KEYS if k in lower), columns[0])
-    sheet = _read_csv(path, sep=sep, dtype={key: str}, keep_default_na=True)
-    if sheet.empty:
-        raise UserError(f"Sample sheet {path} has a header but no rows.")
-    keys = sheet.pop(key)
+    fields = [next(csv.reader([ln], delimiter=sep)) for ln in lines]
+    if len(fields) == 2 and len(fields[1]) == len(fields[0]) + 1:
+        # R's write.csv layout: the header has no name for the row-name column, which holds the keys
+        sheet = _read_csv(path, sep=sep, header=None, skiprows=1, dtype={0: str}, keep_default_na=True)
+        key = "row names"
+        keys = sheet.pop(0)
+        sheet.columns = [c.strip() for c in fields[0]]
+    else:
+        lower = {str(c).strip().lower(): c for c in columns}
+        key = next((lower[k] for k in _SHEET_KEYS if k in lower), columns[0])
+        sheet = _read_csv(path, sep=sep, dtype={key: str}, keep_default_na=True)
+        if sheet.empty:
+            raise UserError(f"Sample sheet {path} has a header but no rows.")
+        keys = sheet.pop(key)
     if keys.isna().any():
         raise UserError(
             f"Sample sheet {path}: {int(keys.isna().sum())} row(s) have no key in column {key!r}."

@@ -563,6 +563,16 @@ def test_real_10x_with_its_sample_sheet(shared_data):
 
 
 @pytest.mark.data
+def test_real_celseq2_counts_with_their_r_metadata(shared_data):
+    adata = read(shared_data / "scrna/sc_celseq2_5cl_p1.count.csv.gz",
+                 sample_sheet=shared_data / "scrna/sc_celseq2_5cl_p1.metadata.csv.gz")
+    assert adata.n_obs == 297 and adata.obs_names[0].startswith("p1_")
+    assert adata.obs["cell_line_demuxlet"].notna().all()
+    assert adata.obs["demuxlet_cls"].value_counts()["SNG"] > 150
+    assert "unaligned" in adata.obs  # the first named column is data, not the key
+
+
+@pytest.mark.data
 def test_real_tcga_subtype_sheet(shared_data):
     d = shared_data / "bulk/tcga_brca_mixomics"
     adata = read(d / "data.train.mrna.csv", sample_sheet=d / "data.train.subtype.csv")
@@ -840,6 +850,15 @@ def test_sample_sheet_keys_keep_leading_zeros(tmp_path):
     sheet = write_text(tmp_path / "s.csv", "id,batch\n001,1\n002,2\n")
     adata = read(tmp_path / "t.csv", sample_sheet=sheet, orientation="genes_by_samples")
     assert adata.obs["batch"].tolist() == [1, 2]
+
+
+def test_sample_sheet_in_r_write_csv_layout_is_keyed_by_its_row_names(tmp_path, table):
+    # R's write.csv: no header field for the row names; keys keep their leading zeros
+    sheet = write_text(tmp_path / "meta.csv",
+                       '"depth","cell_line"\n"s003",10,"A549"\n"s001",11,"H838"\n"s002",12,"A549"\n"s004",13,"H838"\n')
+    adata = read(table, sample_sheet=sheet)
+    assert adata.obs["cell_line"].tolist() == ["H838", "A549", "A549", "H838"]
+    assert adata.obs["depth"].tolist() == [11, 12, 10, 13]
 
 
 def test_sample_sheet_partial_overlap_warns(tmp_path, table, caplog):
