@@ -7,7 +7,9 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 CORES  ?= all
 
-.PHONY: install example test clean
+BENCH_VENV ?= .bench-venv
+
+.PHONY: install example test bench clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +29,17 @@ example: install
 test: install
 	$(BIN)/ruff check genodae tests bench
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# the CPU benchmark suite (not part of the tests): its own venv, because scvi-tools is a baseline, not a
+# dependency; torch and scvi-tools in one pip command so that scvi keeps the CPU torch
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet $(TORCH) -e ".[bench]"
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	PATH="$(CURDIR)/$(BENCH_VENV)/bin:$$PATH" PYTHON=$(BENCH_VENV)/bin/python bash bench/run_cpu.sh
 
 clean:
 	rm -rf results logs benchmarks resources .snakemake report.html

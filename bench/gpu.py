@@ -45,7 +45,7 @@ def correctness(gpu: torch.device) -> dict:
     runs = {}
     for name, dev, amp in (("cpu", torch.device("cpu"), False), ("gpu_fp32", gpu, False), ("gpu_bf16", gpu, True)):
         torch.manual_seed(0)
-        m = build_module(2000, cfg, "sigmoid")
+        m = build_module(2000, cfg, cfg.resolved_output_activation())
         c = DAEConfig(**{**cfg.to_dict(), "hidden": cfg.hidden, "amp": amp})
         src = make_source(X, lo, hi, dev, clip=True)
         h = fit(m, src, c, train_idx=tr, val_idx=va, progress=False)
@@ -54,7 +54,7 @@ def correctness(gpu: torch.device) -> dict:
     src_cpu = make_source(X, lo, hi, torch.device("cpu"), clip=True)
     z_cpu = embed(m_cpu, src_cpu, va)
     l_cpu = evaluate_loss(m_cpu, src_cpu, va, cfg)
-    m_gpu = build_module(2000, cfg, "sigmoid").to(gpu)
+    m_gpu = build_module(2000, cfg, cfg.resolved_output_activation()).to(gpu)
     m_gpu.load_state_dict(m_cpu.state_dict())
     src_gpu = make_source(X, lo, hi, gpu, clip=True)
     z_gpu = embed(m_gpu, src_gpu, va)
@@ -97,7 +97,7 @@ def throughput(gpu: torch.device, n_cells: int, batch_sizes: list[int], epochs: 
         cfg = DAEConfig(epochs=epochs, patience=0, batch_size=bs, lr=lr, val_fraction=0.01, seed=0, amp=True)
         tr, va = split_cells(n_cells, cfg.val_fraction, 0)
         torch.manual_seed(0)
-        m = build_module(2000, cfg, "sigmoid")
+        m = build_module(2000, cfg, cfg.resolved_output_activation())
         # warm-up epoch (CUDA context, kernels, allocator), not timed
         fit(m, src, DAEConfig(**{**cfg.to_dict(), "hidden": cfg.hidden, "epochs": 1}), train_idx=tr[:200_000],
             val_idx=va, progress=False)

@@ -1,0 +1,152 @@
+#!/usr/bin/env python
+"""One page from the committed benchmark JSONs: bench/results/SUMMARY.md.
+
+Reads what the individual scripts wrote (baselines, denoise, speed, throughput_cpu[_backed], workflow_time,
+quality, gpu); a missing file is named as missing, never filled in. Run by ``bench/run_cpu.sh`` at the end,
+or alone: ``python bench/summary.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(results: Path, name: str) -> dict | None:
+    f = results / f"{name}.json"
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def pm(r: dict, m: str, nd: int = 3) -> str:
+    mean, sd = r.get(f"{m}_mean"), r.get(f"{m}_std")
+    if mean is None or mean != mean:
+        return "–"
+    sd = 0.0 if sd is None or sd != sd else sd
+    return f"{mean:.{nd}f} ± {sd:.{nd}f}"
+
+
+def when(d: dict) -> str:
+    m = d.get("machine", {})
+    return f"{d.get('date', '?')}, {m.get('cpu', '?')}, {m.get('cores', '?')} cores"
+
+
+def embeddings(d: dict) -> list[str]:
+    rows = d["summary"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    by = {(r["dataset"], r["method"]): r for r in rows}
+    out = [f"## Embedding quality ([`baselines.md`](baselines.md); `{d['command']}`; {when(d)})", "",
+           "Mean ± sd over seeds " + ", ".join(map(str, d["seeds"])) + ". 15-NN accuracy / Leiden ARI at resolution "
+           "1.0 / ARI* at the best-NMI resolution (scib). Best mean per dataset in **bold**.", ""]
+    for metric, label in (("knn_acc", "15-NN accuracy"), ("ari", "ARI (resolution 1.0)"),
+                          ("ari_opt", "ARI* (best-NMI resolution)")):
+        out += [f"### {label}", "", "| dataset | " + " | ".join(methods) + " |",
+                "|---|" + "---|" * len(methods)]
+        for ds in datasets:
+            vals = [by.get((ds, m), {}).get(f"{metric}_mean") for m in methods]
+            best = max((v for v in vals if v is not None), default=None)
+            cells = []
+            for m, v in zip(methods, vals, strict=True):
+                c = pm(by[(ds, m)], metric) if (ds, m) in by else "–"
+                cells.append(f"**{c}**" if v is not None and best is not None and abs(v - best) < 1e-12 else c)
+            out.append(f"| {ds} | " + " | ".join(cells) + " |")
+        for scope, keep in (("mean, single-cell sets", lambda ds: ds != "tcga_brca"), ("mean, all sets", None)):
+            means = []
+            for m in methods:
+                vs = [by[(ds, m)][f"{metric}_mean"] for ds in datasets
+                      if (keep is None or keep(ds)) and (ds, m) in by and f"{metric}_mean" in by[(ds, m)]]
+                complete = len(vs) == sum(1 for ds in datasets if keep is None or keep(ds))
+                means.append(f"{sum(vs) / len(vs):.3f}" if vs and complete else "–")
+            out.append(f"| *{scope}* | " + " | ".join(means) + " |")
+        out.append("")
+    return out
+
+
+def denoising(d: dict) -> list[str]:
+    rows = d["summary"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = [f"## Denoising ([`denoise.md`](denoise.md); `{d['command']}`; {when(d)})", "",
+           f"{d['fraction']:.0%} of the non-zero counts hidden; per-gene Pearson r at the hidden entries (r_within: "
+           "does the method know which cells express the gene more?) / MSE on the log scale.", "",
+           "| dataset | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    by = {(r["dataset"], r["method"]): r for r in rows}
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        cells = []
+        for m in methods:
+            r = by.get((ds, m))
+            cells.append("–" if r is None else f"{pm(r, 'r_within')} / {pm(r, 'mse', 2)}")
+        out.append(f"| {ds} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
+def speed(d: dict) -> list[str]:
+    s = d["summary"]
+    return [f"## genodae vs scVI speed ([`speed.md`](speed.md); `{d['command']}`; {when(d)})", "",
+            f"{d['dataset']}, {d['epochs']} epochs, batch {d['batch_size']}, {d['threads']} torch thread, same "
+            f"data, alternating runs: genodae {s['genodae']['cells_per_s']:,.0f} cells/s, scVI "
+            f"{s['scvi']['cells_per_s']:,.0f} cells/s: **{s['ratio_cells_per_s']:.2f}×**; peak RSS "
+            f"{s['genodae']['peak_rss_mb']:.0f} vs {s['scvi']['peak_rss_mb']:.0f} MB.", ""]
+
+
+def throughput(ds: list[dict]) -> list[str]:
+    out = ["## Scaling on generated sparse data (CPU)", "",
+           "| input | cells | hidden | batch | epochs | cells/s per epoch | peak RSS (GB) | CSR (GB) | command |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    for d in ds:
+        for r in d.get("results", []):
+            out.append(f"| {r['input']} | {r['cells']:,} | {r.get('hidden')} | {r['batch_size']} | {r['epochs']} | "
+                       f"{r['cells_per_s_per_epoch']:,.0f} | {r['peak_rss_bytes'] / 1e9:.2f} | "
+                       f"{r['csr_bytes'] / 1e9:.2f} | `{d.get('command', '?')}` |")
+    return out + [""]
+
+
+def workflow(d: dict) -> list[str]:
+    return [f"## Workflow on the built-in example ([`workflow_time.md`](workflow_time.md); {when(d)})", "",
+            f"`snakemake --cores {d['cores']}` in a fresh copy: **{d['wall_seconds']:.0f} s** for "
+            f"{d['jobs_finished']} jobs (load average {d.get('load_start')} at the start).", ""]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", type=Path, default=HERE / "results")
+    a = p.parse_args(argv)
+    lines = ["# Benchmark summary", "",
+             "Generated by `python bench/summary.py` from the JSON files in this folder; each section names the "
+             "command, date and machine of its own run. Regenerate everything with `make bench` "
+             "(= `bash bench/run_cpu.sh`).", ""]
+    missing = []
+    base, presets = load(a.results, "baselines"), load(a.results, "baselines_presets")
+    if base is None:
+        missing.append("baselines.json")
+    else:
+        if presets is not None:  # genodae's other presets, run separately (slower): same metrics, same seeds
+            base = {**base, "summary": base["summary"] + presets["summary"],
+                    "command": f"{base['command']}` + `{presets['command']}"}
+        lines += embeddings(base)
+    for name, fn in (("denoise", denoising), ("speed", speed), ("workflow_time", workflow)):
+        d = load(a.results, name)
+        if d is None:
+            missing.append(f"{name}.json")
+        else:
+            lines += fn(d)
+    tps = [d for d in (load(a.results, "throughput_cpu"), load(a.results, "throughput_cpu_backed")) if d]
+    if tps:
+        lines += throughput(tps)
+    else:
+        missing.append("throughput_cpu.json")
+    gpu = load(a.results, "gpu")
+    lines += ["## GPU", "", "See [`gpu.json`](gpu.json)." if gpu else
+              "Not run: no GPU has been lent to this project's sessions so far (`bench/gpu.sh` is ready).", ""]
+    if missing:
+        lines += ["Missing (not run yet): " + ", ".join(missing), ""]
+    (a.results / "SUMMARY.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
