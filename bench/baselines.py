@@ -119,11 +119,7 @@ def load_raw(name: str, data_dir: Path):
         m = data_dir / "scrna" / "sc_celseq2_5cl_p1.metadata.csv.gz"
         if not f.exists() or not m.exists():
             return _absent(name, f)
-        adata = genodae.read(f)
-        # the metadata CSV is R's write.csv layout (header one field short, row names first): pandas reads it
-        # with index_col=0; genodae.read(sample_sheet=...) would key it by its first *named* column instead
-        meta = pd.read_csv(m, index_col=0)
-        adata.obs = adata.obs.join(meta, how="left")
+        adata = genodae.read(f, sample_sheet=m)  # R write.csv layout: keyed by its row names
         adata = adata[adata.obs["demuxlet_cls"].astype(str) == "SNG"].copy()
         key = "cell_line_demuxlet"
     elif name == "tcga_brca":

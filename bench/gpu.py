@@ -8,6 +8,9 @@
 2. Throughput: cells per second per epoch at 100k and 1M cells × 2,000 genes, ~10% non-zeros, data
    resident on the GPU (float16), default architecture, for a few batch sizes (lr scaled by sqrt(batch/128)).
 Prints a short table; everything within ~5 minutes on one H100.
+
+``--device cpu`` runs the same code with the CPU standing in for the GPU (small sizes), so the script is
+exercised where there is no GPU (tests/test_scale.py does this).
 """
 
 from __future__ import annotations
@@ -36,8 +39,13 @@ def _scaling(X):
     return lo, np.where(hi > 0, hi, 1).astype(np.float32)
 
 
-def correctness(gpu: torch.device) -> dict:
-    X = make_csr(20_000, 2000, 0.1, seed=1)
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def correctness(gpu: torch.device, n_cells: int = 20_000) -> dict:
+    X = make_csr(n_cells, 2000, 0.1, seed=1)
     lo, hi = _scaling(X)
     cfg = DAEConfig(epochs=3, patience=0, batch_size=256, seed=0, amp=False)
     tr, va = split_cells(X.shape[0], 0.1, 0)
@@ -62,11 +70,12 @@ def correctness(gpu: torch.device) -> dict:
     x = src_cpu(va[:2048])
     g = torch.Generator().manual_seed(noise_seed(0, 7, 0))
     xc, _ = corrupt(x, cfg.corruption, 0.0, g)
+    out = m_cpu.output_activation
     with torch.no_grad():
-        lc = reconstruction_loss(m_cpu(xc)[1], x, loss="mse", output_activation="sigmoid").item()
-        lg = reconstruction_loss(m_gpu(xc.to(gpu))[1], x.to(gpu), loss="mse", output_activation="sigmoid").item()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            lb = reconstruction_loss(m_gpu(xc.to(gpu))[1], x.to(gpu), loss="mse", output_activation="sigmoid").item()
+        lc = reconstruction_loss(m_cpu(xc)[1], x, loss="mse", output_activation=out).item()
+        lg = reconstruction_loss(m_gpu(xc.to(gpu))[1], x.to(gpu), loss="mse", output_activation=out).item()
+        with torch.autocast(gpu.type, dtype=torch.bfloat16):
+            lb = reconstruction_loss(m_gpu(xc.to(gpu))[1].float(), x.to(gpu), loss="mse", output_activation=out).item()
             zb = m_gpu.encode(src_gpu(va)).float().cpu().numpy()
     rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))  # noqa: E731
     res["same_weights_loss_rel_err_fp32"] = abs(lg - lc) / lc
@@ -88,7 +97,7 @@ def throughput(gpu: torch.device, n_cells: int, batch_sizes: list[int], epochs: 
     lo, hi = _scaling(X)
     t0 = time.perf_counter()
     src = make_source(X, lo, hi, gpu, clip=True)
-    torch.cuda.synchronize()
+    sync(gpu)
     t_upload = time.perf_counter() - t0
     del X
     rows = []
@@ -101,21 +110,24 @@ def throughput(gpu: torch.device, n_cells: int, batch_sizes: list[int], epochs: 
         # warm-up epoch (CUDA context, kernels, allocator), not timed
         fit(m, src, DAEConfig(**{**cfg.to_dict(), "hidden": cfg.hidden, "epochs": 1}), train_idx=tr[:200_000],
             val_idx=va, progress=False)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(gpu)
+        sync(gpu)
+        if gpu.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(gpu)
         h = fit(m, src, cfg, train_idx=tr, val_idx=va, progress=False)
-        torch.cuda.synchronize()
+        sync(gpu)
         rows.append({
             "cells": n_cells, "genes": 2000, "batch_size": bs, "lr": lr, "epochs": h.epochs_run,
             "seconds": h.seconds, "cells_per_s_per_epoch": len(tr) * h.epochs_run / h.seconds,
             "final_train_loss": h.train_loss[-1], "final_val_loss": h.val_loss[-1],
-            "placement": src.placement, "peak_gpu_mem_gb": torch.cuda.max_memory_allocated(gpu) / 1e9,
+            "placement": src.placement,
+            "peak_gpu_mem_gb": torch.cuda.max_memory_allocated(gpu) / 1e9 if gpu.type == "cuda" else float("nan"),
             "data_gen_s": t_gen, "upload_s": t_upload,
         })
         print(f"  {n_cells:>9,} cells  batch {bs:>5}  {rows[-1]['cells_per_s_per_epoch']:>12,.0f} cells/s/epoch  "
               f"val {h.val_loss[-1]:.4f}", flush=True)
     del src
-    torch.cuda.empty_cache()
+    if gpu.type == "cuda":
+        torch.cuda.empty_cache()
     return rows
 
 
@@ -124,15 +136,17 @@ def main() -> None:
     p.add_argument("--cells", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 8192])
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--check-cells", type=int, default=20_000, help="cells of the correctness check")
+    p.add_argument("--device", default="cuda", help="cuda, or cpu to exercise the script without a GPU")
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: this script is for a GPU machine")
-    gpu = torch.device("cuda")
-    name = torch.cuda.get_device_name(gpu)
+    gpu = torch.device(args.device)
+    if gpu.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: this script is for a GPU machine (--device cpu to exercise it)")
+    name = torch.cuda.get_device_name(gpu) if gpu.type == "cuda" else "cpu (stand-in for a GPU)"
     print(f"device: {name}, torch {torch.__version__}", flush=True)
     t0 = time.perf_counter()
-    check = correctness(gpu)
+    check = correctness(gpu, args.check_cells)
     print("correctness (GPU vs CPU):")
     for k, v in check.items():
         print(f"  {k:48s} {v:.3g}")

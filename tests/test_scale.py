@@ -158,3 +158,23 @@ def test_workflow_launches_one_ddp_rank_per_gpu(tmp_path):
     assert "--device cuda" in out.stdout
     single = subprocess.run([snakemake, "-n", "-p"], cwd=work, capture_output=True, text=True, timeout=120)
     assert "python -m genodae train" in single.stdout and "torchrun" not in single.stdout
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_with_the_cpu_standing_in(tmp_path):
+    """bench/gpu.py has only ever run where there is no GPU: exercise every path of it on CPU, small."""
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--device", "cpu", "--cells", "3000",
+                           "--batch-sizes", "256", "--epochs", "1", "--check-cells", "2000", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    res = json.loads(out.read_text())
+    c = res["correctness"]
+    assert c["same_weights_loss_rel_err_fp32"] == 0 and c["same_weights_embedding_rel_err_fp32"] == 0
+    assert 0 < c["same_weights_embedding_rel_err_bf16"] < 0.05  # bf16 really ran, and stays close
+    (row,) = res["throughput"]
+    assert row["cells"] == 3000 and row["cells_per_s_per_epoch"] > 0 and np.isfinite(row["final_val_loss"])
+    assert "| 3,000 | 2000 | 256 |" in proc.stdout
