@@ -47,7 +47,7 @@ def register(subparsers) -> None:
                    help="rotate each model before clustering its nodes (default: varimax)")
     _readout(p)
     p.add_argument("--min-corr", type=float, default=0.5, help="nodes cluster when |r| >= this (default: 0.5)")
-    p.add_argument("--min-support", type=int, help="models a consensus node needs (default: a majority)")
+    p.add_argument("--min-support", type=int, help="models a consensus node needs (default: half, rounded up)")
     p.add_argument("--embedding", metavar="TSV", help="also write consensus activities, cells × consensus nodes")
     p.add_argument("--support", metavar="TSV", help="also write support and members of each consensus node")
     p.add_argument("--stability", metavar="TSV", help="also write the pairwise stability of the models")
@@ -278,7 +278,7 @@ def cmd_ensemble(args: argparse.Namespace) -> None:
     W = gene_weights(target, "dae_ensemble")
     if W.shape[1] == 0:
         raise UserError(f"no node is shared by enough models (|r| >= {args.min_corr}, support >= "
-                        f"{args.min_support or 'a majority'}); lower --min-corr or --min-support")
+                        f"{args.min_support or 'half the models'}); lower --min-corr or --min-support")
     info = target.uns["dae_ensemble"]
     support = info["members"].merge(info["support"], left_on="cluster", right_index=True)
     support["model"] = [args.inputs[int(m[5:])] if str(m).startswith("model") else m for m in support["model"]]

@@ -466,8 +466,8 @@ def consensus(
     Every node is a weight vector over the common genes, scaled to unit SD. Average-linkage hierarchical
     clustering on ``1 − |r|`` is cut at ``1 − min_corr``; in each cluster the members' signs are aligned to
     the member most correlated with the others, and their weights averaged. *Support* = the number of
-    distinct models with a node in the cluster; clusters with support below ``min_support`` (default: a
-    majority of the models) are dropped.
+    distinct models with a node in the cluster; clusters with support below ``min_support`` (default: half the
+    models, rounded up, so that two seeds never fail for want of a shared node) are dropped.
 
     Consensus activities of cells (when ``embeddings`` are given, cells × nodes per model, same cells): the
     mean of the members' activities, each z-scored and sign-aligned. This uses each model's own encoder
@@ -583,7 +583,7 @@ def ensemble(
     min_corr
         Nodes join a cluster when their weight vectors correlate with |r| ≥ ``min_corr`` (average linkage).
     min_support
-        Models a consensus node needs (default: a majority).
+        Models a consensus node needs (default: half of them, rounded up).
     key_added
         Prefix of the consensus keys.
 
