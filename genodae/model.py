@@ -102,7 +102,8 @@ class DAE:
             raise UserError(f"out of GPU memory with batch_size={cfg.batch_size}; lower --batch-size, stream "
                             "minibatches from host memory (--data-placement host), or train on CPU (--device cpu)") from None
         self.weights = gene_weights(self.module, source, seed=cfg.seed)
-        ratio = collapse_ratio(embed(self.module, source, self.val_idx if len(self.val_idx) > 1 else train_idx))
+        probe = np.sort((self.val_idx if len(self.val_idx) > 1 else train_idx)[:2000])  # sorted: cheap when backed
+        ratio = collapse_ratio(embed(self.module, source, probe))
         if ratio < COLLAPSED:
             log.warning("training collapsed: every cell gets nearly the same embedding (largest latent sd is %.1g "
                         "of its values), so the model learned little beyond the gene means; lower --lr, or use "
