@@ -42,6 +42,15 @@ def _parse_hidden(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"hidden sizes must be integers separated by commas, not {text!r}") from None
 
 
+def _parse_epochs(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"  # DAEConfig turns it into None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"epochs must be a whole number or auto, not {text!r}") from None
+
+
 def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = ()) -> None:
     """One flag per dataclass field, default None (= preset/settings file/dataclass default), help shows the default."""
     g = p.add_argument_group(title)
@@ -56,6 +65,9 @@ def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type, title: str, skip
         hint = hints[f.name]
         if hint is bool:
             g.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif f.name == "epochs":
+            g.add_argument(_flag(f.name), dest=f.name, type=_parse_epochs, default=None, metavar="N|auto",
+                           help=help_.replace("(default: None)", "(default: auto)"))
         elif f.name == "hidden":
             g.add_argument(_flag(f.name), dest=f.name, type=_parse_hidden, default=None, metavar="N,N,...",
                            help=help_ + "; '' for none")

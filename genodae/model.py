@@ -190,7 +190,7 @@ class DAE:
         """What ``uns[key]`` holds: settings, preparation, loss history, genes, version (h5ad-safe types)."""
         h = self.history or History()
         return {
-            "params": _h5_safe(self.config.to_dict()),
+            "params": _h5_safe({**self.config.to_dict(), "epochs": self.config.epochs or "auto"}),
             "prepare": _h5_safe(self.prep),
             "layer": self.layer or "X",
             "genes_used": np.asarray(self.genes, dtype=str),
@@ -199,6 +199,7 @@ class DAE:
                 "val_loss": np.asarray(h.val_loss, dtype=np.float64),
                 "best_epoch": int(h.best_epoch),
                 "epochs_run": int(h.epochs_run),
+                "max_epochs": int(h.max_epochs),
                 "stopped_early": bool(h.stopped_early),
                 "seconds": float(h.seconds),
                 "device": str(h.device),

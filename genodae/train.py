@@ -232,6 +232,7 @@ class History:
     best_epoch: int = -1
     best_loss: float = math.inf
     epochs_run: int = 0
+    max_epochs: int = 0  # config.max_epochs(): epochs, or what epochs=None (auto) resolved to
     stopped_early: bool = False
     seconds: float = 0.0
     device: str = "cpu"
@@ -284,15 +285,17 @@ def fit(
     opt = make_optimizer(module, config)
     amp = config.amp and device.type == "cuda"
     noise_gen = torch.Generator(device=device)
-    hist = History(device=str(device))
+    max_epochs = config.max_epochs(len(train_idx))
+    hist = History(device=str(device), max_epochs=max_epochs)
     best_state = _copy_state(module)
     bad_epochs, start_epoch = 0, 0
     ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
     if resume and ckpt is not None and ckpt.exists():
         start_epoch, best_state, bad_epochs = _load_checkpoint(ckpt, module, opt, hist, config)
+        hist.max_epochs = max_epochs  # a resumed run may be given more epochs
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
         if hist.stopped_early:
-            start_epoch = config.epochs  # it had already stopped early: nothing left to train
+            start_epoch = max_epochs  # it had already stopped early: nothing left to train
     elif resume:
         log.info("--resume: no checkpoint at %s, starting from scratch", ckpt)
     monitor_idx = val_idx if len(val_idx) else train_idx
@@ -302,7 +305,7 @@ def fit(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.epochs, initial=start_epoch, desc="training", unit="epoch")
+        bar = tqdm(total=max_epochs, initial=start_epoch, desc="training", unit="epoch")
 
     rank, world = _dist_info()
     net = module
@@ -311,7 +314,7 @@ def fit(
     t0 = time.perf_counter()
     n_train, bs = len(train_idx), config.batch_size
     train_t = torch.as_tensor(train_idx, dtype=torch.long)
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(start_epoch, max_epochs):
         torch.manual_seed(noise_seed(config.seed, epoch, -1))  # dropout
         shuffle = torch.Generator().manual_seed(noise_seed(config.seed, epoch, -2))
         order = source.epoch_order(train_t, shuffle).to(source.index_device, non_blocking=True)
@@ -360,8 +363,8 @@ def fit(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}")
-        elif (epoch + 1) % max(1, config.epochs // 10) == 0 or epoch == 0:
-            log.info("epoch %d/%d  train %.5g  val %.5g", epoch + 1, config.epochs, train_loss, val_loss)
+        elif (epoch + 1) % max(1, max_epochs // 10) == 0 or epoch == 0:
+            log.info("epoch %d/%d  train %.5g  val %.5g", epoch + 1, max_epochs, train_loss, val_loss)
         stop = config.patience > 0 and bad_epochs >= config.patience
         hist.stopped_early = stop  # recorded before the checkpoint, so a resumed run knows it is finished
         if ckpt is not None and rank == 0 and checkpoint_every > 0 and ((epoch + 1) % checkpoint_every == 0 or stop):

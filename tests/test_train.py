@@ -359,3 +359,19 @@ def test_absent_cuda_device_is_a_user_error():
     with pytest.raises(UserError, match="cuda"):
         resolve_device("cuda")
     assert resolve_device("auto") == CPU
+
+
+def test_auto_epochs_give_small_data_enough_updates(lowrank, monkeypatch):
+    from genodae import config as C
+
+    assert DAEConfig().epochs is None and DAEConfig(epochs="auto").epochs is None
+    # 198 training samples in batches of 128: 2 updates per epoch, so auto allows 1,000 epochs (2,000 updates)
+    assert DAEConfig().max_epochs(198) == 1000
+    # 3,843 cells: 31 updates per epoch, 100 epochs are already >= 2,000 updates
+    assert DAEConfig().max_epochs(3843) == 100
+    assert DAEConfig(epochs=7).max_epochs(198) == 7  # an explicit value is kept
+    monkeypatch.setattr(C, "MIN_STEPS", 150)  # small, for speed: 1 update per epoch below
+    cfg = _cfg(epochs=None, patience=0, batch_size=512)
+    tr, va = split_cells(lowrank.shape[0], cfg.val_fraction, cfg.seed)
+    h = fit(_module(cfg), _source(lowrank), cfg, train_idx=tr, val_idx=va, progress=False)
+    assert h.max_epochs == h.epochs_run == 150
