@@ -264,7 +264,8 @@ def scvi_epochs_for(n_cells: int, cap: int) -> int:
 
 
 def run(datasets, seeds, methods, data_dir, scvi_cap, threads=1, done=frozenset(), on_rows=None,
-        progress=print) -> list[dict]:
+        progress=print, variants=None) -> list[dict]:
+    variants = variants or {}
     rows = []
     for name in datasets:
         raw = load_raw(name, data_dir)
@@ -291,6 +292,11 @@ def run(datasets, seeds, methods, data_dir, scvi_cap, threads=1, done=frozenset(
                     Z, info, _ = embed_genodae(adata, seed, threads)
                 elif m.startswith("genodae_"):
                     Z, info, _ = embed_genodae(adata, seed, threads, preset=m.removeprefix("genodae_"))
+                elif m.startswith("genodae:"):  # --variant NAME=JSON
+                    settings = dict(variants[m.partition(":")[2]])
+                    scaling = settings.pop("scaling", None)
+                    a = Q._rescale(adata, scaling) if scaling else adata
+                    Z, info, _ = embed_genodae(a, seed, threads, **settings)
                 elif m == "pca":
                     Z, info = embed_pca(adata, seed)
                 elif m == "ica":
@@ -463,6 +469,9 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--out", type=Path, default=HERE / "results" / "baselines", help="writes OUT.json and OUT.md")
     p.add_argument("--resume", action="store_true", help="keep the runs in OUT.json and skip them")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                   help="also run genodae with these settings (DAEConfig fields, or scaling) as method "
+                        "genodae:NAME, e.g. 'long={\"epochs\": 1500}' (repeatable)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     set_threads(a.threads)
@@ -470,6 +479,14 @@ def main(argv=None) -> int:
     bad = set(methods) - set(METHODS + PRESET_METHODS)
     if bad:
         p.error(f"unknown method(s) {', '.join(sorted(bad))}")
+    variants = {}
+    for v in a.variant:
+        vname, _, js = v.partition("=")
+        try:
+            variants[vname] = json.loads(js)
+        except json.JSONDecodeError as e:
+            p.error(f"--variant {v!r}: settings are not JSON ({e})")
+    methods += [f"genodae:{n}" for n in variants]
     old, prev_s = [], 0.0
     if a.resume and Path(f"{a.out}.json").exists():
         prev = json.loads(Path(f"{a.out}.json").read_text())
@@ -483,8 +500,10 @@ def main(argv=None) -> int:
                 "machine": Q.machine(), "load_start": load0, "versions": versions(), "seeds": a.seeds,
                 "datasets": sorted({r["dataset"] for r in old + rows_now}, key=list(DATASETS).index),
                 "data_dir": str(a.data_dir), "total_seconds": prev_s + time.perf_counter() - t0,
-                "methods": {k: v for k, v in method_descriptions(a.scvi_epochs).items()
-                            if k in set(methods) | {r["method"] for r in old}}}
+                "methods": {**{k: v for k, v in method_descriptions(a.scvi_epochs).items()
+                               if k in set(methods) | {r["method"] for r in old}},
+                            **{f"genodae:{n}": {"what": "genodae.tl.dae with these settings", **v}
+                               for n, v in variants.items()}}}
 
     rows_now: list[dict] = []
 
@@ -493,7 +512,7 @@ def main(argv=None) -> int:
         write(a.out, old + rows, meta())
 
     rows = run(a.datasets, a.seeds, methods, a.data_dir, a.scvi_epochs, a.threads, done, on_rows=save,
-               progress=lambda s: print(s, flush=True))
+               progress=lambda s: print(s, flush=True), variants=variants)
     rows_now[:] = rows
     md = write(a.out, old + rows, meta())
     print(md)

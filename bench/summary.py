@@ -94,13 +94,29 @@ def speed(d: dict) -> list[str]:
 
 def throughput(ds: list[dict]) -> list[str]:
     out = ["## Scaling on generated sparse data (CPU)", "",
-           "| input | cells | hidden | batch | epochs | cells/s per epoch | peak RSS (GB) | CSR (GB) | command |",
-           "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+           "| input | cells | hidden | batch | epochs | cells/s per epoch | peak RSS (GB) | CSR (GB) |",
+           "|---|---:|---|---:|---:|---:|---:|---:|"]
     for d in ds:
         for r in d.get("results", []):
             out.append(f"| {r['input']} | {r['cells']:,} | {r.get('hidden')} | {r['batch_size']} | {r['epochs']} | "
                        f"{r['cells_per_s_per_epoch']:,.0f} | {r['peak_rss_bytes'] / 1e9:.2f} | "
-                       f"{r['csr_bytes'] / 1e9:.2f} | `{d.get('command', '?')}` |")
+                       f"{r['csr_bytes'] / 1e9:.2f} |")
+    out.append("")
+    out += [f"`{d.get('command', '?')}` ({when(d)})" + ("  " if i < len(ds) - 1 else "") for i, d in enumerate(ds)]
+    return out + [""]
+
+
+def tuning(d: dict) -> list[str]:
+    """Means over the core datasets of bench/quality.py: the defaults before and after tuning, vs PCA."""
+    core = [r for r in d["summary"] if not r["dataset"].endswith(("_thin20",))]
+    out = [f"## Defaults before and after tuning ([`quality.md`](quality.md); `{d['command']}`; {when(d)})", "",
+           "Mean over " + ", ".join(sorted({r['dataset'] for r in core})) + " of the per-dataset means (seeds "
+           + ", ".join(map(str, d["seeds"])) + ").", "",
+           "| method | 15-NN acc | ARI | ARI* |", "|---|---|---|---|"]
+    for m in dict.fromkeys(r["method"] for r in core):
+        rs = [r for r in core if r["method"] == m]
+        vals = [sum(r.get(f"{k}_mean", float("nan")) for r in rs) / len(rs) for k in ("knn_acc", "ari", "ari_opt")]
+        out.append(f"| {m} | " + " | ".join("–" if v != v else f"{v:.3f}" for v in vals) + " |")
     return out + [""]
 
 
@@ -127,7 +143,7 @@ def main(argv=None) -> int:
             base = {**base, "summary": base["summary"] + presets["summary"],
                     "command": f"{base['command']}` + `{presets['command']}"}
         lines += embeddings(base)
-    for name, fn in (("denoise", denoising), ("speed", speed), ("workflow_time", workflow)):
+    for name, fn in (("quality", tuning), ("denoise", denoising), ("speed", speed), ("workflow_time", workflow)):
         d = load(a.results, name)
         if d is None:
             missing.append(f"{name}.json")
