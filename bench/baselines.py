@@ -457,6 +457,18 @@ def write(out: Path, rows, meta):
     return md
 
 
+def parse_variants(p: argparse.ArgumentParser, items: list[str]) -> dict[str, dict]:
+    """``--variant NAME=JSON`` options (also used by denoise.py) as {NAME: settings}."""
+    variants = {}
+    for v in items:
+        name, _, js = v.partition("=")
+        try:
+            variants[name] = json.loads(js)
+        except json.JSONDecodeError as e:
+            p.error(f"--variant {v!r}: settings are not JSON ({e})")
+    return variants
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -479,13 +491,7 @@ def main(argv=None) -> int:
     bad = set(methods) - set(METHODS + PRESET_METHODS)
     if bad:
         p.error(f"unknown method(s) {', '.join(sorted(bad))}")
-    variants = {}
-    for v in a.variant:
-        vname, _, js = v.partition("=")
-        try:
-            variants[vname] = json.loads(js)
-        except json.JSONDecodeError as e:
-            p.error(f"--variant {v!r}: settings are not JSON ({e})")
+    variants = parse_variants(p, a.variant)
     methods += [f"genodae:{n}" for n in variants]
     old, prev_s = [], 0.0
     if a.resume and Path(f"{a.out}.json").exists():

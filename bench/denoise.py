@@ -249,13 +249,7 @@ def main(argv=None) -> int:
     methods = [m for m in a.methods.split(",") if m]
     if set(methods) - set(METHODS):
         p.error(f"unknown method(s) {set(methods) - set(METHODS)}")
-    variants = {}
-    for v in a.variant:
-        name, _, js = v.partition("=")
-        try:
-            variants[name] = json.loads(js)
-        except json.JSONDecodeError as e:
-            p.error(f"--variant {v!r}: settings are not JSON ({e})")
+    variants = B.parse_variants(p, a.variant)
     at = methods.index("genodae") + 1 if "genodae" in methods else 0
     methods[at:at] = [f"genodae:{n}" for n in variants]
     t0, load0 = time.perf_counter(), round(os.getloadavg()[0], 1)
