@@ -89,7 +89,7 @@ class DAEConfig:
         for h in self.hidden:
             _check_range("hidden", h, lo=1, integer=True)
         self.hidden = tuple(int(h) for h in self.hidden)
-        if self.epochs in ("auto", "null", "None", ""):
+        if isinstance(self.epochs, str) and self.epochs.strip().lower() == "auto":
             self.epochs = None
         for name, lo in (("n_latent", 1), ("batch_size", 1), ("epochs", 1), ("patience", 0), ("seed", 0),
                          ("num_threads", 0)):

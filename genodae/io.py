@@ -874,7 +874,6 @@ def _read_sample_sheet(sheet_path: str | os.PathLike) -> pd.DataFrame:
     if not lines or not lines[0].strip():
         raise UserError(f"Sample sheet {path} is empty (no header line).")
     sep = _sniff_sep(lines[0], _TABLE_EXTS[ext])
-    columns = list(_read_csv(path, sep=sep, nrows=0).columns)
     fields = [next(csv.reader([ln], delimiter=sep)) for ln in lines]
     if len(fields) == 2 and len(fields[1]) == len(fields[0]) + 1:
         # R's write.csv layout: the header has no name for the row-name column, which holds the keys
@@ -883,6 +882,7 @@ def _read_sample_sheet(sheet_path: str | os.PathLike) -> pd.DataFrame:
         keys = sheet.pop(0)
         sheet.columns = [c.strip() for c in fields[0]]
     else:
+        columns = list(_read_csv(path, sep=sep, nrows=0).columns)
         lower = {str(c).strip().lower(): c for c in columns}
         key = next((lower[k] for k in _SHEET_KEYS if k in lower), columns[0])
         sheet = _read_csv(path, sep=sep, dtype={key: str}, keep_default_na=True)
