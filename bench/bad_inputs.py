@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 OOM_RUNNER = (
     "import sys, torch, genodae.train as t\n"
     "def oom(*a, **k): raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')\n"
-    "t.reconstruction_loss = oom\n"
+    "t.batch_nll = oom\n"
     "from genodae.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import machine, make_csr  # noqa: E402
 
 from genodae.config import DAEConfig  # noqa: E402
-from genodae.nn import corrupt, noise_seed, reconstruction_loss  # noqa: E402
+from genodae.nn import corrupt, noise_seed  # noqa: E402
 from genodae.train import build_module, embed, evaluate_loss, fit, make_source, split_cells  # noqa: E402
 
 
@@ -44,69 +44,98 @@ def sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def correctness(gpu: torch.device, n_cells: int = 20_000) -> dict:
-    X = make_csr(n_cells, 2000, 0.1, seed=1)
+LIKELIHOODS = ("normal", "poisson", "nb", "zinb")
+
+
+def _counts_and_input(n_cells: int, seed: int):
+    """Integer counts (CSR, 1-20 at the non-zeros) and their log1p as the model input."""
+    X = make_csr(n_cells, 2000, 0.1, seed=seed)
+    C = X.copy()
+    C.data = np.rint(C.data * 19) + 1
+    L = C.copy()
+    L.data = np.log1p(L.data)
+    return C, L
+
+
+def _step_nll(m, src, rows, xc, x):
+    """Mean per-entry NLL of one batch (the training loss) with the module's likelihood."""
+    z, logits = m(xc)
+    if m.counts:
+        y = src.target(rows)
+        return m.nll(z, logits, y, y.sum(1)).mean().item()
+    return m.nll(z, logits, x).mean().item()
+
+
+def correctness(gpu: torch.device, n_cells: int = 20_000, likelihoods=LIKELIHOODS) -> dict:
+    """Per likelihood: the same weights give the same loss and embedding on GPU (fp32, bf16) as on CPU, and
+    three epochs trained on each end at about the same validation loss."""
+    C, X = _counts_and_input(n_cells, seed=1)
     lo, hi = _scaling(X)
-    cfg = DAEConfig(epochs=3, patience=0, batch_size=256, seed=0, amp=False)
     tr, va = split_cells(X.shape[0], 0.1, 0)
     res = {}
-    runs = {}
-    for name, dev, amp in (("cpu", torch.device("cpu"), False), ("gpu_fp32", gpu, False), ("gpu_bf16", gpu, True)):
-        torch.manual_seed(0)
-        m = build_module(2000, cfg, cfg.resolved_output_activation())
-        c = DAEConfig(**{**cfg.to_dict(), "hidden": cfg.hidden, "amp": amp})
-        src = make_source(X, lo, hi, dev, clip=True)
-        h = fit(m, src, c, train_idx=tr, val_idx=va, progress=False)
-        runs[name] = (m, h)
-    m_cpu = runs["cpu"][0]
-    src_cpu = make_source(X, lo, hi, torch.device("cpu"), clip=True)
-    z_cpu = embed(m_cpu, src_cpu, va)
-    l_cpu = evaluate_loss(m_cpu, src_cpu, va, cfg)
-    m_gpu = build_module(2000, cfg, cfg.resolved_output_activation()).to(gpu)
-    m_gpu.load_state_dict(m_cpu.state_dict())
-    src_gpu = make_source(X, lo, hi, gpu, clip=True)
-    z_gpu = embed(m_gpu, src_gpu, va)
-    # the validation noise of a CUDA generator differs from the CPU's: compare the loss on the same noise
-    x = src_cpu(va[:2048])
-    g = torch.Generator().manual_seed(noise_seed(0, 7, 0))
-    xc, _ = corrupt(x, cfg.corruption, 0.0, g)
-    out = m_cpu.output_activation
-    with torch.no_grad():
-        lc = reconstruction_loss(m_cpu(xc)[1], x, loss="mse", output_activation=out).item()
-        lg = reconstruction_loss(m_gpu(xc.to(gpu))[1], x.to(gpu), loss="mse", output_activation=out).item()
-        with torch.autocast(gpu.type, dtype=torch.bfloat16):
-            lb = reconstruction_loss(m_gpu(xc.to(gpu))[1].float(), x.to(gpu), loss="mse", output_activation=out).item()
-            zb = m_gpu.encode(src_gpu(va)).float().cpu().numpy()
     rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))  # noqa: E731
-    res["same_weights_loss_rel_err_fp32"] = abs(lg - lc) / lc
-    res["same_weights_loss_rel_err_bf16"] = abs(lb - lc) / lc
-    res["same_weights_embedding_rel_err_fp32"] = rel(z_gpu, z_cpu)
-    res["same_weights_embedding_rel_err_bf16"] = rel(zb, z_cpu)
-    res["val_loss_cpu"] = l_cpu
-    for name in ("cpu", "gpu_fp32", "gpu_bf16"):
-        res[f"trained_final_val_loss_{name}"] = runs[name][1].val_loss[-1]
-    res["trained_val_loss_rel_diff_gpu_fp32_vs_cpu"] = abs(runs["gpu_fp32"][1].val_loss[-1] - runs["cpu"][1].val_loss[-1]) / runs["cpu"][1].val_loss[-1]
-    res["trained_val_loss_rel_diff_gpu_bf16_vs_cpu"] = abs(runs["gpu_bf16"][1].val_loss[-1] - runs["cpu"][1].val_loss[-1]) / runs["cpu"][1].val_loss[-1]
+    for lik in likelihoods:
+        cfg = DAEConfig(epochs=3, patience=0, batch_size=256, seed=0, amp=False, gene_likelihood=lik)
+        out = cfg.resolved_output_activation(lik)
+        counts = C if lik != "normal" else None
+        runs = {}
+        for name, dev, amp in (("cpu", torch.device("cpu"), False), ("gpu_fp32", gpu, False), ("gpu_bf16", gpu, True)):
+            torch.manual_seed(0)
+            m = build_module(2000, cfg, out, lik)
+            c = DAEConfig(**{**cfg.to_dict(), "hidden": cfg.hidden, "amp": amp})
+            src = make_source(X, lo, hi, dev, clip=True, counts=counts)
+            h = fit(m, src, c, train_idx=tr, val_idx=va, progress=False)
+            runs[name] = (m, h)
+        m_cpu = runs["cpu"][0]
+        src_cpu = make_source(X, lo, hi, torch.device("cpu"), clip=True, counts=counts)
+        z_cpu = embed(m_cpu, src_cpu, va)
+        m_gpu = build_module(2000, cfg, out, lik).to(gpu)
+        m_gpu.load_state_dict(m_cpu.state_dict())
+        src_gpu = make_source(X, lo, hi, gpu, clip=True, counts=counts)
+        z_gpu = embed(m_gpu, src_gpu, va)
+        # the validation noise of a CUDA generator differs from the CPU's: compare the loss on the same noise
+        rows = va[:2048]
+        x = src_cpu(rows)
+        g = torch.Generator().manual_seed(noise_seed(0, 7, 0))
+        xc, _ = corrupt(x, cfg.corruption, 0.0, g)
+        with torch.no_grad():
+            lc = _step_nll(m_cpu, src_cpu, rows, xc, x)
+            lg = _step_nll(m_gpu, src_gpu, rows, xc.to(gpu), x.to(gpu))
+            with torch.autocast(gpu.type, dtype=torch.bfloat16):
+                lb = _step_nll(m_gpu, src_gpu, rows, xc.to(gpu), x.to(gpu))
+                zb = m_gpu.encode(src_gpu(va)).float().cpu().numpy()
+        res[f"{lik}_same_weights_loss_rel_err_fp32"] = abs(lg - lc) / abs(lc)
+        res[f"{lik}_same_weights_loss_rel_err_bf16"] = abs(lb - lc) / abs(lc)
+        res[f"{lik}_same_weights_embedding_rel_err_fp32"] = rel(z_gpu, z_cpu)
+        res[f"{lik}_same_weights_embedding_rel_err_bf16"] = rel(zb, z_cpu)
+        res[f"{lik}_val_loss_cpu"] = evaluate_loss(m_cpu, src_cpu, va, cfg)
+        for name in ("cpu", "gpu_fp32", "gpu_bf16"):
+            res[f"{lik}_trained_final_val_loss_{name}"] = runs[name][1].val_loss[-1]
+        v = {k: runs[k][1].val_loss[-1] for k in runs}
+        res[f"{lik}_trained_val_loss_rel_diff_gpu_fp32_vs_cpu"] = abs(v["gpu_fp32"] - v["cpu"]) / abs(v["cpu"])
+        res[f"{lik}_trained_val_loss_rel_diff_gpu_bf16_vs_cpu"] = abs(v["gpu_bf16"] - v["cpu"]) / abs(v["cpu"])
     return res
 
 
-def throughput(gpu: torch.device, n_cells: int, batch_sizes: list[int], epochs: int) -> list[dict]:
+def throughput(gpu: torch.device, n_cells: int, batch_sizes: list[int], epochs: int,
+               likelihood: str = "nb") -> list[dict]:
     t0 = time.perf_counter()
-    X = make_csr(n_cells, 2000, 0.1, seed=0)
+    C, X = _counts_and_input(n_cells, seed=0)
     t_gen = time.perf_counter() - t0
     lo, hi = _scaling(X)
     t0 = time.perf_counter()
-    src = make_source(X, lo, hi, gpu, clip=True)
+    src = make_source(X, lo, hi, gpu, clip=True, counts=C if likelihood != "normal" else None)
     sync(gpu)
     t_upload = time.perf_counter() - t0
-    del X
+    del X, C
     rows = []
     for bs in batch_sizes:
         lr = 1e-3 * (bs / 128) ** 0.5  # documented rule: lr grows with sqrt(batch size) for Adam
-        cfg = DAEConfig(epochs=epochs, patience=0, batch_size=bs, lr=lr, val_fraction=0.01, seed=0, amp=True)
+        cfg = DAEConfig(epochs=epochs, patience=0, batch_size=bs, lr=lr, val_fraction=0.01, seed=0, amp=True,
+                        gene_likelihood=likelihood)
         tr, va = split_cells(n_cells, cfg.val_fraction, 0)
         torch.manual_seed(0)
-        m = build_module(2000, cfg, cfg.resolved_output_activation())
+        m = build_module(2000, cfg, cfg.resolved_output_activation(likelihood), likelihood)
         # warm-up epoch (CUDA context, kernels, allocator), not timed
         fit(m, src, DAEConfig(**{**cfg.to_dict(), "hidden": cfg.hidden, "epochs": 1}), train_idx=tr[:200_000],
             val_idx=va, progress=False)
@@ -116,14 +145,14 @@ def throughput(gpu: torch.device, n_cells: int, batch_sizes: list[int], epochs: 
         h = fit(m, src, cfg, train_idx=tr, val_idx=va, progress=False)
         sync(gpu)
         rows.append({
-            "cells": n_cells, "genes": 2000, "batch_size": bs, "lr": lr, "epochs": h.epochs_run,
+            "cells": n_cells, "genes": 2000, "likelihood": likelihood, "batch_size": bs, "lr": lr, "epochs": h.epochs_run,
             "seconds": h.seconds, "cells_per_s_per_epoch": len(tr) * h.epochs_run / h.seconds,
             "final_train_loss": h.train_loss[-1], "final_val_loss": h.val_loss[-1],
             "placement": src.placement,
             "peak_gpu_mem_gb": torch.cuda.max_memory_allocated(gpu) / 1e9 if gpu.type == "cuda" else float("nan"),
             "data_gen_s": t_gen, "upload_s": t_upload,
         })
-        print(f"  {n_cells:>9,} cells  batch {bs:>5}  {rows[-1]['cells_per_s_per_epoch']:>12,.0f} cells/s/epoch  "
+        print(f"  {n_cells:>9,} cells  {likelihood:>7}  batch {bs:>5}  {rows[-1]['cells_per_s_per_epoch']:>12,.0f} cells/s/epoch  "
               f"val {h.val_loss[-1]:.4f}", flush=True)
     del src
     if gpu.type == "cuda":
@@ -136,6 +165,8 @@ def main() -> None:
     p.add_argument("--cells", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 8192])
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--likelihoods", nargs="+", default=["normal", "nb"], choices=LIKELIHOODS,
+                   help="gene likelihoods to time (every one is checked for correctness)")
     p.add_argument("--check-cells", type=int, default=20_000, help="cells of the correctness check")
     p.add_argument("--device", default="cuda", help="cuda, or cpu to exercise the script without a GPU")
     p.add_argument("--out", default=None)
@@ -152,11 +183,12 @@ def main() -> None:
         print(f"  {k:48s} {v:.3g}")
     tp = []
     for n in args.cells:
-        tp += throughput(gpu, n, args.batch_sizes, args.epochs)
-    print("\n| cells | genes | batch | lr | epochs | cells/s per epoch | peak GPU mem (GB) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+        for lik in args.likelihoods:
+            tp += throughput(gpu, n, args.batch_sizes, args.epochs, lik)
+    print("\n| cells | genes | likelihood | batch | lr | epochs | cells/s per epoch | peak GPU mem (GB) |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in tp:
-        print(f"| {r['cells']:,} | {r['genes']} | {r['batch_size']} | {r['lr']:.2g} | {r['epochs']} | "
+        print(f"| {r['cells']:,} | {r['genes']} | {r['likelihood']} | {r['batch_size']} | {r['lr']:.2g} | {r['epochs']} | "
               f"{r['cells_per_s_per_epoch']:,.0f} | {r['peak_gpu_mem_gb']:.2f} |")
     print(f"total {time.perf_counter() - t0:.0f} s")
     if args.out:

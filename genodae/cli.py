@@ -102,6 +102,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint when there is one")
 
 
+def _denoised_scale_arg(p: argparse.ArgumentParser) -> None:
+    from .model import DENOISED_SCALES
+
+    p.add_argument("--denoised-scale", choices=DENOISED_SCALES, default="auto",
+                   help="scale of the denoised layer: normalized (per target_sum counts; auto for count "
+                        "likelihoods), counts (expected counts at each cell's library), log1p, or input (the "
+                        "prepared X's scale; auto for normal/bernoulli)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="genodae", description="Masking-noise denoising autoencoders for gene expression.")
     parser.add_argument("--version", action="version", version=f"genodae {__version__}")
@@ -144,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="annotated .h5ad")
     p.add_argument("--key", default="dae", help="prefix of the keys written (default: dae)")
     p.add_argument("--denoised", action="store_true", help="also write layers['<key>_denoised'] (dense)")
+    _denoised_scale_arg(p)
     p.add_argument("--allow-missing-genes", action="store_true",
                    help="fill model genes absent from the data (model input 0) instead of failing")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the model's)")
@@ -169,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="any readable matrix")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--color", nargs="*", default=[], help="obs columns to colour the UMAP by (plots when given)")
-    p.add_argument("--denoised", action="store_true", help="also write layers['dae_denoised']")
+    p.add_argument("--denoised", action="store_true", help="also write layers['dae_denoised'] (dense)")
+    _denoised_scale_arg(p)
     _read_options(p)
     _settings_arg(p)
     _add_dataclass_flags(p, PrepareConfig, "preparation settings")
@@ -292,7 +303,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
     out = _check_output(args.output)
     model = DAE.load(args.model, device=args.device)
     adata = _read(args)
-    model.annotate(adata, key=args.key, denoised=args.denoised, allow_missing_genes=args.allow_missing_genes)
+    model.annotate(adata, key=args.key, denoised=args.denoised, denoised_scale=args.denoised_scale,
+                   allow_missing_genes=args.allow_missing_genes)
     write_h5ad(adata, out)
 
 
@@ -357,7 +369,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     prepared = adata.copy()
     model.fit(adata, checkpoint_dir=out / "model.ckpt" if args.checkpoint_every or args.resume else None,
               checkpoint_every=args.checkpoint_every, resume=args.resume)
-    model.annotate(adata, denoised=args.denoised, r2_rows=model.val_idx)
+    model.annotate(adata, denoised=args.denoised, denoised_scale=args.denoised_scale, r2_rows=model.val_idx)
     # everything computed: now write
     out.mkdir(parents=True, exist_ok=True)
     write_h5ad(prepared, out / "prepared.h5ad")

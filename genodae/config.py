@@ -17,7 +17,9 @@ from .errors import UserError
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "tanh", "sigmoid", "leaky_relu", "linear")
 NORMS = ("none", "batch", "layer")
 DECODERS = ("linear", "mlp")
-LOSSES = ("mse", "bce")
+GENE_LIKELIHOODS = ("auto", "normal", "bernoulli", "poisson", "nb", "zinb")
+COUNT_LIKELIHOODS = ("poisson", "nb", "zinb")
+AUTO_COUNT_LIKELIHOOD = "nb"  # what gene_likelihood="auto" means for count input (bench/results/mcv.md)
 LOSS_ON = ("all", "masked")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCALINGS = ("minmax", "zscore", "none")
@@ -60,12 +62,12 @@ class DAEConfig:
     norm: str = field(default="none", metadata={"help": "normalisation after each hidden layer"})
     decoder: str = field(default="linear", metadata={"help": "linear: gene weights are exactly the decoder weights (as in LDVAE)"})
     tied: bool = field(default=False, metadata={"help": "decoder = transposed encoder (only without hidden layers, as in ADAGE)"})
-    output_activation: str = field(default="auto", metadata={"help": "auto: sigmoid with the bce loss, linear with mse (tuned: bench/results/quality.md)"})
+    output_activation: str = field(default="auto", metadata={"help": "auto: sigmoid with the bernoulli likelihood, else linear (tuned: bench/results/quality.md); count likelihoods use a softmax over genes"})
     # noise
     corruption: float = field(default=0.2, metadata={"help": "probability of zeroing each input entry (fresh mask every batch)"})
     gaussian_noise: float = field(default=0.0, metadata={"help": "sd of additive Gaussian noise on the input (0 = off)"})
     # loss
-    loss: str = field(default="mse", metadata={"help": "reconstruction loss: mse or bce (binary cross-entropy, 0-1 input)"})
+    gene_likelihood: str = field(default="auto", metadata={"help": "reconstruction likelihood: normal (squared error of the scaled input), bernoulli (cross-entropy, 0-1 input), or of the raw counts with the library size as offset: poisson, nb, zinb; auto: nb for count input, normal otherwise"})
     loss_on: str = field(default="all", metadata={"help": "all entries, or only the masked ones"})
     # optimisation
     optimizer: str = field(default="adam", metadata={"help": "adam, adamw or sgd (momentum 0.9)"})
@@ -104,7 +106,7 @@ class DAEConfig:
         _check_choice("output_activation", self.output_activation, ("auto", *ACTIVATIONS))
         _check_choice("norm", self.norm, NORMS)
         _check_choice("decoder", self.decoder, DECODERS)
-        _check_choice("loss", self.loss, LOSSES)
+        _check_choice("gene_likelihood", self.gene_likelihood, GENE_LIKELIHOODS)
         _check_choice("loss_on", self.loss_on, LOSS_ON)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("data_placement", self.data_placement, ("auto", "device", "host"))
@@ -138,15 +140,24 @@ class DAEConfig:
         steps = max(1, -(-int(n_train) // self.batch_size))
         return max(AUTO_EPOCHS, -(-MIN_STEPS // steps))
 
-    def resolved_output_activation(self) -> str:
-        """What ``output_activation="auto"`` means: sigmoid with BCE (it needs outputs in (0, 1)), else linear.
+    def resolved_gene_likelihood(self, input_kind: str = "counts") -> str:
+        """What ``gene_likelihood="auto"`` means for data of ``input_kind`` (``counts`` or ``log``): the count
+        likelihood that won the molecular cross-validation benchmark (bench/results/mcv.md) for counts, the
+        Gaussian (squared error) for log-scale or bulk values."""
+        if self.gene_likelihood != "auto":
+            return self.gene_likelihood
+        return AUTO_COUNT_LIKELIHOOD if input_kind == "counts" else "normal"
 
-        A sigmoid saturates on sparse 0-1 targets under MSE and cost up to 0.03 in 15-NN accuracy
+    def resolved_output_activation(self, gene_likelihood: str | None = None) -> str:
+        """What ``output_activation="auto"`` means: sigmoid with the Bernoulli likelihood (it needs outputs in
+        (0, 1)), else linear. Count likelihoods ignore it (their output is a softmax over genes).
+
+        A sigmoid saturates on sparse 0-1 targets under squared error and cost up to 0.03 in 15-NN accuracy
         (bench/results/quality.md).
         """
         if self.output_activation != "auto":
             return self.output_activation
-        return "sigmoid" if self.loss == "bce" else "linear"
+        return "sigmoid" if (gene_likelihood or self.gene_likelihood) == "bernoulli" else "linear"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -161,7 +172,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # cross-entropy on 0-1 scaled data, SGD with small batches.
     "adage": dict(
         n_latent=50, hidden=(), latent_activation="sigmoid", tied=True, decoder="linear",
-        output_activation="sigmoid", corruption=0.1, loss="bce", optimizer="sgd", lr=0.01,
+        output_activation="sigmoid", corruption=0.1, gene_likelihood="bernoulli", optimizer="sgd", lr=0.01,
         batch_size=10, epochs=500, patience=0,
     ),
     # Signatures (issue 5, bench/signatures.py): a linear encoder (no hidden layer) trained with a larger
@@ -177,6 +188,9 @@ def make_config(preset: str = "default", **overrides: Any) -> DAEConfig:
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    if "loss" in values:
+        raise UserError(f"the setting loss={values['loss']!r} is now gene_likelihood (mse → normal, bce → bernoulli; "
+                        "or poisson, nb, zinb for counts)")
     known = {f.name for f in fields(DAEConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -209,7 +223,7 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
 def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a flat dict into (PrepareConfig kwargs, DAEConfig kwargs); unknown keys are an error."""
     prep_keys = {f.name for f in fields(PrepareConfig)}
-    dae_keys = {f.name for f in fields(DAEConfig)} | {"preset"}
+    dae_keys = {f.name for f in fields(DAEConfig)} | {"preset", "loss"}  # loss: refused by make_config with the new name
     unknown = sorted(set(settings) - prep_keys - dae_keys)
     if unknown:
         raise UserError(f"unknown setting(s) {', '.join(unknown)}")

@@ -16,7 +16,7 @@ import torch
 from anndata import AnnData
 
 from . import __version__
-from .config import DAEConfig, PrepareConfig, make_config
+from .config import COUNT_LIKELIHOODS, DAEConfig, PrepareConfig, make_config
 from .errors import UserError
 from .pp import PREP_KEY, check_finite, prepared_matrix, scaling_params
 from .train import (
@@ -25,11 +25,12 @@ from .train import (
     History,
     build_module,
     collapse_ratio,
-    denoise,
+    denoise_chunks,
     embed,
     fit,
     gene_weights,
     init_distributed,
+    library_size,
     make_source,
     reconstruction_scores,
     resolve_device,
@@ -38,7 +39,8 @@ from .train import (
 
 log = logging.getLogger("genodae")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: gene_likelihood (count likelihoods); version-1 folders (loss mse/bce) still load
+DENOISED_SCALES = ("auto", "counts", "normalized", "log1p", "input")
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 
@@ -61,6 +63,7 @@ class DAE:
         self.offset = self.scale = None
         self.prep: dict[str, Any] = {}
         self.layer: str | None = None
+        self.gene_likelihood: str | None = None  # resolved (never "auto") once fitted or loaded
         self.history: History | None = None
         self.weights: np.ndarray | None = None  # genes × n_latent
         self.val_idx = np.zeros(0, dtype=np.int64)
@@ -70,9 +73,24 @@ class DAE:
 
     def fit(self, adata: AnnData, *, layer: str | None = None, checkpoint_dir: str | Path | None = None,
             checkpoint_every: int = 0, resume: bool = False, progress: bool | None = None) -> DAE:
-        """Train on the genes marked in ``var["highly_variable"]`` of a prepared ``adata``."""
+        """Train on the genes marked in ``var["highly_variable"]`` of a prepared ``adata``.
+
+        With a count likelihood (``gene_likelihood`` ``poisson``/``nb``/``zinb``, or ``auto`` on count input)
+        the model reads the normalised, scaled input as always but reconstructs the raw counts of
+        ``layers["counts"]`` (written by :func:`genodae.pp.prepare`), each cell's observed total over the
+        model's genes being its library size.
+
+        Raises
+        ------
+        UserError
+            Unprepared or empty data, too few cells or genes, or a count likelihood without raw counts.
+        """
         cfg = self.config
         X, genes, offset, scale, prep, columns = _training_input(adata, layer)
+        likelihood = cfg.resolved_gene_likelihood(prep.get("input_kind", "log"))
+        counts = None
+        if likelihood in COUNT_LIKELIHOODS:
+            counts = _training_counts(adata, layer, prep, likelihood, genes, columns)
         if cfg.n_latent > len(genes):
             raise UserError(f"n_latent={cfg.n_latent} is larger than the {len(genes)} genes the model uses; "
                             "choose n_latent <= the number of genes")
@@ -80,15 +98,19 @@ class DAE:
             raise UserError("training needs at least 2 samples; a single sample can only be embedded with a "
                             "saved model (genodae embed)")
         scaling = prep["params"]["scaling"]
-        out_act = cfg.resolved_output_activation()
-        if cfg.loss == "bce" and scaling != "minmax":
-            raise UserError("loss='bce' needs 0-1 input: use scaling='minmax' or loss='mse'")
+        out_act = cfg.resolved_output_activation(likelihood)
+        if likelihood == "bernoulli" and scaling != "minmax":
+            raise UserError("gene_likelihood='bernoulli' needs 0-1 input: use scaling='minmax' or another "
+                            "gene_likelihood")
         self.genes, self.offset, self.scale, self.prep, self.layer = genes, offset, scale, prep, layer
+        self.gene_likelihood = likelihood
+        log.info("gene likelihood: %s%s", likelihood,
+                 f" (auto, for {prep.get('input_kind', 'log')} input)" if cfg.gene_likelihood == "auto" else "")
         torch.manual_seed(cfg.seed)  # weight initialisation
-        self.module = build_module(len(genes), cfg, out_act)
+        self.module = build_module(len(genes), cfg, out_act, likelihood)
         _, world, rank_device = init_distributed()  # torchrun: one rank per process, cells split per batch
         self.device = rank_device if rank_device is not None else resolve_device(cfg.device)
-        source = self._source(X, columns=columns)
+        source = self._source(X, columns=columns, counts=counts)
         train_idx, self.val_idx = split_cells(adata.n_obs, cfg.val_fraction, cfg.seed)
         n_params = sum(p.numel() for p in self.module.parameters())
         log.info("training DAE: %d cells (%d validation) × %d genes → %d nodes, %d parameters, on %s%s (data: %s)",
@@ -114,12 +136,13 @@ class DAE:
                  h.best_epoch + 1)
         return self
 
-    def _source(self, X, missing: np.ndarray | None = None, columns: np.ndarray | None = None) -> BatchSource:
+    def _source(self, X, missing: np.ndarray | None = None, columns: np.ndarray | None = None,
+                counts=None) -> BatchSource:
         offset = self.offset.copy()
         if missing is not None and missing.any():
             offset[missing] = 0.0  # absent genes were filled with 0: make their model input exactly 0
         return make_source(X, offset, self.scale, self.device, clip=self.prep["params"]["scaling"] == "minmax",
-                           placement=self.config.data_placement, columns=columns)
+                           placement=self.config.data_placement, columns=columns, counts=counts)
 
     def _check_fitted(self) -> None:
         if self.module is None:
@@ -127,14 +150,20 @@ class DAE:
 
     # --- outputs --------------------------------------------------------------------------------------
 
-    def _input(self, adata: AnnData, allow_missing_genes: bool):
+    def _input(self, adata: AnnData, allow_missing_genes: bool, with_counts: bool = False):
+        """A data source over ``adata`` in the model's genes; ``with_counts`` adds the raw counts a count
+        likelihood scores (from ``layers["counts"]`` of prepared data, or ``X`` of raw counts)."""
+        with_counts = with_counts and self.module.counts
         if adata.isbacked and PREP_KEY in adata.uns and self.layer is None and self.genes.isin(adata.var_names).all():
-            return self._source(adata.X, columns=adata.var_names.get_indexer(self.genes))  # read in chunks
+            cols = adata.var_names.get_indexer(self.genes)
+            counts = _backed_counts(adata) if with_counts else None
+            return self._source(adata.X, columns=cols, counts=counts)  # read in chunks
+        counts = _model_counts(adata, self.genes) if with_counts else None
         if self.layer is not None and PREP_KEY in adata.uns and self.layer in adata.layers:
             adata = AnnData(X=adata.layers[self.layer], obs=adata.obs[[]], var=adata.var[[]],
                             uns={PREP_KEY: adata.uns[PREP_KEY]})
         X, missing = prepared_matrix(adata, self.genes, self.prep, allow_missing=allow_missing_genes)
-        return self._source(X, missing)
+        return self._source(X, missing, counts=counts)
 
     def embed(self, adata: AnnData, *, allow_missing_genes: bool = False) -> np.ndarray:
         """Cells × n_latent embedding of ``adata`` (raw or prepared; genes aligned by name)."""
@@ -142,16 +171,32 @@ class DAE:
         return embed(self.module, self._input(adata, allow_missing_genes))
 
     def gene_weights(self) -> pd.DataFrame:
-        """Per-gene reconstruction weights, genes used × nodes, labelled (``node0``, ``node1`` …)."""
+        """Per-gene reconstruction weights, genes used × nodes, labelled (``node0``, ``node1`` …).
+
+        The linear decoder's weights (the mean Jacobian of an MLP decoder). With a count likelihood they are
+        log-scale loadings: a unit step along node k multiplies gene g's expected share of the library by
+        about ``exp(w_gk)`` (before the softmax renormalises), as LDVAE's. With ``normal``/``bernoulli`` they are
+        loadings on the model's scaled input."""
         self._check_fitted()
         return pd.DataFrame(self.weights, index=self.genes, columns=node_names(self.config.n_latent))
 
-    def annotate(self, adata: AnnData, *, key: str = "dae", denoised: bool = False,
+    def annotate(self, adata: AnnData, *, key: str = "dae", denoised: bool = False, denoised_scale: str = "auto",
                  allow_missing_genes: bool = False, r2_rows: np.ndarray | None = None) -> None:
-        """Write the embedding, gene weights, reconstruction scores and parameters into ``adata``."""
+        """Write the embedding, gene weights, reconstruction scores and parameters into ``adata``.
+
+        Adds ``obsm[f"X_{key}"]`` (cells × n_latent), ``varm[f"{key}_weights"]`` (genes × n_latent, zero rows
+        for genes the model does not use), ``obs[f"{key}_recon_error"]`` (per-cell mean negative
+        log-likelihood of the clean data under the model's likelihood: an anomaly score),
+        ``var[f"{key}_recon_r2"]`` (per-gene R² of the scaled input, or for count likelihoods the fraction of
+        Poisson deviance explained; NaN for genes not used) and ``uns[key]``; with ``denoised``, also
+        ``layers[f"{key}_denoised"]`` on ``denoised_scale`` (see :meth:`denoise`; genes the model does not
+        use keep their input values on that scale).
+        """
         self._check_fitted()
         t0 = time.perf_counter()
-        source = self._input(adata, allow_missing_genes)
+        if denoised_scale not in DENOISED_SCALES:
+            raise UserError(f"denoised_scale must be one of {', '.join(DENOISED_SCALES)}, not {denoised_scale!r}")
+        source = self._input(adata, allow_missing_genes, with_counts=True)
         all_rows = np.arange(adata.n_obs)
         Z = embed(self.module, source)
         err, _ = reconstruction_scores(self.module, source, all_rows)
@@ -167,23 +212,95 @@ class DAE:
         adata.varm[f"{key}_weights"] = W
         adata.var[f"{key}_recon_r2"] = R2
         adata.obs[f"{key}_recon_error"] = err.astype(np.float32)
-        adata.uns[key] = self.params_record(r2_on="validation cells" if rows is not all_rows else "all cells")
+        record = self.params_record(r2_on="validation cells" if rows is not all_rows else "all cells")
         added = [f"obsm['X_{key}']", f"varm['{key}_weights']", f"var['{key}_recon_r2']",
                  f"obs['{key}_recon_error']", f"uns['{key}']"]
         if denoised:
-            adata.layers[f"{key}_denoised"] = self._denoised_layer(adata, source, pos, ok)
+            scale = self._denoised_scale(denoised_scale)
+            adata.layers[f"{key}_denoised"] = self._denoised_layer(adata, source, pos, ok, scale)
+            record["denoised_scale"] = scale
             added.append(f"layers['{key}_denoised']")
+        adata.uns[key] = record
         log.info("embedded %d cells in %.1fs; added %s", adata.n_obs, time.perf_counter() - t0, ", ".join(added))
 
-    def _denoised_layer(self, adata: AnnData, source: BatchSource, pos: np.ndarray, ok: np.ndarray) -> np.ndarray:
-        """Reconstruction mapped back to the input scale; genes the model does not use keep their input."""
-        base = adata.layers[self.layer] if self.layer else adata.X
+    def _denoised_scale(self, scale: str) -> str:
+        """Resolve ``auto`` and refuse scales the model's data cannot give."""
+        if scale not in DENOISED_SCALES:
+            raise UserError(f"scale must be one of {', '.join(DENOISED_SCALES)}, not {scale!r}")
+        if scale == "auto":
+            return "normalized" if self.module.counts else "input"
+        if self.module.counts and scale == "input":
+            return "log1p"  # the input of a count model is log1p of normalised counts
+        if not self.module.counts and scale != "input" and self.prep.get("input_kind") != "counts":
+            raise UserError(f"scale={scale!r} needs a model trained on counts; this one was trained on "
+                            "log-scale values: use scale='input'")
+        return scale
+
+    def denoise(self, adata: AnnData, *, scale: str = "auto", allow_missing_genes: bool = False,
+                batch_size: int = 4096) -> np.ndarray:
+        """Denoised expression of ``adata``'s cells in the model's genes (columns in the order of ``self.genes``).
+
+        Count likelihoods (DCA/scVI style): the model's expected share of each cell's library per gene.
+        ``scale``:
+
+        - ``"normalized"`` (``auto`` for count models): normalised to ``target_sum`` counts per cell like
+          ``X`` before its log1p, i.e. expected count ÷ the cell's total count over all genes × target_sum;
+        - ``"counts"``: expected counts at each cell's observed library size (its total over the model's
+          genes);
+        - ``"log1p"``: log1p of ``"normalized"``, the scale of a prepared ``X``;
+        - ``"input"`` (``auto`` for ``normal``/``bernoulli`` models): the reconstruction mapped back from the
+          model's scaled input to the scale of the prepared ``X`` (log1p of normalised counts, or the
+          values of log-scale input), clipped to each gene's training range under min-max scaling. Such
+          models give ``counts``/``normalized`` only for count input, by undoing the log1p.
+
+        Returns cells × genes used, float32, dense. Needs ``adata`` raw counts or prepared from counts for
+        every scale but ``input``.
+
+        Raises
+        ------
+        UserError
+            Unknown scale, a scale the model's data cannot give, or genes/counts missing.
+        """
+        self._check_fitted()
+        scale = self._denoised_scale(scale)
+        source = self._input(adata, allow_missing_genes, with_counts=scale != "input")
+        out = np.empty((source.n_obs, len(self.genes)), dtype=np.float32)
+        totals = _cell_totals(adata) if scale in ("normalized", "log1p") or (
+            scale == "counts" and not self.module.counts) else None
+        for s, block in denoise_chunks(self.module, source, batch_size=batch_size):
+            out[s : s + len(block)] = self._rescale(block, source, np.arange(s, s + len(block)), scale, totals)
+        return out
+
+    def _rescale(self, block: np.ndarray, source: BatchSource, rows: np.ndarray, scale: str,
+                 totals: np.ndarray | None) -> np.ndarray:
+        """A block of :func:`denoise_chunks` output on ``scale`` (see :meth:`denoise`)."""
+        target_sum = float(self.prep["params"]["target_sum"])
+        if self.module.counts:
+            lib = library_size(source.target(rows)).cpu().numpy()[:, None]
+            mu = block * lib  # expected counts at the cell's library
+            if scale == "counts":
+                return mu
+            norm = mu / np.maximum(totals[rows, None], 1e-12) * target_sum
+            return np.log1p(norm) if scale == "log1p" else norm
+        if self.prep["params"]["scaling"] == "minmax":
+            block = np.clip(block, 0.0, 1.0)  # a linear output can overshoot: keep the gene's observed range
+        vals = block * self.scale + self.offset
+        if scale in ("input", "log1p"):
+            return vals
+        norm = np.expm1(np.maximum(vals, 0.0))
+        return norm if scale == "normalized" else norm * totals[rows, None] / target_sum
+
+    def _denoised_layer(self, adata: AnnData, source: BatchSource, pos: np.ndarray, ok: np.ndarray,
+                        scale: str) -> np.ndarray:
+        """The denoised values on ``scale`` in the model's genes; the other genes keep their input on that scale."""
+        base = _base_on_scale(adata, self.layer, scale, float(self.prep["params"]["target_sum"]))
         out = base.toarray() if sp.issparse(base) else np.array(base, dtype=np.float32, copy=True)
         out = out.astype(np.float32, copy=False)
-        R = denoise(self.module, source)
-        if self.prep["params"]["scaling"] == "minmax":
-            R = np.clip(R, 0.0, 1.0)  # a linear output can overshoot: keep values in the gene's observed range
-        out[:, pos[ok]] = R[:, ok] * self.scale[ok] + self.offset[ok]
+        totals = _cell_totals(adata) if scale != "input" else None
+        for s, block in denoise_chunks(self.module, source):
+            rows = np.arange(s, s + len(block))
+            vals = self._rescale(block, source, rows, scale, totals)
+            out[s : s + len(block), pos[ok]] = vals[:, ok]
         return out
 
     def params_record(self, r2_on: str = "validation cells") -> dict[str, Any]:
@@ -191,6 +308,7 @@ class DAE:
         h = self.history or History()
         return {
             "params": _h5_safe({**self.config.to_dict(), "epochs": self.config.epochs or "auto"}),
+            "gene_likelihood": str(self.gene_likelihood),  # what auto resolved to
             "prepare": _h5_safe(self.prep),
             "layer": self.layer or "X",
             "genes_used": np.asarray(self.genes, dtype=str),
@@ -228,6 +346,7 @@ class DAE:
             "genodae_version": __version__,
             "config": self.config.to_dict(),
             "output_activation": self.module.output_activation,
+            "gene_likelihood": self.gene_likelihood,
             "prepare": _json_safe(self.prep),
             "layer": self.layer,
             "genes": list(map(str, self.genes)),
@@ -269,14 +388,18 @@ class DAE:
             cfg = dict(meta["config"])
             if device is not None:
                 cfg["device"] = device
+            old_loss = cfg.pop("loss", None)  # format 1: loss mse/bce, now gene_likelihood normal/bernoulli
+            likelihood = meta.get("gene_likelihood") or {"bce": "bernoulli"}.get(old_loss, "normal")
+            cfg.setdefault("gene_likelihood", likelihood)
             cfg = {k: v for k, v in cfg.items() if k in DAEConfig.__dataclass_fields__}  # older/newer fields
             self = cls(DAEConfig(**cfg))
+            self.gene_likelihood = likelihood
             self.genes = pd.Index(meta["genes"])
             self.prep, self.layer = meta["prepare"], meta["layer"]
             self.offset = tensors.pop("genodae.offset").numpy()
             self.scale = tensors.pop("genodae.scale").numpy()
             self.weights = tensors.pop("genodae.gene_weights").numpy()
-            self.module = build_module(len(self.genes), self.config, meta["output_activation"])
+            self.module = build_module(len(self.genes), self.config, meta["output_activation"], likelihood)
         except (KeyError, TypeError) as e:
             raise UserError(f"model folder {path} is incomplete or damaged (missing {e}); retrain or re-copy it") from None
         try:
@@ -338,6 +461,82 @@ def _training_input(adata: AnnData, layer: str | None):
         offset, scale = scaling_params(X, prep["params"]["scaling"])
     prep["n_genes_used"] = int(len(genes))
     return X, genes, offset, scale, prep, columns
+
+
+def _training_counts(adata: AnnData, layer: str | None, prep: dict, likelihood: str, genes: pd.Index,
+                     columns: np.ndarray | None):
+    """The raw counts of the model's genes (cells × genes) that a count likelihood reconstructs."""
+    if prep.get("input_kind") != "counts" or "counts" not in adata.layers:
+        what = "log-scale values" if prep.get("input_kind") == "log" else "no layers['counts']"
+        raise UserError(f"gene_likelihood={likelihood!r} needs raw counts, but the data hold {what}; prepare raw "
+                        "counts with genodae prepare (they are kept in layers['counts']), or use "
+                        "gene_likelihood='normal' (--gene-likelihood normal) for log-scale data")
+    if layer is not None:
+        log.warning("training on layers[%r] as input; the count target is layers['counts']", layer)
+    if columns is not None:  # backed: read the counts chunk by chunk from the file as well
+        return _backed_counts(adata)
+    return _model_counts(adata, genes)
+
+
+def _backed_counts(adata: AnnData):
+    """layers['counts'] of a backed .h5ad as an on-disk matrix (rows read on demand), all genes."""
+    from anndata.io import sparse_dataset
+
+    node = adata.file["layers/counts"]
+    return sparse_dataset(node) if hasattr(node, "keys") else node
+
+
+def _model_counts(adata: AnnData, genes: pd.Index):
+    """Raw counts of ``genes`` (in that order; absent genes 0) as float32 CSR, from ``layers["counts"]`` of
+    prepared data or from ``X`` of raw counts."""
+    from .pp import is_counts
+
+    if PREP_KEY in adata.uns:
+        if "counts" not in adata.layers:
+            raise UserError("this model scores raw counts, but the prepared data have no layers['counts']; give "
+                            "the raw counts, or data prepared from counts by genodae prepare")
+        M = adata.layers["counts"]
+    else:
+        M = adata.X
+        if not is_counts(M):
+            raise UserError("this model scores raw counts, but X holds non-integer or negative values; give raw "
+                            "counts or data prepared from them")
+    idx = adata.var_names.get_indexer(genes)
+    present = idx >= 0
+    M = sp.csr_matrix(M, dtype=np.float32) if sp.issparse(M) else np.asarray(M, dtype=np.float32)
+    if present.all():
+        sub = M[:, idx]
+        return sp.csr_matrix(sub) if sp.issparse(sub) else sub
+    # absent genes: zero counts (their input is 0 too), kept in the model's column order
+    sel = sp.csr_matrix((np.ones(present.sum(), np.float32), (idx[present], np.flatnonzero(present))),
+                        shape=(M.shape[1], len(genes)))
+    return sp.csr_matrix(M @ sel) if sp.issparse(M) else M @ sel.toarray()
+
+
+def _cell_totals(adata: AnnData) -> np.ndarray:
+    """Each cell's total count over all genes (the library normalize_total divides by), float64."""
+    M = adata.layers["counts"] if PREP_KEY in adata.uns and "counts" in adata.layers else adata.X
+    if PREP_KEY in adata.uns and "counts" not in adata.layers:
+        raise UserError("normalised denoised values need each cell's total count, but the prepared data have no "
+                        "layers['counts']; use scale='input'")
+    return np.asarray(M.sum(axis=1), dtype=np.float64).ravel()
+
+
+def _base_on_scale(adata: AnnData, layer: str | None, scale: str, target_sum: float):
+    """The input values of every gene on ``scale``: what genes the model does not use keep in the layer."""
+    if scale == "input" or (scale == "log1p" and PREP_KEY in adata.uns and layer is None):
+        return adata.layers[layer] if layer else adata.X
+    counts = adata.layers["counts"] if PREP_KEY in adata.uns else adata.X
+    if scale == "counts":
+        return counts
+    tmp = AnnData(X=sp.csr_matrix(counts, dtype=np.float32) if sp.issparse(counts) else
+                  np.asarray(counts, dtype=np.float32))
+    import scanpy as sc
+
+    sc.pp.normalize_total(tmp, target_sum=target_sum)
+    if scale == "log1p":
+        sc.pp.log1p(tmp)
+    return tmp.X
 
 
 def _json_safe(obj: Any) -> Any:

@@ -27,7 +27,7 @@ import torch
 from ._files import default_mode
 from .config import DAEConfig
 from .errors import UserError
-from .nn import DenoisingAutoencoder, corrupt, noise_seed, reconstruction_loss
+from .nn import DenoisingAutoencoder, corrupt, noise_seed, reduce_loss
 
 log = logging.getLogger("genodae")
 
@@ -59,15 +59,22 @@ class BatchSource:
 
     Model input = ``(X - offset) / scale``, clipped to [0, 1] when ``clip`` (min-max scaling, so that a new
     sample outside the training range still means "not expressed" … "highest seen"). Host → device copies
-    go through pinned memory and are non-blocking.
+    go through pinned memory and are non-blocking. ``counts`` (same rows and genes as ``X``), when given, is
+    the target of a count likelihood: ``target(rows)`` returns its rows, densified one batch at a time.
     """
 
     placement = "host"
 
-    def __init__(self, X, offset: np.ndarray, scale: np.ndarray, device: torch.device, clip: bool = False):
+    def __init__(self, X, offset: np.ndarray, scale: np.ndarray, device: torch.device, clip: bool = False,
+                 counts=None):
         if sp.issparse(X) and not sp.isspmatrix_csr(X):
             X = sp.csr_matrix(X)
+        if counts is not None and sp.issparse(counts):
+            counts = canonical_csr(counts)
+        if counts is not None and counts.shape != X.shape:
+            raise ValueError(f"counts {counts.shape} and input {X.shape} differ in shape")
         self.X = X
+        self.counts = counts
         self.n_obs, self.n_vars = X.shape
         self.device = device
         self.offset = torch.as_tensor(np.asarray(offset, dtype=np.float32), device=device)
@@ -81,10 +88,10 @@ class BatchSource:
         """The training rows of one epoch, shuffled."""
         return rows[torch.randperm(len(rows), generator=generator)]
 
-    def _rows(self, rows) -> torch.Tensor:
+    def _rows(self, rows, M=None) -> torch.Tensor:
         if torch.is_tensor(rows):
             rows = rows.numpy()
-        block = self.X[rows]
+        block = (self.X if M is None else M)[rows]
         block = block.toarray() if sp.issparse(block) else np.asarray(block)
         t = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
         if self._pin:
@@ -95,6 +102,28 @@ class BatchSource:
         t = (self._rows(rows) - self.offset) / self.scale
         return t.clamp_(0.0, 1.0) if self.clip else t
 
+    def target(self, rows) -> torch.Tensor:
+        """Raw counts of ``rows`` (cells × genes, float32 on the device): the target of a count likelihood.
+
+        A sparse COO tensor when the counts are a CSR matrix (the likelihoods then evaluate their count terms at
+        the stored non-zeros only), else dense."""
+        if self.counts is None:
+            raise ValueError("this data source holds no counts")
+        if not sp.issparse(self.counts):
+            return self._rows(rows, self.counts)
+        if torch.is_tensor(rows):
+            rows = rows.numpy()
+        return self._coo(self.counts[rows])
+
+    def _coo(self, block: sp.csr_matrix) -> torch.Tensor:
+        """A canonical CSR block as a coalesced float32 COO tensor on the device."""
+        n = block.shape[0]
+        r = np.repeat(np.arange(n, dtype=np.int64), np.diff(block.indptr))
+        idx = torch.from_numpy(np.vstack([r, block.indices.astype(np.int64)]))
+        vals = torch.from_numpy(np.asarray(block.data, dtype=np.float32))
+        t = torch.sparse_coo_tensor(idx, vals, block.shape, is_coalesced=True, check_invariants=False)  # built canonical
+        return t.to(self.device, non_blocking=True)
+
 
 class DeviceSource(BatchSource):
     """The whole matrix resident on the device as float16 (half the bytes of float32, ~3 significant digits,
@@ -102,17 +131,30 @@ class DeviceSource(BatchSource):
 
     placement = "device"
 
-    def __init__(self, X, offset, scale, device, clip=False, chunk: int = 16384):
-        super().__init__(X, offset, scale, device, clip)
+    def __init__(self, X, offset, scale, device, clip=False, counts=None, chunk: int = 16384):
+        super().__init__(X, offset, scale, device, clip, counts)
         self.index_device = device
-        self.data = torch.empty((self.n_obs, self.n_vars), dtype=torch.float16, device=device)
-        for s in range(0, self.n_obs, chunk):  # densify chunk by chunk: never the whole matrix on the host
-            self.data[s : s + chunk] = super()._rows(np.arange(s, min(s + chunk, self.n_obs))).half()
+        self.data = self._upload(self.X, torch.float16, chunk)
         self.X = None  # the device copy is the data now
+        if self.counts is not None:
+            # float16 holds every integer up to 2,048 exactly; larger counts stay float32
+            top = self.counts.max() if self.counts.shape[0] else 0
+            self.count_data = self._upload(self.counts, torch.float16 if top <= 2048 else torch.float32, chunk)
+            self.counts = None
 
-    def _rows(self, rows) -> torch.Tensor:
+    def _upload(self, M, dtype: torch.dtype, chunk: int) -> torch.Tensor:
+        out = torch.empty((self.n_obs, self.n_vars), dtype=dtype, device=self.device)
+        for s in range(0, self.n_obs, chunk):  # densify chunk by chunk: never the whole matrix on the host
+            out[s : s + chunk] = BatchSource._rows(self, np.arange(s, min(s + chunk, self.n_obs)), M).to(dtype)
+        return out
+
+    def _rows(self, rows, M=None) -> torch.Tensor:
         rows = torch.as_tensor(rows, device=self.device)
         return self.data.index_select(0, rows).float()
+
+    def target(self, rows) -> torch.Tensor:
+        rows = torch.as_tensor(rows, device=self.device)
+        return self.count_data.index_select(0, rows).float()
 
 
 class ChunkedSource(BatchSource):
@@ -125,8 +167,10 @@ class ChunkedSource(BatchSource):
 
     placement = "chunked"
 
-    def __init__(self, X, offset, scale, device, clip=False, columns: np.ndarray | None = None, chunk: int = 8192):
+    def __init__(self, X, offset, scale, device, clip=False, columns: np.ndarray | None = None, chunk: int = 8192,
+                 counts=None):
         self.X = X
+        self.counts = counts
         self.columns = columns
         self.n_obs = X.shape[0]
         self.n_vars = len(columns) if columns is not None else X.shape[1]
@@ -136,7 +180,7 @@ class ChunkedSource(BatchSource):
         self.clip = clip
         self._pin = device.type == "cuda"
         self.chunk = chunk
-        self._cache: dict[int, object] = {}
+        self._cache: dict[tuple[int, int], object] = {}
 
     def epoch_order(self, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         chunk_of = rows // self.chunk
@@ -147,39 +191,75 @@ class ChunkedSource(BatchSource):
             parts.append(r[torch.randperm(len(r), generator=generator)])
         return torch.cat(parts) if parts else rows
 
-    def _load(self, c: int):
-        if c not in self._cache:
-            if len(self._cache) >= 2:  # a batch spans at most two chunks
+    def _load(self, c: int, which: int = 0):
+        key = (c, which)
+        if key not in self._cache:
+            if len(self._cache) >= 4:  # a batch spans at most two chunks (of input and of counts)
                 self._cache.pop(next(iter(self._cache)))
-            block = self.X[c * self.chunk : min((c + 1) * self.chunk, self.n_obs)]
+            M = self.X if which == 0 else self.counts
+            block = M[c * self.chunk : min((c + 1) * self.chunk, self.n_obs)]
             if self.columns is not None:
                 block = block[:, self.columns]
-            self._cache[c] = sp.csr_matrix(block, dtype=np.float32) if sp.issparse(block) else np.asarray(block, np.float32)
-        return self._cache[c]
+            self._cache[key] = sp.csr_matrix(block, dtype=np.float32) if sp.issparse(block) else np.asarray(block, np.float32)
+        return self._cache[key]
 
-    def _rows(self, rows) -> torch.Tensor:
+    def _rows(self, rows, M=None) -> torch.Tensor:
+        which = 0 if M is None else 1
         rows = rows.numpy() if torch.is_tensor(rows) else np.asarray(rows)
         chunk_of = rows // self.chunk
         out = np.empty((len(rows), self.n_vars), dtype=np.float32)
         for c in np.unique(chunk_of):
             sel = chunk_of == c
-            block = self._load(int(c))[rows[sel] - c * self.chunk]
+            block = self._load(int(c), which)[rows[sel] - c * self.chunk]
             out[sel] = block.toarray() if sp.issparse(block) else block
         t = torch.from_numpy(out)
         if self._pin:
             t = t.pin_memory()
         return t.to(self.device, non_blocking=True)
 
+    def target(self, rows) -> torch.Tensor:
+        if self.counts is None:
+            raise ValueError("this data source holds no counts")
+        rows = rows.numpy() if torch.is_tensor(rows) else np.asarray(rows)
+        chunk_of = rows // self.chunk
+        parts, where = [], []
+        for c in np.unique(chunk_of):
+            sel = np.flatnonzero(chunk_of == c)
+            block = self._load(int(c), 1)[rows[sel] - c * self.chunk]
+            parts.append(sp.csr_matrix(block))
+            where.append(sel)
+        stacked = sp.vstack(parts, format="csr")[np.argsort(np.concatenate(where))]  # back to the order of rows
+        return self._coo(canonical_csr(stacked))
+
+
+def canonical_csr(M) -> sp.csr_matrix:
+    """``M`` as float32 CSR with sorted, unique indices and no stored zeros (a copy only when it is not one)."""
+    M = M if sp.isspmatrix_csr(M) and M.dtype == np.float32 else sp.csr_matrix(M, dtype=np.float32)
+    if not M.has_canonical_format or (M.data == 0).any():
+        M = M.copy()
+        M.sum_duplicates()
+        M.eliminate_zeros()
+    return M
+
+
+def library_size(y: torch.Tensor) -> torch.Tensor:
+    """Each cell's total count (cells,), from a dense or sparse COO target."""
+    if y.is_sparse:
+        y = y.coalesce()
+        return torch.zeros(y.shape[0], dtype=torch.float32, device=y.device).index_add_(0, y.indices()[0],
+                                                                                        y.values().float())
+    return y.float().sum(1)
+
 
 def make_source(X, offset, scale, device: torch.device, clip: bool = False, placement: str = "auto",
-                columns: np.ndarray | None = None) -> BatchSource:
-    """Host streaming or device-resident data: ``auto`` puts the data on a GPU when its float16 copy fits in
-    40% of the free memory, and says which it chose. ``columns`` (genes to use) marks an on-disk matrix,
-    which is always read in chunks."""
+                columns: np.ndarray | None = None, counts=None) -> BatchSource:
+    """Host streaming or device-resident data: ``auto`` puts the data on a GPU when its float16 copy (and a
+    copy of the counts) fits in 40% of the free memory, and says which it chose. ``columns`` (genes to use)
+    marks an on-disk matrix, which is always read in chunks. ``counts``: the target of a count likelihood."""
     if columns is not None:
-        return ChunkedSource(X, offset, scale, device, clip, columns=columns)
+        return ChunkedSource(X, offset, scale, device, clip, columns=columns, counts=counts)
     n, g = X.shape
-    need = n * g * 2
+    need = n * g * (2 if counts is None else 6)
     if placement == "auto":
         placement = "host"
         if device.type == "cuda":
@@ -188,8 +268,8 @@ def make_source(X, offset, scale, device: torch.device, clip: bool = False, plac
             log.info("data placement auto: float16 copy needs %.2f GB, %.2f GB free on %s → %s",
                      need / 1e9, free / 1e9, device, placement)
     if placement == "device":
-        return DeviceSource(X, offset, scale, device, clip)
-    return BatchSource(X, offset, scale, device, clip)
+        return DeviceSource(X, offset, scale, device, clip, counts)
+    return BatchSource(X, offset, scale, device, clip, counts)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -238,7 +318,9 @@ class History:
     device: str = "cpu"
 
 
-def build_module(n_input: int, config: DAEConfig, output_activation: str) -> DenoisingAutoencoder:
+def build_module(n_input: int, config: DAEConfig, output_activation: str,
+                 gene_likelihood: str = "normal") -> DenoisingAutoencoder:
+    """The torch module of ``config``; ``gene_likelihood`` is the resolved one (never ``auto``)."""
     return DenoisingAutoencoder(
         n_input,
         config.n_latent,
@@ -250,7 +332,21 @@ def build_module(n_input: int, config: DAEConfig, output_activation: str) -> Den
         decoder=config.decoder,
         tied=config.tied,
         output_activation=output_activation,
+        gene_likelihood=gene_likelihood,
     )
+
+
+def batch_nll(module: DenoisingAutoencoder, net: torch.nn.Module, source: BatchSource, rows, xc: torch.Tensor,
+              x: torch.Tensor, amp: bool = False) -> torch.Tensor:
+    """Per-entry negative log-likelihood (cells × genes) of the clean data of ``rows`` given the corrupted
+    input ``xc``: of the scaled input ``x`` itself (normal, bernoulli) or of the raw counts, with each cell's
+    observed total over the model's genes as its library size (poisson, nb, zinb)."""
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
+        z, logits = net(xc)
+    if module.counts:
+        y = source.target(rows)
+        return module.nll(z, logits, y, library_size(y))
+    return module.nll(z, logits, x)
 
 
 def make_optimizer(module: torch.nn.Module, config: DAEConfig) -> torch.optim.Optimizer:
@@ -330,12 +426,8 @@ def fit(
             x = source(rows)
             noise_gen.manual_seed(noise_seed(config.seed, epoch, step))
             xc, mask = corrupt(x, config.corruption, config.gaussian_noise, noise_gen, global_rows=n_global, offset=lo)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                _, logits = net(xc)
-            loss = reconstruction_loss(
-                logits, x, loss=config.loss, output_activation=module.output_activation,
-                mask=mask if config.loss_on == "masked" else None,
-            )
+            loss = reduce_loss(batch_nll(module, net, source, rows, xc, x, amp),
+                               mask if config.loss_on == "masked" else None)
             # DDP averages gradients over ranks: weight by this rank's share so the result is the global mean
             scaled = loss * (x.shape[0] * world / n_global) if world > 1 else loss
             opt.zero_grad(set_to_none=True)
@@ -387,12 +479,11 @@ def evaluate_loss(module: DenoisingAutoencoder, source: BatchSource, rows: np.nd
     gen = torch.Generator(device=source.device)
     total, n = 0.0, 0
     for step, start in enumerate(range(0, len(rows), 4096)):
-        x = source(rows[start : start + 4096])
+        r = rows[start : start + 4096]
+        x = source(r)
         gen.manual_seed(noise_seed(config.seed, _VAL_EPOCH, step))
         xc, mask = corrupt(x, config.corruption, config.gaussian_noise, gen)
-        _, logits = module(xc)
-        per = reconstruction_loss(logits, x, loss=config.loss, output_activation=module.output_activation,
-                                  reduction="none")
+        per = batch_nll(module, module, source, r, xc, x)
         if config.loss_on == "masked" and mask is not None:
             total += float((per * mask).sum() / mask.sum().clamp_min(1)) * x.shape[0]
         else:
@@ -429,33 +520,74 @@ def collapse_ratio(Z: np.ndarray) -> float:
 @torch.no_grad()
 def reconstruction_scores(module: DenoisingAutoencoder, source: BatchSource, rows: np.ndarray,
                           batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell mean squared error and per-gene R² of the reconstruction of clean input (scaled space)."""
+    """Per-cell reconstruction error and per-gene reconstruction score of clean (uncorrupted) input.
+
+    Per cell: the mean per-entry negative log-likelihood under the model's likelihood (squared error of the
+    scaled input for ``normal``, cross-entropy for ``bernoulli``, the negative log-pmf of the counts for
+    ``poisson``/``nb``/``zinb``). Per gene: for ``normal``/``bernoulli`` the R² of the scaled input; for count
+    likelihoods the fraction of Poisson deviance explained, ``1 - D(model) / D(null)``, where the model's
+    rate is its expected count ``library * softmax`` and the null model gives every cell the gene's overall
+    share of its library (the deviance R² of GLMs; Cameron & Windmeijer 1996). NaN for genes that do not vary.
+    Accumulated batch by batch: nothing cells × genes is kept.
+    """
     module.eval()
     cell_err = np.zeros(len(rows), dtype=np.float64)
-    sse = torch.zeros(source.n_vars, dtype=torch.float64, device=source.device)
-    s1 = torch.zeros_like(sse)
-    s2 = torch.zeros_like(sse)
+    g = source.n_vars
+    acc = {k: torch.zeros(g, dtype=torch.float64, device=source.device) for k in ("a", "b", "c", "d")}
+    total_lib = 0.0
     for s in range(0, len(rows), batch_size):
-        x = source(rows[s : s + batch_size])
-        r = module.reconstruct(x).float()
-        d2 = (r - x).square()
-        cell_err[s : s + x.shape[0]] = d2.mean(1).double().cpu().numpy()
-        sse += d2.sum(0).double()
-        s1 += x.sum(0).double()
-        s2 += x.square().sum(0).double()
+        r = rows[s : s + batch_size]
+        x = source(r)
+        z, logits = module(x)
+        if module.counts:
+            y = source.target(r)
+            lib = library_size(y)
+            per = module.nll(z, logits, y, lib)
+            y = y.to_dense() if y.is_sparse else y
+            mu = module.output(logits) * lib.unsqueeze(1)
+            ylogy = torch.xlogy(y, y)
+            acc["a"] += ylogy.sum(0).double()  # sum y log y
+            acc["b"] += torch.xlogy(y, lib.clamp_min(1e-12).unsqueeze(1)).sum(0).double()  # sum y log l
+            acc["c"] += y.sum(0).double()  # sum y
+            acc["d"] += (ylogy - torch.xlogy(y, mu.clamp_min(1e-12)) - (y - mu)).sum(0).double()  # deviance / 2
+            total_lib += float(lib.double().sum())
+        else:
+            per = module.nll(z, logits, x)
+            r_ = module.output(logits).float()
+            acc["a"] += (r_ - x).square().sum(0).double()  # SSE
+            acc["b"] += x.sum(0).double()
+            acc["c"] += x.square().sum(0).double()
+        cell_err[s : s + x.shape[0]] = per.mean(1).double().cpu().numpy()
     n = max(len(rows), 1)
-    sst = s2 - s1.square() / n
-    r2 = torch.where(sst > 1e-12, 1 - sse / sst.clamp_min(1e-12), torch.full_like(sse, float("nan")))
-    return cell_err, r2.cpu().numpy()
+    if module.counts:
+        Y = acc["c"]
+        null = acc["a"] - acc["b"] - torch.xlogy(Y, Y / max(total_lib, 1e-12))  # null deviance / 2
+        score = torch.where(null > 1e-9, 1 - acc["d"] / null.clamp_min(1e-9), torch.full_like(null, float("nan")))
+    else:
+        sst = acc["c"] - acc["b"].square() / n
+        score = torch.where(sst > 1e-12, 1 - acc["a"] / sst.clamp_min(1e-12), torch.full_like(sst, float("nan")))
+    return cell_err, score.cpu().numpy()
 
 
 @torch.no_grad()
-def denoise(module: DenoisingAutoencoder, source: BatchSource, batch_size: int = 4096) -> np.ndarray:
-    """Reconstruction of every cell's clean input (scaled space), cells × genes, dense."""
+def denoise_chunks(module: DenoisingAutoencoder, source: BatchSource, rows: np.ndarray | None = None,
+                   batch_size: int = 4096):
+    """Yield ``(start, block)``: the reconstruction of clean input, ``batch_size`` cells at a time (float32).
+
+    Count likelihoods give each cell's expected share of its library per gene (rows sum to 1; the mean of
+    the negative binomial part, without zero-inflation dropouts, as DCA and scVI's normalised expression);
+    ``normal``/``bernoulli`` the reconstruction in the model's scaled input space.
+    """
     module.eval()
-    rows = np.arange(source.n_obs)
-    return np.concatenate([module.reconstruct(source(rows[s : s + batch_size])).float().cpu().numpy()
-                           for s in range(0, len(rows), batch_size)])
+    rows = np.arange(source.n_obs) if rows is None else rows
+    for s in range(0, len(rows), batch_size):
+        yield s, module.reconstruct(source(rows[s : s + batch_size])).float().cpu().numpy()
+
+
+def denoise(module: DenoisingAutoencoder, source: BatchSource, batch_size: int = 4096) -> np.ndarray:
+    """Every cell's :func:`denoise_chunks`, cells × genes, dense."""
+    parts = [b for _, b in denoise_chunks(module, source, batch_size=batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, source.n_vars), np.float32)
 
 
 def gene_weights(module: DenoisingAutoencoder, source: BatchSource | None = None,

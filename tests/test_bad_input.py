@@ -720,7 +720,7 @@ def _oom(*args, **kwargs):
 def test_out_of_memory_in_training_names_the_batch_size_and_what_to_do(inp, tmp_path, monkeypatch, capsys):
     import genodae.train
 
-    monkeypatch.setattr(genodae.train, "reconstruction_loss", _oom)  # raised inside the training step
+    monkeypatch.setattr(genodae.train, "batch_nll", _oom)  # raised inside the training step
     with pytest.raises(UserError, match=r"out of GPU memory with batch_size=32; lower --batch-size") as err:
         _fit(inp["prepared.h5ad"])
     assert "\n" not in str(err.value)
@@ -735,7 +735,7 @@ def test_out_of_memory_in_training_names_the_batch_size_and_what_to_do(inp, tmp_
 def test_out_of_memory_message_suggests_streaming(inp, monkeypatch):
     import genodae.train
 
-    monkeypatch.setattr(genodae.train, "reconstruction_loss", _oom)
+    monkeypatch.setattr(genodae.train, "batch_nll", _oom)
     with pytest.raises(UserError, match="--data-placement host"):
         _fit(inp["prepared.h5ad"])
 

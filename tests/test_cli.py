@@ -149,7 +149,7 @@ def test_settings_json_with_a_preset(files, tmp_path):
     s.write_text(json.dumps({"preset": "adage", "epochs": 1, "n_latent": 3, "num_threads": 1}))
     assert cli("train", files["prepared"], "-o", tmp_path / "m", "--settings", s) == 0
     cfg = json.loads((tmp_path / "m" / "model.json").read_text())["config"]
-    assert cfg["tied"] is True and cfg["epochs"] == 1 and cfg["n_latent"] == 3 and cfg["loss"] == "bce"
+    assert cfg["tied"] is True and cfg["epochs"] == 1 and cfg["n_latent"] == 3 and cfg["gene_likelihood"] == "bernoulli"
 
 
 def test_preparation_settings_in_a_file_and_flags(files, tmp_path):

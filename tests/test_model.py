@@ -210,11 +210,16 @@ def test_unfitted_model_is_a_user_error(prepared):
         DAE().embed(prepared)
 
 
-def test_bce_needs_minmax_scaling(raw):
+def test_bernoulli_needs_minmax_scaling(raw):
     adata = raw.copy()
     pp.prepare(adata, n_top_genes=0, scaling="zscore")
-    with pytest.raises(UserError, match="bce"):
-        DAE(loss="bce", epochs=1).fit(adata)
+    with pytest.raises(UserError, match="bernoulli"):
+        DAE(gene_likelihood="bernoulli", epochs=1).fit(adata)
+
+
+def test_the_old_loss_setting_is_refused_with_its_new_name():
+    with pytest.raises(UserError, match=r"loss='bce' is now gene_likelihood \(mse → normal, bce → bernoulli"):
+        DAE(loss="bce")
 
 
 def test_zscore_model_has_a_linear_output_and_trains(raw):
@@ -247,11 +252,12 @@ def test_collapse_ratio():
     assert collapse_ratio(np.zeros((1, 3))) == float("inf")  # one cell: nothing to compare
 
 
-def test_auto_output_activation_is_sigmoid_only_with_bce():
+def test_auto_output_activation_is_sigmoid_only_with_bernoulli():
     from genodae.config import DAEConfig
 
     assert DAEConfig().resolved_output_activation() == "linear"
-    assert DAEConfig(loss="bce").resolved_output_activation() == "sigmoid"
+    assert DAEConfig(gene_likelihood="bernoulli").resolved_output_activation() == "sigmoid"
+    assert DAEConfig(gene_likelihood="nb").resolved_output_activation() == "linear"
     assert DAEConfig(output_activation="sigmoid").resolved_output_activation() == "sigmoid"
 
 
@@ -295,7 +301,7 @@ def test_mlp_decoder_gene_weights_are_a_finite_mean_jacobian(prepared):
 def test_adage_preset_trains_with_tied_weights(prepared, tmp_path):
     model = DAE(preset="adage", epochs=2, n_latent=5, num_threads=1).fit(prepared)
     cfg = model.config
-    assert cfg.tied and cfg.hidden == () and cfg.corruption == 0.1 and cfg.loss == "bce"
+    assert cfg.tied and cfg.hidden == () and cfg.corruption == 0.1 and cfg.gene_likelihood == "bernoulli"
     assert model.module.tied and model.module.decoder is None
     enc = model.module.encoder[0].weight.detach().cpu().numpy()
     np.testing.assert_array_equal(model.gene_weights().to_numpy(), enc.T)
@@ -309,11 +315,12 @@ def test_adage_preset_trains_with_tied_weights(prepared, tmp_path):
     adata.write_h5ad(tmp_path / "adage.h5ad")  # uns with hidden=() must be writable
 
 
-def test_denoised_layer_is_on_the_original_scale(trained, prepared):
-    model, _ = trained
+def test_gaussian_denoised_layer_is_on_the_prepared_scale(prepared):
+    model = DAE(**FAST, gene_likelihood="normal").fit(prepared)
     adata = prepared.copy()
     x_before = adata.X.copy()
     model.annotate(adata, denoised=True)
+    assert adata.uns["dae"]["denoised_scale"] == "input"
     D = adata.layers["dae_denoised"]
     X = adata.X.toarray()
     assert D.shape == X.shape and (adata.X != x_before).nnz == 0
@@ -330,6 +337,125 @@ def test_denoised_layer_is_on_the_original_scale(trained, prepared):
         r = np.clip(model.module.cpu().reconstruct(torch.from_numpy(xs)).numpy(), 0, 1)
     np.testing.assert_allclose(Du, r * scale + lo, rtol=1e-4, atol=1e-4)
     assert abs(Du.mean() - X[:, used].mean()) < 0.5 * X[:, used].std()  # log scale, not the 0-1 model scale
+
+
+def _nb_reference_nll(model, adata, rows):
+    """Per-cell mean NB negative log-likelihood of the counts, from scipy, for the model's mean and theta."""
+    from scipy import stats
+
+    used = adata.var["highly_variable"].to_numpy()
+    y = adata.layers["counts"][rows][:, used].toarray()
+    mu = model.denoise(adata, scale="counts")[rows]
+    theta = np.exp(model.module.log_theta.detach().cpu().double().numpy())[None, :]
+    return -stats.nbinom.logpmf(y, theta, theta / (theta + mu)).mean(1)
+
+
+def test_count_model_is_the_auto_choice_for_counts_and_is_recorded(trained, prepared):
+    model, path = trained
+    assert model.config.gene_likelihood == "auto" and model.gene_likelihood == "nb"
+    adata = prepared.copy()
+    model.annotate(adata)
+    assert adata.uns["dae"]["gene_likelihood"] == "nb" and adata.uns["dae"]["params"]["gene_likelihood"] == "auto"
+    assert DAE.load(path).gene_likelihood == "nb"
+
+
+def test_count_model_scores_are_nb_log_likelihoods_and_deviance_r2(trained, prepared):
+    model, _ = trained
+    adata = prepared.copy()
+    model.annotate(adata)
+    rows = np.arange(20)
+    np.testing.assert_allclose(adata.obs["dae_recon_error"].to_numpy()[rows], _nb_reference_nll(model, adata, rows),
+                               rtol=1e-4)
+    used = adata.var["highly_variable"].to_numpy()
+    r2 = adata.var["dae_recon_r2"].to_numpy()
+    assert np.isnan(r2[~used]).all() and np.isfinite(r2[used]).all() and (r2[used] <= 1).all()
+    # Poisson deviance explained, against the null of each gene's overall share of every cell's library
+    y = adata.layers["counts"][:, used].toarray()
+    mu = model.denoise(adata, scale="counts")
+    lib = y.sum(1, keepdims=True)
+
+    def deviance(m):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return 2 * (np.where(y > 0, y * np.log(y / m), 0) - (y - m)).sum(0)
+
+    np.testing.assert_allclose(r2[used], 1 - deviance(mu) / deviance(lib * y.sum(0) / lib.sum()), rtol=1e-3, atol=1e-4)
+
+
+def test_count_model_denoised_scales(trained, prepared):
+    model, _ = trained
+    adata = prepared.copy()
+    used = adata.var["highly_variable"].to_numpy()
+    C = adata.layers["counts"]
+    counts = model.denoise(adata, scale="counts")
+    assert counts.shape == (adata.n_obs, used.sum()) and (counts >= 0).all()
+    np.testing.assert_allclose(counts.sum(1), np.asarray(C[:, used].sum(1)).ravel(), rtol=1e-4)  # the library kept
+    totals = np.asarray(C.sum(1)).ravel()
+    norm = model.denoise(adata)  # auto = normalized for a count model
+    np.testing.assert_allclose(norm, counts / totals[:, None] * 1e4, rtol=1e-4)
+    np.testing.assert_allclose(model.denoise(adata, scale="log1p"), np.log1p(norm), rtol=1e-4, atol=1e-6)
+    # the same from the raw counts, which get the model's own preparation
+    raw = anndata.AnnData(X=C.copy(), obs=adata.obs[[]], var=adata.var[[]])
+    np.testing.assert_allclose(model.denoise(raw, scale="counts"), counts, rtol=1e-5)
+    # the layer: normalised values; genes the model does not use keep their normalised input
+    model.annotate(adata, denoised=True)
+    D = adata.layers["dae_denoised"]
+    assert adata.uns["dae"]["denoised_scale"] == "normalized"
+    np.testing.assert_allclose(D[:, used], norm, rtol=1e-5)
+    np.testing.assert_allclose(D[:, ~used], (C[:, ~used].toarray() / totals[:, None] * 1e4), rtol=1e-5)
+    model.annotate(adata, denoised=True, denoised_scale="counts")
+    np.testing.assert_array_equal(adata.layers["dae_denoised"][:, ~used], C[:, ~used].toarray())
+    with pytest.raises(UserError, match="denoised_scale must be one of"):
+        model.annotate(adata, denoised=True, denoised_scale="tpm")
+
+
+def test_denoising_follows_sequencing_depth(trained, prepared):
+    """The failure this likelihood fixes: denoised counts rise with a cell's depth (the log model's fell)."""
+    model, _ = trained
+    counts = model.denoise(prepared, scale="counts")
+    depth = np.asarray(prepared.layers["counts"].sum(1)).ravel()
+    assert np.corrcoef(counts.sum(1), depth)[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "zinb"])
+def test_other_count_likelihoods_train_save_and_load(prepared, tmp_path, likelihood):
+    model = DAE(**FAST, gene_likelihood=likelihood).fit(prepared)
+    h = model.history
+    assert np.isfinite(h.train_loss).all() and h.val_loss[-1] < h.val_loss[0]
+    model.save(tmp_path / "m")
+    loaded = DAE.load(tmp_path / "m")
+    assert loaded.gene_likelihood == likelihood
+    a, b = prepared.copy(), prepared.copy()
+    model.annotate(a)
+    loaded.annotate(b)
+    np.testing.assert_array_equal(a.obsm["X_dae"], b.obsm["X_dae"])
+    np.testing.assert_allclose(a.obs["dae_recon_error"], b.obs["dae_recon_error"], rtol=1e-6)
+
+
+def test_count_likelihood_needs_counts(raw):
+    logdata = raw.copy()
+    logdata.X = np.log1p(logdata.X.toarray()) * 1.5  # log-scale values
+    pp.prepare(logdata, n_top_genes=0)
+    assert DAE(**FAST).fit(logdata).gene_likelihood == "normal"  # auto: Gaussian for log-scale data
+    with pytest.raises(UserError, match=r"gene_likelihood='nb' needs raw counts.*--gene-likelihood normal"):
+        DAE(**FAST, gene_likelihood="nb").fit(logdata)
+
+
+def test_version_1_model_folders_still_load(prepared, tmp_path):
+    """Models saved before gene_likelihood existed (format 1, loss mse/bce) load as normal/bernoulli."""
+    import json
+
+    model = DAE(**FAST, gene_likelihood="normal").fit(prepared)
+    model.save(tmp_path / "m")
+    meta_file = tmp_path / "m" / "model.json"
+    meta = json.loads(meta_file.read_text())
+    meta["format_version"] = 1
+    meta.pop("gene_likelihood")
+    meta["config"].pop("gene_likelihood")
+    meta["config"]["loss"] = "mse"
+    meta_file.write_text(json.dumps(meta))
+    old = DAE.load(tmp_path / "m")
+    assert old.gene_likelihood == "normal" and old.config.gene_likelihood == "normal"
+    np.testing.assert_array_equal(old.embed(prepared), model.embed(prepared))
 
 
 def test_saved_model_files_follow_the_umask_not_0600(tmp_path, counts_adata):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
-from genodae.nn import DenoisingAutoencoder, corrupt, noise_seed, reconstruction_loss
+from genodae.nn import DenoisingAutoencoder, corrupt, noise_seed, reduce_loss
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -170,7 +171,13 @@ def test_mean_jacobian_of_mlp_decoder_matches_autograd():
         m.linear_gene_weights()
 
 
-# --- losses -----------------------------------------------------------------------------------------------
+# --- likelihoods ------------------------------------------------------------------------------------------
+
+
+def _nll(logits, target, likelihood="normal", output_activation="sigmoid", library=None, z=None):
+    m = DenoisingAutoencoder(target.shape[1], 2, gene_likelihood=likelihood, output_activation=output_activation)
+    z = torch.zeros(target.shape[0], 2) if z is None else z
+    return m, m.nll(z, logits, target, library)
 
 
 def test_bce_with_logits_equals_manual_binary_cross_entropy():
@@ -179,24 +186,24 @@ def test_bce_with_logits_equals_manual_binary_cross_entropy():
     target = torch.rand(8, 6, generator=g)
     p = torch.sigmoid(logits.double())
     manual = -(target * p.log() + (1 - target) * (1 - p).log()).mean()
-    got = reconstruction_loss(logits, target, loss="bce", output_activation="sigmoid")
+    got = reduce_loss(_nll(logits, target, "bernoulli")[1])
     torch.testing.assert_close(got.double(), manual, rtol=1e-5, atol=1e-6)
 
 
 def test_bce_is_stable_for_extreme_logits():
     logits = torch.tensor([[100.0, -100.0]])
     target = torch.tensor([[1.0, 0.0]])
-    got = reconstruction_loss(logits, target, loss="bce", output_activation="sigmoid")
+    got = reduce_loss(_nll(logits, target, "bernoulli")[1])
     assert torch.isfinite(got) and got.item() < 1e-6
 
 
-def test_mse_is_on_the_output_scale():
+def test_squared_error_is_on_the_output_scale():
     g = _gen(1)
     logits = torch.randn(5, 4, generator=g)
     target = torch.rand(5, 4, generator=g)
-    got = reconstruction_loss(logits, target, loss="mse", output_activation="sigmoid")
+    got = reduce_loss(_nll(logits, target, "normal", "sigmoid")[1])
     torch.testing.assert_close(got, (torch.sigmoid(logits) - target).square().mean())
-    got_lin = reconstruction_loss(logits, target, loss="mse", output_activation="linear")
+    got_lin = reduce_loss(_nll(logits, target, "normal", "linear")[1])
     torch.testing.assert_close(got_lin, F.mse_loss(logits, target))
 
 
@@ -205,22 +212,98 @@ def test_masked_loss_counts_only_masked_entries():
     logits = torch.randn(10, 8, generator=g)
     target = torch.rand(10, 8, generator=g)
     mask = torch.rand(10, 8, generator=g) < 0.3
-    got = reconstruction_loss(logits, target, loss="mse", output_activation="sigmoid", mask=mask)
-    per = (torch.sigmoid(logits) - target).square()
-    torch.testing.assert_close(got, per[mask].mean())
+    per = _nll(logits, target)[1]
+    got = reduce_loss(per, mask)
+    torch.testing.assert_close(got, ((torch.sigmoid(logits) - target).square())[mask].mean())
     # changing the reconstruction of unmasked entries leaves the loss unchanged
     other = logits.clone()
     other[~mask] += 5.0
-    got2 = reconstruction_loss(other, target, loss="mse", output_activation="sigmoid", mask=mask)
-    torch.testing.assert_close(got2, got)
+    per2 = _nll(other, target)[1]
+    torch.testing.assert_close(reduce_loss(per2, mask), got)
     # ... while an unmasked loss sees it
-    assert reconstruction_loss(other, target, loss="mse", output_activation="sigmoid") != reconstruction_loss(
-        logits, target, loss="mse", output_activation="sigmoid")
+    assert reduce_loss(per2) != reduce_loss(per)
 
 
-def test_per_entry_loss_with_reduction_none():
-    logits = torch.zeros(3, 2)
-    target = torch.ones(3, 2)
-    per = reconstruction_loss(logits, target, loss="mse", output_activation="sigmoid", reduction="none")
-    assert per.shape == (3, 2)
-    torch.testing.assert_close(per, torch.full((3, 2), 0.25))
+def _count_case(seed=3, n=40, g=30):
+    rng = np.random.default_rng(seed)
+    logits = torch.tensor(rng.normal(0, 2, (n, g)), dtype=torch.float32)
+    library = torch.tensor(rng.integers(1, 5000, n), dtype=torch.float32)
+    mu = (torch.softmax(logits.double(), -1) * library.double()[:, None]).numpy()
+    y = rng.poisson(mu * rng.gamma(2.0, 0.5, mu.shape))  # overdispersed, many zeros and some large counts
+    return logits, torch.tensor(y, dtype=torch.float32), library, mu, y
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "nb", "zinb"])
+def test_count_likelihoods_match_scipy_log_pmfs(likelihood):
+    from scipy import stats
+
+    logits, y_t, library, mu, y = _count_case()
+    m = DenoisingAutoencoder(y.shape[1], 2, gene_likelihood=likelihood)
+    rng = np.random.default_rng(4)
+    with torch.no_grad():
+        if likelihood != "poisson":
+            m.log_theta.copy_(torch.tensor(rng.normal(0, 1.5, y.shape[1]), dtype=torch.float32))
+        if likelihood == "zinb":
+            m.dropout_head.bias.copy_(torch.tensor(rng.normal(-1, 1, y.shape[1]), dtype=torch.float32))
+    z = torch.tensor(rng.normal(0, 1, (y.shape[0], 2)), dtype=torch.float32)
+    got = m.nll(z, logits, y_t, library).double().detach().numpy()
+    if likelihood == "poisson":
+        want = -stats.poisson.logpmf(y, mu)
+    else:
+        theta = np.exp(m.log_theta.detach().double().numpy())[None, :]
+        nb = stats.nbinom.logpmf(y, theta, theta / (theta + mu))  # scipy: n = theta, p = theta / (theta + mu)
+        if likelihood == "nb":
+            want = -nb
+        else:
+            pi = torch.sigmoid(m.dropout_head(z)).double().detach().numpy()
+            want = -np.log(np.where(y == 0, pi + (1 - pi) * np.exp(nb), (1 - pi) * np.exp(nb)))
+    assert np.isfinite(got).all()
+    # float32 log-means: counts in the thousands multiply their rounding (~1e-7 relative) into ~3e-4 of the NLL
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=2e-4)
+    np.testing.assert_allclose(np.median(np.abs(got - want)), 0, atol=1e-5)  # typical entries: exact to 1e-5
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "nb", "zinb"])
+def test_count_likelihoods_are_finite_at_extremes_and_under_bf16(likelihood):
+    # tiny means (logit -80), huge counts, a zero library, bf16 decoder outputs: finite values and gradients
+    m = DenoisingAutoencoder(3, 2, gene_likelihood=likelihood)
+    logits = torch.tensor([[-80.0, 0.0, 80.0], [0.0, 0.0, 0.0], [5.0, -5.0, 0.0]], requires_grad=True)
+    y = torch.tensor([[0.0, 3.0, 1e5], [0.0, 0.0, 0.0], [2e4, 0.0, 7.0]])
+    lib = y.sum(1)
+    z = torch.randn(3, 2)
+    for lg in (logits, logits.bfloat16()):
+        per = m.nll(z, lg, y, lib)
+        assert per.dtype == torch.float32 and torch.isfinite(per).all()
+        per.sum().backward(retain_graph=True)
+        assert torch.isfinite(logits.grad).all()
+        if likelihood != "poisson":
+            assert torch.isfinite(m.log_theta.grad).all()
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "nb", "zinb"])
+def test_sparse_and_dense_count_targets_give_the_same_nll_and_gradients(likelihood):
+    logits, y, library, _, _ = _count_case(seed=7)
+    m = DenoisingAutoencoder(y.shape[1], 2, gene_likelihood=likelihood)
+    z = torch.randn(y.shape[0], 2)
+    out = []
+    for target in (y, y.to_sparse()):
+        lg = logits.clone().requires_grad_(True)
+        m.zero_grad()
+        per = m.nll(z, lg, target, library)
+        per.sum().backward()
+        out.append((per.detach(), lg.grad, *(p.grad.clone() for p in m.parameters() if p.grad is not None)))
+    for a, b in zip(*out, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_count_output_is_a_softmax_and_needs_a_library():
+    m = DenoisingAutoencoder(6, 2, gene_likelihood="nb")
+    x = torch.rand(4, 6)
+    r = m.reconstruct(x)
+    torch.testing.assert_close(r.sum(1), torch.ones(4))
+    z, logits = m(x)
+    with pytest.raises(ValueError, match="library"):
+        m.nll(z, logits, torch.ones(4, 6))
+    with pytest.raises(ValueError, match="gene_likelihood"):
+        DenoisingAutoencoder(6, 2, gene_likelihood="gaussian")
+

@@ -101,6 +101,7 @@ def test_backed_h5ad_trains_and_embeds_like_memory(tmp_path, counts_adata):
     counts_adata.write_h5ad(path)
     backed = genodae.io.read_backed(path)
     model = genodae.DAE(n_latent=4, hidden=(32,), epochs=4, num_threads=1, patience=0).fit(backed)
+    assert model.gene_likelihood == "nb"  # the count target is read from the file's layers/counts in chunks
     assert model.history.val_loss[-1] < model.history.val_loss[0]
     z_backed = model.embed(backed)
     z_memory = model.embed(ad.read_h5ad(path))
@@ -173,8 +174,11 @@ def test_gpu_script_runs_with_the_cpu_standing_in(tmp_path):
 
     res = json.loads(out.read_text())
     c = res["correctness"]
-    assert c["same_weights_loss_rel_err_fp32"] == 0 and c["same_weights_embedding_rel_err_fp32"] == 0
-    assert 0 < c["same_weights_embedding_rel_err_bf16"] < 0.05  # bf16 really ran, and stays close
-    (row,) = res["throughput"]
-    assert row["cells"] == 3000 and row["cells_per_s_per_epoch"] > 0 and np.isfinite(row["final_val_loss"])
-    assert "| 3,000 | 2000 | 256 |" in proc.stdout
+    for lik in ("normal", "poisson", "nb", "zinb"):  # every likelihood is checked
+        assert c[f"{lik}_same_weights_loss_rel_err_fp32"] == 0 and c[f"{lik}_same_weights_embedding_rel_err_fp32"] == 0
+        assert 0 < c[f"{lik}_same_weights_embedding_rel_err_bf16"] < 0.05  # bf16 really ran, and stays close
+        assert c[f"{lik}_same_weights_loss_rel_err_bf16"] < 0.05 and np.isfinite(c[f"{lik}_val_loss_cpu"])
+    assert [r["likelihood"] for r in res["throughput"]] == ["normal", "nb"]
+    for row in res["throughput"]:
+        assert row["cells"] == 3000 and row["cells_per_s_per_epoch"] > 0 and np.isfinite(row["final_val_loss"])
+    assert "| 3,000 | 2000 | nb | 256 |" in proc.stdout

@@ -50,7 +50,8 @@ def _cfg(**kw) -> DAEConfig:
 
 def _module(cfg: DAEConfig, n: int = N_GENES) -> DenoisingAutoencoder:
     torch.manual_seed(cfg.seed)
-    return build_module(n, cfg, "sigmoid")
+    lik = cfg.resolved_gene_likelihood("log")
+    return build_module(n, cfg, "sigmoid", lik)
 
 
 def _train(X, cfg, **kw):
@@ -101,7 +102,7 @@ def test_noise_is_applied_to_the_input_layer(lowrank, monkeypatch):
 
 
 def test_masked_loss_training_runs(lowrank):
-    m, h = _train(lowrank, _cfg(epochs=3, loss_on="masked", loss="bce"))
+    m, h = _train(lowrank, _cfg(epochs=3, loss_on="masked", gene_likelihood="bernoulli"))
     assert all(np.isfinite(h.train_loss)) and all(np.isfinite(h.val_loss))
 
 

@@ -27,10 +27,10 @@ import yaml
 from genodae.config import (
     ACTIVATIONS,
     DECODERS,
+    GENE_LIKELIHOODS,
     HVG_FLAVORS,
     INPUT_KINDS,
     LOSS_ON,
-    LOSSES,
     NORMS,
     OPTIMIZERS,
     PRESETS,
@@ -174,7 +174,7 @@ def test_schema_model_section_matches_daeconfig():
     assert props["preset"]["enum"] == list(PRESETS)
     for key, choices in {
         "activation": ACTIVATIONS, "latent_activation": ACTIVATIONS, "output_activation": ("auto", *ACTIVATIONS),
-        "norm": NORMS, "decoder": DECODERS, "loss": LOSSES, "loss_on": LOSS_ON, "optimizer": OPTIMIZERS,
+        "norm": NORMS, "decoder": DECODERS, "gene_likelihood": GENE_LIKELIHOODS, "loss_on": LOSS_ON, "optimizer": OPTIMIZERS,
     }.items():
         assert props[key]["enum"] == list(choices), f"choices of model.{key} differ from genodae.config"
     # every sweepable setting is a model setting
