@@ -36,6 +36,11 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet $(TORCH) -e ".[bench]"
+	# MAGIC, a denoising baseline of bench/mcv.py: its helper scprep pins pandas < 2.1 but runs with the current
+	# pandas that anndata needs, so it goes in without its pins (and never into the package's dependencies)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --no-deps magic-impute==3.0.0 scprep==1.2.3 graphtools==2.1.0 \
+		tasklogger==1.2.0 pygsp==0.6.1 Deprecated==1.3.1 wrapt future==1.0.0 decorator==5.3.1
+	$(BENCH_VENV)/bin/python -c "import magic, pandas; print('bench venv: MAGIC', magic.__version__, 'pandas', pandas.__version__)"
 	touch $@
 
 bench: $(BENCH_VENV)/.installed

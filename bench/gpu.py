@@ -97,7 +97,7 @@ def correctness(gpu: torch.device, n_cells: int = 20_000, likelihoods=LIKELIHOOD
         rows = va[:2048]
         x = src_cpu(rows)
         g = torch.Generator().manual_seed(noise_seed(0, 7, 0))
-        xc, _ = corrupt(x, cfg.corruption, 0.0, g)
+        xc, _ = corrupt(x, cfg.corruption, 0.0, g, rescale=cfg.corruption_rescale)
         with torch.no_grad():
             lc = _step_nll(m_cpu, src_cpu, rows, xc, x)
             lg = _step_nll(m_gpu, src_gpu, rows, xc.to(gpu), x.to(gpu))

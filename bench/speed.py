@@ -8,7 +8,10 @@ changing load on a shared machine hits both alike. Both train on the same prepar
 for training and 10% for a validation pass every epoch, no early stopping, one torch thread, CPU:
 
 - genodae: ``genodae.DAE(epochs=E, patience=0, batch_size=128, num_threads=1, device="cpu").fit(adata)``
-  (library defaults otherwise: its min-max scaled log input).
+  (library defaults otherwise: min-max scaled log input, ``gene_likelihood="auto"`` = negative binomial on the
+  raw counts).
+- genodae_normal: the same with ``gene_likelihood="normal"`` (squared error of the scaled input): what the
+  count likelihood costs per epoch.
 - scVI: ``scvi.model.SCVI`` (defaults: n_latent 10, 1 × 128 hidden, ZINB) on the raw counts of the same genes,
   ``train(max_epochs=E, early_stopping=False, batch_size=128, train_size=0.9, check_val_every_n_epoch=1)``.
 
@@ -43,6 +46,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
 
+METHODS = ("genodae", "scvi", "genodae_normal")  # alternating in this order
+
+
 def rss_now_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -71,8 +77,10 @@ def worker(method: str, dataset: str, epochs: int, batch_size: int, threads: int
     out = {"method": method, "dataset": dataset, "n_cells": int(adata.n_obs),
            "n_genes": int(adata.var["highly_variable"].sum()), "epochs": epochs, "batch_size": batch_size,
            "threads": threads}
-    if method == "genodae":
-        model = genodae.DAE(epochs=epochs, patience=0, batch_size=batch_size, num_threads=threads, device="cpu", seed=0)
+    if method.startswith("genodae"):
+        extra = {"gene_likelihood": "normal"} if method == "genodae_normal" else {}
+        model = genodae.DAE(epochs=epochs, patience=0, batch_size=batch_size, num_threads=threads, device="cpu", seed=0,
+                            **extra)
         t = time.perf_counter()
         model.fit(adata, progress=False)
         wall = time.perf_counter() - t
@@ -162,13 +170,16 @@ def markdown(runs, summary, meta) -> str:
         "| method | cells/s (training call) | cells/s (median epoch) | peak RSS (MB) | peak − before (MB) |",
         "|---|---:|---:|---:|---:|",
     ]
-    for m in ("genodae", "scvi"):
+    for m in METHODS:
         lines.append(f"| {m} | {s[m]['cells_per_s']:,.0f} | {s[m]['cells_per_s_epoch_median']:,.0f} | "
                      f"{s[m]['peak_rss_mb']:.0f} | {s[m]['peak_minus_before_mb']:.0f} |")
     lines += [
         "",
         f"**genodae / scVI throughput ratio: {s['ratio_cells_per_s']:.2f}× (whole training call), "
         f"{s['ratio_epoch']:.2f}× (median epoch); peak RSS ratio {s['ratio_peak_rss']:.2f}×.**",
+        "",
+        f"**Cost of the count likelihood: a genodae (nb) epoch takes {s['nb_cost_epoch']:.2f}× the time of a "
+        f"genodae_normal epoch (median epochs; {s['nb_cost_call']:.2f}× over the whole training call).**",
     ]
     return "\n".join(lines) + "\n"
 
@@ -183,7 +194,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--out", type=Path, default=HERE / "results" / "speed")
-    p.add_argument("--worker", choices=("genodae", "scvi"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if a.worker:
@@ -201,7 +212,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     runs = []
     for rep in range(a.repeats):
-        for m in ("genodae", "scvi"):
+        for m in METHODS:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", m, "--dataset", a.dataset,
                    "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--threads", str(a.threads),
                    "--data-dir", str(a.data_dir)]
@@ -215,17 +226,20 @@ def main(argv=None) -> int:
             r = json.loads(line[-1][len("SPEED_RESULT "):])
             r["repeat"], r["process_seconds"] = rep, time.perf_counter() - t
             runs.append(r)
-            print(f"[speed] {m:<8} rep {rep}: {r['cells_per_s']:,.0f} cells/s (call), "
+            print(f"[speed] {m:<14} rep {rep}: {r['cells_per_s']:,.0f} cells/s (call), "
                   f"{r['cells_per_s_epoch_median']:,.0f} cells/s (median epoch), peak RSS {r['peak_rss_mb']:.0f} MB "
                   f"(+{r['peak_minus_before_mb']:.0f}), process {r['process_seconds']:.0f}s", flush=True)
     summary = {}
-    for m in ("genodae", "scvi"):
+    for m in METHODS:
         rs = [r for r in runs if r["method"] == m]
         summary[m] = {k: float(np.median([r[k] for r in rs])) for k in
                       ("cells_per_s", "cells_per_s_epoch_median", "peak_rss_mb", "peak_minus_before_mb", "rss_before_mb")}
     summary["ratio_cells_per_s"] = summary["genodae"]["cells_per_s"] / summary["scvi"]["cells_per_s"]
     summary["ratio_epoch"] = summary["genodae"]["cells_per_s_epoch_median"] / summary["scvi"]["cells_per_s_epoch_median"]
     summary["ratio_peak_rss"] = summary["genodae"]["peak_rss_mb"] / summary["scvi"]["peak_rss_mb"]
+    summary["nb_cost_epoch"] = (summary["genodae_normal"]["cells_per_s_epoch_median"]
+                                / summary["genodae"]["cells_per_s_epoch_median"])
+    summary["nb_cost_call"] = summary["genodae_normal"]["cells_per_s"] / summary["genodae"]["cells_per_s"]
     meta = {"command": "python bench/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": Q.machine(), "versions": B.versions(), "dataset": a.dataset, "epochs": a.epochs,

@@ -19,7 +19,7 @@ NORMS = ("none", "batch", "layer")
 DECODERS = ("linear", "mlp")
 GENE_LIKELIHOODS = ("auto", "normal", "bernoulli", "poisson", "nb", "zinb")
 COUNT_LIKELIHOODS = ("poisson", "nb", "zinb")
-AUTO_COUNT_LIKELIHOOD = "nb"  # what gene_likelihood="auto" means for count input (bench/results/mcv.md)
+AUTO_COUNT_LIKELIHOOD = "poisson"  # what gene_likelihood="auto" means for count input (bench/results/mcv.md)
 LOSS_ON = ("all", "masked")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCALINGS = ("minmax", "zscore", "none")
@@ -65,9 +65,10 @@ class DAEConfig:
     output_activation: str = field(default="auto", metadata={"help": "auto: sigmoid with the bernoulli likelihood, else linear (tuned: bench/results/quality.md); count likelihoods use a softmax over genes"})
     # noise
     corruption: float = field(default=0.2, metadata={"help": "probability of zeroing each input entry (fresh mask every batch)"})
+    corruption_rescale: bool = field(default=True, metadata={"help": "divide the entries left by 1 - corruption (inverted dropout), so training input has the expected value of the clean input at inference (bench/results/mcv.md); ADAGE did not"})
     gaussian_noise: float = field(default=0.0, metadata={"help": "sd of additive Gaussian noise on the input (0 = off)"})
     # loss
-    gene_likelihood: str = field(default="auto", metadata={"help": "reconstruction likelihood: normal (squared error of the scaled input), bernoulli (cross-entropy, 0-1 input), or of the raw counts with the library size as offset: poisson, nb, zinb; auto: nb for count input, normal otherwise"})
+    gene_likelihood: str = field(default="auto", metadata={"help": "reconstruction likelihood: normal (squared error of the scaled input), bernoulli (cross-entropy, 0-1 input), or of the raw counts with the library size as offset: poisson, nb, zinb; auto: poisson for count input (it had the lowest held-out NLL: bench/results/mcv.md), normal otherwise"})
     loss_on: str = field(default="all", metadata={"help": "all entries, or only the masked ones"})
     # optimisation
     optimizer: str = field(default="adam", metadata={"help": "adam, adamw or sgd (momentum 0.9)"})
@@ -99,8 +100,9 @@ class DAEConfig:
                 continue
             _check_range(name, getattr(self, name), lo=lo, integer=True)
             setattr(self, name, int(getattr(self, name)))
-        if not isinstance(self.tied, bool) or not isinstance(self.amp, bool):
-            raise UserError(f"tied and amp must be true or false, not {self.tied!r} / {self.amp!r}")
+        for name in ("tied", "amp", "corruption_rescale"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name} must be true or false, not {getattr(self, name)!r}")
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("latent_activation", self.latent_activation, ACTIVATIONS)
         _check_choice("output_activation", self.output_activation, ("auto", *ACTIVATIONS))
@@ -172,7 +174,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # cross-entropy on 0-1 scaled data, SGD with small batches.
     "adage": dict(
         n_latent=50, hidden=(), latent_activation="sigmoid", tied=True, decoder="linear",
-        output_activation="sigmoid", corruption=0.1, gene_likelihood="bernoulli", optimizer="sgd", lr=0.01,
+        output_activation="sigmoid", corruption=0.1, corruption_rescale=False, gene_likelihood="bernoulli", optimizer="sgd", lr=0.01,
         batch_size=10, epochs=500, patience=0,
     ),
     # Signatures (issue 5, bench/signatures.py): a linear encoder (no hidden layer) trained with a larger

@@ -48,9 +48,14 @@ def corrupt(
     generator: torch.Generator | None = None,
     global_rows: int | None = None,
     offset: int = 0,
+    rescale: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Masking noise on the *input*: zero each entry with probability ``corruption``.
 
+    With ``rescale``, the entries left are divided by ``1 - corruption`` (inverted dropout, as
+    ``torch.nn.Dropout``): the corrupted input then has the expected value of the clean input that the model
+    sees at inference, instead of ``1 - corruption`` times it (the masking noise of Vincent et al. 2008, used
+    by ADAGE, does not rescale).
     Returns the corrupted copy and the boolean mask of zeroed entries (None when nothing is masked).
     Noise is drawn for a whole global batch of ``global_rows`` rows and this rank's rows
     ``offset : offset + len(x)`` are kept, so data-parallel ranks see exactly the noise a single
@@ -66,6 +71,8 @@ def corrupt(
         u = torch.rand(shape, generator=generator, device=x.device, dtype=torch.float32)
         mask = u[offset : offset + n] < corruption
         out = out.masked_fill(mask, 0.0)
+        if rescale:
+            out = out / (1.0 - corruption)
     if gaussian_noise > 0:
         g = torch.randn(shape, generator=generator, device=x.device, dtype=torch.float32)
         out = out + gaussian_noise * g[offset : offset + n].to(out.dtype)

@@ -25,6 +25,7 @@ def dae(
     seed: int | None = None,
     device: str | None = None,
     denoised: bool = False,
+    denoised_scale: str = "auto",
     model_dir: str | Path | None = None,
     key_added: str | None = None,
     copy: bool = False,
@@ -48,6 +49,9 @@ def dae(
         The most used :class:`genodae.DAEConfig` settings.
     denoised
         Also add ``layers["dae_denoised"]`` (dense: cells × genes).
+    denoised_scale
+        Scale of that layer: ``auto`` (``normalized`` for count likelihoods, ``input`` otherwise),
+        ``normalized``, ``counts``, ``log1p`` or ``input`` (see :meth:`genodae.DAE.denoise`).
     model_dir
         Also save the trained model there, for :meth:`genodae.DAE.load` / ``genodae embed``.
     key_added
@@ -58,9 +62,23 @@ def dae(
     Returns
     -------
     The annotated copy when ``copy=True``, else ``None``. Adds ``obsm["X_dae"]`` (cells × n_latent),
-    ``varm["dae_weights"]`` (genes × n_latent, zero rows for genes not used), ``var["dae_recon_r2"]``
-    (per-gene R² on validation cells), ``obs["dae_recon_error"]`` (per-cell reconstruction MSE) and
-    ``uns["dae"]`` (settings, preparation, loss history, genes used, version).
+    ``varm["dae_weights"]`` (genes × n_latent, zero rows for genes not used; log-scale loadings with a count
+    likelihood), ``var["dae_recon_r2"]`` (per-gene score on validation cells: R² of the scaled input, or the
+    fraction of Poisson deviance explained with a count likelihood), ``obs["dae_recon_error"]`` (per-cell mean
+    negative log-likelihood under the model's likelihood) and ``uns["dae"]`` (settings, the resolved
+    ``gene_likelihood``, preparation, loss history, genes used, version).
+
+    Raises
+    ------
+    UserError
+        Unprepared or unsuitable data or settings (e.g. a count likelihood on log-scale data), in one line.
+
+    Notes
+    -----
+    ``gene_likelihood="auto"`` (default) reconstructs the raw counts of ``layers["counts"]`` with a Poisson
+    likelihood whose mean is the cell's library size × a softmax over genes (the count model of DCA and scVI,
+    whose negative binomial and zero-inflated variants are ``nb``/``zinb``; with the linear decoder as LDVAE,
+    Svensson et al. 2020), and the scaled input itself by squared error for log-scale data.
 
     Examples
     --------
@@ -73,7 +91,8 @@ def dae(
     explicit = dict(n_latent=n_latent, hidden=hidden, corruption=corruption, epochs=epochs,
                     batch_size=batch_size, lr=lr, seed=seed, device=device)
     model = DAE(preset=preset, **explicit, **settings).fit(adata, layer=layer)
-    model.annotate(adata, key=key_added or "dae", denoised=denoised, r2_rows=model.val_idx)
+    model.annotate(adata, key=key_added or "dae", denoised=denoised, denoised_scale=denoised_scale,
+                   r2_rows=model.val_idx)
     if model_dir is not None:
         model.save(model_dir)
     return adata if copy else None

@@ -425,7 +425,8 @@ def fit(
             rows = order[start + lo : start + min(lo + per_rank, n_global)]
             x = source(rows)
             noise_gen.manual_seed(noise_seed(config.seed, epoch, step))
-            xc, mask = corrupt(x, config.corruption, config.gaussian_noise, noise_gen, global_rows=n_global, offset=lo)
+            xc, mask = corrupt(x, config.corruption, config.gaussian_noise, noise_gen, global_rows=n_global, offset=lo,
+                               rescale=config.corruption_rescale)
             loss = reduce_loss(batch_nll(module, net, source, rows, xc, x, amp),
                                mask if config.loss_on == "masked" else None)
             # DDP averages gradients over ranks: weight by this rank's share so the result is the global mean
@@ -482,7 +483,7 @@ def evaluate_loss(module: DenoisingAutoencoder, source: BatchSource, rows: np.nd
         r = rows[start : start + 4096]
         x = source(r)
         gen.manual_seed(noise_seed(config.seed, _VAL_EPOCH, step))
-        xc, mask = corrupt(x, config.corruption, config.gaussian_noise, gen)
+        xc, mask = corrupt(x, config.corruption, config.gaussian_noise, gen, rescale=config.corruption_rescale)
         per = batch_nll(module, module, source, r, xc, x)
         if config.loss_on == "masked" and mask is not None:
             total += float((per * mask).sum() / mask.sum().clamp_min(1)) * x.shape[0]

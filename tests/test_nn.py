@@ -307,3 +307,13 @@ def test_count_output_is_a_softmax_and_needs_a_library():
     with pytest.raises(ValueError, match="gene_likelihood"):
         DenoisingAutoencoder(6, 2, gene_likelihood="gaussian")
 
+
+
+def test_rescaled_masking_keeps_the_expected_input():
+    x = torch.rand(400, 50) + 0.5
+    xc, mask = corrupt(x, 0.3, generator=_gen(11), rescale=True)
+    torch.testing.assert_close(xc[~mask], x[~mask] / 0.7)  # inverted dropout on the entries left
+    assert (xc[mask] == 0).all()
+    assert abs(xc.mean().item() - x.mean().item()) < 0.02 * x.mean().item()  # same expected value
+    plain, mask2 = corrupt(x, 0.3, generator=_gen(11))
+    assert torch.equal(mask, mask2) and torch.equal(plain[~mask], x[~mask])  # ADAGE's masking: no rescale

@@ -144,12 +144,13 @@ def test_model_dir_holds_the_same_model(annotated):
 def test_key_added_renames_every_key_and_models_live_side_by_side(annotated):
     adata = annotated[0].copy()
     before = adata.obsm["X_dae"].copy()
-    tl.dae(adata, key_added="foo", n_latent=3, hidden=(), epochs=2, num_threads=1, denoised=True)
+    tl.dae(adata, key_added="foo", n_latent=3, hidden=(), epochs=2, num_threads=1, denoised=True,
+           denoised_scale="counts")
     assert adata.obsm["X_foo"].shape == (adata.n_obs, 3)
     assert adata.varm["foo_weights"].shape == (adata.n_vars, 3)
     assert "foo_recon_r2" in adata.var and "foo_recon_error" in adata.obs
     assert "foo" in adata.uns and adata.uns["foo"]["params"]["n_latent"] == 3
-    assert adata.layers["foo_denoised"].shape == adata.shape
+    assert adata.layers["foo_denoised"].shape == adata.shape and adata.uns["foo"]["denoised_scale"] == "counts"
     assert "dae_denoised" not in adata.layers
     np.testing.assert_array_equal(adata.obsm["X_dae"], before)  # the first model is untouched
     assert adata.uns["dae"]["params"]["n_latent"] == 8
