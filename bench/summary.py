@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """One page from the committed benchmark JSONs: bench/results/SUMMARY.md.
 
-Reads what the individual scripts wrote (baselines, denoise, speed, throughput_cpu[_backed], workflow_time,
+Reads what the individual scripts wrote (baselines, denoise, mcv, speed, throughput_cpu[_backed], workflow_time,
 quality, gpu); a missing file is named as missing, never filled in. Run by ``bench/run_cpu.sh`` at the end,
 or alone: ``python bench/summary.py``.
 """
@@ -83,6 +83,33 @@ def denoising(d: dict) -> list[str]:
     return out + [""]
 
 
+def mcv(d: dict) -> list[str]:
+    """Molecular cross-validation: Poisson NLL of held-out molecules, datasets × methods (and the known-truth check)."""
+    real = [r for r in d["summary"] if r.get("kind", "real") == "real"]
+    methods = list(dict.fromkeys(r["method"] for r in real))
+    datasets = list(dict.fromkeys(r["dataset"] for r in real))
+    by = {(r["dataset"], r["method"]): r for r in real}
+    out = [f"## Molecular cross-validation ([`mcv.md`](mcv.md); `{d['command']}`; {when(d)})", "",
+           "Counts split 90/10 by binomial thinning; each method denoises the 90 % (2,000 HVGs) and is scored by the "
+           "Poisson NLL per entry of the held-out 10 % (lower is better; log-scale MSE and seconds in mcv.md). Mean "
+           "over seeds " + ", ".join(map(str, d["seeds"])) + "; best per dataset in **bold**.", "",
+           "| dataset | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for ds in datasets:
+        vals = [by.get((ds, m), {}).get("nll_mean") for m in methods]
+        ok = [v for v in vals if v is not None and v == v]
+        best = min(ok, default=None)
+        cells = ["–" if v is None or v != v else (f"**{v:.4f}**" if abs(v - best) < 5e-5 else f"{v:.4f}")
+                 for v in vals]
+        out.append(f"| {ds} | " + " | ".join(cells) + " |")
+    sim = sorted((r for r in d["summary"] if r.get("kind") == "known_truth"), key=lambda r: r["nll_mean"])
+    if sim:
+        by_mse = sorted(sim, key=lambda r: r["mse_mean"])
+        out += ["", "Known truth (simulated from pbmc4k's cluster proportions): ranking by NLL "
+                + " < ".join(f"`{r['method']}`" for r in sim) + "; by log MSE "
+                + " < ".join(f"`{r['method']}`" for r in by_mse) + "."]
+    return out + [""]
+
+
 def speed(d: dict) -> list[str]:
     s = d["summary"]
     return [f"## genodae vs scVI speed ([`speed.md`](speed.md); `{d['command']}`; {when(d)})", "",
@@ -143,7 +170,8 @@ def main(argv=None) -> int:
             base = {**base, "summary": base["summary"] + presets["summary"],
                     "command": f"{base['command']}` + `{presets['command']}"}
         lines += embeddings(base)
-    for name, fn in (("quality", tuning), ("denoise", denoising), ("speed", speed), ("workflow_time", workflow)):
+    for name, fn in (("quality", tuning), ("denoise", denoising), ("mcv", mcv), ("speed", speed),
+                     ("workflow_time", workflow)):
         d = load(a.results, name)
         if d is None:
             missing.append(f"{name}.json")
