@@ -30,7 +30,15 @@ from throughput import machine, make_csr  # noqa: E402
 
 from genodae.config import DAEConfig  # noqa: E402
 from genodae.nn import corrupt, noise_seed  # noqa: E402
-from genodae.train import build_module, embed, evaluate_loss, fit, make_source, split_cells  # noqa: E402
+from genodae.train import (  # noqa: E402
+    build_module,
+    embed,
+    evaluate_loss,
+    fit,
+    library_size,
+    make_source,
+    split_cells,
+)
 
 
 def _scaling(X):
@@ -62,7 +70,7 @@ def _step_nll(m, src, rows, xc, x):
     z, logits = m(xc)
     if m.counts:
         y = src.target(rows)
-        return m.nll(z, logits, y, y.sum(1)).mean().item()
+        return m.nll(z, logits, y, library_size(y)).mean().item()
     return m.nll(z, logits, x).mean().item()
 
 

@@ -77,8 +77,8 @@ _ORIG_BUILD, _ORIG_OPT = gtrain.build_module, gtrain.make_optimizer
 
 
 def _patched(zero_init: bool = False, nonneg: bool = False):
-    def build(n, cfg, out):
-        m = _ORIG_BUILD(n, cfg, out)
+    def build(n, cfg, out, gene_likelihood="normal"):
+        m = _ORIG_BUILD(n, cfg, out, gene_likelihood)
         if zero_init and m.decoder is not None and cfg.decoder == "linear":
             torch.nn.init.zeros_(m.decoder.weight)
         return m

@@ -24,6 +24,11 @@ log = logging.getLogger("genodae")
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        # no abbreviations: a retired flag (--loss) must not silently become another one (--loss-on)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> typing.NoReturn:  # one line, exit 2 (argparse prints usage too)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
@@ -100,6 +105,12 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-dir", metavar="DIR",
                    help="where checkpoints go (default: OUTPUT.ckpt beside the output); kept until training ends")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint when there is one")
+
+
+def _check_denoised_flags(args: argparse.Namespace) -> None:
+    if args.denoised_scale != "auto" and not args.denoised:
+        raise UserError(f"--denoised-scale {args.denoised_scale} has no effect without --denoised; add --denoised "
+                        "to write the denoised layer")
 
 
 def _denoised_scale_arg(p: argparse.ArgumentParser) -> None:
@@ -237,8 +248,12 @@ def _read(args: argparse.Namespace):
                 missing=args.missing, duplicates=args.duplicates)
 
 
-def _check_output(path: str | Path, *, folder: bool = False) -> Path:
+def _check_output(path: str | Path, *, folder: bool = False, inputs: tuple = ()) -> Path:
     path = Path(path)
+    for given in inputs:
+        if given is not None and Path(given).exists() and path.exists() and path.resolve() == Path(given).resolve():
+            raise UserError(f"output {path} is the input file: write to another file (genodae never overwrites "
+                            "its input)")
     if folder and path.exists() and not path.is_dir():
         raise UserError(f"output {path} exists and is not a folder: give a folder name (a model is a folder), "
                         "or remove the file")
@@ -263,7 +278,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from .io import write_h5ad
     from .pp import prepare
 
-    out = _check_output(args.output)
+    out = _check_output(args.output, inputs=(args.input,))
     prep, _ = _settings(args)
     adata = _read(args)
     prepare(adata, **prep)
@@ -300,7 +315,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
     from .io import write_h5ad
     from .model import DAE
 
-    out = _check_output(args.output)
+    out = _check_output(args.output, inputs=(args.input,))
+    _check_denoised_flags(args)
     model = DAE.load(args.model, device=args.device)
     adata = _read(args)
     model.annotate(adata, key=args.key, denoised=args.denoised, denoised_scale=args.denoised_scale,
@@ -361,6 +377,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from .pp import prepare
 
     out = _check_output(args.output, folder=True)
+    _check_denoised_flags(args)
     prep, dae = _settings(args)
     model = _make_model(dae)
     adata = _read(args)

@@ -86,6 +86,9 @@ class DAE:
             Unprepared or empty data, too few cells or genes, or a count likelihood without raw counts.
         """
         cfg = self.config
+        if cfg.gene_likelihood in COUNT_LIKELIHOODS and PREP_KEY not in adata.uns:
+            raise UserError(f"gene_likelihood={cfg.gene_likelihood!r} needs data prepared from raw counts: run genodae "
+                            "prepare (genodae.pp.prepare) first; it keeps the raw counts in layers['counts']")
         X, genes, offset, scale, prep, columns = _training_input(adata, layer)
         likelihood = cfg.resolved_gene_likelihood(prep.get("input_kind", "log"))
         counts = None
@@ -100,8 +103,8 @@ class DAE:
         scaling = prep["params"]["scaling"]
         out_act = cfg.resolved_output_activation(likelihood)
         if likelihood == "bernoulli" and scaling != "minmax":
-            raise UserError("gene_likelihood='bernoulli' needs 0-1 input: use scaling='minmax' or another "
-                            "gene_likelihood")
+            raise UserError("gene_likelihood='bernoulli' needs 0-1 input: prepare with scaling='minmax' "
+                            "(genodae prepare --scaling minmax) or choose another gene_likelihood")
         self.genes, self.offset, self.scale, self.prep, self.layer = genes, offset, scale, prep, layer
         self.gene_likelihood = likelihood
         log.info("gene likelihood: %s%s", likelihood,
@@ -141,8 +144,11 @@ class DAE:
         offset = self.offset.copy()
         if missing is not None and missing.any():
             offset[missing] = 0.0  # absent genes were filled with 0: make their model input exactly 0
-        return make_source(X, offset, self.scale, self.device, clip=self.prep["params"]["scaling"] == "minmax",
-                           placement=self.config.data_placement, columns=columns, counts=counts)
+        source = make_source(X, offset, self.scale, self.device, clip=self.prep["params"]["scaling"] == "minmax",
+                             placement=self.config.data_placement, columns=columns, counts=counts)
+        if missing is not None and missing.any():
+            source.gene_present = ~np.asarray(missing, dtype=bool)
+        return source
 
     def _check_fitted(self) -> None:
         if self.module is None:
@@ -196,10 +202,15 @@ class DAE:
         t0 = time.perf_counter()
         if denoised_scale not in DENOISED_SCALES:
             raise UserError(f"denoised_scale must be one of {', '.join(DENOISED_SCALES)}, not {denoised_scale!r}")
+        scale = self._denoised_scale(denoised_scale) if denoised else None  # refused before anything is written
         source = self._input(adata, allow_missing_genes, with_counts=True)
         all_rows = np.arange(adata.n_obs)
         Z = embed(self.module, source)
         err, _ = reconstruction_scores(self.module, source, all_rows)
+        n_empty = int(np.isnan(err).sum())
+        if n_empty:
+            log.warning("%d cell(s) have no counts in the model's %d genes: their %s_recon_error is NaN (nothing to "
+                        "score) and their denoised values are 0", n_empty, len(self.genes), key)
         rows = r2_rows if r2_rows is not None and len(r2_rows) else all_rows
         _, r2 = reconstruction_scores(self.module, source, rows)
         adata.obsm[f"X_{key}"] = Z
@@ -216,7 +227,6 @@ class DAE:
         added = [f"obsm['X_{key}']", f"varm['{key}_weights']", f"var['{key}_recon_r2']",
                  f"obs['{key}_recon_error']", f"uns['{key}']"]
         if denoised:
-            scale = self._denoised_scale(denoised_scale)
             adata.layers[f"{key}_denoised"] = self._denoised_layer(adata, source, pos, ok, scale)
             record["denoised_scale"] = scale
             added.append(f"layers['{key}_denoised']")
@@ -232,8 +242,9 @@ class DAE:
         if self.module.counts and scale == "input":
             return "log1p"  # the input of a count model is log1p of normalised counts
         if not self.module.counts and scale != "input" and self.prep.get("input_kind") != "counts":
-            raise UserError(f"scale={scale!r} needs a model trained on counts; this one was trained on "
-                            "log-scale values: use scale='input'")
+            raise UserError(f"denoised scale {scale!r} needs a model trained on counts; this one was trained on "
+                            "log-scale values: use the input scale (denoised_scale='input', --denoised-scale input; "
+                            "scale='input' in DAE.denoise)")
         return scale
 
     def denoise(self, adata: AnnData, *, scale: str = "auto", allow_missing_genes: bool = False,
@@ -293,7 +304,8 @@ class DAE:
     def _denoised_layer(self, adata: AnnData, source: BatchSource, pos: np.ndarray, ok: np.ndarray,
                         scale: str) -> np.ndarray:
         """The denoised values on ``scale`` in the model's genes; the other genes keep their input on that scale."""
-        base = _base_on_scale(adata, self.layer, scale, float(self.prep["params"]["target_sum"]))
+        base = _base_on_scale(adata, self.layer, scale, float(self.prep["params"]["target_sum"]),
+                              self.prep.get("input_kind"))
         out = base.toarray() if sp.issparse(base) else np.array(base, dtype=np.float32, copy=True)
         out = out.astype(np.float32, copy=False)
         totals = _cell_totals(adata) if scale != "input" else None
@@ -389,6 +401,7 @@ class DAE:
             if device is not None:
                 cfg["device"] = device
             old_loss = cfg.pop("loss", None)  # format 1: loss mse/bce, now gene_likelihood normal/bernoulli
+            cfg.setdefault("corruption_rescale", False)  # format 1 masked without rescaling
             likelihood = meta.get("gene_likelihood") or {"bce": "bernoulli"}.get(old_loss, "normal")
             cfg.setdefault("gene_likelihood", likelihood)
             cfg = {k: v for k, v in cfg.items() if k in DAEConfig.__dataclass_fields__}  # older/newer fields
@@ -466,6 +479,9 @@ def _training_input(adata: AnnData, layer: str | None):
 def _training_counts(adata: AnnData, layer: str | None, prep: dict, likelihood: str, genes: pd.Index,
                      columns: np.ndarray | None):
     """The raw counts of the model's genes (cells × genes) that a count likelihood reconstructs."""
+    if PREP_KEY not in adata.uns:
+        raise UserError(f"gene_likelihood={likelihood!r} needs data prepared from raw counts: run genodae prepare "
+                        "(genodae.pp.prepare) first; it keeps the raw counts in layers['counts']")
     if prep.get("input_kind") != "counts" or "counts" not in adata.layers:
         what = "log-scale values" if prep.get("input_kind") == "log" else "no layers['counts']"
         raise UserError(f"gene_likelihood={likelihood!r} needs raw counts, but the data hold {what}; prepare raw "
@@ -522,10 +538,18 @@ def _cell_totals(adata: AnnData) -> np.ndarray:
     return np.asarray(M.sum(axis=1), dtype=np.float64).ravel()
 
 
-def _base_on_scale(adata: AnnData, layer: str | None, scale: str, target_sum: float):
-    """The input values of every gene on ``scale``: what genes the model does not use keep in the layer."""
-    if scale == "input" or (scale == "log1p" and PREP_KEY in adata.uns and layer is None):
-        return adata.layers[layer] if layer else adata.X
+def _base_on_scale(adata: AnnData, layer: str | None, scale: str, target_sum: float, input_kind: str | None):
+    """The input values of every gene on ``scale``: what genes the model does not use keep in the layer.
+
+    Raw data get the model's own preparation first (counts: normalise to ``target_sum`` and log1p for the
+    ``input``/``log1p`` scales), so that every gene of the layer is on one scale."""
+    prepared = PREP_KEY in adata.uns
+    if scale == "input" and (prepared or input_kind != "counts"):
+        return adata.layers[layer] if layer and prepared else adata.X
+    if scale == "input":
+        scale = "log1p"  # raw counts into a model trained on counts: its input scale is log1p(normalised)
+    if scale == "log1p" and prepared and layer is None:
+        return adata.X
     counts = adata.layers["counts"] if PREP_KEY in adata.uns else adata.X
     if scale == "counts":
         return counts

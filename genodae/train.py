@@ -75,6 +75,7 @@ class BatchSource:
             raise ValueError(f"counts {counts.shape} and input {X.shape} differ in shape")
         self.X = X
         self.counts = counts
+        self.gene_present = None  # set by the caller when some model genes are absent from the data
         self.n_obs, self.n_vars = X.shape
         self.device = device
         self.offset = torch.as_tensor(np.asarray(offset, dtype=np.float32), device=device)
@@ -171,6 +172,7 @@ class ChunkedSource(BatchSource):
                  counts=None):
         self.X = X
         self.counts = counts
+        self.gene_present = None
         self.columns = columns
         self.n_obs = X.shape[0]
         self.n_vars = len(columns) if columns is not None else X.shape[1]
@@ -518,6 +520,15 @@ def collapse_ratio(Z: np.ndarray) -> float:
     return float(Z.std(axis=0).max() / top) if top > 0 else 0.0
 
 
+def _masked(module: DenoisingAutoencoder, source: BatchSource, z: torch.Tensor, logits: torch.Tensor):
+    """For a count model on data lacking some of its genes: those genes get no share of the library (their
+    log-scale output is pushed to -1e4, so the softmax renormalises over the genes present and their NLL is 0)."""
+    present = source.gene_present
+    if module.counts and present is not None:
+        logits = logits.float().masked_fill(~torch.as_tensor(present, device=logits.device), -1e4)
+    return z, logits
+
+
 @torch.no_grad()
 def reconstruction_scores(module: DenoisingAutoencoder, source: BatchSource, rows: np.ndarray,
                           batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -536,14 +547,16 @@ def reconstruction_scores(module: DenoisingAutoencoder, source: BatchSource, row
     g = source.n_vars
     acc = {k: torch.zeros(g, dtype=torch.float64, device=source.device) for k in ("a", "b", "c", "d")}
     total_lib = 0.0
+    empty: list[bool] = []
     for s in range(0, len(rows), batch_size):
         r = rows[s : s + batch_size]
         x = source(r)
-        z, logits = module(x)
+        z, logits = _masked(module, source, *module(x))
         if module.counts:
             y = source.target(r)
             lib = library_size(y)
             per = module.nll(z, logits, y, lib)
+            empty.extend((lib <= 0).cpu().tolist())
             y = y.to_dense() if y.is_sparse else y
             mu = module.output(logits) * lib.unsqueeze(1)
             ylogy = torch.xlogy(y, y)
@@ -558,9 +571,12 @@ def reconstruction_scores(module: DenoisingAutoencoder, source: BatchSource, row
             acc["a"] += (r_ - x).square().sum(0).double()  # SSE
             acc["b"] += x.sum(0).double()
             acc["c"] += x.square().sum(0).double()
+        if module.counts and source.gene_present is not None:  # absent genes are not scored
+            per = per[:, torch.as_tensor(source.gene_present, device=per.device)]
         cell_err[s : s + x.shape[0]] = per.mean(1).double().cpu().numpy()
     n = max(len(rows), 1)
     if module.counts:
+        cell_err[np.asarray(empty, dtype=bool)] = np.nan  # no counts in the model's genes: nothing to score
         Y = acc["c"]
         null = acc["a"] - acc["b"] - torch.xlogy(Y, Y / max(total_lib, 1e-12))  # null deviance / 2
         score = torch.where(null > 1e-9, 1 - acc["d"] / null.clamp_min(1e-9), torch.full_like(null, float("nan")))
@@ -582,7 +598,8 @@ def denoise_chunks(module: DenoisingAutoencoder, source: BatchSource, rows: np.n
     module.eval()
     rows = np.arange(source.n_obs) if rows is None else rows
     for s in range(0, len(rows), batch_size):
-        yield s, module.reconstruct(source(rows[s : s + batch_size])).float().cpu().numpy()
+        z, logits = _masked(module, source, *module(source(rows[s : s + batch_size])))
+        yield s, module.output(logits).float().cpu().numpy()
 
 
 def denoise(module: DenoisingAutoencoder, source: BatchSource, batch_size: int = 4096) -> np.ndarray:

@@ -266,3 +266,40 @@ def test_user_error_in_a_real_process(files, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     errors = [ln for ln in r.stderr.splitlines() if "error" in ln.lower()]
     assert len(errors) == 1 and r.stderr.strip().splitlines()[-1] == errors[0]
+
+
+# --- count likelihoods on the command line (issue 11) --------------------------------------------------------
+
+
+def test_gene_likelihood_flag_and_denoised_scale(files, tmp_path):
+    m = tmp_path / "m"
+    assert cli("train", files["prepared"], "-o", m, *FAST, "--gene-likelihood", "nb") == 0
+    assert json.loads((m / "model.json").read_text())["gene_likelihood"] == "nb"
+    out = tmp_path / "e.h5ad"
+    assert cli("embed", files["counts"], m, "-o", out, "--denoised", "--denoised-scale", "counts") == 0
+    a = anndata.read_h5ad(out)
+    assert a.uns["dae"]["denoised_scale"] == "counts" and a.uns["dae"]["gene_likelihood"] == "nb"
+    used = a.var_names.isin(json.loads((m / "model.json").read_text())["genes"])
+    np.testing.assert_allclose(a.layers["dae_denoised"][:, used].sum(1), np.asarray(a.X[:, used].sum(1)).ravel(), rtol=1e-4)
+
+
+def test_retired_loss_flag_is_not_taken_for_loss_on(files, tmp_path, capsys):
+    assert cli("train", files["prepared"], "-o", tmp_path / "m", *FAST, "--loss", "mse") == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "unrecognized arguments: --loss" in line and not (tmp_path / "m").exists()
+
+
+def test_denoised_scale_without_denoised_is_refused(files, tmp_path, capsys):
+    assert cli("embed", files["counts"], files["model"], "-o", tmp_path / "e.h5ad", "--denoised-scale", "counts") == 2
+    assert "add --denoised" in _one_line(capsys.readouterr().err) and not (tmp_path / "e.h5ad").exists()
+
+
+@pytest.mark.parametrize("step", ["prepare", "embed"])
+def test_output_that_is_the_input_is_refused(files, tmp_path, capsys, step):
+    src = tmp_path / "in.h5ad"
+    src.write_bytes(files["counts"].read_bytes())
+    before = src.read_bytes()
+    args = [step, src] + ([files["model"]] if step == "embed" else []) + ["-o", src]
+    assert cli(*args) == 2
+    assert "is the input file" in _one_line(capsys.readouterr().err)
+    assert src.read_bytes() == before

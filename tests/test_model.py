@@ -483,3 +483,69 @@ def test_saved_model_files_follow_the_umask_not_0600(tmp_path, counts_adata):
         os.umask(old)
     for f in (tmp_path / "m").iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+
+
+def test_count_likelihood_on_unprepared_counts_says_to_prepare(raw):
+    with pytest.raises(UserError, match=r"needs data prepared from raw counts: run genodae prepare"):
+        DAE(**FAST, gene_likelihood="poisson").fit(raw.copy())
+
+
+def test_gaussian_model_on_raw_counts_writes_one_scale_in_the_denoised_layer(prepared, raw):
+    """Genes the model does not use get the model's own preparation too (log1p of normalised counts)."""
+    model = DAE(**FAST, gene_likelihood="normal").fit(prepared)
+    a = raw.copy()
+    model.annotate(a, denoised=True)
+    used = prepared.var["highly_variable"].to_numpy()
+    np.testing.assert_allclose(a.layers["dae_denoised"][:, ~used], prepared.X[:, ~used].toarray(), rtol=1e-5, atol=1e-6)
+
+
+def test_refused_denoised_scale_writes_nothing(prepared):
+    logdata = prepared.copy()
+    model = DAE(**FAST, gene_likelihood="normal").fit(prepared)
+    model.prep = {**model.prep, "input_kind": "log"}  # as if trained on log-scale data
+    with pytest.raises(UserError, match=r"--denoised-scale input"):
+        model.annotate(logdata, denoised=True, denoised_scale="counts")
+    assert "X_dae" not in logdata.obsm and "dae" not in logdata.uns
+
+
+def test_cells_without_counts_in_the_model_genes_get_a_nan_error(nb_model, prepared):
+    import scipy.sparse as sp
+
+    a = prepared.copy()
+    used = np.flatnonzero(a.var["highly_variable"].to_numpy())
+    C = a.layers["counts"].tolil()
+    C[0, used] = 0
+    a.layers["counts"] = sp.csr_matrix(C)
+    nb_model.annotate(a)
+    err = a.obs["dae_recon_error"].to_numpy()
+    assert np.isnan(err[0]) and np.isfinite(err[1:]).all()
+
+
+def test_version_1_models_keep_their_plain_masking(prepared, tmp_path):
+    import json
+
+    model = DAE(**FAST, gene_likelihood="normal", corruption_rescale=False).fit(prepared)
+    model.save(tmp_path / "m")
+    meta_file = tmp_path / "m" / "model.json"
+    meta = json.loads(meta_file.read_text())
+    meta["format_version"] = 1
+    for k in ("gene_likelihood", "corruption_rescale"):
+        meta["config"].pop(k)
+    meta.pop("gene_likelihood")
+    meta["config"]["loss"] = "mse"
+    meta_file.write_text(json.dumps(meta))
+    assert DAE.load(tmp_path / "m").config.corruption_rescale is False
+
+
+def test_count_model_with_absent_genes_shares_the_library_among_those_present(nb_model, raw):
+    used = nb_model.genes
+    drop = list(used[:5])
+    partial = raw[:, [g for g in raw.var_names if g not in drop]].copy()
+    counts = nb_model.denoise(partial, scale="counts", allow_missing_genes=True)
+    absent = used.isin(drop)
+    assert (counts[:, absent] == 0).all()
+    present_total = np.asarray(partial[:, used[~absent]].X.sum(1)).ravel()
+    np.testing.assert_allclose(counts.sum(1), present_total, rtol=1e-4)
+    a = partial.copy()
+    nb_model.annotate(a, allow_missing_genes=True)
+    assert np.isfinite(a.obs["dae_recon_error"]).all()

@@ -262,6 +262,7 @@ def test_slurm_profile_parses_and_requests_the_rule_resources(tmp_path):
         ('model={"epochs": 0}', "model.epochs"),
         ('model={"activation": "swish"}', "model.activation"),
         ('model={"epoch": 3}', "model.epoch"),
+        ('model={"loss": "bce"}', "model.loss is now gene_likelihood (mse → normal, bce → bernoulli"),
         ('resources={"train": {"gpu": -1}}', "resources.train.gpu"),
         ('sweep={"n_latent": []}', "sweep.n_latent"),
         ('signatures={"gene_sets": ["no/such.gmt"]}', "signatures.gene_sets.0: GMT file 'no/such.gmt' not found"),
