@@ -49,7 +49,8 @@ def _schema_error_message(error, where):
         keys = ", ".join(f"{parent}.{k}" if error.absolute_path else k for k in extra)
         known = ", ".join(sorted(error.schema.get("properties", {})))
         if "loss" in extra:  # retired with the count likelihoods
-            return (f"{where}: {parent + '.' if error.absolute_path else ''}loss is now gene_likelihood "
+            key = f"{parent}.loss" if error.absolute_path else "loss"
+            return (f"{where}: {key} is now gene_likelihood "
                     "(mse → normal, bce → bernoulli; or poisson, nb, zinb for counts)")
         return f"{where}: unknown key {keys} (known here: {known})"
     return f"{where}: {_key_path(error)}: {error.message}"
