@@ -602,12 +602,6 @@ def denoise_chunks(module: DenoisingAutoencoder, source: BatchSource, rows: np.n
         yield s, module.output(logits).float().cpu().numpy()
 
 
-def denoise(module: DenoisingAutoencoder, source: BatchSource, batch_size: int = 4096) -> np.ndarray:
-    """Every cell's :func:`denoise_chunks`, cells × genes, dense."""
-    parts = [b for _, b in denoise_chunks(module, source, batch_size=batch_size)]
-    return np.concatenate(parts) if parts else np.zeros((0, source.n_vars), np.float32)
-
-
 def gene_weights(module: DenoisingAutoencoder, source: BatchSource | None = None,
                  max_cells: int = 2000, seed: int = 0) -> np.ndarray:
     """genes × latent weights: the decoder matrix (linear/tied), or the mean Jacobian (MLP decoder)."""
