@@ -206,13 +206,13 @@ class DAE:
         source = self._input(adata, allow_missing_genes, with_counts=True)
         all_rows = np.arange(adata.n_obs)
         Z = embed(self.module, source)
-        err, _ = reconstruction_scores(self.module, source, all_rows)
+        err, r2_all = reconstruction_scores(self.module, source, all_rows)
         n_empty = int(np.isnan(err).sum())
         if n_empty:
             log.warning("%d cell(s) have no counts in the model's %d genes: their %s_recon_error is NaN (nothing to "
                         "score) and their denoised values are 0", n_empty, len(self.genes), key)
         rows = r2_rows if r2_rows is not None and len(r2_rows) else all_rows
-        _, r2 = reconstruction_scores(self.module, source, rows)
+        _, r2 = reconstruction_scores(self.module, source, rows) if rows is not all_rows else (None, r2_all)
         adata.obsm[f"X_{key}"] = Z
         W = np.zeros((adata.n_vars, self.config.n_latent), dtype=np.float32)
         R2 = np.full(adata.n_vars, np.nan, dtype=np.float32)
@@ -478,10 +478,8 @@ def _training_input(adata: AnnData, layer: str | None):
 
 def _training_counts(adata: AnnData, layer: str | None, prep: dict, likelihood: str, genes: pd.Index,
                      columns: np.ndarray | None):
-    """The raw counts of the model's genes (cells × genes) that a count likelihood reconstructs."""
-    if PREP_KEY not in adata.uns:
-        raise UserError(f"gene_likelihood={likelihood!r} needs data prepared from raw counts: run genodae prepare "
-                        "(genodae.pp.prepare) first; it keeps the raw counts in layers['counts']")
+    """The raw counts of the model's genes (cells × genes) that a count likelihood reconstructs (unprepared data
+    were refused by ``DAE.fit`` already)."""
     if prep.get("input_kind") != "counts" or "counts" not in adata.layers:
         what = "log-scale values" if prep.get("input_kind") == "log" else "no layers['counts']"
         raise UserError(f"gene_likelihood={likelihood!r} needs raw counts, but the data hold {what}; prepare raw "
@@ -505,7 +503,7 @@ def _backed_counts(adata: AnnData):
 def _model_counts(adata: AnnData, genes: pd.Index):
     """Raw counts of ``genes`` (in that order; absent genes 0) as float32 CSR, from ``layers["counts"]`` of
     prepared data or from ``X`` of raw counts."""
-    from .pp import is_counts
+    from .pp import genes_in_order, is_counts
 
     if PREP_KEY in adata.uns:
         if "counts" not in adata.layers:
@@ -517,16 +515,7 @@ def _model_counts(adata: AnnData, genes: pd.Index):
         if not is_counts(M):
             raise UserError("this model scores raw counts, but X holds non-integer or negative values; give raw "
                             "counts or data prepared from them")
-    idx = adata.var_names.get_indexer(genes)
-    present = idx >= 0
-    M = sp.csr_matrix(M, dtype=np.float32) if sp.issparse(M) else np.asarray(M, dtype=np.float32)
-    if present.all():
-        sub = M[:, idx]
-        return sp.csr_matrix(sub) if sp.issparse(sub) else sub
-    # absent genes: zero counts (their input is 0 too), kept in the model's column order
-    sel = sp.csr_matrix((np.ones(present.sum(), np.float32), (idx[present], np.flatnonzero(present))),
-                        shape=(M.shape[1], len(genes)))
-    return sp.csr_matrix(M @ sel) if sp.issparse(M) else M @ sel.toarray()
+    return genes_in_order(M, adata.var_names, genes)  # absent genes: zero counts (their input is 0 too)
 
 
 def _cell_totals(adata: AnnData) -> np.ndarray:

@@ -317,24 +317,26 @@ def prepared_matrix(adata: AnnData, genes: pd.Index, prep: dict, *, allow_missin
             X = tmp.X
         else:
             X = adata.X
-    present = np.flatnonzero(~missing)
-    idx = adata.var_names.get_indexer(genes[present])
-    sub = X[:, idx]
-    if sp.issparse(sub):
-        sub = sp.csr_matrix(sub, dtype=np.float32)
-    else:
-        sub = np.asarray(sub, dtype=np.float32)
     if missing.any():
         log.warning("%d model genes absent from the data; filled so that their model input is 0", int(missing.sum()))
-        # Reorder columns into model order, leaving absent genes as 0 before scaling (offset handled by caller).
-        n = len(genes)
-        if sp.issparse(sub):
-            sub = sp.csc_matrix(sub)
-            cols = sp.csr_matrix((np.ones(len(present), np.float32), (present, np.arange(len(present)))),
-                                 shape=(n, len(present)))
-            sub = sp.csr_matrix(sub @ cols.T)
-        else:
-            full = np.zeros((sub.shape[0], n), np.float32)
-            full[:, present] = sub
-            sub = full
-    return sub, np.asarray(missing)
+    # absent genes are 0 before scaling (their offset is handled by the caller)
+    return genes_in_order(X, adata.var_names, genes), np.asarray(missing)
+
+
+def genes_in_order(X, var_names: pd.Index, genes: pd.Index):
+    """Columns ``genes`` of ``X`` (cells × ``var_names``) in that order as float32 (CSR when sparse); genes absent
+    from ``var_names`` become columns of zeros. Never densifies a sparse ``X``."""
+    idx = var_names.get_indexer(genes)
+    present = np.flatnonzero(idx >= 0)
+    sub = X[:, idx[present]]
+    sub = sp.csr_matrix(sub, dtype=np.float32) if sp.issparse(sub) else np.asarray(sub, dtype=np.float32)
+    if len(present) == len(genes):
+        return sub
+    n = len(genes)
+    if sp.issparse(sub):
+        cols = sp.csr_matrix((np.ones(len(present), np.float32), (present, np.arange(len(present)))),
+                             shape=(n, len(present)))
+        return sp.csr_matrix(sp.csc_matrix(sub) @ cols.T)
+    full = np.zeros((sub.shape[0], n), np.float32)
+    full[:, present] = sub
+    return full
