@@ -26,6 +26,8 @@ _LAZY = {
     "assoc": (".assoc", None),
     "synthetic": (".synthetic", None),
     "read": (".io", "read"),
+    "read_many": (".io", "read_many"),
+    "read_batches_sheet": (".io", "read_batches_sheet"),
     "DAE": (".model", "DAE"),
 }
 
@@ -44,4 +46,4 @@ def __dir__():
     return sorted(list(globals()) + list(_LAZY))
 
 
-__all__ = ["DAE", "DAEConfig", "PrepareConfig", "UserError", "make_config", "pl", "pp", "read", "tl", "__version__"]
+__all__ = ["DAE", "DAEConfig", "PrepareConfig", "UserError", "make_config", "pl", "pp", "read", "read_batches_sheet", "read_many", "tl", "__version__"]
