@@ -80,9 +80,17 @@ def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type, title: str, skip
             g.add_argument(_flag(f.name), dest=f.name, type=hint, default=None, metavar=f.name.upper(), help=help_)
 
 
-def _read_options(p: argparse.ArgumentParser) -> None:
+def _read_options(p: argparse.ArgumentParser, several: bool = False) -> None:
     g = p.add_argument_group("reading the input")
-    g.add_argument("--obs", metavar="SHEET", help="CSV/TSV of sample metadata keyed by sample name, joined into obs")
+    if several:
+        g.add_argument("--obs", metavar="SHEET", action="append",
+                       help="CSV/TSV of sample metadata keyed by sample name, joined into obs; with several inputs, "
+                            "once per input in the same order ('' for none)")
+        g.add_argument("--batches", metavar="SHEET",
+                       help="CSV/TSV listing the input files instead of INPUT: columns path (relative to the sheet), "
+                            "batch, obs (that file's sample sheet) and per-batch metadata")
+    else:
+        g.add_argument("--obs", metavar="SHEET", help="CSV/TSV of sample metadata keyed by sample name, joined into obs")
     g.add_argument("--orientation", choices=("auto", "genes_by_samples", "samples_by_genes"), default="auto",
                    help="layout of a CSV/TSV/GCT table (default: auto, from the identifiers)")
     g.add_argument("--missing", choices=("error", "drop", "impute"), default="error",
@@ -141,9 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_example)
 
     p = sub.add_parser("prepare", help="read any supported matrix, normalise, select genes, compute scaling")
-    p.add_argument("input", help="h5ad, loom, 10x dir/.h5, CSV/TSV(.gz), GCT or GSEA .txt")
+    p.add_argument("input", nargs="*", help="h5ad, loom, 10x dir/.h5, CSV/TSV(.gz), GCT or GSEA .txt; several files "
+                   "(samples, plates, technologies) become one dataset with a batch column (--batch-key)")
     p.add_argument("-o", "--output", required=True, help="prepared .h5ad")
-    _read_options(p)
+    _read_options(p, several=True)
     _settings_arg(p)
     _add_dataclass_flags(p, PrepareConfig, "preparation settings")
     p.set_defaults(func=cmd_prepare)
@@ -187,12 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("run", help="prepare, train, embed and export in one go")
-    p.add_argument("input", help="any readable matrix")
+    p.add_argument("input", nargs="*", help="any readable matrix; several files become one dataset with a batch "
+                   "column (--batch-key)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--color", nargs="*", default=[], help="obs columns to colour the UMAP by (plots when given)")
     p.add_argument("--denoised", action="store_true", help="also write layers['dae_denoised'] (dense)")
     _denoised_scale_arg(p)
-    _read_options(p)
+    _read_options(p, several=True)
     _settings_arg(p)
     _add_dataclass_flags(p, PrepareConfig, "preparation settings")
     _model_args(p)
@@ -241,11 +251,58 @@ def _make_model(dae: dict[str, Any]):
         raise UserError(f"invalid model setting: {e}") from None
 
 
-def _read(args: argparse.Namespace):
-    from .io import read
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """Every file the command reads (for the output check): the inputs, or the batches sheet and its files."""
+    if isinstance(args.input, str):
+        return [args.input]
+    batches = getattr(args, "batches", None)
+    if batches and args.input:
+        raise UserError(f"give the input files either as INPUT ({' '.join(args.input)}) or in --batches {batches}, "
+                        "not both")
+    if batches:
+        from .io import _parse_batches_sheet
 
-    return read(args.input, orientation=args.orientation, sample_sheet=args.obs, cls=args.cls,
-                missing=args.missing, duplicates=args.duplicates)
+        return [batches, *map(str, _parse_batches_sheet(batches)[0])]
+    if not args.input:
+        raise UserError("no input: give one or more input files, or --batches SHEET")
+    return list(args.input)
+
+
+def _read(args: argparse.Namespace, prep: dict[str, Any] | None = None):
+    """Read the input(s); several files (or --batches) are concatenated with a batch column in obs.
+
+    With several inputs the batch column is ``--batch-key`` (or the settings file's ``batch_key``); when none
+    was given it is ``batch``, and it is set into ``prep`` so that preparation is batch-aware too.
+    """
+    from .io import read, read_batches_sheet, read_many
+
+    opts = dict(orientation=args.orientation, cls=args.cls, missing=args.missing, duplicates=args.duplicates)
+    inputs = [args.input] if isinstance(args.input, str) else list(args.input)
+    batches = getattr(args, "batches", None)
+    sheets = args.obs if isinstance(args.obs, list) else [args.obs]
+    if not batches and len(inputs) == 1:
+        if len(sheets) > 1:
+            raise UserError(f"--obs given {len(sheets)} times for one input: give one sample sheet")
+        return read(inputs[0], sample_sheet=sheets[0] or None, **opts)
+    _inputs(args)  # one of INPUT and --batches, not both
+    if args.cls:
+        raise UserError("--cls belongs to one file: with several inputs, put each .cls next to its GSEA/GCT file")
+    key = (prep or {}).get("batch_key") or getattr(args, "batch_key", None)
+    if not key:
+        key = "batch"
+        if prep is not None and "batch_key" in {f.name for f in dataclasses.fields(PrepareConfig)}:
+            prep["batch_key"] = key
+        log.info("several inputs: their batches go to obs['batch'] (--batch-key to name the column)")
+    del opts["cls"]
+    if batches:
+        if args.obs:
+            raise UserError("--obs and --batches: put each file's sample sheet in the batches sheet's obs column")
+        return read_batches_sheet(batches, batch_key=key, **opts)
+    if args.obs and len(args.obs) != len(inputs):
+        raise UserError(f"--obs given {len(args.obs)} time(s) for {len(inputs)} inputs: give one per input, in the "
+                        "same order ('' for an input without one), or use --batches SHEET")
+    sample_sheets = [s or None for s in args.obs] if args.obs else None
+    return read_many(inputs, batch_key=key, sample_sheets=sample_sheets, **opts)
 
 
 def _check_output(path: str | Path, *, folder: bool = False, inputs: tuple = ()) -> Path:
@@ -278,9 +335,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from .io import write_h5ad
     from .pp import prepare
 
-    out = _check_output(args.output, inputs=(args.input,))
+    out = _check_output(args.output, inputs=tuple(_inputs(args)))
     prep, _ = _settings(args)
-    adata = _read(args)
+    adata = _read(args, prep)
     prepare(adata, **prep)
     write_h5ad(adata, out)
 
@@ -378,9 +435,10 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     out = _check_output(args.output, folder=True)
     _check_denoised_flags(args)
+    _inputs(args)
     prep, dae = _settings(args)
     model = _make_model(dae)
-    adata = _read(args)
+    adata = _read(args, prep)
     pl._check_labels(adata, args.color, added=("dae_recon_error",))  # before a long training run, not after
     prepare(adata, **prep)
     prepared = adata.copy()
