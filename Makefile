@@ -41,6 +41,8 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(BENCH_VENV)/bin/python -m pip install --quiet --no-deps magic-impute==3.0.0 scprep==1.2.3 graphtools==2.1.0 \
 		tasklogger==1.2.0 pygsp==0.6.1 Deprecated==1.3.1 wrapt future==1.0.0 decorator==5.3.1
 	$(BENCH_VENV)/bin/python -c "import magic, pandas; print('bench venv: MAGIC', magic.__version__, 'pandas', pandas.__version__)"
+	# bench/integration.py's scorers and baseline (in the bench extra): scib-metrics (jax, CPU) and harmonypy
+	JAX_PLATFORMS=cpu $(BENCH_VENV)/bin/python -c "import scib_metrics, harmonypy; print('bench venv: scib-metrics', scib_metrics.__version__)"
 	touch $@
 
 bench: $(BENCH_VENV)/.installed
