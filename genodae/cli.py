@@ -47,6 +47,10 @@ def _parse_hidden(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"hidden sizes must be integers separated by commas, not {text!r}") from None
 
 
+def _parse_names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
 def _parse_epochs(text: str) -> int | str:
     if text.strip().lower() == "auto":
         return "auto"  # DAEConfig turns it into None
@@ -76,6 +80,11 @@ def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type, title: str, skip
         elif f.name == "hidden":
             g.add_argument(_flag(f.name), dest=f.name, type=_parse_hidden, default=None, metavar="N,N,...",
                            help=help_ + "; '' for none")
+        elif hint == (str | None):
+            g.add_argument(_flag(f.name), dest=f.name, type=str, default=None, metavar=f.name.upper(), help=help_)
+        elif typing.get_origin(hint) is tuple:  # names of obs columns, comma-separated
+            g.add_argument(_flag(f.name), dest=f.name, type=_parse_names, default=None, metavar="NAME,NAME,...",
+                           help=help_)
         else:
             g.add_argument(_flag(f.name), dest=f.name, type=hint, default=None, metavar=f.name.upper(), help=help_)
 
@@ -104,9 +113,9 @@ def _settings_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settings", metavar="FILE", help="YAML or JSON file of settings; flags given explicitly win")
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
+def _model_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="named starting point (default: default)")
-    _add_dataclass_flags(p, DAEConfig, "model and training settings")
+    _add_dataclass_flags(p, DAEConfig, "model and training settings", skip=skip)
     g = p.add_argument_group("checkpoints")
     g.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                    help="write a checkpoint every N epochs (default: 0, none)")
@@ -119,11 +128,15 @@ def _check_denoised_flags(args: argparse.Namespace) -> None:
     if args.denoised_scale != "auto" and not args.denoised:
         raise UserError(f"--denoised-scale {args.denoised_scale} has no effect without --denoised; add --denoised "
                         "to write the denoised layer")
+    if getattr(args, "transform_batch", None) is not None and not args.denoised:
+        raise UserError(f"--transform-batch {args.transform_batch} changes only the denoised layer; add --denoised")
 
 
 def _denoised_scale_arg(p: argparse.ArgumentParser) -> None:
     from .model import DENOISED_SCALES
 
+    p.add_argument("--transform-batch", metavar="BATCH", default=None,
+                   help="denoise every cell as if it came from this training batch (a model trained with --batch-key)")
     p.add_argument("--denoised-scale", choices=DENOISED_SCALES, default="auto",
                    help="scale of the denoised layer: normalized (per target_sum counts; auto for count "
                         "likelihoods), counts (expected counts at each cell's library), log1p, or input (the "
@@ -180,6 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
     _read_options(p)
     p.set_defaults(func=cmd_embed)
 
+    p = sub.add_parser("map", help="reference mapping: extend a model trained with --batch-key to new batches, "
+                       "training only their parameters (scArches), and save the mapped model")
+    p.add_argument("input", help="query cells (any readable matrix) with the model's batch column in obs (--obs)")
+    p.add_argument("model", help="reference model folder (from genodae train with --batch-key)")
+    p.add_argument("-o", "--output", required=True, help="mapped model folder to write (then: genodae embed QUERY OUTPUT)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs for the new batches' parameters (default: the model's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's)")
+    p.add_argument("--allow-missing-genes", action="store_true",
+                   help="fill model genes absent from the data (model input 0) instead of failing")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the model's)")
+    _read_options(p)
+    p.set_defaults(func=cmd_map)
+
     p = sub.add_parser("export", help="write the embedding and the gene weights of an embedded .h5ad as TSV")
     p.add_argument("input", help="embedded .h5ad (from genodae embed)")
     p.add_argument("--embedding", metavar="TSV", help="cells × nodes embedding table")
@@ -205,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     _read_options(p, several=True)
     _settings_arg(p)
     _add_dataclass_flags(p, PrepareConfig, "preparation settings")
-    _model_args(p)
+    _model_args(p, skip=("batch_key",))  # one --batch-key: the preparation's, also the model's
     p.set_defaults(func=cmd_run)
 
     from .cli_signatures import (
@@ -377,8 +403,24 @@ def cmd_embed(args: argparse.Namespace) -> None:
     model = DAE.load(args.model, device=args.device)
     adata = _read(args)
     model.annotate(adata, key=args.key, denoised=args.denoised, denoised_scale=args.denoised_scale,
+                   transform_batch=args.transform_batch,
                    allow_missing_genes=args.allow_missing_genes)
     write_h5ad(adata, out)
+
+
+def cmd_map(args: argparse.Namespace) -> None:
+    from .model import DAE
+
+    out = _check_output(args.output, folder=True)
+    if Path(args.model).exists() and out.exists() and out.resolve() == Path(args.model).resolve():
+        raise UserError(f"output {out} is the reference model: write the mapped model to another folder")
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError(f"--epochs must be >= 1, not {args.epochs}")
+    model = DAE.load(args.model, device=args.device)
+    adata = _read(args)
+    mapped = model.map_query(adata, epochs=args.epochs, lr=args.lr, allow_missing_genes=args.allow_missing_genes)
+    mapped.save(out)
+    log.info("wrote the mapped model to %s; embed the query with: genodae embed QUERY %s -o OUT.h5ad", out, out)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -439,12 +481,15 @@ def cmd_run(args: argparse.Namespace) -> None:
     prep, dae = _settings(args)
     model = _make_model(dae)
     adata = _read(args, prep)
+    if prep.get("batch_key") and model.config.batch_key is None:  # several inputs: their batch column
+        model = _make_model({**dae, "batch_key": prep["batch_key"]})
     pl._check_labels(adata, args.color, added=("dae_recon_error",))  # before a long training run, not after
     prepare(adata, **prep)
     prepared = adata.copy()
     model.fit(adata, checkpoint_dir=out / "model.ckpt" if args.checkpoint_every or args.resume else None,
               checkpoint_every=args.checkpoint_every, resume=args.resume)
-    model.annotate(adata, denoised=args.denoised, denoised_scale=args.denoised_scale, r2_rows=model.val_idx)
+    model.annotate(adata, denoised=args.denoised, denoised_scale=args.denoised_scale,
+                   transform_batch=args.transform_batch, r2_rows=model.val_idx)
     # everything computed: now write
     out.mkdir(parents=True, exist_ok=True)
     write_h5ad(prepared, out / "prepared.h5ad")

@@ -38,6 +38,7 @@ class PrepareConfig:
     target_sum: float = field(default=1e4, metadata={"help": "library size after normalisation (fixed, so projection is reproducible)"})
     scaling: str = field(default="minmax", metadata={"help": "per-gene 0-1 (masking to 0 = \"not expressed\", as in ADAGE), zscore, or none (log values as they are)"})
     min_cells: int = field(default=1, metadata={"help": "drop genes detected (non-zero) in fewer cells"})
+    batch_key: str | None = field(default=None, metadata={"help": "obs column of batches (samples, plates, technologies): highly variable genes are chosen within each batch (scanpy's batch_key) and the scaling is computed per batch; with several input files, the column that names each file's batch"})
 
     def __post_init__(self) -> None:
         _check_choice("hvg_flavor", self.hvg_flavor, HVG_FLAVORS)
@@ -47,6 +48,7 @@ class PrepareConfig:
         _check_range("target_sum", self.target_sum, lo=0, lo_open=True)
         _check_range("min_cells", self.min_cells, lo=0, integer=True)
         self.n_top_genes, self.min_cells = int(self.n_top_genes), int(self.min_cells)
+        _check_key("batch_key", self.batch_key)
 
 
 @dataclass
@@ -70,6 +72,13 @@ class DAEConfig:
     # loss
     gene_likelihood: str = field(default="auto", metadata={"help": "reconstruction likelihood: normal (squared error of the scaled input), bernoulli (cross-entropy, 0-1 input), or of the raw counts with the library size as offset: poisson, nb, zinb; auto: poisson for count input (it had the lowest held-out NLL: bench/results/mcv.md), normal otherwise"})
     loss_on: str = field(default="all", metadata={"help": "all entries, or only the masked ones"})
+    # batches and covariates (conditional autoencoder, as scVI's setup_anndata)
+    batch_key: str | None = field(default=None, metadata={"help": "obs column of batches (samples, plates, technologies): the decoder sees each cell's batch, so the embedding need not encode it and the gene weights are the batch-free part"})
+    categorical_covariate_keys: tuple[str, ...] = field(default=(), metadata={"help": "further categorical obs columns the decoder sees (e.g. donor)"})
+    continuous_covariate_keys: tuple[str, ...] = field(default=(), metadata={"help": "numeric obs columns the decoder sees (standardised; e.g. percent mitochondrial counts)"})
+    batch_mmd: float = field(default=1.0, metadata={"help": "weight of the batch-mixing penalty on the embedding (maximum mean discrepancy between each batch and the others in every minibatch, as trVAE); 0 = decoder conditioning only; used with batch_key"})
+    encode_covariates: bool = field(default=False, metadata={"help": "the encoder sees the covariates too; then cells of batches unseen in training need genodae map (reference mapping) before they can be embedded"})
+    dispersion: str = field(default="auto", metadata={"help": "inverse dispersion of nb/zinb: gene, or gene-batch (one per gene and batch); auto: gene-batch when batch_key is set"})
     # optimisation
     optimizer: str = field(default="adam", metadata={"help": "adam, adamw or sgd (momentum 0.9)"})
     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
@@ -100,7 +109,27 @@ class DAEConfig:
                 continue
             _check_range(name, getattr(self, name), lo=lo, integer=True)
             setattr(self, name, int(getattr(self, name)))
-        for name in ("tied", "amp", "corruption_rescale"):
+        for name in ("categorical_covariate_keys", "continuous_covariate_keys"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = (value,)
+            if value is None:
+                value = ()
+            if not isinstance(value, (list, tuple)):
+                raise UserError(f"{name} must be a list of obs column names, not {value!r}")
+            for v in value:
+                _check_key(name, v)
+            setattr(self, name, tuple(value))
+        _check_key("batch_key", self.batch_key)
+        keys = [k for k in (self.batch_key, *self.categorical_covariate_keys, *self.continuous_covariate_keys) if k]
+        if len(set(keys)) < len(keys):
+            raise UserError(f"an obs column is named twice among batch_key and the covariate keys: {', '.join(keys)}")
+        _check_choice("dispersion", self.dispersion, ("auto", "gene", "gene-batch"))
+        if self.dispersion == "gene-batch" and not self.batch_key:
+            raise UserError("dispersion='gene-batch' needs batch_key (--batch-key): one dispersion per batch")
+        if self.encode_covariates and not keys:
+            raise UserError("encode_covariates needs batch_key or covariate keys to encode")
+        for name in ("tied", "amp", "corruption_rescale", "encode_covariates"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, not {getattr(self, name)!r}")
         _check_choice("activation", self.activation, ACTIVATIONS)
@@ -119,6 +148,7 @@ class DAEConfig:
         _check_range("weight_decay", self.weight_decay, lo=0)
         _check_range("val_fraction", self.val_fraction, lo=0, hi=1, hi_open=True)
         _check_range("grad_clip", self.grad_clip, lo=0)
+        _check_range("batch_mmd", self.batch_mmd, lo=0)
         if self.tied and (self.hidden or self.decoder != "linear"):
             raise UserError("tied weights need hidden=[] and decoder='linear' (one layer, as in ADAGE)")
         if self.norm == "batch" and self.batch_size < 2:
@@ -150,6 +180,16 @@ class DAEConfig:
             return self.gene_likelihood
         return AUTO_COUNT_LIKELIHOOD if input_kind == "counts" else "normal"
 
+    def resolved_dispersion(self) -> str:
+        """``dispersion="auto"``: one per gene and batch when there is a batch (scVI's ``gene-batch``), else per gene."""
+        if self.dispersion != "auto":
+            return self.dispersion
+        return "gene-batch" if self.batch_key else "gene"
+
+    def categorical_keys(self) -> tuple[str, ...]:
+        """The categorical covariates the model conditions on, the batch first."""
+        return ((self.batch_key,) if self.batch_key else ()) + self.categorical_covariate_keys
+
     def resolved_output_activation(self, gene_likelihood: str | None = None) -> str:
         """What ``output_activation="auto"`` means: sigmoid with the Bernoulli likelihood (it needs outputs in
         (0, 1)), else linear. Count likelihoods ignore it (their output is a softmax over genes).
@@ -164,6 +204,8 @@ class DAEConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
+        d["categorical_covariate_keys"] = list(self.categorical_covariate_keys)
+        d["continuous_covariate_keys"] = list(self.continuous_covariate_keys)
         return d
 
 
@@ -232,6 +274,11 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     prep = {k: v for k, v in settings.items() if k in prep_keys}
     dae = {k: v for k, v in settings.items() if k in dae_keys}
     return prep, dae
+
+
+def _check_key(name: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise UserError(f"{name} must be the name of an obs column, not {value!r}")
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

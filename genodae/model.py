@@ -3,6 +3,7 @@ maps results back to ``obs_names``/``var_names``, and saves itself as safetensor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -39,7 +40,7 @@ from .train import (
 
 log = logging.getLogger("genodae")
 
-FORMAT_VERSION = 2  # 2: gene_likelihood (count likelihoods); version-1 folders (loss mse/bce) still load
+FORMAT_VERSION = 3  # 3: covariates (batch_key); 2: gene_likelihood; version-1/2 folders still load
 DENOISED_SCALES = ("auto", "counts", "normalized", "log1p", "input")
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -64,6 +65,9 @@ class DAE:
         self.prep: dict[str, Any] = {}
         self.layer: str | None = None
         self.gene_likelihood: str | None = None  # resolved (never "auto") once fitted or loaded
+        # levels of each categorical covariate (batch first) and (mean, sd) of each continuous one, from training
+        self.covariates: dict[str, dict[str, list]] = {"categorical": {}, "continuous": {}}
+        self.mapping: list[dict[str, Any]] = []  # reference mappings (map_query) this model has been through
         self.history: History | None = None
         self.weights: np.ndarray | None = None  # genes × n_latent
         self.val_idx = np.zeros(0, dtype=np.int64)
@@ -105,15 +109,16 @@ class DAE:
         if likelihood == "bernoulli" and scaling != "minmax":
             raise UserError("gene_likelihood='bernoulli' needs 0-1 input: prepare with scaling='minmax' "
                             "(genodae prepare --scaling minmax) or choose another gene_likelihood")
+        self.covariates = _fit_covariates(adata, cfg)
         self.genes, self.offset, self.scale, self.prep, self.layer = genes, offset, scale, prep, layer
         self.gene_likelihood = likelihood
         log.info("gene likelihood: %s%s", likelihood,
                  f" (auto, for {prep.get('input_kind', 'log')} input)" if cfg.gene_likelihood == "auto" else "")
         torch.manual_seed(cfg.seed)  # weight initialisation
-        self.module = build_module(len(genes), cfg, out_act, likelihood)
+        self.module = self._build(out_act, likelihood)
         _, world, rank_device = init_distributed()  # torchrun: one rank per process, cells split per batch
         self.device = rank_device if rank_device is not None else resolve_device(cfg.device)
-        source = self._source(X, columns=columns, counts=counts)
+        source = self._source(X, columns=columns, counts=counts, obs=adata.obs)
         train_idx, self.val_idx = split_cells(adata.n_obs, cfg.val_fraction, cfg.seed)
         n_params = sum(p.numel() for p in self.module.parameters())
         log.info("training DAE: %d cells (%d validation) × %d genes → %d nodes, %d parameters, on %s%s (data: %s)",
@@ -139,8 +144,14 @@ class DAE:
                  h.best_epoch + 1)
         return self
 
+    def _build(self, output_activation: str, likelihood: str):
+        cov = self.covariates
+        return build_module(len(self.genes), self.config, output_activation, likelihood,
+                            n_cats_per_cov=tuple(len(v) for v in cov["categorical"].values()),
+                            n_continuous=len(cov["continuous"]))
+
     def _source(self, X, missing: np.ndarray | None = None, columns: np.ndarray | None = None,
-                counts=None) -> BatchSource:
+                counts=None, obs: pd.DataFrame | None = None) -> BatchSource:
         offset = self.offset.copy()
         if missing is not None and missing.any():
             offset[missing] = 0.0  # absent genes were filled with 0: make their model input exactly 0
@@ -148,7 +159,138 @@ class DAE:
                              placement=self.config.data_placement, columns=columns, counts=counts)
         if missing is not None and missing.any():
             source.gene_present = ~np.asarray(missing, dtype=bool)
+        if obs is not None:
+            source.cats, source.cont = self._covariate_values(obs)
         return source
+
+    def _covariate_values(self, obs: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(codes cells × categorical, standardised values cells × continuous) of ``obs`` under the training levels.
+
+        A level never seen in training, or a missing column, gets code -1 (the decoder then adds the mean of the
+        known levels' offsets); with ``encode_covariates`` that is an error, since the encoder needs the level."""
+        cov = self.covariates
+        cats = cont = None
+        if cov["categorical"]:
+            cats = np.empty((len(obs), len(cov["categorical"])), dtype=np.int64)
+            for i, (key, levels) in enumerate(cov["categorical"].items()):
+                if key not in obs.columns:
+                    if self.config.encode_covariates:
+                        raise UserError(f"the model's encoder is conditioned on obs column {key!r}, which these data "
+                                        "lack: add the column (a batch name per cell)")
+                    log.info("the data have no obs column %r: every cell is treated as from an unseen %s (the "
+                             "decoder gets the mean of the training levels; the embedding does not depend on it)",
+                             key, "batch" if i == 0 and self.config.batch_key else "level")
+                    cats[:, i] = -1
+                    continue
+                values = obs[key].astype(str).to_numpy()
+                codes = pd.Index(levels).get_indexer(values)
+                unseen = sorted(set(values[codes < 0]))
+                if unseen and self.config.encode_covariates:
+                    raise UserError(f"level(s) {', '.join(map(repr, unseen[:5]))} of obs column {key!r} were not seen in "
+                                    "training and the encoder is conditioned on it: map them onto the model first "
+                                    "(genodae map, DAE.map_query), or use a model trained without encode_covariates")
+                if unseen:
+                    log.info("%d cell(s) from level(s) of %r unseen in training (%s): the decoder gets the mean of "
+                             "the training levels", int((codes < 0).sum()), key, ", ".join(unseen[:5]))
+                cats[:, i] = codes
+        if cov["continuous"]:
+            cont = np.zeros((len(obs), len(cov["continuous"])), dtype=np.float32)
+            for i, (key, (mean, sd)) in enumerate(cov["continuous"].items()):
+                if key not in obs.columns:
+                    if self.config.encode_covariates:
+                        raise UserError(f"the model's encoder is conditioned on obs column {key!r}, which these data "
+                                        "lack: add the column")
+                    log.warning("the data have no obs column %r: its training mean is used for every cell", key)
+                    continue
+                v = _numeric_column(obs, key)
+                cont[:, i] = (v - mean) / sd
+        return cats, cont
+
+    def map_query(self, adata: AnnData, *, epochs: int | None = None, lr: float | None = None,
+                  allow_missing_genes: bool = False, progress: bool | None = None) -> DAE:
+        """Reference mapping (the architecture surgery of scArches, Lotfollahi et al. 2022): a copy of this model
+        extended with the levels of ``adata``'s batches (and other categorical covariates) unseen in training, whose
+        new per-level parameters — the batch offsets of the decoder, of the encoder when ``encode_covariates``,
+        and the per-batch dispersion — are the only ones trained, on the query cells; every reference weight
+        stays frozen.
+
+        So reference cells get the same embedding, denoised values and gene weights from the mapped model as from
+        this one, bit for bit, and the query cells are embedded in the reference's space. Without
+        ``encode_covariates`` the embedding of any cell does not depend on its batch, so mapping changes only
+        what the decoder gives the query cells (denoised values, reconstruction scores); ``embed`` works on
+        unseen batches directly.
+
+        Parameters
+        ----------
+        adata
+            Query cells (raw or prepared like the reference's data), with the model's covariate columns in obs.
+        epochs, lr
+            Training of the new parameters (default: the model's settings).
+
+        Returns
+        -------
+        The mapped model (this one is not changed).
+
+        Raises
+        ------
+        UserError
+            A model without batch_key, a query without the batch column or without new levels.
+        """
+        self._check_fitted()
+        key = self.config.batch_key
+        if not key:
+            raise UserError("reference mapping needs a model trained with batch_key (--batch-key): its batches are what "
+                            "the query adds to")
+        missing = [k for k in self.covariates["categorical"] if k not in adata.obs.columns]
+        if missing:
+            raise UserError(f"the query has no obs column {missing[0]!r}: give each query cell its batch "
+                            f"(e.g. --obs SHEET, or several input files with --batch-key {key})")
+        new_levels = {}
+        for k, levels in self.covariates["categorical"].items():
+            values = adata.obs[k].astype(str)
+            if values.isna().any():
+                raise UserError(f"obs column {k!r} of the query has missing values; give every cell a level")
+            new_levels[k] = sorted(set(values) - set(levels))
+        if not any(new_levels.values()):
+            raise UserError(f"every query batch of {key!r} is already in the model; nothing to map (embed the cells "
+                            "with the model directly)")
+        cfg = dataclasses.replace(self.config, weight_decay=0.0, **{k: v for k, v in (("epochs", epochs), ("lr", lr))
+                                                                      if v is not None})
+        mapped = DAE(cfg)
+        mapped.genes, mapped.offset, mapped.scale = self.genes, self.offset, self.scale
+        mapped.prep, mapped.layer, mapped.gene_likelihood = self.prep, self.layer, self.gene_likelihood
+        mapped.weights, mapped.history, mapped.device = self.weights.copy(), self.history, self.device
+        mapped.covariates = {"categorical": {k: [*v, *new_levels[k]] for k, v in self.covariates["categorical"].items()},
+                             "continuous": dict(self.covariates["continuous"])}
+        mapped.module = mapped._build(self.module.output_activation, self.gene_likelihood).to(self.device)
+        reference = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        grown = _load_grown(mapped.module, reference)  # name → rows of the reference (tables that gained rows)
+        for name, p in mapped.module.named_parameters():
+            p.requires_grad_(name in grown)
+            if name in grown:
+                n_old = grown[name]
+                p.register_hook(lambda g, n_old=n_old: torch.cat([torch.zeros_like(g[:n_old]), g[n_old:]]))
+        batchnorms = [m for m in mapped.module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for m in batchnorms:
+            m.momentum = 0.0  # training mode must not move the reference's running statistics
+        source = mapped._input(adata, allow_missing_genes, with_counts=True)
+        train_idx, val_idx = split_cells(adata.n_obs, cfg.val_fraction, cfg.seed)
+        log.info("mapping %d query cells onto the reference: new level(s) %s; training only their parameters (%s)",
+                 adata.n_obs, "; ".join(f"{k}: {', '.join(v)}" for k, v in new_levels.items() if v), ", ".join(grown))
+        hist = fit(mapped.module, source, cfg, train_idx=train_idx, val_idx=val_idx, progress=progress)
+        for m in batchnorms:
+            m.momentum = 0.1
+        with torch.no_grad():  # the reference part exactly as it was, whatever the optimiser did
+            state = mapped.module.state_dict()
+            for name, ref in reference.items():
+                state[name][: ref.shape[0]].copy_(ref) if name in grown else state[name].copy_(ref)
+        for p in mapped.module.parameters():
+            p.requires_grad_(True)
+        mapped.mapping = [*self.mapping, {"levels": {k: v for k, v in new_levels.items() if v}, "cells": int(adata.n_obs),
+                                          "epochs_run": int(hist.epochs_run), "best_loss": float(hist.best_loss),
+                                          "seconds": float(hist.seconds)}]
+        log.info("mapped in %d epochs (%.1fs); best validation loss %.5g", hist.epochs_run, hist.seconds, hist.best_loss)
+        return mapped
 
     def _check_fitted(self) -> None:
         if self.module is None:
@@ -160,16 +302,17 @@ class DAE:
         """A data source over ``adata`` in the model's genes; ``with_counts`` adds the raw counts a count
         likelihood scores (from ``layers["counts"]`` of prepared data, or ``X`` of raw counts)."""
         with_counts = with_counts and self.module.counts
+        obs = adata.obs  # the covariates, before a layer is swapped in below
         if adata.isbacked and PREP_KEY in adata.uns and self.layer is None and self.genes.isin(adata.var_names).all():
             cols = adata.var_names.get_indexer(self.genes)
             counts = _backed_counts(adata) if with_counts else None
-            return self._source(adata.X, columns=cols, counts=counts)  # read in chunks
+            return self._source(adata.X, columns=cols, counts=counts, obs=adata.obs)  # read in chunks
         counts = _model_counts(adata, self.genes) if with_counts else None
         if self.layer is not None and PREP_KEY in adata.uns and self.layer in adata.layers:
             adata = AnnData(X=adata.layers[self.layer], obs=adata.obs[[]], var=adata.var[[]],
                             uns={PREP_KEY: adata.uns[PREP_KEY]})
         X, missing = prepared_matrix(adata, self.genes, self.prep, allow_missing=allow_missing_genes)
-        return self._source(X, missing, counts=counts)
+        return self._source(X, missing, counts=counts, obs=obs)
 
     def embed(self, adata: AnnData, *, allow_missing_genes: bool = False) -> np.ndarray:
         """Cells × n_latent embedding of ``adata`` (raw or prepared; genes aligned by name)."""
@@ -187,7 +330,8 @@ class DAE:
         return pd.DataFrame(self.weights, index=self.genes, columns=node_names(self.config.n_latent))
 
     def annotate(self, adata: AnnData, *, key: str = "dae", denoised: bool = False, denoised_scale: str = "auto",
-                 allow_missing_genes: bool = False, r2_rows: np.ndarray | None = None) -> None:
+                 transform_batch: str | None = None, allow_missing_genes: bool = False,
+                 r2_rows: np.ndarray | None = None) -> None:
         """Write the embedding, gene weights, reconstruction scores and parameters into ``adata``.
 
         Adds ``obsm[f"X_{key}"]`` (cells × n_latent), ``varm[f"{key}_weights"]`` (genes × n_latent, zero rows
@@ -196,10 +340,13 @@ class DAE:
         ``var[f"{key}_recon_r2"]`` (per-gene R² of the scaled input, or for count likelihoods the fraction of
         Poisson deviance explained; NaN for genes not used) and ``uns[key]``; with ``denoised``, also
         ``layers[f"{key}_denoised"]`` on ``denoised_scale`` (see :meth:`denoise`; genes the model does not
-        use keep their input values on that scale).
+        use keep their input values on that scale; with ``transform_batch``, every cell as if from that batch).
         """
         self._check_fitted()
         t0 = time.perf_counter()
+        if transform_batch is not None and not denoised:
+            raise UserError("transform_batch changes only the denoised layer: add denoised=True (--denoised)")
+        self._batch_code(transform_batch)  # an unknown batch is refused before anything is written
         if denoised_scale not in DENOISED_SCALES:
             raise UserError(f"denoised_scale must be one of {', '.join(DENOISED_SCALES)}, not {denoised_scale!r}")
         scale = self._denoised_scale(denoised_scale) if denoised else None  # refused before anything is written
@@ -227,8 +374,11 @@ class DAE:
         added = [f"obsm['X_{key}']", f"varm['{key}_weights']", f"var['{key}_recon_r2']",
                  f"obs['{key}_recon_error']", f"uns['{key}']"]
         if denoised:
+            self._transform(source, transform_batch)
             adata.layers[f"{key}_denoised"] = self._denoised_layer(adata, source, pos, ok, scale)
             record["denoised_scale"] = scale
+            if transform_batch is not None:
+                record["transform_batch"] = str(transform_batch)
             added.append(f"layers['{key}_denoised']")
         adata.uns[key] = record
         log.info("embedded %d cells in %.1fs; added %s", adata.n_obs, time.perf_counter() - t0, ", ".join(added))
@@ -247,8 +397,28 @@ class DAE:
                             "scale='input' in DAE.denoise)")
         return scale
 
-    def denoise(self, adata: AnnData, *, scale: str = "auto", allow_missing_genes: bool = False,
-                batch_size: int = 4096) -> np.ndarray:
+    def _batch_code(self, batch: str | None) -> int | None:
+        """The code of ``batch`` among the training batches; an unknown one is a UserError."""
+        if batch is None:
+            return None
+        if not self.config.batch_key:
+            raise UserError("transform_batch needs a model trained with batch_key (--batch-key)")
+        levels = self.covariates["categorical"][self.config.batch_key]
+        if str(batch) not in levels:
+            raise UserError(f"transform_batch {batch!r} is not a batch of the model; its batches ({self.config.batch_key}): "
+                            f"{', '.join(levels[:10])}")
+        return levels.index(str(batch))
+
+    def _transform(self, source: BatchSource, batch: str | None) -> None:
+        """Make the decoder of ``source``'s cells see ``batch`` (the encoder still sees each cell's own)."""
+        code = self._batch_code(batch)
+        if code is not None:
+            dec = np.array(source.cats, copy=True)
+            dec[:, 0] = code
+            source.decode_cats = dec
+
+    def denoise(self, adata: AnnData, *, scale: str = "auto", transform_batch: str | None = None,
+                allow_missing_genes: bool = False, batch_size: int = 4096) -> np.ndarray:
         """Denoised expression of ``adata``'s cells in the model's genes (columns in the order of ``self.genes``).
 
         Count likelihoods (DCA/scVI style): the model's expected share of each cell's library per gene.
@@ -264,17 +434,23 @@ class DAE:
           values of log-scale input), clipped to each gene's training range under min-max scaling. Such
           models give ``counts``/``normalized`` only for count input, by undoing the log1p.
 
+        ``transform_batch``: the expression of every cell as if it came from this training batch (the decoder
+        sees that batch, the encoder the cell's own; scvi-tools' ``transform_batch``). Without it, a model with a
+        batch decodes each cell in its own batch (cells of unseen batches with the mean of the batch offsets).
+
         Returns cells × genes used, float32, dense. Needs ``adata`` raw counts or prepared from counts for
         every scale but ``input``.
 
         Raises
         ------
         UserError
-            Unknown scale, a scale the model's data cannot give, or genes/counts missing.
+            Unknown scale or batch, a scale the model's data cannot give, or genes/counts missing.
         """
         self._check_fitted()
         scale = self._denoised_scale(scale)
+        self._batch_code(transform_batch)
         source = self._input(adata, allow_missing_genes, with_counts=scale != "input")
+        self._transform(source, transform_batch)
         out = np.empty((source.n_obs, len(self.genes)), dtype=np.float32)
         totals = _cell_totals(adata) if scale in ("normalized", "log1p") or (
             scale == "counts" and not self.module.counts) else None
@@ -324,6 +500,7 @@ class DAE:
             "prepare": _h5_safe(self.prep),
             "layer": self.layer or "X",
             "genes_used": np.asarray(self.genes, dtype=str),
+            "covariates": {kind: {k: np.asarray(v) for k, v in d.items()} for kind, d in self.covariates.items()},
             "history": {
                 "train_loss": np.asarray(h.train_loss, dtype=np.float64),
                 "val_loss": np.asarray(h.val_loss, dtype=np.float64),
@@ -362,6 +539,8 @@ class DAE:
             "prepare": _json_safe(self.prep),
             "layer": self.layer,
             "genes": list(map(str, self.genes)),
+            "covariates": self.covariates,
+            "mapping": _json_safe(self.mapping),
             "history": _json_safe(h.__dict__),
         }
         with atomic_path(path) as tmp:  # the whole folder appears at once, or not at all
@@ -412,7 +591,9 @@ class DAE:
             self.offset = tensors.pop("genodae.offset").numpy()
             self.scale = tensors.pop("genodae.scale").numpy()
             self.weights = tensors.pop("genodae.gene_weights").numpy()
-            self.module = build_module(len(self.genes), self.config, meta["output_activation"], likelihood)
+            self.covariates = meta.get("covariates") or {"categorical": {}, "continuous": {}}
+            self.mapping = meta.get("mapping", [])
+            self.module = self._build(meta["output_activation"], likelihood)
         except (KeyError, TypeError) as e:
             raise UserError(f"model folder {path} is incomplete or damaged (missing {e}); retrain or re-copy it") from None
         try:
@@ -426,6 +607,26 @@ class DAE:
             setattr(hist, k, v)
         self.history = hist
         return self
+
+
+def _load_grown(module: torch.nn.Module, reference: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Load ``reference`` into ``module``, whose per-level tables may have more rows (new levels appended): their
+    first rows get the reference's, the new rows the mean of the reference rows (the "unknown level" value, a
+    neutral start). Returns ``{name: number of reference rows}`` of the tables that grew."""
+    grown = {}
+    state = module.state_dict()
+    with torch.no_grad():
+        for name, ref in reference.items():
+            cur = state[name]
+            if cur.shape == ref.shape:
+                cur.copy_(ref)
+            elif cur.dim() == ref.dim() and cur.shape[1:] == ref.shape[1:] and cur.shape[0] > ref.shape[0]:
+                cur[: ref.shape[0]].copy_(ref)
+                cur[ref.shape[0]:].copy_(ref.mean(0, keepdim=True).expand_as(cur[ref.shape[0]:]))
+                grown[name] = int(ref.shape[0])
+            else:
+                raise ValueError(f"cannot grow {name} from {tuple(ref.shape)} to {tuple(cur.shape)}")
+    return grown
 
 
 def node_names(n: int) -> list[str]:
@@ -550,6 +751,52 @@ def _base_on_scale(adata: AnnData, layer: str | None, scale: str, target_sum: fl
     if scale == "log1p":
         sc.pp.log1p(tmp)
     return tmp.X
+
+
+def _numeric_column(obs: pd.DataFrame, key: str) -> np.ndarray:
+    try:
+        v = pd.to_numeric(obs[key], errors="raise").to_numpy(np.float64)
+    except (ValueError, TypeError):
+        raise UserError(f"continuous covariate {key!r} holds non-numeric values (e.g. {obs[key].iloc[0]!r}); give a "
+                        "numeric obs column, or list it in categorical_covariate_keys") from None
+    if not np.isfinite(v).all():
+        raise UserError(f"continuous covariate {key!r} has {int((~np.isfinite(v)).sum())} missing or infinite "
+                        "value(s); fill or drop those cells first")
+    return v
+
+
+def _fit_covariates(adata: AnnData, cfg: DAEConfig) -> dict[str, dict[str, list]]:
+    """The levels of each categorical covariate (batch first; category order, else sorted) and the mean and sd of
+    each continuous one, checked: columns present, no missing values, every batch with at least 2 cells."""
+    out: dict[str, dict[str, list]] = {"categorical": {}, "continuous": {}}
+    for key in (*cfg.categorical_keys(), *cfg.continuous_covariate_keys):
+        if key not in adata.obs.columns:
+            what = "batch_key" if key == cfg.batch_key else "covariate"
+            raise UserError(f"{what} {key!r} is not an obs column; obs columns: "
+                            f"{', '.join(map(str, adata.obs.columns[:20])) or 'none'}")
+    for key in cfg.categorical_keys():
+        col = adata.obs[key]
+        if col.isna().any():
+            raise UserError(f"obs column {key!r} has {int(col.isna().sum())} missing value(s) (e.g. cell "
+                            f"{adata.obs_names[col.isna().to_numpy()][0]!r}); give every cell a level or drop those cells")
+        levels = [str(c) for c in col.cat.categories if (col == c).any()] if hasattr(col, "cat") else sorted(
+            map(str, col.unique()))
+        sizes = col.astype(str).value_counts()
+        if key == cfg.batch_key:
+            small = sizes[sizes < 2]
+            if len(small):
+                raise UserError(f"batch {small.index[0]!r} of {key!r} has only {int(small.iloc[0])} cell: a batch needs "
+                                "at least 2 cells to learn its offsets; merge it with another batch or drop it")
+            if len(levels) == 1:
+                log.warning("batch_key %r has a single level (%s): nothing to correct", key, levels[0])
+            log.info("conditioning on %s %r: %d levels (%s)", "batch" if key == cfg.batch_key else "covariate", key,
+                     len(levels), ", ".join(f"{lv}: {int(sizes[lv])}" for lv in levels[:8]))
+        out["categorical"][key] = levels
+    for key in cfg.continuous_covariate_keys:
+        v = _numeric_column(adata.obs, key)
+        sd = float(v.std())
+        out["continuous"][key] = [float(v.mean()), sd if sd > 0 else 1.0]
+    return out
 
 
 def _json_safe(obj: Any) -> Any:

@@ -93,6 +93,39 @@ def _mlp(sizes: Sequence[int], act: str, dropout: float, norm: str) -> list[nn.M
     return layers
 
 
+class CovariateOffset(nn.Module):
+    """What the covariates add to a layer's pre-activation (width ``n_out``): a learned vector per level of each
+    categorical covariate (a lookup, identical to a one-hot input through a linear layer; new levels can be
+    appended without changing the others, as scArches' surgery needs) plus a linear map of the continuous ones.
+
+    ``cats``: cells × n_categorical integer codes; code ``-1`` (a level never seen in training) gets the mean
+    of the known levels' vectors. ``cont``: cells × n_continuous (standardised by the caller). Starts at zero.
+    """
+
+    def __init__(self, n_cats_per_cov: Sequence[int], n_continuous: int, n_out: int) -> None:
+        super().__init__()
+        self.levels = nn.ModuleList(nn.Embedding(int(n), n_out) for n in n_cats_per_cov)
+        for emb in self.levels:
+            nn.init.zeros_(emb.weight)
+        self.continuous = nn.Linear(int(n_continuous), n_out, bias=False) if n_continuous else None
+        if self.continuous is not None:
+            nn.init.zeros_(self.continuous.weight)
+
+    def forward(self, cats: torch.Tensor | None, cont: torch.Tensor | None) -> torch.Tensor | float:
+        out: torch.Tensor | float = 0.0
+        for i, emb in enumerate(self.levels):
+            out = out + level_lookup(emb.weight, cats[:, i])
+        if self.continuous is not None:
+            out = out + self.continuous(cont.to(self.continuous.weight.dtype))
+        return out
+
+
+def level_lookup(table: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Rows ``codes`` of ``table`` (levels × d); code -1 (unknown level) gets the mean row."""
+    rows = table.index_select(0, codes.clamp_min(0))
+    return torch.where((codes < 0).unsqueeze(-1), table.mean(0, keepdim=True).expand_as(rows), rows)  # no branch: vmap-safe
+
+
 COUNT_LIKELIHOODS = ("poisson", "nb", "zinb")
 GENE_LIKELIHOODS = ("normal", "bernoulli", *COUNT_LIKELIHOODS)
 
@@ -110,6 +143,13 @@ class DenoisingAutoencoder(nn.Module):
       add a learned per-gene inverse dispersion ``theta = exp(log_theta)``; ``zinb`` a per-entry dropout
       logit from a linear head on the bottleneck. With the linear decoder its weights are log-scale
       loadings, as in LDVAE (Svensson et al. 2020).
+
+    Covariates (batch first, then further categorical and continuous ones; conditional autoencoders as in
+    scVI, Lopez et al. 2018, and trVAE/scArches, Lotfollahi et al. 2020/2022): the decoder's first layer gets a
+    learned offset per covariate level (:class:`CovariateOffset`), so the bottleneck need not encode them and the
+    linear decoder's weights stay the covariate-free loadings; with ``encode_covariates`` the encoder's first layer
+    gets them too. ``dispersion="gene-batch"``: one inverse dispersion per gene and level of the first categorical
+    covariate (the batch), as scVI's ``dispersion="gene-batch"``.
     """
 
     def __init__(
@@ -125,6 +165,10 @@ class DenoisingAutoencoder(nn.Module):
         tied: bool = False,
         output_activation: str = "sigmoid",
         gene_likelihood: str = "normal",
+        n_cats_per_cov: Sequence[int] = (),
+        n_continuous: int = 0,
+        encode_covariates: bool = False,
+        dispersion: str = "gene",
     ) -> None:
         super().__init__()
         if tied and (hidden or decoder != "linear"):
@@ -134,6 +178,12 @@ class DenoisingAutoencoder(nn.Module):
         self.n_input, self.n_latent, self.hidden = int(n_input), int(n_latent), tuple(hidden)
         self.decoder_kind, self.tied, self.output_activation = decoder, tied, output_activation
         self.gene_likelihood = gene_likelihood
+        self.n_cats_per_cov, self.n_continuous = tuple(int(n) for n in n_cats_per_cov), int(n_continuous)
+        self.encode_covariates, self.dispersion = bool(encode_covariates), dispersion
+        if dispersion not in ("gene", "gene-batch"):
+            raise ValueError(f"dispersion must be gene or gene-batch, not {dispersion!r}")
+        if dispersion == "gene-batch" and not self.n_cats_per_cov:
+            raise ValueError("dispersion='gene-batch' needs a batch (a first categorical covariate)")
         sizes = [self.n_input, *self.hidden]
         self.encoder = nn.Sequential(
             *_mlp(sizes, activation, dropout, norm),
@@ -148,8 +198,16 @@ class DenoisingAutoencoder(nn.Module):
         else:
             back = [self.n_latent, *reversed(self.hidden)]
             self.decoder = nn.Sequential(*_mlp(back, activation, dropout, norm), nn.Linear(back[-1], self.n_input))
+        has_cov = bool(self.n_cats_per_cov) or self.n_continuous > 0
+        # the decoder's first layer: genes for a linear or tied decoder, the first hidden width of an MLP one
+        dec_width = self.hidden[-1] if (decoder == "mlp" and not tied and self.hidden) else self.n_input
+        self.decoder_covariates = CovariateOffset(self.n_cats_per_cov, self.n_continuous, dec_width) if has_cov else None
+        self.encoder_covariates = (CovariateOffset(self.n_cats_per_cov, self.n_continuous, sizes[1] if self.hidden else self.n_latent)
+                                   if has_cov and encode_covariates else None)
         if gene_likelihood in ("nb", "zinb"):
-            self.log_theta = nn.Parameter(torch.zeros(self.n_input))  # theta = 1 at the start, learned per gene
+            # theta = 1 at the start, learned per gene (or per gene and batch)
+            shape = (self.n_cats_per_cov[0], self.n_input) if dispersion == "gene-batch" else (self.n_input,)
+            self.log_theta = nn.Parameter(torch.zeros(shape))
         if gene_likelihood == "zinb":
             self.dropout_head = nn.Linear(self.n_latent, self.n_input)
 
@@ -158,14 +216,36 @@ class DenoisingAutoencoder(nn.Module):
         """True for a count likelihood (the target is raw counts, the library size an offset)."""
         return self.gene_likelihood in COUNT_LIKELIHOODS
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+    def encode(self, x: torch.Tensor, cats: torch.Tensor | None = None, cont: torch.Tensor | None = None) -> torch.Tensor:
+        if self.encoder_covariates is None:
+            return self.encoder(x)
+        h = self.encoder[0](x)
+        return self.encoder[1:](h + self.encoder_covariates(cats, cont).to(h.dtype))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, cats: torch.Tensor | None = None, cont: torch.Tensor | None = None) -> torch.Tensor:
         if self.tied:
             w = self.encoder[0].weight  # (n_latent, n_input): the same matrix read backwards
-            return F.linear(z, w.t(), self.decoder_bias)
-        return self.decoder(z)
+            out = F.linear(z, w.t(), self.decoder_bias)
+        elif self.decoder_covariates is None:
+            return self.decoder(z)
+        else:
+            first = self.decoder if isinstance(self.decoder, nn.Linear) else self.decoder[0]
+            out = first(z)
+        if self.decoder_covariates is not None:
+            out = out + self.decoder_covariates(cats, cont).to(out.dtype)
+        if self.tied or isinstance(self.decoder, nn.Linear):
+            return out
+        return self.decoder[1:](out)
+
+    def _check_covariates(self, cats, cont) -> None:
+        if self.n_cats_per_cov and cats is None or self.n_continuous and cont is None:
+            raise ValueError("this module was built with covariates: pass cats/cont")
+
+    def cell_log_theta(self, cats: torch.Tensor | None) -> torch.Tensor:
+        """log inverse dispersion per gene, or per cell × gene with ``dispersion="gene-batch"``."""
+        if self.dispersion == "gene-batch":
+            return level_lookup(self.log_theta, cats[:, 0]).float()
+        return self.log_theta.float()
 
     def output(self, logits: torch.Tensor) -> torch.Tensor:
         """The reconstruction from decoder outputs: the output activation, or for a count likelihood the
@@ -174,18 +254,18 @@ class DenoisingAutoencoder(nn.Module):
             return torch.softmax(logits.float(), dim=-1)
         return _activation_fn(self.output_activation)(logits)
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.decode(self.encode(x)))
+    def reconstruct(self, x: torch.Tensor, cats: torch.Tensor | None = None, cont: torch.Tensor | None = None) -> torch.Tensor:
+        return self.output(self.decode(self.encode(x, cats, cont), cats, cont))
 
     def nll(self, z: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
-            library: torch.Tensor | None = None) -> torch.Tensor:
+            library: torch.Tensor | None = None, cats: torch.Tensor | None = None) -> torch.Tensor:
         """Per-entry negative log-likelihood (cells × genes, float32) of ``target`` given decoder outputs.
 
         ``normal``: squared error of the reconstruction (the Gaussian NLL with unit variance, up to a constant
         and a factor 2); ``bernoulli``: binary cross-entropy of 0-1 targets; count likelihoods: the exact
         negative log-pmf of the counts ``target`` (dense, or a sparse COO tensor) with mean
         ``library * softmax(logits)``, ``library`` (cells,) being each cell's observed total count over the
-        model's genes.
+        model's genes. ``cats``: the cells' covariate codes (per-batch dispersion).
         """
         if not self.counts:
             return gaussian_or_bernoulli_nll(logits, target, self.gene_likelihood, self.output_activation)
@@ -195,14 +275,18 @@ class DenoisingAutoencoder(nn.Module):
         y = target if target.is_sparse else target.float()
         if self.gene_likelihood == "poisson":
             return -log_poisson(y, log_mu)
-        log_theta = self.log_theta.float()
+        log_theta = self.cell_log_theta(cats)
         if self.gene_likelihood == "nb":
             return -log_nb(y, log_mu, log_theta)
         return -log_zinb(y, log_mu, log_theta, self.dropout_head(z).float())
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.encode(x)
-        return z, self.decode(z)
+    def forward(self, x: torch.Tensor, cats: torch.Tensor | None = None, cont: torch.Tensor | None = None,
+                decode_cats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z, decoder outputs)``; ``decode_cats`` replaces the categorical covariates the decoder sees
+        (counterfactual expression, scvi-tools' ``transform_batch``), the encoder still sees ``cats``."""
+        self._check_covariates(cats, cont)
+        z = self.encode(x, cats, cont)
+        return z, self.decode(z, cats if decode_cats is None else decode_cats, cont)
 
     def linear_gene_weights(self) -> torch.Tensor:
         """genes × latent decoder weights (linear or tied decoder only)."""
@@ -212,21 +296,26 @@ class DenoisingAutoencoder(nn.Module):
             raise ValueError("an MLP decoder has no single weight matrix; use mean_jacobian()")
         return self.decoder.weight.detach()
 
-    def mean_jacobian(self, z: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    def mean_jacobian(self, z: torch.Tensor, chunk: int = 256, cats: torch.Tensor | None = None,
+                      cont: torch.Tensor | None = None) -> torch.Tensor:
         """Mean over cells of d(reconstruction_g)/d(z_k), genes × latent: the MLP decoder's gene weights.
 
         For a count likelihood the derivative is of the decoder's log-scale output (the log expected count up
         to the cell's constant), so the weights are log-scale loadings like a linear decoder's."""
         total = torch.zeros(self.n_input, self.n_latent, device=z.device)
+        n = z.shape[0]
+        cats = torch.zeros((n, 0), dtype=torch.long, device=z.device) if cats is None else cats
+        cont = torch.zeros((n, 0), device=z.device) if cont is None else cont
 
-        def f(zi: torch.Tensor) -> torch.Tensor:
-            out = self.decode(zi.unsqueeze(0))
+        def f(zi: torch.Tensor, ci: torch.Tensor, ki: torch.Tensor) -> torch.Tensor:
+            out = self.decode(zi.unsqueeze(0), ci.unsqueeze(0), ki.unsqueeze(0))
             return (out if self.counts else self.output(out)).squeeze(0)
 
-        jac = torch.func.vmap(torch.func.jacfwd(f))
-        for start in range(0, z.shape[0], chunk):
-            total += jac(z[start : start + chunk]).sum(0)
-        return total / max(z.shape[0], 1)
+        jac = torch.func.vmap(torch.func.jacfwd(f), in_dims=(0, 0, 0))
+        for start in range(0, n, chunk):
+            sl = slice(start, start + chunk)
+            total += jac(z[sl], cats[sl], cont[sl]).sum(0)
+        return total / max(n, 1)
 
 
 def _activation_fn(name: str):

@@ -76,6 +76,22 @@ def check_finite(X, what: str = "the matrix") -> None:
         )
 
 
+def check_batches(adata: AnnData, batch_key: str, src: str = "") -> None:
+    """A batch column must exist, have no missing values, and give every batch at least 2 cells."""
+    if batch_key not in adata.obs.columns:
+        raise UserError(f"{src}batch_key {batch_key!r} is not an obs column; obs columns: "
+                        f"{', '.join(map(str, adata.obs.columns[:20])) or 'none'} (join a sample sheet with --obs, "
+                        "or give several input files, one per batch)")
+    col = adata.obs[batch_key]
+    if col.isna().any():
+        raise UserError(f"{src}obs column {batch_key!r} has {int(col.isna().sum())} missing value(s); give every cell "
+                        "a batch or drop those cells")
+    sizes = col.astype(str).value_counts()
+    if (sizes < 2).any():
+        raise UserError(f"{src}batch {sizes.index[-1]!r} of {batch_key!r} has only 1 cell: a batch needs at least 2 cells; "
+                        "merge it with another batch or drop it")
+
+
 def scaling_params(X, scaling: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-gene (offset, scale) so that model input = (x - offset) / scale. Never densifies X."""
     if scaling == "none":  # the log-normalised values as they are (what scanpy's PCA sees, uncentred)
@@ -119,6 +135,7 @@ def prepare(
     target_sum: float = _D.target_sum,
     scaling: str = _D.scaling,
     min_cells: int = _D.min_cells,
+    batch_key: str | None = _D.batch_key,
     copy: bool = False,
 ) -> AnnData | None:
     """Prepare an expression matrix for the autoencoder.
@@ -147,6 +164,10 @@ def prepare(
         ``none`` (the log values as they are: offset 0, scale 1).
     min_cells
         Genes detected (non-zero) in fewer cells are not used by the model.
+    batch_key
+        obs column of batches: highly variable genes are chosen within each batch and ranked by how many
+        batches find them variable (scanpy's ``highly_variable_genes(batch_key=...)``), so that genes that only
+        separate the batches are not favoured.
     copy
         Return a prepared copy instead of working in place.
 
@@ -164,7 +185,7 @@ def prepare(
     >>> genodae.tl.dae(adata)
     """
     cfg = PrepareConfig(n_top_genes=n_top_genes, hvg_flavor=hvg_flavor, input_kind=input_kind,
-                        target_sum=target_sum, scaling=scaling, min_cells=min_cells)
+                        target_sum=target_sum, scaling=scaling, min_cells=min_cells, batch_key=batch_key)
     t0 = time.perf_counter()
     adata = adata.copy() if copy else adata
     if PREP_KEY in adata.uns:
@@ -178,6 +199,8 @@ def prepare(
                         "(genes are chosen and scaled across samples); to embed a single sample, use a saved "
                         "model (genodae embed SAMPLE MODEL, or DAE.load(MODEL).embed(adata))")
     check_finite(adata.X, f"{src}X".lstrip())
+    if cfg.batch_key is not None:
+        check_batches(adata, cfg.batch_key, src)
 
     counts = is_counts(adata.X)
     if cfg.input_kind == "counts" and not counts:
@@ -265,16 +288,20 @@ def _select_genes(adata: AnnData, cfg: PrepareConfig, kind: str, src: str = "") 
     used = eligible.copy()
     if flavor != "none" and cfg.n_top_genes and eligible.sum() > cfg.n_top_genes:
         sub = adata[:, eligible]
+        obs = pd.DataFrame(index=adata.obs_names)
+        if cfg.batch_key is not None:
+            obs[cfg.batch_key] = adata.obs[cfg.batch_key].astype(str).to_numpy()
         sub = AnnData(X=sub.X, layers={"counts": sub.layers["counts"]} if kind == "counts" else None,
-                      obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=sub.var_names))
+                      obs=obs, var=pd.DataFrame(index=sub.var_names))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             hv = sc.pp.highly_variable_genes(
                 sub, n_top_genes=cfg.n_top_genes, flavor=flavor, inplace=False,
-                layer="counts" if flavor == "seurat_v3" else None,
+                layer="counts" if flavor == "seurat_v3" else None, batch_key=cfg.batch_key,
             )
         used[np.flatnonzero(eligible)] = np.asarray(hv["highly_variable"], dtype=bool)
-        log.info("prepare: %d highly variable genes (%s) of %d", int(used.sum()), flavor, int(eligible.sum()))
+        log.info("prepare: %d highly variable genes (%s%s) of %d", int(used.sum()), flavor,
+                 f", within each batch of {cfg.batch_key!r}" if cfg.batch_key else "", int(eligible.sum()))
     else:
         log.info("prepare: using all %d genes that vary", int(used.sum()))
     adata.var["highly_variable"] = used

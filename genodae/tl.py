@@ -8,6 +8,7 @@ from typing import Any
 
 from anndata import AnnData
 
+from .errors import UserError
 from .model import DAE
 
 
@@ -15,6 +16,7 @@ def dae(
     adata: AnnData,
     *,
     layer: str | None = None,
+    batch_key: str | None = None,
     preset: str = "default",
     n_latent: int | None = None,
     hidden: Sequence[int] | None = None,
@@ -26,6 +28,7 @@ def dae(
     device: str | None = None,
     denoised: bool = False,
     denoised_scale: str = "auto",
+    transform_batch: str | None = None,
     model_dir: str | Path | None = None,
     key_added: str | None = None,
     copy: bool = False,
@@ -43,6 +46,11 @@ def dae(
         Prepared cells × genes. ``adata.X`` is never overwritten.
     layer
         Train on this layer (log-scale values) instead of ``X``.
+    batch_key
+        obs column of batches: the decoder sees each cell's batch, so the embedding need not encode it and
+        ``varm["dae_weights"]`` are the batch-free part of the decoder (further covariates:
+        ``categorical_covariate_keys``, ``continuous_covariate_keys``; ``encode_covariates=True`` conditions
+        the encoder too). Prepare with the same ``batch_key`` (batch-aware gene selection).
     preset
         Named starting point for the settings.
     n_latent, hidden, corruption, epochs, batch_size, lr, seed, device
@@ -52,6 +60,8 @@ def dae(
     denoised_scale
         Scale of that layer: ``auto`` (``normalized`` for count likelihoods, ``input`` otherwise),
         ``normalized``, ``counts``, ``log1p`` or ``input`` (see :meth:`genodae.DAE.denoise`).
+    transform_batch
+        Denoise every cell as if it came from this batch (needs ``batch_key`` and ``denoised``).
     model_dir
         Also save the trained model there, for :meth:`genodae.DAE.load` / ``genodae embed``.
     key_added
@@ -89,10 +99,13 @@ def dae(
     """
     adata = adata.copy() if copy else adata
     explicit = dict(n_latent=n_latent, hidden=hidden, corruption=corruption, epochs=epochs,
-                    batch_size=batch_size, lr=lr, seed=seed, device=device)
-    model = DAE(preset=preset, **explicit, **settings).fit(adata, layer=layer)
+                    batch_size=batch_size, lr=lr, seed=seed, device=device, batch_key=batch_key)
+    model = DAE(preset=preset, **explicit, **settings)
+    if transform_batch is not None and not denoised:
+        raise UserError("transform_batch changes only the denoised layer: add denoised=True")
+    model.fit(adata, layer=layer)
     model.annotate(adata, key=key_added or "dae", denoised=denoised, denoised_scale=denoised_scale,
-                   r2_rows=model.val_idx)
+                   transform_batch=transform_batch, r2_rows=model.val_idx)
     if model_dir is not None:
         model.save(model_dir)
     return adata if copy else None

@@ -64,6 +64,11 @@ class BatchSource:
     """
 
     placement = "host"
+    # covariates (set by the caller): integer codes (cells × categorical, -1 = unknown level) and standardised
+    # continuous values (cells × continuous); ``decode_cats`` replaces the codes the decoder sees
+    cats: np.ndarray | None = None
+    cont: np.ndarray | None = None
+    decode_cats: np.ndarray | None = None
 
     def __init__(self, X, offset: np.ndarray, scale: np.ndarray, device: torch.device, clip: bool = False,
                  counts=None):
@@ -102,6 +107,17 @@ class BatchSource:
     def __call__(self, rows) -> torch.Tensor:
         t = (self._rows(rows) - self.offset) / self.scale
         return t.clamp_(0.0, 1.0) if self.clip else t
+
+    def covariates(self, rows, *, decoder: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(cats, cont)`` of ``rows`` on the device (None when the data have none); ``decoder``: the codes
+        the decoder sees (``decode_cats`` when set)."""
+        cats = self.decode_cats if decoder and self.decode_cats is not None else self.cats
+        if cats is None and self.cont is None:
+            return None, None
+        r = rows.cpu().numpy() if torch.is_tensor(rows) else np.asarray(rows)
+        c = torch.from_numpy(np.ascontiguousarray(cats[r])).to(self.device) if cats is not None else None
+        k = torch.from_numpy(np.ascontiguousarray(self.cont[r])).to(self.device) if self.cont is not None else None
+        return c, k
 
     def target(self, rows) -> torch.Tensor:
         """Raw counts of ``rows`` (cells × genes, float32 on the device): the target of a count likelihood.
@@ -321,8 +337,10 @@ class History:
 
 
 def build_module(n_input: int, config: DAEConfig, output_activation: str,
-                 gene_likelihood: str = "normal") -> DenoisingAutoencoder:
-    """The torch module of ``config``; ``gene_likelihood`` is the resolved one (never ``auto``)."""
+                 gene_likelihood: str = "normal", n_cats_per_cov: tuple[int, ...] = (),
+                 n_continuous: int = 0) -> DenoisingAutoencoder:
+    """The torch module of ``config``; ``gene_likelihood`` is the resolved one (never ``auto``);
+    ``n_cats_per_cov``: levels of each categorical covariate (the batch first), ``n_continuous``: continuous ones."""
     return DenoisingAutoencoder(
         n_input,
         config.n_latent,
@@ -335,20 +353,47 @@ def build_module(n_input: int, config: DAEConfig, output_activation: str,
         tied=config.tied,
         output_activation=output_activation,
         gene_likelihood=gene_likelihood,
+        n_cats_per_cov=n_cats_per_cov,
+        n_continuous=n_continuous,
+        encode_covariates=config.encode_covariates,
+        dispersion=config.resolved_dispersion(),
     )
 
 
 def batch_nll(module: DenoisingAutoencoder, net: torch.nn.Module, source: BatchSource, rows, xc: torch.Tensor,
-              x: torch.Tensor, amp: bool = False) -> torch.Tensor:
+              x: torch.Tensor, amp: bool = False, with_z: bool = False):
     """Per-entry negative log-likelihood (cells × genes) of the clean data of ``rows`` given the corrupted
     input ``xc``: of the scaled input ``x`` itself (normal, bernoulli) or of the raw counts, with each cell's
-    observed total over the model's genes as its library size (poisson, nb, zinb)."""
+    observed total over the model's genes as its library size (poisson, nb, zinb). ``with_z``: return
+    ``(nll, z, cats)``."""
+    cats, cont = source.covariates(rows)
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
-        z, logits = net(xc)
+        z, logits = net(xc, cats, cont)
     if module.counts:
         y = source.target(rows)
-        return module.nll(z, logits, y, library_size(y))
-    return module.nll(z, logits, x)
+        per = module.nll(z, logits, y, library_size(y), cats)
+    else:
+        per = module.nll(z, logits, x)
+    return (per, z, cats) if with_z else per
+
+
+def batch_mmd(z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    """Mean over the batches of a minibatch of the squared maximum mean discrepancy between that batch's embeddings
+    and the other batches' (Gaussian kernels at 1/4, 1 and 4 times the median squared distance, so the scale of
+    the embedding cannot shrink it away): the batch-mixing penalty of trVAE (Lotfollahi et al. 2020), 0 when the
+    batches' embeddings share one distribution."""
+    z = z.float()
+    d2 = torch.cdist(z, z).square()
+    med = d2.detach().median().clamp_min(1e-8)
+    K = sum(torch.exp(-d2 / (med * s)) for s in (0.25, 1.0, 4.0)) / 3
+    total, n = z.new_zeros(()), 0
+    for b in torch.unique(batch):
+        m = batch == b
+        if int(m.sum()) < 2 or int((~m).sum()) < 2:
+            continue
+        total = total + K[m][:, m].mean() + K[~m][:, ~m].mean() - 2 * K[m][:, ~m].mean()
+        n += 1
+    return total / max(n, 1)
 
 
 def make_optimizer(module: torch.nn.Module, config: DAEConfig) -> torch.optim.Optimizer:
@@ -406,6 +451,7 @@ def fit(
         bar = tqdm(total=max_epochs, initial=start_epoch, desc="training", unit="epoch")
 
     rank, world = _dist_info()
+    mmd_weight = config.batch_mmd if config.batch_key else 0.0
     net = module
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
@@ -429,8 +475,10 @@ def fit(
             noise_gen.manual_seed(noise_seed(config.seed, epoch, step))
             xc, mask = corrupt(x, config.corruption, config.gaussian_noise, noise_gen, global_rows=n_global, offset=lo,
                                rescale=config.corruption_rescale)
-            loss = reduce_loss(batch_nll(module, net, source, rows, xc, x, amp),
-                               mask if config.loss_on == "masked" else None)
+            per, z, cats = batch_nll(module, net, source, rows, xc, x, amp, with_z=True)
+            loss = reduce_loss(per, mask if config.loss_on == "masked" else None)
+            if mmd_weight > 0 and cats is not None:
+                loss = loss + mmd_weight * batch_mmd(z, cats[:, 0])
             # DDP averages gradients over ranks: weight by this rank's share so the result is the global mean
             scaled = loss * (x.shape[0] * world / n_global) if world > 1 else loss
             opt.zero_grad(set_to_none=True)
@@ -501,8 +549,8 @@ def embed(module: DenoisingAutoencoder, source: BatchSource, rows: np.ndarray | 
     """Bottleneck activations of clean (uncorrupted) input, cells × n_latent."""
     module.eval()
     rows = np.arange(source.n_obs) if rows is None else rows
-    out = [module.encode(source(rows[s : s + batch_size])).float().cpu().numpy()
-           for s in range(0, len(rows), batch_size)]
+    out = [module.encode(source(rows[s : s + batch_size]), *source.covariates(rows[s : s + batch_size]))
+           .float().cpu().numpy() for s in range(0, len(rows), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, module.n_latent), np.float32)
 
 
@@ -551,11 +599,12 @@ def reconstruction_scores(module: DenoisingAutoencoder, source: BatchSource, row
     for s in range(0, len(rows), batch_size):
         r = rows[s : s + batch_size]
         x = source(r)
-        z, logits = _masked(module, source, *module(x))
+        cats, cont = source.covariates(r)
+        z, logits = _masked(module, source, *module(x, cats, cont))
         if module.counts:
             y = source.target(r)
             lib = library_size(y)
-            per = module.nll(z, logits, y, lib)
+            per = module.nll(z, logits, y, lib, cats)
             empty.extend((lib <= 0).cpu().tolist())
             y = y.to_dense() if y.is_sparse else y
             mu = module.output(logits) * lib.unsqueeze(1)
@@ -593,12 +642,16 @@ def denoise_chunks(module: DenoisingAutoencoder, source: BatchSource, rows: np.n
 
     Count likelihoods give each cell's expected share of its library per gene (rows sum to 1; the mean of
     the negative binomial part, without zero-inflation dropouts, as DCA and scVI's normalised expression);
-    ``normal``/``bernoulli`` the reconstruction in the model's scaled input space.
+    ``normal``/``bernoulli`` the reconstruction in the model's scaled input space. The decoder sees
+    ``source.decode_cats`` when set (counterfactual covariates), the encoder the cells' own.
     """
     module.eval()
     rows = np.arange(source.n_obs) if rows is None else rows
     for s in range(0, len(rows), batch_size):
-        z, logits = _masked(module, source, *module(source(rows[s : s + batch_size])))
+        r = rows[s : s + batch_size]
+        cats, cont = source.covariates(r)
+        dcats = source.covariates(r, decoder=True)[0] if source.decode_cats is not None else None
+        z, logits = _masked(module, source, *module(source(r), cats, cont, dcats))
         yield s, module.output(logits).float().cpu().numpy()
 
 
@@ -614,7 +667,8 @@ def gene_weights(module: DenoisingAutoencoder, source: BatchSource | None = None
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_cells, replace=False))
     z = torch.from_numpy(embed(module, source, rows)).to(source.device)
     module.eval()
-    return module.mean_jacobian(z).detach().float().cpu().numpy()
+    cats, cont = source.covariates(rows)
+    return module.mean_jacobian(z, cats=cats, cont=cont).detach().float().cpu().numpy()
 
 
 # --- checkpoints: safetensors for tensors, JSON metadata for the rest; nothing is ever unpickled ---------
