@@ -76,7 +76,7 @@ class DAEConfig:
     batch_key: str | None = field(default=None, metadata={"help": "obs column of batches (samples, plates, technologies): the decoder sees each cell's batch, so the embedding need not encode it and the gene weights are the batch-free part"})
     categorical_covariate_keys: tuple[str, ...] = field(default=(), metadata={"help": "further categorical obs columns the decoder sees (e.g. donor)"})
     continuous_covariate_keys: tuple[str, ...] = field(default=(), metadata={"help": "numeric obs columns the decoder sees (standardised; e.g. percent mitochondrial counts)"})
-    batch_mmd: float = field(default=1.0, metadata={"help": "weight of the batch-mixing penalty on the embedding (maximum mean discrepancy between each batch and the others in every minibatch, as trVAE); 0 = decoder conditioning only; used with batch_key"})
+    batch_mmd: float = field(default=0.3, metadata={"help": "weight of the batch-mixing penalty on the embedding, relative to the reconstruction loss (maximum mean discrepancy between each batch and the others in every minibatch, as trVAE); 0 = decoder conditioning only; used with batch_key"})
     encode_covariates: bool = field(default=False, metadata={"help": "the encoder sees the covariates too; then cells of batches unseen in training need genodae map (reference mapping) before they can be embedded"})
     dispersion: str = field(default="auto", metadata={"help": "inverse dispersion of nb/zinb: gene, or gene-batch (one per gene and batch); auto: gene-batch when batch_key is set"})
     # optimisation

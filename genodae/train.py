@@ -380,18 +380,23 @@ def batch_nll(module: DenoisingAutoencoder, net: torch.nn.Module, source: BatchS
 def batch_mmd(z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
     """Mean over the batches of a minibatch of the squared maximum mean discrepancy between that batch's embeddings
     and the other batches' (Gaussian kernels at 1/4, 1 and 4 times the median squared distance, so the scale of
-    the embedding cannot shrink it away): the batch-mixing penalty of trVAE (Lotfollahi et al. 2020), 0 when the
-    batches' embeddings share one distribution."""
+    the embedding cannot shrink it away; the unbiased estimate, Gretton et al. 2012): the batch-mixing penalty of
+    trVAE (Lotfollahi et al. 2020), 0 in expectation when the batches' embeddings share one distribution."""
     z = z.float()
     d2 = torch.cdist(z, z).square()
     med = d2.detach().median().clamp_min(1e-8)
     K = sum(torch.exp(-d2 / (med * s)) for s in (0.25, 1.0, 4.0)) / 3
     total, n = z.new_zeros(()), 0
+
+    def within(k: torch.Tensor) -> torch.Tensor:  # mean off the diagonal: the unbiased (U-statistic) estimate
+        m = k.shape[0]
+        return (k.sum() - k.diagonal().sum()) / (m * (m - 1))
+
     for b in torch.unique(batch):
         m = batch == b
         if int(m.sum()) < 2 or int((~m).sum()) < 2:
             continue
-        total = total + K[m][:, m].mean() + K[~m][:, ~m].mean() - 2 * K[m][:, ~m].mean()
+        total = total + within(K[m][:, m]) + within(K[~m][:, ~m]) - 2 * K[m][:, ~m].mean()
         n += 1
     return total / max(n, 1)
 
@@ -478,7 +483,9 @@ def fit(
             per, z, cats = batch_nll(module, net, source, rows, xc, x, amp, with_z=True)
             loss = reduce_loss(per, mask if config.loss_on == "masked" else None)
             if mmd_weight > 0 and cats is not None:
-                loss = loss + mmd_weight * batch_mmd(z, cats[:, 0])
+                # relative to the reconstruction loss, so that one weight means the same for every likelihood and
+                # data scale (the per-entry NLL of min-max input is ~100× smaller than that of counts)
+                loss = loss + mmd_weight * loss.detach() * batch_mmd(z, cats[:, 0])
             # DDP averages gradients over ranks: weight by this rank's share so the result is the global mean
             scaled = loss * (x.shape[0] * world / n_global) if world > 1 else loss
             opt.zero_grad(set_to_none=True)
