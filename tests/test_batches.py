@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from conftest import make_counts
 from sklearn.neighbors import KNeighborsClassifier
 
 import genodae
@@ -15,12 +16,10 @@ from genodae.errors import UserError
 from genodae.nn import DenoisingAutoencoder, level_lookup
 from genodae.train import batch_mmd
 
-from conftest import make_counts
-
 FAST = dict(n_latent=4, hidden=(16,), epochs=15, batch_size=64, seed=0, device="cpu")
 
 
-def batched_counts(seed: int = 0, n_cells: int = 300, effect: float = 0.8) -> "genodae.AnnData":
+def batched_counts(seed: int = 0, n_cells: int = 300, effect: float = 0.8) -> genodae.AnnData:
     """The synthetic counts split at random into two batches; batch b2's counts are redrawn as Poisson(y × f_g) with
     gene factors f_g ~ LogNormal(0, ``effect``) drawn once (a known batch effect on top of the planted groups)."""
     a = make_counts(n_cells=n_cells, seed=seed)
