@@ -44,7 +44,10 @@ SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text
 # Copied into each test's working folder: what a fresh clone holds (minus tests, docs, CI).
 CLONE = ["Snakefile", "workflow", "config", "profiles", "genodae", "pyproject.toml"]
 # DAEConfig fields the workflow sets itself instead of taking them from config `model`.
-NOT_IN_MODEL_SCHEMA = {"num_threads": "the rule's threads (resources.train.threads) set it"}
+NOT_IN_MODEL_SCHEMA = {"num_threads": "the rule's threads (resources.train.threads) set it",
+                       "batch_key": "the dataset sheet's batch_key column sets it, per dataset"}
+# PrepareConfig fields the workflow sets itself instead of taking them from config `prepare`.
+NOT_IN_PREPARE_SCHEMA = {"batch_key": "the dataset sheet's batch_key column sets it, per dataset"}
 # Tiny settings: a few epochs of a small network.
 FAST_MODEL = {"epochs": 3, "hidden": [16], "batch_size": 64, "patience": 0}
 TIMEOUT = 300  # seconds for one snakemake call; every wait in these tests is bounded
@@ -153,6 +156,52 @@ def use_synthetic(workdir: Path) -> None:
     )
 
 
+def write_two_batches(folder: Path) -> dict[str, Path]:
+    """Two plates of one experiment as two count CSVs (cells x genes) with colliding cell names, a plate
+    effect (gene-wise scale factors) on the second, one extra gene in the first, and a sample sheet per plate
+    with a planted group label."""
+    rng = np.random.default_rng(1)
+    n_genes = 40
+    genes = [f"GENE{j:03d}" for j in range(n_genes)]
+    base = rng.lognormal(0.5, 0.8, n_genes)
+    files = {}
+    for plate, n_cells, effect in (("plateA", 50, np.ones(n_genes)), ("plateB", 40, rng.lognormal(0, 0.7, n_genes))):
+        group = rng.integers(0, 2, n_cells)
+        mu = base[None, :] * effect[None, :] * np.where(
+            (group[:, None] == 1) & (np.arange(n_genes)[None, :] < n_genes // 4), 6.0, 1.0)
+        counts = rng.poisson(mu)
+        names = [f"cell{i:03d}" for i in range(n_cells)]  # the same barcodes on both plates
+        plate_genes = genes + (["EXTRA"] if plate == "plateA" else [])
+        if plate == "plateA":
+            counts = np.column_stack([counts, rng.poisson(1.0, n_cells)])
+        folder.mkdir(parents=True, exist_ok=True)
+        matrix = folder / f"{plate}.csv"
+        with matrix.open("w") as fh:
+            fh.write("cell," + ",".join(plate_genes) + "\n")
+            for name, row in zip(names, counts, strict=True):
+                fh.write(name + "," + ",".join(map(str, row)) + "\n")
+        sheet = folder / f"{plate}_samples.tsv"
+        sheet.write_text("sample\tgroup\n" + "".join(f"{c}\tg{g}\n" for c, g in zip(names, group, strict=True)))
+        files[plate] = matrix
+        files[f"{plate}_samples"] = sheet
+    return files
+
+
+def use_two_batches(workdir: Path, how: str = "paths") -> None:
+    """Point the copy's dataset sheet at the two plates: `paths` (a;b with one sample sheet each) or `sheet`
+    (a batches sheet)."""
+    f = {k: v.relative_to(workdir).as_posix() for k, v in write_two_batches(workdir / "data").items()}
+    header = "name\tpath\tsample_sheet\toptions\tlabels\tbatch_key\n"
+    if how == "paths":
+        row = (f"plates\t{f['plateA']};{f['plateB']}\t{f['plateA_samples']};{f['plateB_samples']}\t"
+               "orientation=samples_by_genes; n_top_genes=0\tgroup\tplate\n")
+    else:
+        (workdir / "data" / "batches.tsv").write_text(
+            "path\tbatch\tobs\tprotocol\nplateA.csv\tA\tplateA_samples.tsv\tx\nplateB.csv\tB\tplateB_samples.tsv\ty\n")
+        row = "plates\tbatches:data/batches.tsv\t\torientation=samples_by_genes; n_top_genes=0\tgroup\tplate\n"
+    (workdir / "config" / "datasets.tsv").write_text(header + row)
+
+
 def run_dirs(results: Path, dataset: str) -> list[Path]:
     return sorted(p.parent.parent for p in (results / dataset).glob("k*/seed*/model/model.json"))
 
@@ -184,7 +233,7 @@ def test_schema_model_section_matches_daeconfig():
 
 def test_schema_prepare_section_matches_prepareconfig():
     props = SCHEMA["properties"]["prepare"]["properties"]
-    defaults = dataclasses.asdict(PrepareConfig())
+    defaults = {k: v for k, v in dataclasses.asdict(PrepareConfig()).items() if k not in NOT_IN_PREPARE_SCHEMA}
     assert set(props) == set(defaults)
     for name, value in defaults.items():
         assert props[name]["default"] == value and type(props[name]["default"]) is type(value), name
@@ -288,6 +337,14 @@ def test_invalid_config_value_fails_fast_naming_the_key(tmp_path, override, expe
         ("name\tpath\toptions\nx\texample\tmissing=ignore\n", "option missing must be one of"),
         ("name\tpath\toptions\nx\texample\tn_top=5\n", "unknown option 'n_top'"),
         ("name\tpath\nbad name\texample\n", "column name"),
+        ("name\tpath\nx\texample;no/such.csv\n", "path 'no/such.csv' not found"),
+        ("name\tpath\nx\texample;\n", "has an empty entry"),
+        ("name\tpath\tsample_sheet\nx\tconfig/config.yaml;Snakefile\tSnakefile\n",
+         "sample_sheet lists 1 sheet(s) for 2 file(s)"),
+        ("name\tpath\nx\tbatches:no/such.tsv\n", "batches sheet 'no/such.tsv' not found"),
+        ("name\tpath\nx\tbatches:config/README.md\n", "has no 'path' column"),
+        ("name\tpath\toptions\nx\texample\tbatch_key=plate\n", "batch_key is a column of its own"),
+        ("# a comment\nname\tpath\n\n# another\nbad name\texample\n", "line 5 (bad name)"),
     ],
 )
 def test_bad_dataset_sheet_fails_with_a_clear_message(tmp_path, sheet, expected):
@@ -621,3 +678,98 @@ def test_parallel_sweep_many_jobs_on_two_cores(tmp_path):
     leftovers = [p for p in res.rglob("*") if ".tmp" in p.name or p.name.startswith(".")]
     assert not leftovers, f"temporary files left behind: {leftovers}"
     assert "Nothing to be done" in snakemake(work, "-n", *targets, "results/synth/runs.tsv").stdout
+
+
+# ---- several files as one dataset: batches --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["paths", "sheet"])
+def test_multi_batch_dataset_commands_in_dry_run(tmp_path, how):
+    """A dataset of two files: prepare reads both with --batch-key (and a sample sheet per file), train
+    conditions on the batch, the UMAP is coloured by label and batch, and an integration table is planned."""
+    work = make_clone(tmp_path / "clone")
+    use_two_batches(work, how)
+    out = snakemake(work, "-n", "-p").stdout
+    jobs = planned_jobs(out)
+    assert jobs["integration"] == 1 and jobs["prepare"] == 1, jobs
+    prepare = next(x for x in out.splitlines() if "genodae prepare" in x)
+    if how == "paths":
+        assert "data/plateA.csv data/plateB.csv -o results/plates/prepared.h5ad" in prepare
+        assert "--obs data/plateA_samples.tsv --obs data/plateB_samples.tsv" in prepare
+    else:
+        assert "--batches data/batches.tsv" in prepare and "--obs" not in prepare
+    assert "--batch-key plate" in prepare
+    assert "--batch-key plate" in next(x for x in out.splitlines() if "genodae train" in x)
+    assert "--color group plate" in next(x for x in out.splitlines() if "genodae plot" in x)
+
+
+def test_example_has_no_batch_and_no_integration_table(tmp_path):
+    work = make_clone(tmp_path / "clone")
+    out = snakemake(work, "-n", "-p").stdout
+    assert "integration" not in planned_jobs(out)
+    assert "--batch-key" not in out
+
+
+def test_batch_settings_without_a_batch_column_fail_fast(tmp_path):
+    work = make_clone(tmp_path / "clone")
+    res = snakemake(work, "-n", "--config", 'model={"dispersion": "gene-batch"}', check=False)
+    assert res.returncode != 0
+    assert "model.dispersion gene-batch needs a batch column, but dataset pbmc68k has no batch_key" in res.stdout
+
+
+@pytest.mark.slow
+def test_two_plate_dataset_runs_with_umap_and_integration_table(tmp_path):
+    """Two count CSVs (colliding barcodes, a plate effect) as one dataset: the workflow runs to its end, the
+    model is conditioned on the plate, and the integration table's scores are in range."""
+    import anndata
+
+    work = make_clone(tmp_path / "clone")
+    use_two_batches(work, "paths")
+    edit_config(work, model={**FAST_MODEL, "n_latent": 4}, signatures={"enabled": False},
+                resources={"train": {"threads": 1, "mem_mb": 500, "runtime": 10, "gpu": 0}})
+    snakemake(work, "--cores", "2")
+    res = work / "results" / "plates"
+    run = res / "k4" / "seed0"
+    assert (run / "figures" / "umap.png").stat().st_size > 0
+    prepared = anndata.read_h5ad(res / "prepared.h5ad", backed="r")
+    assert prepared.obs["plate"].value_counts().to_dict() == {"plateA": 50, "plateB": 40}
+    assert prepared.obs_names.is_unique and "cell000-plateB" in prepared.obs_names  # barcodes collided
+    assert "EXTRA" not in prepared.var_names and set(prepared.obs["group"]) == {"g0", "g1"}
+    prepared.file.close()
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert json.dumps(meta).count('"plate"') >= 1, "the model does not name its batch column"
+    rows = read_tsv(res / "integration.tsv")
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["run"] == "k4/seed0" and row["batch_key"] == "plate" and row["label_key"] == "group"
+    assert int(row["n_cells"]) == 90 and int(row["n_batches"]) == 2
+    assert float(row["batch_chance"]) == pytest.approx(50 / 90, abs=1e-3)
+    for key in ("knn_batch_accuracy", "knn_label_accuracy", "silhouette_batch"):
+        assert 0.0 <= float(row[key]) <= 1.0, (key, row)
+    assert 0.5 <= float(row["label_chance"]) <= 1.0
+    assert row["silhouette_method"] in ("scib_metrics", "sklearn (scib definition)")
+    assert row["silhouette_groups"] == "per label"
+    # a second look has nothing to do
+    assert "Nothing to be done" in snakemake(work, "-n").stdout
+
+
+def test_integration_scores_on_planted_embeddings(tmp_path):
+    """The integration script's scores: separated batches give batch accuracy 1 and silhouette near 0;
+    mixed batches give accuracy near chance and silhouette near 1."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("integration", REPO / "workflow/scripts/integration.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    n = 200
+    batch = np.repeat([0, 1], n // 2)
+    label = np.tile([0, 1], n // 2)
+    separated = rng.normal(size=(n, 3)) + np.c_[20 * batch, 20 * label, np.zeros(n)]
+    mixed = rng.normal(size=(n, 3)) + np.c_[np.zeros(n), 20 * label, np.zeros(n)]
+    assert mod.knn_accuracy(separated, batch) == 1.0
+    assert mod.knn_accuracy(mixed, batch) < 0.75
+    assert mod.knn_accuracy(mixed, label) == 1.0
+    sil_sep, method = mod.silhouette_batch(separated, label, batch)
+    sil_mix, _ = mod.silhouette_batch(mixed, label, batch)
+    assert sil_sep < 0.2 < 0.8 < sil_mix <= 1.0, (sil_sep, sil_mix, method)

@@ -2,6 +2,7 @@
 # and list the final outputs. Every helper function of the workflow lives here; the rule files only use them.
 
 import csv
+import gzip
 import hashlib
 import itertools
 import json
@@ -29,7 +30,12 @@ READ_OPTIONS = {
     "orientation": ("auto", "genes_by_samples", "samples_by_genes"),
     "missing": ("error", "drop", "impute"),
 }
-SHEET_COLUMNS = ("name", "path", "sample_sheet", "options", "labels")
+SHEET_COLUMNS = ("name", "path", "sample_sheet", "options", "labels", "batch_key")
+# `path` of a dataset of several files: `a.csv;b.csv` (batches named after the files), or `batches:SHEET`.
+PATH_SEPARATOR = ";"
+BATCHES_PREFIX = "batches:"
+# The obs column of the batches of a dataset of several files when the sheet's batch_key is empty.
+DEFAULT_BATCH_KEY = "batch"
 EXAMPLE_PATH = "resources/example/pbmc68k.h5ad"
 
 
@@ -136,6 +142,8 @@ def _parse_options(text, where):
             raise WorkflowError(f"{where}: option {part!r} is not key=value (separate options with ';')")
         key, value = (s.strip() for s in part.split("=", 1))
         key = key.replace("-", "_")
+        if key == "batch_key":
+            raise WorkflowError(f"{where}: batch_key is a column of its own in the sheet (not an option)")
         if key in READ_OPTIONS:
             if value not in READ_OPTIONS[key]:
                 raise WorkflowError(
@@ -159,8 +167,91 @@ def _parse_options(text, where):
     return options
 
 
+def _open_text(path):
+    return gzip.open(path, "rt", newline="") if str(path).endswith(".gz") else open(path, newline="")
+
+
+def _read_batches_sheet(sheet, where):
+    """(files, sample sheets) listed in a batches sheet (`genodae prepare --batches`: columns path, optional
+    batch, obs and per-batch metadata; paths relative to the sheet). Problems: one line each."""
+    try:
+        with _open_text(sheet) as fh:
+            lines = [line for line in fh if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkflowError(f"{where}: batches sheet {sheet!r} cannot be read ({exc})") from None
+    if not lines:
+        raise WorkflowError(f"{where}: batches sheet {sheet!r} is empty")
+    delimiter = "\t" if "\t" in lines[0] else ","
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    columns = {c.strip().lower(): c for c in reader.fieldnames or []}
+    if "path" not in columns:
+        raise WorkflowError(f"{where}: batches sheet {sheet!r} has no 'path' column (columns: "
+                            f"{', '.join(reader.fieldnames or [])}); it lists one file per row: path, and optionally "
+                            "batch, obs (that file's sample sheet) and per-batch metadata")
+    base = Path(sheet).parent
+    files, sheets, problems = [], [], []
+    for i, row in enumerate(reader, start=2):
+        value = (row.get(columns["path"]) or "").strip()
+        if not value:
+            problems.append(f"{where}: batches sheet {sheet}, line {i}: no path")
+            continue
+        file = base / value
+        if not file.exists():
+            problems.append(f"{where}: batches sheet {sheet}, line {i}: file {str(file)!r} not found (paths in a "
+                            "batches sheet are relative to the sheet's folder)")
+        files.append(str(file))
+        obs = (row.get(columns["obs"]) or "").strip() if "obs" in columns else ""
+        if obs:
+            if not (base / obs).is_file():
+                problems.append(f"{where}: batches sheet {sheet}, line {i}: sample sheet (obs) {str(base / obs)!r} "
+                                "not found")
+            sheets.append(str(base / obs))
+    if problems:
+        raise WorkflowError("\n".join(problems))
+    if not files:
+        raise WorkflowError(f"{where}: batches sheet {sheet!r} lists no files")
+    return files, sheets
+
+
+def _dataset_files(record, where):
+    """dict(files, sample_sheets, batches) of one sheet row: its input file(s), their sample sheets (one per
+    file, None for none) and the batches sheet, if any. Every missing file is named (one line each)."""
+    path, sample_sheet = record["path"], record.get("sample_sheet", "")
+    cwd = f"(relative paths start at the working directory {Path.cwd()})"
+    if path == "example":
+        if sample_sheet and not Path(sample_sheet).is_file():
+            raise WorkflowError(f"{where}: sample_sheet {sample_sheet!r} not found")
+        return dict(files=[EXAMPLE_PATH], sample_sheets=[sample_sheet or None], batches=None)
+    if path.startswith(BATCHES_PREFIX):
+        batches = path[len(BATCHES_PREFIX):].strip()
+        if not Path(batches).is_file():
+            raise WorkflowError(f"{where}: batches sheet {batches!r} not found {cwd}")
+        if sample_sheet:
+            raise WorkflowError(f"{where}: with a batches sheet, give each file's sample sheet in the batches sheet's "
+                                "obs column, not in sample_sheet")
+        files, sheets = _read_batches_sheet(batches, where)
+        return dict(files=files, sample_sheets=sheets, batches=batches)
+    files = [p.strip() for p in path.split(PATH_SEPARATOR)]
+    if "" in files:
+        raise WorkflowError(f"{where}: path {path!r} has an empty entry (separate several files with "
+                            f"'{PATH_SEPARATOR}')")
+    if len(set(files)) < len(files):
+        raise WorkflowError(f"{where}: path {path!r} names a file twice")
+    sheets = [s.strip() or None for s in sample_sheet.split(PATH_SEPARATOR)] if sample_sheet else [None] * len(files)
+    if len(sheets) != len(files):
+        raise WorkflowError(f"{where}: sample_sheet lists {len(sheets)} sheet(s) for {len(files)} file(s): give one "
+                            f"per file, in the same order, separated by '{PATH_SEPARATOR}' (empty for a file "
+                            "without one)")
+    problems = [f"{where}: path {f!r} not found {cwd}" for f in files if not Path(f).exists()]
+    problems += [f"{where}: sample_sheet {s!r} not found {cwd}" for s in sheets if s and not Path(s).is_file()]
+    if problems:
+        raise WorkflowError("\n".join(problems))
+    return dict(files=files, sample_sheets=sheets, batches=None)
+
+
 def load_datasets(sheet):
-    """Read and check the dataset sheet; return {name: dict(path, sample_sheet, options, labels)}."""
+    """Read and check the dataset sheet; return {name: dict(files, sample_sheets, batches, batch_key, options,
+    labels)}."""
     path = Path(sheet)
     if not path.is_file():
         raise WorkflowError(
@@ -168,7 +259,10 @@ def load_datasets(sheet):
             f"directory {Path.cwd()}"
         )
     with path.open(newline="") as fh:
-        lines = [line for line in fh if line.strip() and not line.lstrip().startswith("#")]
+        numbered = [(i, line) for i, line in enumerate(fh, start=1)
+                    if line.strip() and not line.lstrip().startswith("#")]
+    lines = [line for _, line in numbered]
+    line_numbers = [i for i, _ in numbered[1:]]  # of the rows after the header (comment lines skipped)
     rows = list(csv.DictReader(lines, delimiter="\t"))
     header = [c.strip() for c in (csv.DictReader(lines, delimiter="\t").fieldnames or [])]
     unknown = [c for c in header if c not in SHEET_COLUMNS]
@@ -182,7 +276,7 @@ def load_datasets(sheet):
         raise WorkflowError(f"dataset sheet {sheet} lists no datasets")
     sheet_schema = yaml.safe_load(SHEET_SCHEMA_PATH.read_text())
     datasets = {}
-    for i, row in enumerate(rows, start=2):
+    for i, row in zip(line_numbers, rows):
         record = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
         if None in row:
             raise WorkflowError(f"dataset sheet {sheet}, line {i}: more cells than columns (use tabs)")
@@ -194,22 +288,15 @@ def load_datasets(sheet):
         name = record["name"]
         if name in datasets:
             raise WorkflowError(f"{where}: dataset name {name!r} appears twice")
-        data_path = record["path"]
-        if data_path == "example":
-            data_path = EXAMPLE_PATH
-        elif not Path(data_path).exists():
-            raise WorkflowError(
-                f"{where}: path {data_path!r} not found (relative paths start at the working directory "
-                f"{Path.cwd()})"
-            )
-        sample_sheet = record.get("sample_sheet")
-        if sample_sheet and not Path(sample_sheet).is_file():
-            raise WorkflowError(f"{where}: sample_sheet {sample_sheet!r} not found")
+        files = _dataset_files(record, where)
+        several = files["batches"] is not None or len(files["files"]) > 1
+        # with several files: the column genodae creates (default `batch`); with one: an existing obs column
+        batch_key = record.get("batch_key") or (DEFAULT_BATCH_KEY if several else None)
         labels = [c.strip() for c in record.get("labels", "").split(",") if c.strip()]
         labels += [c for c in config["plots"]["color"] if c not in labels]
         datasets[name] = dict(
-            path=data_path,
-            sample_sheet=sample_sheet,
+            **files,
+            batch_key=batch_key,
             options=_parse_options(record.get("options", ""), where),
             labels=labels,
         )
@@ -257,6 +344,27 @@ def expand_sweep(model, sweep):
 RUNS = expand_sweep(config["model"], config["sweep"])
 
 
+def _check_batch_settings():
+    """Model settings that need a batch column, for datasets without a batch_key: one line each."""
+    problems = []
+    for name, ds in DATASETS.items():
+        if ds["batch_key"]:
+            continue
+        for run, settings in RUNS.items():
+            if settings["dispersion"] == "gene-batch":
+                problems.append(f"invalid config: model.dispersion gene-batch needs a batch column, but dataset {name} "
+                                "has no batch_key (dataset sheet)")
+            if settings["encode_covariates"] and not (settings["categorical_covariate_keys"]
+                                                      or settings["continuous_covariate_keys"]):
+                problems.append(f"invalid config: model.encode_covariates needs covariates to encode, but dataset "
+                                f"{name} has no batch_key (dataset sheet) and model.*_covariate_keys are empty")
+    if problems:
+        raise WorkflowError("\n".join(dict.fromkeys(problems)))
+
+
+_check_batch_settings()
+
+
 def device_for_training():
     device = config["model"]["device"]
     if device == "auto":
@@ -279,6 +387,9 @@ def train_flags(wildcards):
     (so the preset fills the rest), n_latent, seed and the device."""
     settings = RUNS[wildcards.run]
     flags = [f"--preset {settings['preset']}"]
+    batch_key = DATASETS[wildcards.dataset]["batch_key"]
+    if batch_key:  # the dataset's batch column: the model conditions on it
+        flags.append(_flag("batch_key", batch_key))
     for key, value in settings.items():
         if key in ("preset", "device"):
             continue
@@ -289,27 +400,58 @@ def train_flags(wildcards):
 
 
 def prepare_flags(wildcards):
-    """The `genodae prepare` options of one dataset: config prepare section + the sheet's options."""
+    """The `genodae prepare` options of one dataset: config prepare section + the sheet's options, the batch
+    column and the sample sheets (one --obs per file, '' for a file without one)."""
     ds = DATASETS[wildcards.dataset]
     settings = {**config["prepare"], **ds["options"]}
     flags = [_flag(k, v) for k, v in settings.items()]
-    if ds["sample_sheet"]:
-        flags.append(f"--obs {shlex.quote(ds['sample_sheet'])}")
+    if ds["batch_key"]:
+        flags.append(_flag("batch_key", ds["batch_key"]))
+    if ds["batches"] is None and any(ds["sample_sheets"]):
+        flags += [f"--obs {shlex.quote(s or '')}" for s in ds["sample_sheets"]]
     return " ".join(flags)
 
 
+def prepare_inputs(wildcards):
+    """What `genodae prepare` reads: the file(s), or `--batches SHEET`."""
+    ds = DATASETS[wildcards.dataset]
+    if ds["batches"] is not None:
+        return f"--batches {shlex.quote(ds['batches'])}"
+    return " ".join(shlex.quote(f) for f in ds["files"])
+
+
 def dataset_input(wildcards):
-    return DATASETS[wildcards.dataset]["path"]
+    """The data files (and the batches sheet): rule inputs, so that a new file re-runs prepare."""
+    ds = DATASETS[wildcards.dataset]
+    return [*([ds["batches"]] if ds["batches"] else []), *ds["files"]]
 
 
 def dataset_sample_sheet(wildcards):
-    sheet = DATASETS[wildcards.dataset]["sample_sheet"]
-    return [sheet] if sheet else []
+    return [s for s in DATASETS[wildcards.dataset]["sample_sheets"] if s]
 
 
 def plot_colors(wildcards):
-    labels = DATASETS[wildcards.dataset]["labels"]
-    return " ".join(f"--color {shlex.quote(c)}" for c in labels)
+    """The UMAP's colours: the dataset's label columns, and its batch column."""
+    ds = DATASETS[wildcards.dataset]
+    columns = [*ds["labels"], *([ds["batch_key"]] if ds["batch_key"] not in (None, *ds["labels"]) else [])]
+    # one --color with every column (nargs="*": a second --color would replace the first)
+    return f"--color {' '.join(shlex.quote(c) for c in columns)}" if columns else ""
+
+
+def integration_datasets():
+    """Datasets with a batch column: each gets results/{dataset}/integration.tsv."""
+    return [name for name, ds in DATASETS.items() if ds["batch_key"]]
+
+
+def integration_inputs(wildcards):
+    return [f"results/{wildcards.dataset}/{run}/embedded.h5ad" for run in RUNS]
+
+
+def integration_label(wildcards):
+    """The label column whose 15-NN accuracy the integration table reports: the first of the dataset's labels
+    that is not its batch column (None: no label accuracy, silhouette over all cells as one group)."""
+    ds = DATASETS[wildcards.dataset]
+    return next((c for c in ds["labels"] if c != ds["batch_key"]), None)
 
 
 def run_dirs(dataset):
@@ -499,6 +641,8 @@ def final_outputs():
                 f"{d}/figures/umap.png",
             ]
         files.append(f"results/{dataset}/runs.tsv")
+        if dataset in integration_datasets():
+            files.append(f"results/{dataset}/integration.tsv")
         files += signature_outputs(dataset)
     return files
 

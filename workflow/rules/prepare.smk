@@ -20,7 +20,8 @@ rule example:
 
 
 rule prepare:
-    """Normalise, select genes and scale one dataset (genodae prepare)."""
+    """Normalise, select genes and scale one dataset (genodae prepare). A dataset of several files (plates,
+    samples, technologies) becomes one AnnData with a batch column (the sheet's batch_key, default `batch`)."""
     input:
         data=dataset_input,
         # an input, so that editing the sample sheet re-runs prepare (its columns reach obs here)
@@ -38,6 +39,7 @@ rule prepare:
         mem_mb=config["resources"]["prepare"]["mem_mb"],
         runtime=config["resources"]["prepare"]["runtime"],
     params:
+        inputs=prepare_inputs,
         options=prepare_flags,
     shell:
-        "python -m genodae prepare {input.data:q} -o {output:q} {params.options} > {log} 2>&1"
+        "python -m genodae prepare {params.inputs} -o {output:q} {params.options} > {log} 2>&1"

@@ -68,3 +68,33 @@ rule gather_runs:
         swept=swept_keys(),
     script:
         "../scripts/gather_runs.py"
+
+
+rule integration:
+    """Datasets with a batch column: how well each run mixes the batches (15-NN batch and label accuracy,
+    scib's batch silhouette) on obsm["X_dae"]; one row per run."""
+    input:
+        integration_inputs,
+    output:
+        report(
+            "results/{dataset}/integration.tsv",
+            caption="../report/integration.rst",
+            category="{dataset}",
+            labels={"dataset": "{dataset}", "table": "integration"},
+        ),
+    log:
+        "logs/{dataset}/integration.log",
+    benchmark:
+        "benchmarks/{dataset}/integration.tsv"
+    conda:
+        "../envs/genodae.yaml"
+    threads: config["resources"]["integration"]["threads"]
+    resources:
+        mem_mb=config["resources"]["integration"]["mem_mb"],
+        runtime=config["resources"]["integration"]["runtime"],
+    params:
+        runs=lambda wildcards: list(RUNS),
+        batch_key=lambda wildcards: DATASETS[wildcards.dataset]["batch_key"],
+        label_key=integration_label,
+    script:
+        "../scripts/integration.py"
