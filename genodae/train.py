@@ -114,10 +114,16 @@ class BatchSource:
         cats = self.decode_cats if decoder and self.decode_cats is not None else self.cats
         if cats is None and self.cont is None:
             return None, None
-        r = rows.cpu().numpy() if torch.is_tensor(rows) else np.asarray(rows)
-        c = torch.from_numpy(np.ascontiguousarray(cats[r])).to(self.device) if cats is not None else None
-        k = torch.from_numpy(np.ascontiguousarray(self.cont[r])).to(self.device) if self.cont is not None else None
-        return c, k
+        r = torch.as_tensor(rows).to(self.device, non_blocking=True)
+        return (self._on_device(cats).index_select(0, r) if cats is not None else None,
+                self._on_device(self.cont).index_select(0, r) if self.cont is not None else None)
+
+    def _on_device(self, a: np.ndarray) -> torch.Tensor:
+        """A device copy of a small per-cell array (covariates: a few numbers per cell), made once."""
+        cache = self.__dict__.setdefault("_device_copies", {})
+        if id(a) not in cache or cache[id(a)][0] is not a:
+            cache[id(a)] = (a, torch.as_tensor(np.ascontiguousarray(a), device=self.device))
+        return cache[id(a)][1]
 
     def target(self, rows) -> torch.Tensor:
         """Raw counts of ``rows`` (cells × genes, float32 on the device): the target of a count likelihood.
@@ -377,28 +383,32 @@ def batch_nll(module: DenoisingAutoencoder, net: torch.nn.Module, source: BatchS
     return (per, z, cats) if with_z else per
 
 
-def batch_mmd(z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+def batch_mmd(z: torch.Tensor, batch: torch.Tensor, n_batches: int) -> torch.Tensor:
     """Mean over the batches of a minibatch of the squared maximum mean discrepancy between that batch's embeddings
     and the other batches' (Gaussian kernels at 1/4, 1 and 4 times the median squared distance, so the scale of
     the embedding cannot shrink it away; the unbiased estimate, Gretton et al. 2012): the batch-mixing penalty of
-    trVAE (Lotfollahi et al. 2020), 0 in expectation when the batches' embeddings share one distribution."""
+    trVAE (Lotfollahi et al. 2020), 0 in expectation when the batches' embeddings share one distribution.
+
+    ``batch``: codes 0 … ``n_batches`` − 1 of the cells. Batches with fewer than 2 cells in the minibatch (or whose
+    complement has fewer) are left out. Written without data-dependent branches (no host sync on a GPU).
+    """
     z = z.float()
+    n = z.shape[0]
     d2 = torch.cdist(z, z).square()
     med = d2.detach().median().clamp_min(1e-8)
-    K = sum(torch.exp(-d2 / (med * s)) for s in (0.25, 1.0, 4.0)) / 3
-    total, n = z.new_zeros(()), 0
-
-    def within(k: torch.Tensor) -> torch.Tensor:  # mean off the diagonal: the unbiased (U-statistic) estimate
-        m = k.shape[0]
-        return (k.sum() - k.diagonal().sum()) / (m * (m - 1))
-
-    for b in torch.unique(batch):
-        m = batch == b
-        if int(m.sum()) < 2 or int((~m).sum()) < 2:
-            continue
-        total = total + within(K[m][:, m]) + within(K[~m][:, ~m]) - 2 * K[m][:, ~m].mean()
-        n += 1
-    return total / max(n, 1)
+    K = sum(torch.exp(-d2 / (med * s)) for s in (0.25, 1.0, 4.0)) / 3  # K_ii = 1
+    B = torch.nn.functional.one_hot(batch.long(), n_batches).to(K.dtype)  # cells × batches
+    n_b = B.sum(0)
+    m_b = n - n_b
+    KB = K @ B
+    S = (B * KB).sum(0)  # sum of K within each batch
+    R = KB.sum(0)  # sum of K over (cell of the batch, any cell)
+    total = K.sum()
+    within = (S - n_b) / (n_b * (n_b - 1)).clamp_min(1)
+    within_other = (total - 2 * R + S - m_b) / (m_b * (m_b - 1)).clamp_min(1)
+    cross = (R - S) / (n_b * m_b).clamp_min(1)
+    valid = ((n_b >= 2) & (m_b >= 2)).to(K.dtype)
+    return ((within + within_other - 2 * cross) * valid).sum() / valid.sum().clamp_min(1)
 
 
 def make_optimizer(module: torch.nn.Module, config: DAEConfig) -> torch.optim.Optimizer:
@@ -481,11 +491,12 @@ def fit(
             xc, mask = corrupt(x, config.corruption, config.gaussian_noise, noise_gen, global_rows=n_global, offset=lo,
                                rescale=config.corruption_rescale)
             per, z, cats = batch_nll(module, net, source, rows, xc, x, amp, with_z=True)
-            loss = reduce_loss(per, mask if config.loss_on == "masked" else None)
+            recon = reduce_loss(per, mask if config.loss_on == "masked" else None)
+            loss = recon
             if mmd_weight > 0 and cats is not None:
                 # relative to the reconstruction loss, so that one weight means the same for every likelihood and
                 # data scale (the per-entry NLL of min-max input is ~100× smaller than that of counts)
-                loss = loss + mmd_weight * loss.detach() * batch_mmd(z, cats[:, 0])
+                loss = recon + mmd_weight * recon.detach() * batch_mmd(z, cats[:, 0], module.n_cats_per_cov[0])
             # DDP averages gradients over ranks: weight by this rank's share so the result is the global mean
             scaled = loss * (x.shape[0] * world / n_global) if world > 1 else loss
             opt.zero_grad(set_to_none=True)
@@ -493,7 +504,7 @@ def fit(
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
             opt.step()
-            total += loss.detach() * x.shape[0]  # stays on the device: no host sync per batch
+            total += recon.detach() * x.shape[0]  # the reconstruction loss (comparable with validation); no host sync
         if world > 1:
             torch.distributed.all_reduce(total)
         train_loss = float(total) / n_train

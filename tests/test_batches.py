@@ -94,10 +94,22 @@ def test_batch_mmd_is_zero_for_one_distribution_and_large_for_separated_batches(
     g = torch.Generator().manual_seed(0)
     z = torch.randn(200, 4, generator=g)
     batch = torch.arange(200) % 2
-    same = float(batch_mmd(z, batch))
-    apart = float(batch_mmd(z + 5 * batch[:, None], batch))
+    same = float(batch_mmd(z, batch, 2))
+    apart = float(batch_mmd(z + 5 * batch[:, None], batch, 2))
     assert abs(same) < 0.05 < apart
-    assert float(batch_mmd(z, torch.zeros(200, dtype=torch.long))) == 0.0  # one batch: nothing to mix
+    assert float(batch_mmd(z, torch.zeros(200, dtype=torch.long), 3)) == 0.0  # one batch: nothing to mix
+    # the vectorised estimate equals the plain one, batch by batch
+    codes = torch.arange(30) % 3
+    zz = torch.randn(30, 2, generator=g)
+    d2 = torch.cdist(zz, zz).square()
+    K = sum(torch.exp(-d2 / (d2.median() * s)) for s in (0.25, 1.0, 4.0)) / 3
+
+    def within(k):
+        return (k.sum() - k.diagonal().sum()) / (k.shape[0] * (k.shape[0] - 1))
+
+    ref = torch.stack([within(K[codes == b][:, codes == b]) + within(K[codes != b][:, codes != b])
+                       - 2 * K[codes == b][:, codes != b].mean() for b in range(3)]).mean()
+    assert torch.allclose(batch_mmd(zz, codes, 3), ref, atol=1e-6)
 
 
 # --- settings and bad input -------------------------------------------------------------------------------------
