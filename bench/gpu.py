@@ -67,10 +67,11 @@ def _counts_and_input(n_cells: int, seed: int):
 
 def _step_nll(m, src, rows, xc, x):
     """Mean per-entry NLL of one batch (the training loss) with the module's likelihood."""
-    z, logits = m(xc)
+    cats, cont = src.covariates(rows)
+    z, logits = m(xc, cats, cont)
     if m.counts:
         y = src.target(rows)
-        return m.nll(z, logits, y, library_size(y)).mean().item()
+        return m.nll(z, logits, y, library_size(y), cats).mean().item()
     return m.nll(z, logits, x).mean().item()
 
 
@@ -82,24 +83,33 @@ def correctness(gpu: torch.device, n_cells: int = 20_000, likelihoods=LIKELIHOOD
     tr, va = split_cells(X.shape[0], 0.1, 0)
     res = {}
     rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))  # noqa: E731
-    for lik in likelihoods:
-        cfg = DAEConfig(epochs=3, patience=0, batch_size=256, seed=0, amp=False, gene_likelihood=lik)
+    batch = np.arange(X.shape[0]) % 3  # three batches: the conditioned model (decoder and encoder, per-batch θ, MMD)
+    variants = [(lik, lik, {}) for lik in likelihoods] + [("nb_batch", "nb", dict(batch_key="batch", encode_covariates=True))]
+    for key, lik, extra in variants:
+        cfg = DAEConfig(epochs=3, patience=0, batch_size=256, seed=0, amp=False, gene_likelihood=lik, **extra)
         out = cfg.resolved_output_activation(lik)
         counts = C if lik != "normal" else None
+        levels = (3,) if extra else ()
+
+        def source(dev, counts=counts, extra=extra):
+            src = make_source(X, lo, hi, dev, clip=True, counts=counts)
+            if extra:
+                src.cats = batch[:, None].astype(np.int64)
+            return src
+
         runs = {}
         for name, dev, amp in (("cpu", torch.device("cpu"), False), ("gpu_fp32", gpu, False), ("gpu_bf16", gpu, True)):
             torch.manual_seed(0)
-            m = build_module(2000, cfg, out, lik)
+            m = build_module(2000, cfg, out, lik, n_cats_per_cov=levels)
             c = DAEConfig(**{**cfg.to_dict(), "hidden": cfg.hidden, "amp": amp})
-            src = make_source(X, lo, hi, dev, clip=True, counts=counts)
-            h = fit(m, src, c, train_idx=tr, val_idx=va, progress=False)
+            h = fit(m, source(dev), c, train_idx=tr, val_idx=va, progress=False)
             runs[name] = (m, h)
         m_cpu = runs["cpu"][0]
-        src_cpu = make_source(X, lo, hi, torch.device("cpu"), clip=True, counts=counts)
+        src_cpu = source(torch.device("cpu"))
         z_cpu = embed(m_cpu, src_cpu, va)
-        m_gpu = build_module(2000, cfg, out, lik).to(gpu)
+        m_gpu = build_module(2000, cfg, out, lik, n_cats_per_cov=levels).to(gpu)
         m_gpu.load_state_dict(m_cpu.state_dict())
-        src_gpu = make_source(X, lo, hi, gpu, clip=True, counts=counts)
+        src_gpu = source(gpu)
         z_gpu = embed(m_gpu, src_gpu, va)
         # the validation noise of a CUDA generator differs from the CPU's: compare the loss on the same noise
         rows = va[:2048]
@@ -111,17 +121,17 @@ def correctness(gpu: torch.device, n_cells: int = 20_000, likelihoods=LIKELIHOOD
             lg = _step_nll(m_gpu, src_gpu, rows, xc.to(gpu), x.to(gpu))
             with torch.autocast(gpu.type, dtype=torch.bfloat16):
                 lb = _step_nll(m_gpu, src_gpu, rows, xc.to(gpu), x.to(gpu))
-                zb = m_gpu.encode(src_gpu(va)).float().cpu().numpy()
-        res[f"{lik}_same_weights_loss_rel_err_fp32"] = abs(lg - lc) / abs(lc)
-        res[f"{lik}_same_weights_loss_rel_err_bf16"] = abs(lb - lc) / abs(lc)
-        res[f"{lik}_same_weights_embedding_rel_err_fp32"] = rel(z_gpu, z_cpu)
-        res[f"{lik}_same_weights_embedding_rel_err_bf16"] = rel(zb, z_cpu)
-        res[f"{lik}_val_loss_cpu"] = evaluate_loss(m_cpu, src_cpu, va, cfg)
+                zb = m_gpu.encode(src_gpu(va), *src_gpu.covariates(va)).float().cpu().numpy()
+        res[f"{key}_same_weights_loss_rel_err_fp32"] = abs(lg - lc) / abs(lc)
+        res[f"{key}_same_weights_loss_rel_err_bf16"] = abs(lb - lc) / abs(lc)
+        res[f"{key}_same_weights_embedding_rel_err_fp32"] = rel(z_gpu, z_cpu)
+        res[f"{key}_same_weights_embedding_rel_err_bf16"] = rel(zb, z_cpu)
+        res[f"{key}_val_loss_cpu"] = evaluate_loss(m_cpu, src_cpu, va, cfg)
         for name in ("cpu", "gpu_fp32", "gpu_bf16"):
-            res[f"{lik}_trained_final_val_loss_{name}"] = runs[name][1].val_loss[-1]
+            res[f"{key}_trained_final_val_loss_{name}"] = runs[name][1].val_loss[-1]
         v = {k: runs[k][1].val_loss[-1] for k in runs}
-        res[f"{lik}_trained_val_loss_rel_diff_gpu_fp32_vs_cpu"] = abs(v["gpu_fp32"] - v["cpu"]) / abs(v["cpu"])
-        res[f"{lik}_trained_val_loss_rel_diff_gpu_bf16_vs_cpu"] = abs(v["gpu_bf16"] - v["cpu"]) / abs(v["cpu"])
+        res[f"{key}_trained_val_loss_rel_diff_gpu_fp32_vs_cpu"] = abs(v["gpu_fp32"] - v["cpu"]) / abs(v["cpu"])
+        res[f"{key}_trained_val_loss_rel_diff_gpu_bf16_vs_cpu"] = abs(v["gpu_bf16"] - v["cpu"]) / abs(v["cpu"])
     return res
 
 

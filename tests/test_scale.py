@@ -174,7 +174,7 @@ def test_gpu_script_runs_with_the_cpu_standing_in(tmp_path):
 
     res = json.loads(out.read_text())
     c = res["correctness"]
-    for lik in ("normal", "poisson", "nb", "zinb"):  # every likelihood is checked
+    for lik in ("normal", "poisson", "nb", "zinb", "nb_batch"):  # every likelihood, and a batch-conditioned model
         assert c[f"{lik}_same_weights_loss_rel_err_fp32"] == 0 and c[f"{lik}_same_weights_embedding_rel_err_fp32"] == 0
         assert 0 < c[f"{lik}_same_weights_embedding_rel_err_bf16"] < 0.05  # bf16 really ran, and stays close
         assert c[f"{lik}_same_weights_loss_rel_err_bf16"] < 0.05 and np.isfinite(c[f"{lik}_val_loss_cpu"])
