@@ -70,6 +70,8 @@ def _add_dataclass_flags(p: argparse.ArgumentParser, cls: type, title: str, skip
             continue
         default = getattr(defaults, f.name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        if default is None and f.name != "epochs" or default == ():
+            shown = "none"  # an obs column name, or a list of them: not set
         help_ = f"{f.metadata.get('help', '')} (default: {shown})"
         hint = hints[f.name]
         if hint is bool:
@@ -217,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="loss curves and a UMAP of the embedding")
     p.add_argument("input", help="embedded .h5ad")
     p.add_argument("-o", "--output", required=True, help="folder for loss.png and umap.png")
-    p.add_argument("--color", nargs="*", default=[], help="obs columns to colour the UMAP by")
+    p.add_argument("--color", nargs="*", action="extend", default=[], help="obs columns to colour the UMAP by")
     p.add_argument("--key", default="dae", help="prefix of the keys to read (default: dae)")
     p.set_defaults(func=cmd_plot)
 
@@ -225,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", nargs="*", help="any readable matrix; several files become one dataset with a batch "
                    "column (--batch-key)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--color", nargs="*", default=[], help="obs columns to colour the UMAP by (plots when given)")
+    p.add_argument("--color", nargs="*", action="extend", default=[], help="obs columns to colour the UMAP by (plots when given)")
     p.add_argument("--denoised", action="store_true", help="also write layers['dae_denoised'] (dense)")
     _denoised_scale_arg(p)
     _read_options(p, several=True)

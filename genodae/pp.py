@@ -256,7 +256,6 @@ def prepare(
 
 def _select_genes(adata: AnnData, cfg: PrepareConfig, kind: str, src: str = "") -> np.ndarray:
     """Boolean mask of the genes the model uses; also written to ``var["highly_variable"]``."""
-    import scanpy as sc
 
     X = adata.X
     detected = np.asarray((X != 0).sum(axis=0)).ravel() if sp.issparse(X) else (np.asarray(X) != 0).sum(0)
@@ -293,12 +292,7 @@ def _select_genes(adata: AnnData, cfg: PrepareConfig, kind: str, src: str = "") 
             obs[cfg.batch_key] = adata.obs[cfg.batch_key].astype(str).to_numpy()
         sub = AnnData(X=sub.X, layers={"counts": sub.layers["counts"]} if kind == "counts" else None,
                       obs=obs, var=pd.DataFrame(index=sub.var_names))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            hv = sc.pp.highly_variable_genes(
-                sub, n_top_genes=cfg.n_top_genes, flavor=flavor, inplace=False,
-                layer="counts" if flavor == "seurat_v3" else None, batch_key=cfg.batch_key,
-            )
+        hv = _hvg_with_fallback(sub, cfg, flavor, src)
         used[np.flatnonzero(eligible)] = np.asarray(hv["highly_variable"], dtype=bool)
         log.info("prepare: %d highly variable genes (%s%s) of %d", int(used.sum()), flavor,
                  f", within each batch of {cfg.batch_key!r}" if cfg.batch_key else "", int(eligible.sum()))
@@ -306,6 +300,34 @@ def _select_genes(adata: AnnData, cfg: PrepareConfig, kind: str, src: str = "") 
         log.info("prepare: using all %d genes that vary", int(used.sum()))
     adata.var["highly_variable"] = used
     return used
+
+
+def _hvg_with_fallback(sub: AnnData, cfg: PrepareConfig, flavor: str, src: str = "") -> pd.DataFrame:
+    """scanpy's highly_variable_genes; when seurat_v3's loess fit fails (very sparse genes, or a small batch: scanpy
+    raises "svddc failed" / "reciprocal condition number"), retry with a wider loess span, then with the ``seurat``
+    flavour on the log data, and say so. Gene selection never ends a run with a traceback."""
+    import scanpy as sc
+
+    tries = [(flavor, 0.3)] + ([(flavor, 0.6), (flavor, 1.0), ("seurat", None)] if flavor == "seurat_v3" else [])
+    last = None
+    for fl, span in tries:
+        kwargs = dict(span=span, layer="counts") if fl == "seurat_v3" else {}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                hv = sc.pp.highly_variable_genes(sub, n_top_genes=cfg.n_top_genes, flavor=fl, inplace=False,
+                                                 batch_key=cfg.batch_key, **kwargs)
+        except (ValueError, np.linalg.LinAlgError, ZeroDivisionError) as e:
+            last = e
+            continue
+        if (fl, span) != tries[0]:
+            why = last.args[0] if last.args else type(last).__name__
+            why = why.decode(errors="replace") if isinstance(why, bytes) else str(why)  # scanpy's loess raises bytes
+            log.warning("%sprepare: %s gene selection failed (%s); used %s instead", src, flavor, why.splitlines()[0],
+                        f"a loess span of {span}" if fl == flavor else f"the {fl} flavour on the log data")
+        return hv
+    raise UserError(f"{src}highly variable gene selection failed ({last}); choose all genes with hvg_flavor='none' "
+                    "(--hvg-flavor none) or fewer genes with n_top_genes")
 
 
 def prepared_matrix(adata: AnnData, genes: pd.Index, prep: dict, *, allow_missing: bool = False):

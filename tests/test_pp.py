@@ -263,3 +263,29 @@ def test_copy_leaves_the_input_untouched(counts_adata):
 def test_in_place_returns_none(counts_adata):
     assert pp.prepare(counts_adata, n_top_genes=0) is None
     assert PREP_KEY in counts_adata.uns
+
+
+def test_gene_selection_falls_back_on_very_sparse_counts(caplog):
+    """Thousands of genes seen in one or two cells make seurat_v3's loess singular ("reciprocal condition
+    number", as on a public 4,186 × 13,488 set): prepare widens the span (or changes flavour), says so, and goes on."""
+    import logging
+
+    rng = np.random.default_rng(0)
+    n, g = 400, 6000
+    rows, cols, vals = [], [], []
+    for j in range(g):
+        k = int(rng.integers(1, 3)) if j >= 1000 else int(rng.integers(20, 200))
+        rows += list(rng.choice(n, k, replace=False))
+        cols += [j] * k
+        vals += list(rng.integers(1, 4, k))
+    X = sp.csr_matrix((np.array(vals, np.float32), (rows, cols)), shape=(n, g))
+    a = AnnData(X, obs=pd.DataFrame({"b": np.where(np.arange(n) % 2, "x", "y")}, index=[f"c{i}" for i in range(n)]),
+                        var=pd.DataFrame(index=[f"G{j}" for j in range(g)]))
+    for batch_key in (None, "b"):
+        b = a.copy()
+        with caplog.at_level(logging.WARNING, logger="genodae"):
+            caplog.clear()
+            pp.prepare(b, batch_key=batch_key)
+        assert int(b.var["highly_variable"].sum()) == 2000
+        assert any("gene selection failed" in r.message and "instead" in r.message and "b'" not in r.message
+                   for r in caplog.records)
