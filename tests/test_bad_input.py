@@ -97,8 +97,17 @@ def build_inputs(d: Path, counts: anndata.AnnData) -> dict[str, Path]:
     renamed = counts.copy()
     renamed.var_names = [f"ENSG{j:011d}" for j in range(renamed.n_vars)]
     write_h5ad(renamed, d / "renamed.h5ad")
+    # batches: a model whose encoder is conditioned on obs['group'], a query of an unseen group, a one-cell batch
+    DAE(**LIB_FAST, batch_key="group", encode_covariates=True).fit(prepared).save(d / "model_batch")
+    query = counts.copy()
+    query.obs["group"] = "g9"
+    write_h5ad(query, d / "query_new_batch.h5ad")
+    lonely = counts.copy()
+    lonely.obs["plate"] = ["p1"] * (counts.n_obs - 1) + ["p2"]
+    write_h5ad(lonely, d / "one_cell_batch.h5ad")
     f.update({k: d / k for k in ("prepared.h5ad", "single_prepared.h5ad", "model", "embedded.h5ad",
-                                 "partial.h5ad", "renamed.h5ad")})
+                                 "partial.h5ad", "renamed.h5ad", "model_batch", "query_new_batch.h5ad",
+                                 "one_cell_batch.h5ad")})
 
     # tables: genes × samples CSVs of 40 samples × 30 genes
     table = _genes_by_samples(small)
@@ -360,6 +369,26 @@ CASES: dict[str, Case] = {
         ["train", "{prepared.h5ad}", "-o", "{out}", "--n-latent", "500", *FAST[2:]],
         lambda f: _fit(f["prepared.h5ad"], n_latent=500),
         [rf"n_latent=500 is larger than the {MODEL_GENES} genes the model uses", "n_latent <="], same=True),
+    # --- batches and covariates -----------------------------------------------------------------------
+    "batch key is not an obs column (prepare)": Case(
+        _prepare_cli("counts.h5ad", "--batch-key", "plate"), lambda f: _prep(f["counts.h5ad"], batch_key="plate"),
+        ["batch_key 'plate' is not an obs column; obs columns: group"]),
+    "batch key is not an obs column (train)": Case(
+        ["train", "{prepared.h5ad}", "-o", "{out}", "--batch-key", "plate", *FAST],
+        lambda f: _fit(f["prepared.h5ad"], batch_key="plate"), ["batch_key 'plate' is not an obs column; obs columns"],
+        same=True),
+    "a batch with one cell": Case(
+        _prepare_cli("one_cell_batch.h5ad", "--batch-key", "plate"),
+        lambda f: _prep(f["one_cell_batch.h5ad"], batch_key="plate"),
+        ["batch 'p2' of 'plate' has only 1 cell", "merge it with another batch or drop it"], same=True),
+    "query of an unseen batch, encoder conditioned": Case(
+        ["embed", "{query_new_batch.h5ad}", "{model_batch}", "-o", "{out}.h5ad"],
+        lambda f: DAE.load(f["model_batch"]).embed(read(f["query_new_batch.h5ad"])),
+        ["level\\(s\\) 'g9' of obs column 'group' were not seen in training", "genodae map"], same=True),
+    "transform batch that is not a batch of the model": Case(
+        ["embed", "{counts.h5ad}", "{model_batch}", "-o", "{out}.h5ad", "--denoised", "--transform-batch", "p9"],
+        lambda f: DAE.load(f["model_batch"]).denoise(read(f["counts.h5ad"]), transform_batch="p9"),
+        ["transform_batch 'p9' is not a batch of the model; its batches \\(group\\): g0, g1, g2"], same=True),
     # --- outputs --------------------------------------------------------------------------------------
     "output file is an existing folder": Case(
         ["prepare", "{counts.h5ad}", "-o", "{existing_folder}"], lambda f: _write_into(f["existing_folder"]),
