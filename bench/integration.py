@@ -296,7 +296,9 @@ def embed_genodae(raw, seed: int, threads: int = 1, batch: bool = False):
     if Z.isna().any().any():
         raise RuntimeError(f"genodae.pp.prepare dropped {int(Z.isna().any(axis=1).sum())} cells")
     h = a.uns["dae"]["history"]
-    return Z.to_numpy(np.float32), {"dim": int(Z.shape[1]), "epochs_run": int(h["epochs_run"]),
+    st = a.uns["dae"].get("params", {})
+    extra = {k: st[k] for k in ("batch_mmd", "n_latent", "corruption") if k in st}
+    return Z.to_numpy(np.float32), {**extra, "dim": int(Z.shape[1]), "epochs_run": int(h["epochs_run"]),
                                     "best_epoch": int(h["best_epoch"]) + 1,
                                     "n_genes": int(a.var["highly_variable"].sum())}
 
@@ -348,7 +350,7 @@ def scib_scores(a, key: str, Z: np.ndarray, pcs: np.ndarray) -> dict:
 # --- running ---------------------------------------------------------------------------------------------
 
 
-def run(datasets, seeds, methods, data_dir, scvi_cap, threads, done, on_row, progress=print):
+def run(datasets, seeds, methods, data_dir, scvi_cap, threads, done, on_row, progress=print, git="?"):
     has_batch, why = genodae_has_batch() if "genodae_batch" in methods else (True, "")
     if not has_batch:
         progress(f"[integration] genodae_batch skipped: {why}")
@@ -377,7 +379,7 @@ def run(datasets, seeds, methods, data_dir, scvi_cap, threads, done, on_row, pro
                 if (name, m, seed) in done:
                     continue
                 t = time.perf_counter()
-                row = {**base, "method": m, "seed": seed}
+                row = {**base, "method": m, "seed": seed, "git": git}
                 try:
                     if m == "pca":
                         Z, info = pcs, {"dim": int(pcs.shape[1])}
@@ -645,7 +647,7 @@ def main(argv=None) -> int:
         mdp.write_text(markdown(df, mt, notes))
 
     run(a.datasets, a.seeds, methods, a.data_dir, a.scvi_epochs, a.threads, done, write,
-        progress=lambda s: print(s, flush=True))
+        progress=lambda s: print(s, flush=True), git=git_now)
     print(mdp.read_text() if mdp.exists() else "[integration] nothing run")
     print(f"[integration] wrote {tsv} and {mdp} in {(time.perf_counter() - t0) / 60:.1f} min")
     return 0
