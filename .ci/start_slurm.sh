@@ -105,7 +105,7 @@ munge -n | unmunge >/dev/null 2>&1 || fail "munge does not work"
 
 # ---- 3. slurm.conf -----------------------------------------------------------------------------------
 host=$(hostname -s)
-cpus=$(nproc)
+cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # GNU nproc obeys OMP_NUM_THREADS: not what the node has
 mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
 real_mem=$((mem_kb / 1024 * 95 / 100)) # slurmd drains a node whose RealMemory exceeds what it finds
 install -d -m 0755 "$CONF_DIR" "$STATE" "$STATE/slurmctld" "$STATE/slurmd" "$LOGS" "$RUN"

@@ -3,7 +3,7 @@
 #
 #   bash bench/run_cpu.sh            # python = $PYTHON or `python`; results in bench/results/
 #
-# Bound: every step runs under `timeout`; along the longest path the caps add up to 235 min (lane A 130, lane B
+# Bound: every step runs under `timeout`; along the longest path the caps add up to 235 min (lane A 160, lane B
 # 165 with mcv, 70 for the timing steps). Measured on the 2-core AMD EPYC
 # (no GPU) on 2026-11-27: see bench/README.md ("One command") for the wall time of each step.
 # Two lanes run side by side where only accuracy is measured (one torch thread each); the timing steps
@@ -36,7 +36,7 @@ t_all=$SECONDS
 # lane B: denoising, then genodae's other presets on the same datasets and seeds, then molecular cross-validation
 ( step baselines 60 "$PY" bench/baselines.py --out $R/baselines || exit 1
   step quality 30 "$PY" bench/quality.py --threads 1 --out $R/quality; rc=$?
-  step integration 40 "$PY" bench/integration.py --out $R/integration && exit $rc ) & a=$!
+  step integration 70 "$PY" bench/integration.py --seeds 0 1 2 --out $R/integration && exit $rc ) & a=$!
 ( step denoise 50 "$PY" bench/denoise.py --out $R/denoise || exit 1
   step presets 40 "$PY" bench/baselines.py --methods genodae_signatures,genodae_adage --out $R/baselines_presets; rc=$?
   step mcv 75 "$PY" bench/mcv.py --out $R/mcv && exit $rc ) & b=$!
