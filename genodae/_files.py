@@ -1,4 +1,4 @@
-"""File-system helpers shared by io.py and train.py (no third-party imports)."""
+"""File-system helpers shared by genodae.io (its writers) and train.py (no third-party imports)."""
 
 from __future__ import annotations
 

@@ -85,11 +85,22 @@ def test_tl_and_pl_public_functions_follow_the_conventions():
         assert [p for n, f in functions.items() for p in _convention_problems(n, f)] == []
 
 
-def _all_callables():
-    for path in sorted(PKG.glob("*.py")):
-        mod = importlib.import_module(f"genodae.{path.stem}") if path.stem != "__main__" else None
-        if mod is None:
+def _module_names() -> list[str]:
+    """Every module of the package, subpackages' included (``genodae.io._read``), but not ``__main__``."""
+    names = []
+    for path in sorted(PKG.rglob("*.py")):
+        parts = path.relative_to(PKG).with_suffix("").parts
+        if parts[-1] == "__main__":
             continue
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.append(".".join(("genodae", *parts)))
+    return names
+
+
+def _all_callables():
+    for name in _module_names():
+        mod = importlib.import_module(name)
         for name, obj in vars(mod).items():
             if inspect.isfunction(obj) and obj.__module__ == mod.__name__:
                 yield f"{mod.__name__}.{name}", obj
@@ -103,6 +114,11 @@ def test_no_mutable_default_arguments():
     bad = [f"{q}({p.name}={p.default!r})" for q, f in _all_callables()
            for p in inspect.signature(f).parameters.values() if isinstance(p.default, (list, dict, set))]
     assert bad == []
+
+
+def test_callables_of_subpackages_are_checked_too():
+    names = {q.rsplit(".", 1)[0] for q, _ in _all_callables()}
+    assert {"genodae.io._read", "genodae.io._write", "genodae.io._multi"} <= names
 
 
 def test_version():
@@ -233,3 +249,60 @@ def test_presets_only_name_real_settings():
     names = {f.name for f in dataclasses.fields(DAEConfig)}
     for preset, values in PRESETS.items():
         assert set(values) <= names, preset
+
+
+# --- genodae.io: one module per responsibility, imported in one direction ----------------------------------
+
+# Each module of genodae.io may import (at module level) only modules listed before it; _read imports _multi
+# inside read() (several paths), the one way up.
+IO_LAYERS = ["_common", "_text", "_orientation", "_clean", "_table", "_gct", "_hdf5", "_mtx", "_cls", "_sheets",
+             "_read", "_multi", "_write"]
+IO_PUBLIC = ["read", "read_many", "read_batches_sheet", "read_backed", "read_cls", "write_h5ad", "write_table",
+             "atomic_path", "_parse_batches_sheet", "SUPPORTED_FORMATS", "ORIENTATIONS", "MISSING", "DUPLICATES",
+             "Orientation"]
+
+
+def _top_level_relative_imports(path: Path) -> set[str]:
+    """Sibling modules of genodae.io imported at module level (``from ._x import …``, ``from . import _x``)."""
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found |= {a.name for a in node.names}
+    return found
+
+
+def test_io_package_lists_its_modules():
+    found = sorted(p.stem for p in (PKG / "io").glob("*.py") if p.stem != "__init__")
+    assert found == sorted(IO_LAYERS)
+    assert not (PKG / "io.py").exists()
+
+
+@pytest.mark.parametrize("module", IO_LAYERS)
+def test_io_modules_import_in_one_direction(module):
+    path = PKG / "io" / f"{module}.py"
+    allowed = set(IO_LAYERS[: IO_LAYERS.index(module)])
+    assert _top_level_relative_imports(path) <= allowed, module
+    assert ast.get_docstring(ast.parse(path.read_text())), f"genodae/io/{module}.py has no module docstring"
+
+
+def test_io_imports_inside_functions_go_up_only_where_known():
+    up = set()
+    for module in IO_LAYERS:
+        for node in ast.walk(ast.parse((PKG / "io" / f"{module}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                target = node.module.split(".")[0]
+                if IO_LAYERS.index(target) > IO_LAYERS.index(module):
+                    up.add((module, target))
+    assert up == {("_read", "_multi")}
+
+
+def test_io_names_importable_from_the_package():
+    io = importlib.import_module("genodae.io")
+    for name in IO_PUBLIC:
+        assert getattr(io, name, None) is not None, name
+    for name in io.__all__:
+        assert callable(getattr(io, name)), name
+    assert genodae.read is io.read and genodae.read_many is io.read_many

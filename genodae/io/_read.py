@@ -1,0 +1,218 @@
+"""Format detection and dispatch: :func:`read` checks its options, detects the format from the path,
+calls that format's reader, and applies orientation, cleaning, ``.cls`` phenotypes and the sample sheet.
+A list of several paths goes to :func:`~genodae.io.read_many` (imported when called: ``_multi`` builds on
+this module)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import anndata
+from scipy import sparse
+
+from ..errors import UserError
+from ._clean import _as_float32, _handle_duplicates, _handle_nonfinite
+from ._cls import _find_cls, read_cls
+from ._common import _TABLE_EXTS, SUPPORTED_FORMATS, _split_ext
+from ._gct import _read_gct
+from ._hdf5 import _read_10x_h5, _read_h5ad, _read_loom
+from ._mtx import _read_10x_mtx
+from ._orientation import _warn_if_transposed
+from ._sheets import _join_sample_sheet, _read_sample_sheet
+from ._table import _read_text_table
+
+logger = logging.getLogger("genodae")
+
+Orientation = Literal["auto", "genes_by_samples", "samples_by_genes"]
+ORIENTATIONS = ("auto", "genes_by_samples", "samples_by_genes")
+MISSING = ("error", "drop", "impute")
+DUPLICATES = ("make_unique", "error")
+
+
+def read(
+    path: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    orientation: Orientation = "auto",
+    sample_sheet: str | os.PathLike | None = None,
+    cls: str | os.PathLike | None = None,
+    missing: Literal["error", "drop", "impute"] = "error",
+    duplicates: Literal["make_unique", "error"] = "make_unique",
+    delimiter: str | None = None,
+) -> anndata.AnnData:
+    """Read an expression matrix into AnnData, cells/samples × genes.
+
+    The format is detected from the path: ``.h5ad``, ``.loom``, a 10x directory (or its
+    ``matrix.mtx[.gz]``), a 10x ``.h5``, ``.gct``, a GSEA ``.txt`` (header ``NAME DESCRIPTION``)
+    or a CSV/TSV table (``.csv``, ``.tsv``, ``.tab``, ``.txt``, each optionally ``.gz``) with a
+    header row and a first column of identifiers. A table may be genes × samples or samples ×
+    genes: the orientation is decided from the identifiers (Ensembl IDs, probe IDs and gene
+    symbols look like genes; barcodes, GSM/TCGA IDs, ``sample_3``-style names and IDs sharing one
+    scheme look like samples), or by which axis a ``sample_sheet`` matches.
+
+    Parameters
+    ----------
+    path
+        File or 10x directory to read. It is never modified. A list of several paths is read by
+        :func:`read_many` (one AnnData, genes in every file, ``obs["batch"]`` naming each file's
+        batch); a list of one path is that path.
+    orientation
+        ``"auto"`` detects the orientation of tables. ``"genes_by_samples"`` or
+        ``"samples_by_genes"`` says how the file is laid out (for AnnData-native formats, which
+        are samples × genes by definition, ``"genes_by_samples"`` transposes a file that was saved
+        the wrong way round).
+    sample_sheet
+        CSV/TSV (optionally gzipped) of per-sample metadata, keyed by its first column or by a
+        column named ``sample``, ``barcode``, ``cell`` or ``obs_names``; left-joined into ``obs``.
+    cls
+        GSEA ``.cls`` phenotype file, stored in ``obs["phenotype"]`` (categorical) or, for a
+        continuous ``#numeric`` file, one float column per phenotype. Found automatically next
+        to a GSEA ``.txt`` or ``.gct`` file with the same stem.
+    missing
+        What to do with NaN values: ``"error"``, ``"drop"`` genes that have any, or ``"impute"``
+        each with that gene's mean across samples. Infinite values are always an error.
+    duplicates
+        Duplicate sample or gene names: ``"make_unique"`` (warn, then append ``-1``, ``-2``…)
+        or ``"error"``.
+    delimiter
+        Field separator of a CSV/TSV table; by default from the extension (and the header line).
+
+    Returns
+    -------
+    AnnData with ``X`` in float32 (CSR when the input is sparse, or an integer count table with
+    more than half zeros) and provenance in ``uns["genodae_read"]`` (``path``, ``format``,
+    ``orientation`` of the file and why).
+
+    Raises
+    ------
+    UserError
+        Missing, empty, truncated or corrupt file; unknown format; non-numeric, NaN or infinite
+        values; duplicate names (with ``duplicates="error"``); a sample sheet or ``.cls`` that does
+        not match the samples.
+
+    Examples
+    --------
+    >>> import genodae
+    >>> adata = genodae.read("counts.csv.gz", sample_sheet="samples.tsv")  # doctest: +SKIP
+    >>> adata = genodae.read("P53.txt")  # GSEA format, P53.cls found next to it  # doctest: +SKIP
+    >>> adata = genodae.read(["plate1.csv.gz", "plate2.csv.gz"])  # see read_many  # doctest: +SKIP
+    """
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            from ._multi import read_many  # here, not at the top: _multi imports this module
+
+            return read_many(path, sample_sheets=sample_sheet, orientation=orientation, cls=cls, missing=missing,
+                             duplicates=duplicates, delimiter=delimiter)
+        path = path[0]
+    _check_choice("orientation", orientation, ORIENTATIONS)
+    _check_choice("missing", missing, MISSING)
+    _check_choice("duplicates", duplicates, DUPLICATES)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(
+            f"Input file not found: {path} (relative paths start from {Path.cwd()}). Check the path in "
+            "your command or config."
+        )
+    fmt = _detect_format(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"{path} is empty (0 bytes): re-create or re-download it.")
+
+    sheet = _read_sample_sheet(sample_sheet) if sample_sheet is not None else None
+    info: dict = {"path": str(path), "format": fmt}
+
+    with warnings.catch_warnings():  # duplicate names are reported (once) by _handle_duplicates
+        warnings.filterwarnings("ignore", message=".*names are not unique", category=UserWarning)
+        if fmt in ("table", "gsea"):
+            adata, fmt, how, why = _read_text_table(path, orientation, sheet, delimiter)
+        elif fmt == "gct":
+            adata, how, why = _read_gct(path, orientation)
+        else:
+            reader = {
+                "h5ad": _read_h5ad,
+                "loom": _read_loom,
+                "10x_h5": _read_10x_h5,
+                "10x_mtx": _read_10x_mtx,
+            }
+            adata = reader[fmt](path)
+            fmt = adata.uns.pop("_genodae_format", fmt)
+            how, why = "samples_by_genes", f"{fmt} files store samples × genes"
+            if orientation == "genes_by_samples":
+                adata = adata.T.copy()
+                how, why = "genes_by_samples", "orientation='genes_by_samples' given: transposed"
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise UserError(
+            f"{path} holds an empty matrix ({adata.n_obs} samples × {adata.n_vars} genes): "
+            "check that it is the right file and was written completely."
+        )
+    if fmt in ("h5ad", "loom", "10x_h5", "10x_mtx") and orientation == "auto":
+        _warn_if_transposed(adata, path)
+    info.update(format=fmt, orientation=how, orientation_reason=why)
+    logger.info("Orientation of %s: %s (%s)", path, how.replace("_", " "), why)
+
+    adata.X = _as_float32(adata.X)
+    _handle_nonfinite(adata, path, missing, info)
+    _handle_duplicates(adata, path, duplicates)
+
+    if cls is None and fmt in ("gsea", "gct"):
+        cls = _find_cls(path)
+    if cls is not None:
+        pheno = read_cls(cls)
+        if len(pheno) != adata.n_obs:
+            raise UserError(
+                f"{cls} has {len(pheno)} phenotype labels but {path} has {adata.n_obs} samples: "
+                "use the .cls file that belongs to this expression file (one label per sample, in order)."
+            )
+        for col in pheno.columns:
+            adata.obs[col] = pheno[col].array  # keeps the categorical dtype and its class order
+        info["cls"] = str(cls)
+        logger.info("Phenotypes from %s stored in obs[%s]", cls, ", ".join(map(repr, pheno.columns)))
+
+    if sheet is not None:
+        _join_sample_sheet(adata, sheet, path)
+        info["sample_sheet"] = str(sheet.attrs["path"])
+
+    adata.uns["genodae_read"] = info
+    logger.info(
+        "Read %s (%s): %d samples × %d genes, %s X",
+        path,
+        fmt,
+        adata.n_obs,
+        adata.n_vars,
+        "sparse" if sparse.issparse(adata.X) else "dense",
+    )
+    return adata
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"{name}={value!r} is not valid: choose one of {', '.join(choices)}.")
+
+
+def _detect_format(path: Path) -> str:
+    if path.is_dir():
+        return "10x_mtx"
+    name = path.name.lower()
+    if name.endswith((".mtx", ".mtx.gz")):
+        return "10x_mtx"
+    ext, comp = _split_ext(path)
+    if not comp:
+        if ext == ".h5ad":
+            return "h5ad"
+        if ext == ".loom":
+            return "loom"
+        if ext in (".h5", ".hdf5"):
+            return "10x_h5"
+    if comp in ("", ".gz"):
+        if ext == ".gct":
+            return "gct"
+        if ext in _TABLE_EXTS:
+            return "table"
+    shown = "".join(path.suffixes[-2:]) or "none"
+    raise UserError(
+        f"Cannot tell the format of {path} from its extension ({shown}). Supported: {SUPPORTED_FORMATS}. "
+        "Rename the file to the right extension."
+    )

@@ -1,0 +1,103 @@
+"""Sample sheets: reading one (CSV/TSV, keyed by its first column, a ``sample``/``barcode``/``cell``/
+``obs_names`` column, or R ``write.csv`` row names) and left-joining it into ``obs``."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import anndata
+import pandas as pd
+
+from ..errors import UserError
+from ._common import _TABLE_EXTS, _examples, _split_ext
+from ._text import _head_lines, _read_csv, _sniff_sep
+
+logger = logging.getLogger("genodae")
+
+_SHEET_KEYS = ("sample", "barcode", "cell", "obs_names")
+
+
+def _read_sample_sheet(sheet_path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(sheet_path).expanduser()
+    if not path.is_file():
+        raise UserError(f"Sample sheet not found: {path}. Check the path.")
+    if path.stat().st_size == 0:
+        raise UserError(f"Sample sheet {path} is empty (0 bytes).")
+    ext, comp = _split_ext(path)
+    if ext not in _TABLE_EXTS or comp not in ("", ".gz"):
+        raise UserError(f"Sample sheet {path} should be a .csv or .tsv/.txt table (optionally .gz).")
+    lines = _head_lines(path, 2)
+    if not lines or not lines[0].strip():
+        raise UserError(f"Sample sheet {path} is empty (no header line).")
+    sep = _sniff_sep(lines[0], _TABLE_EXTS[ext])
+    fields = [next(csv.reader([ln], delimiter=sep)) for ln in lines]
+    if len(fields) == 2 and len(fields[1]) == len(fields[0]) + 1:
+        # R's write.csv layout: the header has no name for the row-name column, which holds the keys
+        sheet = _read_csv(path, sep=sep, header=None, skiprows=1, dtype={0: str}, keep_default_na=True)
+        key = "row names"
+        keys = sheet.pop(0)
+        sheet.columns = [c.strip() for c in fields[0]]
+    else:
+        columns = list(_read_csv(path, sep=sep, nrows=0).columns)
+        lower = {str(c).strip().lower(): c for c in columns}
+        key = next((lower[k] for k in _SHEET_KEYS if k in lower), columns[0])
+        sheet = _read_csv(path, sep=sep, dtype={key: str}, keep_default_na=True)
+        if sheet.empty:
+            raise UserError(f"Sample sheet {path} has a header but no rows.")
+        keys = sheet.pop(key)
+    if keys.isna().any():
+        raise UserError(
+            f"Sample sheet {path}: {int(keys.isna().sum())} row(s) have no key in column {key!r}."
+        )
+    sheet.index = pd.Index(keys.astype(str).str.strip(), name=None)
+    for col in list(sheet.columns):  # an unnamed index column that repeats the key column
+        if str(col).startswith("Unnamed:") and sheet[col].astype(str).tolist() == sheet.index.tolist():
+            sheet = sheet.drop(columns=col)
+    if not sheet.index.is_unique:
+        dup = sheet.index[sheet.index.duplicated()].unique()
+        raise UserError(
+            f"Sample sheet {path}: {len(dup)} duplicate key(s) in column {key!r} (e.g. {_examples(dup)}); "
+            "each sample must appear once."
+        )
+    sheet.attrs["path"] = str(path)
+    sheet.attrs["key"] = str(key)
+    return sheet
+
+
+def _join_sample_sheet(adata: anndata.AnnData, sheet: pd.DataFrame, path: Path) -> None:
+    sheet_path = sheet.attrs["path"]
+    matched = adata.obs_names.isin(sheet.index)
+    n_match = int(matched.sum())
+    if n_match == 0:
+        raise UserError(
+            f"Sample sheet {sheet_path}: none of its {len(sheet)} keys (column {sheet.attrs['key']!r}, e.g. "
+            f"{_examples(sheet.index)}) match the {adata.n_obs} sample names of {path} (e.g. "
+            f"{_examples(adata.obs_names)}). Key the sheet by the sample names in its first column, or in a "
+            "column named sample, barcode, cell or obs_names."
+        )
+    if n_match < adata.n_obs:
+        msg = (
+            f"Sample sheet {sheet_path}: {adata.n_obs - n_match} of {adata.n_obs} samples have no metadata "
+            f"(e.g. {_examples(adata.obs_names[~matched])}); their columns are NaN."
+        )
+        logger.warning(msg)
+        warnings.warn(msg, UserWarning, stacklevel=3)
+    unused = len(sheet) - n_match
+    if unused:
+        logger.info("Sample sheet %s: %d row(s) match no sample and were ignored", sheet_path, unused)
+    joined = sheet.reindex(adata.obs_names)
+    for col in joined.columns:
+        if col in adata.obs.columns:
+            logger.warning("Sample sheet %s: column %r replaces the existing obs column", sheet_path, col)
+        adata.obs[str(col)] = joined[col].array
+    logger.info(
+        "Joined %d column(s) from %s into obs (%d of %d samples matched)",
+        joined.shape[1],
+        sheet_path,
+        n_match,
+        adata.n_obs,
+    )
