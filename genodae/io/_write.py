@@ -1,6 +1,11 @@
 """Writing outputs atomically: :func:`atomic_path` (a temporary name in the target folder, renamed
 into place on success), :func:`write_h5ad` and :func:`write_table` (CSV/TSV, optionally reproducibly
-gzipped)."""
+gzipped).
+
+:func:`write_h5ad` first makes obs/var columns and uns values storable (what a sample sheet or a user's
+code can bring and anndata's writer refuses with a traceback: booleans or integers with blanks, mixed
+types, dates, tuples, non-string names, sets ...), logged once; what still cannot be written is a
+one-line :class:`~genodae.errors.UserError`, and no file is left behind."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import anndata
+import numpy as np
 import pandas as pd
 
 from .._files import default_mode
@@ -115,9 +121,177 @@ def write_h5ad(
     >>> write_h5ad(adata, "results/pbmc/embedded.h5ad")  # doctest: +SKIP
     """
     _check_file_target(path)
-    with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp, compression=compression)
+    notes: list[str] = []
+    obs = _storable_frame(adata.obs, "obs", notes)
+    var = _storable_frame(adata.var, "var", notes)
+    uns = _storable(dict(adata.uns), "uns", notes)
+    if notes:
+        shown = "; ".join(notes[:6]) + (f"; and {len(notes) - 6} more" if len(notes) > 6 else "")
+        logger.warning("%s: converted for .h5ad (anndata cannot store them as they were): %s", path, shown)
+        if adata.is_view:
+            adata = adata.copy()
+    saved = (adata.obs, adata.var, adata.uns) if notes else None
+    try:
+        if saved:  # the converted copies are written; the caller's object is left as it was
+            adata.obs, adata.var, adata.uns = obs, var, uns
+        with atomic_path(path) as tmp:
+            try:
+                adata.write_h5ad(tmp, compression=compression)
+            except OSError as e:
+                raise UserError(f"Cannot write {path}: {e.strerror or e}; check the free space and permissions "
+                                "of its folder") from None
+            except Exception as e:  # anndata's writer: whatever the conversions above did not cover
+                raise UserError(f"Cannot write {path}: anndata cannot store {_writer_where(e)} "
+                                f"({_first_line(e)}); convert it to text or numbers, or remove it") from None
+    finally:
+        if saved:
+            adata.obs, adata.var, adata.uns = saved
     logger.info("Wrote %s (%d × %d)", path, adata.n_obs, adata.n_vars)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def _writer_where(e: BaseException) -> str:
+    """The element anndata's writer stopped at (its notes say "... writing key 'x' of ... to /obs")."""
+    import re
+
+    for note in [*getattr(e, "__notes__", []), str(e)]:
+        m = re.search(r"key '([^']*)' of .* to (/\S*)", note)
+        if m:
+            return f"{m.group(2).strip('/') or 'the file'} key {m.group(1)!r}"
+    return "a value"
+
+
+def _is_missing(v) -> bool:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return True
+    return isinstance(v, (float, np.floating)) and np.isnan(v)
+
+
+def _storable_column(col: pd.Series) -> tuple[pd.Series, str | None]:
+    """``col`` in a type anndata writes (the same column when it already is), and what was done."""
+    dtype = col.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        cats = dtype.categories
+        if cats.dtype == object and not all(isinstance(c, str) for c in cats):
+            return col.cat.rename_categories([str(c) for c in cats]), "categories of mixed types → text"
+        if not (cats.dtype.kind in "biufO" or isinstance(cats.dtype, pd.StringDtype)):
+            return col.astype(str).where(col.notna()).astype("category"), f"{cats.dtype} categories → text"
+        return col, None
+    if dtype.kind in "mM" or isinstance(dtype, (pd.DatetimeTZDtype, pd.PeriodDtype)) or \
+            (isinstance(dtype, pd.IntervalDtype)):
+        text = col.astype(str).where(col.notna())
+        return text.astype("category"), f"{dtype} → text"
+    if not pd.api.types.is_object_dtype(dtype):
+        return col, None
+    values = [v for v in col.to_numpy() if not _is_missing(v)]
+    has_missing = len(values) < len(col)
+    if not values:
+        return pd.Series(np.nan, index=col.index, dtype=float), "empty → missing numbers"
+    if all(isinstance(v, (bool, np.bool_)) for v in values):
+        return col.astype("boolean"), "booleans" + (" with blanks" if has_missing else "") + " → nullable boolean"
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in values):
+        return col.astype("Int64"), "integers with blanks → nullable integer"
+    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+           for v in values):
+        return col.astype(float), "numbers → float"
+    if all(isinstance(v, str) for v in values):
+        return col, None  # anndata writes text with blanks as a categorical
+    text = col.map(lambda v: v if _is_missing(v) else _text(v))
+    kinds = sorted({type(v).__name__ for v in values})
+    return text.where(col.map(lambda v: not _is_missing(v))).astype("category"), f"{'/'.join(kinds)} → text"
+
+
+def _text(v) -> str:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return str(v)
+
+
+def _storable_frame(df: pd.DataFrame, where: str, notes: list[str]) -> pd.DataFrame:
+    """A copy of ``df`` with storable column names and columns (``df`` itself when nothing changes)."""
+    names = [c if isinstance(c, str) else str(c) for c in df.columns]
+    changed = {}
+    for i, c in enumerate(df.columns):
+        if not isinstance(c, str):
+            notes.append(f"{where} column name {c!r} ({type(c).__name__}) → text")
+        new, what = _storable_column(df.iloc[:, i])
+        if what:
+            notes.append(f"{where}[{names[i]!r}]: {what}")
+            changed[i] = new
+    if len(set(names)) < len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise UserError(f"{where} has several columns named {dup!r} (as text); rename them so that each name is "
+                        "unique before writing the .h5ad")
+    if not changed and names == list(df.columns):
+        return df
+    out = pd.DataFrame({n: changed.get(i, df.iloc[:, i]) for i, n in enumerate(names)}, index=df.index)
+    return out
+
+
+def _storable(value, where: str, notes: list[str]):
+    """``value`` (a uns entry) in types anndata writes; what is converted is added to ``notes``."""
+    import scipy.sparse as sp
+
+    if value is None or isinstance(value, (str, bool, int, float, np.bool_, np.integer, np.floating, bytes)):
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            key = k if isinstance(k, str) else str(k)
+            if "/" in key:
+                key = key.replace("/", "_")
+            if key != k:
+                notes.append(f"{where} key {k!r} → {key!r}")
+            if key in out:
+                raise UserError(f"{where} has several keys named {key!r} (as text); rename them before writing the "
+                                ".h5ad")
+            out[key] = _storable(v, f"{where}[{key!r}]", notes)
+        return out
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "biufcU" or (value.dtype.kind == "S"):
+            return value
+        if value.dtype.kind in "mM":
+            notes.append(f"{where}: dates → text")
+            return value.astype(str)
+        if value.dtype == object and all(isinstance(v, str) for v in value.ravel()):
+            return value
+        notes.append(f"{where}: array of mixed objects → text")
+        return np.vectorize(_text, otypes=[object])(value) if value.size else value.astype(str)
+    if sp.issparse(value) or isinstance(value, anndata.AnnData):
+        return value
+    if isinstance(value, pd.DataFrame):
+        return _storable_frame(value, where, notes)
+    if isinstance(value, pd.Series):
+        notes.append(f"{where}: Series → table")
+        return _storable_frame(value.to_frame(name=str(value.name or "value")), where, notes)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else list(value)
+        if not isinstance(value, list):
+            notes.append(f"{where}: {type(value).__name__} → list")
+        if items and all(isinstance(v, dict) for v in items):
+            notes.append(f"{where}: list of dicts → dict keyed '0', '1', ...")
+            return {str(i): _storable(v, f"{where}[{i}]", notes) for i, v in enumerate(items)}
+        try:
+            arr = np.asarray(items)
+        except ValueError:  # ragged
+            arr = np.asarray([None])
+        if arr.dtype.kind in "biufU" and arr.ndim >= 1:
+            return arr
+        if not items:
+            return np.zeros(0)
+        notes.append(f"{where}: list of mixed values → text")
+        return np.asarray([_text(v) for v in items], dtype=object)
+    if isinstance(value, (pd.Timestamp, np.datetime64)) or hasattr(value, "isoformat"):
+        notes.append(f"{where}: {type(value).__name__} → text")
+        return _text(value) if not isinstance(value, np.datetime64) else str(value)
+    notes.append(f"{where}: {type(value).__name__} → text")
+    return _text(value)
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike, **to_csv_kwargs) -> None:
