@@ -109,6 +109,9 @@ def _read_options(p: argparse.ArgumentParser, several: bool = False) -> None:
     g.add_argument("--cls", metavar="FILE", help="GSEA .cls phenotype file (default: found next to a GSEA .txt/.gct)")
     g.add_argument("--duplicates", choices=("make_unique", "error"), default="make_unique",
                    help="duplicate sample or gene names (default: make_unique, with a warning)")
+    g.add_argument("--genome", metavar="NAME",
+                   help="which genome of a 10x .h5 (or Cell Ranger *_gene_bc_matrices/ folder) holding several, e.g. "
+                        "GRCh38 (default: all, one matrix with var['genome'])")
 
 
 def _settings_arg(p: argparse.ArgumentParser) -> None:
@@ -304,7 +307,8 @@ def _read(args: argparse.Namespace, prep: dict[str, Any] | None = None):
     """
     from .io import read, read_batches_sheet, read_many
 
-    opts = dict(orientation=args.orientation, cls=args.cls, missing=args.missing, duplicates=args.duplicates)
+    opts = dict(orientation=args.orientation, cls=args.cls, missing=args.missing, duplicates=args.duplicates,
+                genome=getattr(args, "genome", None))
     inputs = [args.input] if isinstance(args.input, str) else list(args.input)
     batches = getattr(args, "batches", None)
     sheets = args.obs if isinstance(args.obs, list) else [args.obs]

@@ -590,7 +590,7 @@ def test_missing_path(tmp_path):
         read(tmp_path / "nope.csv")
 
 
-@pytest.mark.parametrize("name", ["data.xlsx", "data", "data.csv.bz2", "data.rds"])
+@pytest.mark.parametrize("name", ["data.xlsx", "data", "data.csv.bz2"])  # .rds: tests/test_io_formats.py
 def test_unknown_extension_lists_formats(tmp_path, name):
     path = write_text(tmp_path / name, "a,b\n1,2\n")
     with pytest.raises(UserError, match=r"Cannot tell the format .*Supported: \.h5ad; \.loom; 10x directory"):

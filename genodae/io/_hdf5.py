@@ -1,5 +1,9 @@
-"""The HDF5 family: ``.h5ad`` (also opened backed, :func:`read_backed`), ``.loom`` and 10x Genomics
-``.h5`` matrices, with damaged or mislabelled files reported as :class:`~genodae.errors.UserError`."""
+"""The HDF5 family, recognised by its groups whatever the extension: ``.h5ad`` (also opened backed,
+:func:`read_backed`), ``.loom``, 10x Genomics ``.h5`` (Cell Ranger 3+ ``matrix/``: Gene Expression kept, other
+feature types set aside and said; Cell Ranger 1–2: one group per genome), and AnnData zarr stores. h5Seurat,
+MuData and Cell Ranger's molecule_info.h5 are refused with what to give instead; damaged or mislabelled files
+are reported as :class:`~genodae.errors.UserError`. Several genomes are read as one matrix with
+``var["genome"]`` (as Cell Ranger 3+ does) or one is chosen with ``genome``."""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ import os
 from pathlib import Path
 
 import anndata
+import numpy as np
+import pandas as pd
+from scipy import sparse
 
 from ..errors import UserError
 from ._common import SUPPORTED_FORMATS
@@ -85,30 +92,248 @@ def _read_loom(path: Path) -> anndata.AnnData:
     return adata
 
 
-def _read_10x_h5(path: Path) -> anndata.AnnData:
+def _read_10x_h5(path: Path, genome: str | None = None) -> anndata.AnnData:
     import h5py
 
     _check_hdf5(path, "h5")
     try:
         with h5py.File(path, "r") as f:
             keys = set(f.keys())
-            legacy = any(isinstance(f[k], h5py.Group) and "barcodes" in f[k] for k in keys)
-    except Exception as err:
-        raise _corrupt(path, "h5", err) from err
-    if "matrix" not in keys and not legacy:
-        if {"X", "obs", "var"} <= keys:
-            logger.info("%s is an AnnData file with an .h5 extension: reading it as .h5ad", path)
-            adata = _read_h5ad(path)
-            adata.uns["_genodae_format"] = "h5ad"
-            return adata
-        raise UserError(
-            f"{path} is an HDF5 file but not a 10x Genomics .h5 matrix (no 'matrix' group; found "
-            f"{', '.join(sorted(keys)) or 'nothing'}). Supported: {SUPPORTED_FORMATS}."
-        )
-    import scanpy as sc
-
-    try:
-        adata = sc.read_10x_h5(path)
+            kind = _hdf5_kind(f)
+            if kind == "10x_v3":
+                return _read_10x_h5_v3(path, f["matrix"], genome)
+            if kind == "10x_legacy":
+                return _read_10x_h5_legacy(path, f, genome)
+    except UserError:
+        raise
     except Exception as err:
         raise _corrupt(path, "h5 (10x)", err) from err
+    if kind == "h5ad":
+        logger.info("%s is an AnnData file with an .h5 extension: reading it as .h5ad", path)
+        adata = _read_h5ad(path)
+        adata.uns["_genodae_format"] = "h5ad"
+        return adata
+    if kind == "loom":
+        logger.info("%s is a loom file with an .h5 extension: reading it as .loom", path)
+        adata = _read_loom(path)
+        adata.uns["_genodae_format"] = "loom"
+        return adata
+    if kind == "h5seurat":
+        raise _r_object_error(path, "an h5Seurat file (SeuratDisk)")
+    if kind == "h5mu":
+        raise _h5mu_error(path)
+    if kind == "molecule_info":
+        raise UserError(
+            f"{path} is Cell Ranger's molecule_info.h5 (one row per molecule), not a count matrix: give "
+            "filtered_feature_bc_matrix.h5 (or the filtered_feature_bc_matrix/ folder) from the same outs/ folder."
+        )
+    raise UserError(
+        f"{path} is an HDF5 file but not a 10x Genomics .h5 matrix (no 'matrix' group; found "
+        f"{', '.join(sorted(keys)) or 'nothing'}). Supported: {SUPPORTED_FORMATS}."
+    )
+
+
+_LEGACY_KEYS = {"barcodes", "data", "indices", "indptr", "shape"}
+
+
+def _hdf5_kind(f) -> str:
+    """What an open HDF5 file holds, from its markers: 10x_v3, 10x_legacy, h5ad, loom, h5seurat, h5mu,
+    molecule_info or unknown."""
+    import h5py
+
+    keys = set(f.keys())
+    if isinstance(f.get("matrix"), h5py.Group):
+        return "10x_v3"
+    if isinstance(f.get("matrix"), h5py.Dataset) and {"row_attrs", "col_attrs"} & keys:
+        return "loom"
+    if keys and all(isinstance(f[k], h5py.Group) and _LEGACY_KEYS <= set(f[k].keys()) for k in keys):
+        return "10x_legacy"
+    enc = f.attrs.get("encoding-type", "")
+    enc = enc.decode() if isinstance(enc, bytes) else str(enc)
+    if enc == "MuData" or ("mod" in keys and isinstance(f["mod"], h5py.Group) and "X" not in keys):
+        return "h5mu"
+    if {"X", "obs", "var"} <= keys or enc == "anndata":
+        return "h5ad"
+    if "assays" in keys and "active.assay" in f.attrs:
+        return "h5seurat"
+    if {"barcode_idx", "feature_idx", "umi"} <= keys or {"barcode_idx", "count"} <= keys and "features" in keys:
+        return "molecule_info"
+    return "unknown"
+
+
+def _strings(ds) -> np.ndarray:
+    values = ds[()]
+    return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(values)], dtype=object)
+
+
+def _csc_to_cells(group, path: Path) -> sparse.csr_matrix:
+    shape = tuple(int(x) for x in group["shape"][()])
+    mat = sparse.csc_matrix((group["data"][()], group["indices"][()], group["indptr"][()]), shape=shape)
+    return sparse.csr_matrix(mat.T)  # stored features × barcodes
+
+
+def _read_10x_h5_v3(path: Path, m, genome: str | None) -> anndata.AnnData:
+    """Cell Ranger 3+ ``matrix/`` group. Gene Expression features are kept; others (Antibody Capture,
+    CRISPR Guide Capture, Peaks…) are set aside and said; several genomes are read together with
+    ``var["genome"]`` unless ``genome`` chooses one."""
+    feats = m["features"]
+    var = pd.DataFrame({"gene_ids": _strings(feats["id"])})
+    names = _strings(feats["name"]) if "name" in feats else var["gene_ids"].to_numpy()
+    n = len(var)
+    var["feature_types"] = _strings(feats["feature_type"]) if "feature_type" in feats else "Gene Expression"
+    if "genome" in feats:
+        var["genome"] = _strings(feats["genome"])
+    var.index = pd.Index(names.astype(str))
+    X = _csc_to_cells(m, path)
+    bars = _strings(m["barcodes"])
+    if X.shape != (len(bars), n):
+        raise UserError(
+            f"{path}: matrix is {X.shape[1]} features × {X.shape[0]} barcodes but lists {n} features and "
+            f"{len(bars)} barcodes: the file is damaged; re-copy or re-export it."
+        )
+    adata = anndata.AnnData(X, obs=pd.DataFrame(index=pd.Index(bars.astype(str))), var=var)
+    notes: dict = {}
+    adata = _keep_gene_expression(adata, path, notes)
+    if "genome" in adata.var:
+        adata = _choose_genome_v3(adata, path, genome, notes)
+    elif genome is not None:
+        raise UserError(f"genome={genome!r} given but {path} does not record genomes: leave out --genome.")
+    adata.uns["_genodae_notes"] = notes
+    return adata
+
+
+def _keep_gene_expression(adata: anndata.AnnData, path: Path, notes: dict) -> anndata.AnnData:
+    """Keep the 'Gene Expression' features of a multi-feature-type matrix, saying what was set aside."""
+    if "feature_types" not in adata.var:
+        return adata
+    types = adata.var["feature_types"].astype(str)
+    counts = types.value_counts(sort=False)
+    if set(counts.index) == {"Gene Expression"}:
+        return adata
+    others = ", ".join(f"{k} ({v})" for k, v in counts.items() if k != "Gene Expression")
+    if "Gene Expression" not in counts.index:
+        raise UserError(
+            f"{path} holds no 'Gene Expression' features, only {others}: genodae models gene expression; "
+            "give the gene-expression matrix of this experiment."
+        )
+    gex = (types == "Gene Expression").to_numpy()
+    logger.warning(
+        "%s: kept the %d 'Gene Expression' features for the model; set aside (not read) %s", path, gex.sum(), others
+    )
+    notes["set_aside_features"] = {str(k): int(v) for k, v in counts.items() if k != "Gene Expression"}
+    return adata[:, gex].copy()
+
+
+def _choose_genome_v3(adata: anndata.AnnData, path: Path, genome: str | None, notes: dict) -> anndata.AnnData:
+    genomes = list(dict.fromkeys(adata.var["genome"].astype(str)))
+    if genome is not None:
+        if genome not in genomes:
+            raise UserError(
+                f"genome={genome!r} is not in {path}: it holds {', '.join(genomes)}; give one of them (--genome)."
+            )
+        keep = (adata.var["genome"].astype(str) == genome).to_numpy()
+        if len(genomes) > 1:
+            logger.info("%s: read genome %s (%d genes) of %s", path, genome, keep.sum(), ", ".join(genomes))
+        notes["genome"] = genome
+        return adata[:, keep].copy()
+    if len(genomes) > 1:
+        sizes = adata.var["genome"].astype(str).value_counts(sort=False)
+        logger.warning(
+            "%s holds %d genomes, read as one matrix with var['genome'] (%s), as Cell Ranger does for mixed "
+            "species; --genome NAME (genome= in Python) reads one", path, len(genomes),
+            ", ".join(f"{g}: {sizes[g]} genes" for g in genomes),
+        )
+        notes["genomes"] = genomes
+    return adata
+
+
+def _read_10x_h5_legacy(path: Path, f, genome: str | None) -> anndata.AnnData:
+    """Cell Ranger 1–2 .h5: one top-level group per genome (data/indices/indptr/shape/barcodes/genes/
+    gene_names). One genome just reads; several read together (var["genome"]) when they list the same
+    barcodes, or one is chosen with ``genome``."""
+    genomes = sorted(f.keys())
+    if genome is not None:
+        if genome not in genomes:
+            raise UserError(
+                f"genome={genome!r} is not in {path}: it holds {', '.join(genomes)}; give one of them (--genome)."
+            )
+        chosen = [genome]
+    else:
+        chosen = genomes
+    parts = []
+    for g in chosen:
+        grp = f[g]
+        ids = _strings(grp["genes"]) if "genes" in grp else None
+        names = _strings(grp["gene_names"]) if "gene_names" in grp else ids
+        if names is None:
+            raise UserError(f"{path}: genome group {g!r} has no genes or gene_names: the file is damaged; re-copy it.")
+        X = _csc_to_cells(grp, path)
+        bars = _strings(grp["barcodes"])
+        if X.shape != (len(bars), len(names)):
+            raise UserError(
+                f"{path}: genome {g!r} is {X.shape[1]} genes × {X.shape[0]} barcodes but lists {len(names)} genes "
+                f"and {len(bars)} barcodes: the file is damaged; re-copy or re-export it."
+            )
+        var = pd.DataFrame({"gene_ids": ids if ids is not None else names}, index=pd.Index(names.astype(str)))
+        parts.append((g, anndata.AnnData(X, obs=pd.DataFrame(index=pd.Index(bars.astype(str))), var=var)))
+    notes: dict = {}
+    adata = _join_genomes(parts, path, notes, how="--genome NAME (genome= in Python)")
+    if genome is not None and len(genomes) > 1:
+        logger.info("%s: read genome %s of %s", path, genome, ", ".join(genomes))
+        notes["genome"] = genome
+    adata.uns["_genodae_notes"] = notes
+    return adata
+
+
+def _join_genomes(parts: list, where, notes: dict, how: str) -> anndata.AnnData:
+    """One matrix of the genes of several genomes (``var["genome"]``) when they share their barcodes."""
+    if len(parts) == 1:
+        g, adata = parts[0]
+        return adata
+    names = [g for g, _ in parts]
+    first = parts[0][1].obs_names
+    if any(not a.obs_names.equals(first) for _, a in parts[1:]):
+        raise UserError(
+            f"{where} holds {len(parts)} genomes ({', '.join(names)}) with different barcodes: choose one with "
+            f"{how}."
+        )
+    for g, a in parts:
+        a.var["genome"] = g
+    adata = anndata.concat([a for _, a in parts], axis=1, merge="first")
+    adata.obs_names = first
+    logger.warning(
+        "%s holds %d genomes, read as one matrix with var['genome'] (%s), as Cell Ranger 3+ does for mixed "
+        "species; %s reads one", where, len(parts), ", ".join(f"{g}: {a.n_vars} genes" for g, a in parts), how,
+    )
+    notes["genomes"] = names
+    return adata
+
+
+def _r_object_error(path: Path, what: str) -> UserError:
+    return UserError(
+        f"{path} is {what}, which genodae cannot read: convert it to .h5ad, e.g. in R with SeuratDisk "
+        "(SaveH5Seurat(obj, 'x.h5Seurat'); Convert('x.h5Seurat', dest = 'h5ad')), zellkonverter "
+        "(writeH5AD(sce, 'x.h5ad')) or sceasy (convertFormat(obj, from = 'seurat', to = 'anndata', "
+        "outFile = 'x.h5ad')), then give the .h5ad."
+    )
+
+
+def _h5mu_error(path: Path) -> UserError:
+    return UserError(
+        f"{path} is a MuData .h5mu file (several modalities), which genodae does not read whole: write its RNA "
+        "modality to .h5ad (in Python: mudata.read_h5mu(path)['rna'].write_h5ad('rna.h5ad')) and give that."
+    )
+
+
+def _read_zarr(path: Path) -> anndata.AnnData:
+    """An AnnData zarr store (a folder)."""
+    try:
+        adata = anndata.read_zarr(path)
+    except ImportError as err:
+        raise UserError(f"{path} is a zarr store, which needs the zarr package: pip install zarr, or write it as "
+                        ".h5ad (anndata.read_zarr(path).write_h5ad('x.h5ad')).") from err
+    except Exception as err:
+        raise _corrupt(path, "zarr", err) from err
+    if adata.X is None:
+        raise UserError(f"{path} has no X matrix (only layers/metadata): store the expression values in X.")
     return adata

@@ -20,8 +20,8 @@ from ._clean import _as_float32, _handle_duplicates, _handle_nonfinite
 from ._cls import _find_cls, read_cls
 from ._common import _TABLE_EXTS, SUPPORTED_FORMATS, _split_ext
 from ._gct import _read_gct
-from ._hdf5 import _read_10x_h5, _read_h5ad, _read_loom
-from ._mtx import _read_10x_mtx
+from ._hdf5 import _h5mu_error, _hdf5_kind, _r_object_error, _read_10x_h5, _read_h5ad, _read_loom, _read_zarr
+from ._mtx import _read_mtx_source
 from ._orientation import _warn_if_transposed
 from ._sheets import _join_sample_sheet, _read_sample_sheet
 from ._table import _read_text_table
@@ -43,6 +43,7 @@ def read(
     missing: Literal["error", "drop", "impute"] = "error",
     duplicates: Literal["make_unique", "error"] = "make_unique",
     delimiter: str | None = None,
+    genome: str | None = None,
 ) -> anndata.AnnData:
     """Read an expression matrix into AnnData, cells/samples × genes.
 
@@ -81,6 +82,11 @@ def read(
     delimiter
         Field separator of a CSV/TSV table; by default from the extension (and the header line).
 
+    genome
+        Which genome of a 10x ``.h5`` (or Cell Ranger 1–2 ``*_gene_bc_matrices/`` folder) holding several, e.g.
+        ``"GRCh38"`` of a human–mouse mix. By default all are read as one matrix with ``var["genome"]`` (as Cell
+        Ranger 3+ writes mixed species); a file of one genome just reads.
+
     Returns
     -------
     AnnData with ``X`` in float32 (CSR when the input is sparse, or an integer count table with
@@ -106,7 +112,7 @@ def read(
             from ._multi import read_many  # here, not at the top: _multi imports this module
 
             return read_many(path, sample_sheets=sample_sheet, orientation=orientation, cls=cls, missing=missing,
-                             duplicates=duplicates, delimiter=delimiter)
+                             duplicates=duplicates, genome=genome, delimiter=delimiter)
         path = path[0]
     _check_choice("orientation", orientation, ORIENTATIONS)
     _check_choice("missing", missing, MISSING)
@@ -126,19 +132,23 @@ def read(
 
     with warnings.catch_warnings():  # duplicate names are reported (once) by _handle_duplicates
         warnings.filterwarnings("ignore", message=".*names are not unique", category=UserWarning)
+        if genome is not None and fmt not in ("10x_h5", "10x_mtx", "h5ad", "loom", "zarr"):
+            raise UserError(f"genome={genome!r} applies to 10x .h5 files and Cell Ranger matrix folders; {path} is a "
+                            f"{fmt} file: leave out --genome.")
         if fmt in ("table", "gsea"):
             adata, fmt, how, why = _read_text_table(path, orientation, sheet, delimiter)
         elif fmt == "gct":
             adata, how, why = _read_gct(path, orientation)
         else:
-            reader = {
-                "h5ad": _read_h5ad,
-                "loom": _read_loom,
-                "10x_h5": _read_10x_h5,
-                "10x_mtx": _read_10x_mtx,
-            }
-            adata = reader[fmt](path)
+            if fmt in ("10x_h5", "10x_mtx"):
+                adata = (_read_10x_h5 if fmt == "10x_h5" else _read_mtx_source)(path, genome)
+            else:
+                adata = {"h5ad": _read_h5ad, "loom": _read_loom, "zarr": _read_zarr}[fmt](path)
             fmt = adata.uns.pop("_genodae_format", fmt)
+            info.update(adata.uns.pop("_genodae_notes", {}))
+            if genome is not None and fmt not in ("10x_h5", "10x_mtx"):
+                raise UserError(f"genome={genome!r} applies to 10x .h5 files and Cell Ranger matrix folders; "
+                                f"{path} is {fmt}: leave out --genome.")
             how, why = "samples_by_genes", f"{fmt} files store samples × genes"
             if orientation == "genes_by_samples":
                 adata = adata.T.copy()
@@ -148,7 +158,7 @@ def read(
             f"{path} holds an empty matrix ({adata.n_obs} samples × {adata.n_vars} genes): "
             "check that it is the right file and was written completely."
         )
-    if fmt in ("h5ad", "loom", "10x_h5", "10x_mtx") and orientation == "auto":
+    if fmt in ("h5ad", "loom", "zarr", "10x_h5", "10x_mtx") and orientation == "auto":
         _warn_if_transposed(adata, path)
     info.update(format=fmt, orientation=how, orientation_reason=why)
     logger.info("Orientation of %s: %s (%s)", path, how.replace("_", " "), why)
@@ -192,13 +202,39 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
         raise UserError(f"{name}={value!r} is not valid: choose one of {', '.join(choices)}.")
 
 
+_R_FILES = {
+    ".rds": "an R object (.rds; Seurat or SingleCellExperiment)",
+    ".rda": "an R workspace (.rda)",
+    ".rdata": "an R workspace (.RData)",
+    ".h5seurat": "an h5Seurat file (SeuratDisk)",
+}
+
+
 def _detect_format(path: Path) -> str:
+    """The format of ``path`` from its markers: folders by their layout (read by ``_mtx``, or zarr), HDF5 files
+    by their groups (h5ad, loom, 10x; h5Seurat/h5mu refused), and other files by their extension."""
     if path.is_dir():
+        if (path / ".zgroup").is_file() or (path / "zarr.json").is_file():
+            return "zarr"
         return "10x_mtx"
     name = path.name.lower()
     if name.endswith((".mtx", ".mtx.gz")):
         return "10x_mtx"
     ext, comp = _split_ext(path)
+    if (ext in _R_FILES and not comp) or (ext, comp) == (".rds", ".gz"):
+        raise _r_object_error(path, _R_FILES[ext])
+    if ext == ".h5mu":
+        raise _h5mu_error(path)
+    if name == "quants_mat.gz":
+        raise UserError(
+            f"{path} is salmon alevin's binary count matrix, which genodae cannot read: re-run salmon alevin with "
+            "--dumpMtx (it writes quants_mat.mtx.gz) and give its alevin/ folder."
+        )
+    if not comp and ext in (".h5ad", ".loom") and path.stat().st_size:
+        kind = _sniff_hdf5(path)
+        if kind in ("10x_v3", "10x_legacy"):
+            logger.info("%s is a 10x Genomics .h5 matrix with a %s extension: reading it as 10x .h5", path, ext)
+            return "10x_h5"
     if not comp:
         if ext == ".h5ad":
             return "h5ad"
@@ -216,3 +252,15 @@ def _detect_format(path: Path) -> str:
         f"Cannot tell the format of {path} from its extension ({shown}). Supported: {SUPPORTED_FORMATS}. "
         "Rename the file to the right extension."
     )
+
+
+def _sniff_hdf5(path: Path) -> str | None:
+    """What an HDF5 file holds (see ``_hdf5._hdf5_kind``), or None when it cannot be opened (then its reader
+    reports the damage)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return _hdf5_kind(f)
+    except Exception:  # not HDF5, truncated: the format's own reader says so
+        return None
