@@ -25,7 +25,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCALINGS = ("minmax", "zscore", "none")
 AUTO_EPOCHS, MIN_STEPS = 100, 2000  # epochs=None: at least 100 epochs and at least 2,000 minibatch updates
 HVG_FLAVORS = ("auto", "seurat_v3", "seurat", "cell_ranger", "none")
-INPUT_KINDS = ("auto", "counts", "log")
+INPUT_KINDS = ("auto", "counts", "log", "linear")
 
 
 @dataclass
@@ -34,11 +34,12 @@ class PrepareConfig:
 
     n_top_genes: int = field(default=2000, metadata={"help": "highly variable genes to keep; all genes when fewer (0 = all)"})
     hvg_flavor: str = field(default="auto", metadata={"help": "auto: seurat_v3 on counts, seurat on log-scale data"})
-    input_kind: str = field(default="auto", metadata={"help": "auto-detect raw counts vs already transformed values"})
+    input_kind: str = field(default="auto", metadata={"help": "auto-detect (raw counts, estimated counts, linear or log scale), or counts (estimated counts rounded), log (as is), linear (log1p)"})
     target_sum: float = field(default=1e4, metadata={"help": "library size after normalisation (fixed, so projection is reproducible)"})
     scaling: str = field(default="minmax", metadata={"help": "per-gene 0-1 (masking to 0 = \"not expressed\", as in ADAGE), zscore, or none (log values as they are)"})
     min_cells: int = field(default=1, metadata={"help": "drop genes detected (non-zero) in fewer cells"})
     batch_key: str | None = field(default=None, metadata={"help": "obs column of batches (samples, plates, technologies): highly variable genes are chosen within each batch (scanpy's batch_key) and the scaling is computed per batch; with several input files, the column that names each file's batch"})
+    layer: str | None = field(default=None, metadata={"help": "prepare this layer (e.g. counts of a processed .h5ad) instead of X"})
 
     def __post_init__(self) -> None:
         _check_choice("hvg_flavor", self.hvg_flavor, HVG_FLAVORS)
@@ -49,6 +50,8 @@ class PrepareConfig:
         _check_range("min_cells", self.min_cells, lo=0, integer=True)
         self.n_top_genes, self.min_cells = int(self.n_top_genes), int(self.min_cells)
         _check_key("batch_key", self.batch_key)
+        if self.layer is not None and (not isinstance(self.layer, str) or not self.layer.strip()):
+            raise UserError(f"layer must be the name of a layer (e.g. counts), not {self.layer!r}")
 
 
 @dataclass

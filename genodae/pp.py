@@ -38,6 +38,97 @@ def is_counts(X) -> bool:
     return bool(data.min() >= 0 and np.all(np.mod(data, 1) == 0))
 
 
+# --- what the values are -------------------------------------------------------------------------------
+# Thresholds, each from what the scale can hold (not fitted to a data set):
+LOG_MAX = 50.0  # log-scale expression stays below ~20 (log2 of a million); 50 on a log scale would be 2**50
+LIBRARY_FOLD = 2.0  # estimated counts: sample totals differ (90th vs 10th percentile) at least this much;
+#                     TPM/CPM sum to the same total per sample, microarray intensities are scaled to one target
+ZSCORE_MEAN, ZSCORE_SD, ZSCORE_GENES = 0.05, 0.1, 0.9  # z-scores: |mean| < 0.05 and |sd - 1| < 0.1 in 90 % of genes
+LINEAR_NEGATIVE = 100.0  # negative values beside a 99th percentile of |x| above 100: neither counts nor log
+VALUE_KINDS = {
+    "counts": "raw counts",
+    "estimated_counts": "estimated counts (as from salmon, RSEM or kallisto)",
+    "linear": "linear-scale values (intensities or TPM/FPKM)",
+    "log": "log-scale values",
+    "zscore": "per-gene z-scores",
+    "linear_negative": "linear-scale values with negatives",
+}
+_SAMPLE = 1_000_000  # stored values looked at for the percentiles and integer fraction
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+
+def value_evidence(X) -> dict:
+    """Numbers that tell the value kinds apart (all plain floats, written to uns['genodae_prepare'])."""
+    n_total = X.shape[0] * X.shape[1]
+    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    n_implicit = n_total - data.size
+    if data.size > _SAMPLE:
+        data_s = data[np.random.default_rng(0).choice(data.size, _SAMPLE, replace=False)]
+    else:
+        data_s = data
+    data_s = np.asarray(data_s, dtype=np.float64)
+    nonzero = data_s[data_s != 0]
+    lo = float(min(data.min(), 0) if n_implicit else data.min()) if data.size else 0.0
+    hi = float(max(data.max(), 0) if n_implicit else data.max()) if data.size else 0.0
+    ev = {
+        "min": lo, "max": hi,
+        "p99_nonzero": float(np.percentile(np.abs(nonzero), 99)) if nonzero.size else 0.0,
+        "fraction_integer": float(np.mean(np.mod(nonzero, 1) == 0)) if nonzero.size else 1.0,
+        "fraction_zero": float((n_implicit + data.size - np.count_nonzero(data)) / max(n_total, 1)),
+        "fraction_negative": float(np.count_nonzero(data < 0) / max(n_total, 1)),
+    }
+    totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    pos = totals[totals > 0]
+    q10, q90 = (np.percentile(pos, [10, 90]) if pos.size else (0.0, 0.0))
+    ev["library_fold_q90_q10"] = float(q90 / q10) if q10 > 0 else 0.0
+    if lo < 0:  # only then can the values be z-scores
+        if sp.issparse(X):
+            from sklearn.utils.sparsefuncs import mean_variance_axis
+
+            mean, var = mean_variance_axis(sp.csr_matrix(X, dtype=np.float64), axis=0)
+        else:
+            X64 = np.asarray(X, dtype=np.float64)
+            mean, var = X64.mean(axis=0), X64.var(axis=0)
+        sd = np.sqrt(np.clip(var, 0, None))
+        varies = sd > 0
+        # the sample sd (ddof=1) of a z-scored gene is 1 for scanpy's scale (ddof=1) and sqrt(n/(n-1)) otherwise
+        n = X.shape[0]
+        unit = np.minimum(np.abs(sd - 1), np.abs(sd * np.sqrt(n / max(n - 1, 1)) - 1)) < ZSCORE_SD
+        ok = (np.abs(mean) < ZSCORE_MEAN) & unit & varies
+        ev["fraction_genes_mean0_sd1"] = float(ok.sum() / max(varies.sum(), 1))
+    return ev
+
+
+def decide_value_kind(ev: dict) -> str:
+    """One of :data:`VALUE_KINDS` from :func:`value_evidence`'s numbers."""
+    if ev["min"] >= 0 and ev["fraction_integer"] == 1.0:
+        return "counts"
+    if ev["min"] < 0:
+        if ev.get("fraction_genes_mean0_sd1", 0.0) >= ZSCORE_GENES:
+            return "zscore"
+        return "linear_negative" if ev["p99_nonzero"] > LINEAR_NEGATIVE else "log"
+    if ev["max"] <= LOG_MAX:
+        return "log"
+    return "estimated_counts" if ev["library_fold_q90_q10"] >= LIBRARY_FOLD else "linear"
+
+
+def _describe(ev: dict) -> str:
+    text = (f"values {_fmt(ev['min'])} to {_fmt(ev['max'])}, 99th percentile {_fmt(ev['p99_nonzero'])}, "
+            f"{ev['fraction_integer']:.0%} integers")
+    if ev["min"] >= 0 and ev["max"] > LOG_MAX:
+        text += f", sample totals differing {ev['library_fold_q90_q10']:.1f}-fold (90th/10th percentile)"
+    if "fraction_genes_mean0_sd1" in ev:
+        text += f", {ev['fraction_genes_mean0_sd1']:.0%} of genes with mean 0 and sd 1"
+    return text
+
+
+def _counts_layers(adata: AnnData) -> list[str]:
+    return [k for k in adata.layers.keys() if is_counts(adata.layers[k])]
+
+
 def _source(adata: AnnData) -> str:
     """``"<file>: "`` when ``adata`` was read by :func:`genodae.read` (so messages name the file), else ``""``."""
     info = adata.uns.get("genodae_read")
@@ -136,14 +227,20 @@ def prepare(
     scaling: str = _D.scaling,
     min_cells: int = _D.min_cells,
     batch_key: str | None = _D.batch_key,
+    layer: str | None = _D.layer,
     copy: bool = False,
 ) -> AnnData | None:
     """Prepare an expression matrix for the autoencoder.
 
-    Decides whether ``X`` holds raw counts (non-negative integers) or already-transformed values
-    (``input_kind="auto"``). Counts are kept in ``layers["counts"]``, normalised to ``target_sum`` per
-    cell and log1p-transformed in ``X``; cells without counts are dropped. Log-scale values (bulk
-    microarray or RNA-seq cohorts, or log-normalised single-cell data) are used as they are.
+    Decides what ``X`` (or ``layers[layer]``) holds (``input_kind="auto"``, from the range, the fraction of
+    integers, the sample totals and the per-gene means; logged, with the evidence in
+    ``uns["genodae_prepare"]``): raw counts (non-negative integers) and estimated counts (salmon, RSEM,
+    kallisto: non-integer, linear range, library sizes differing; rounded to integers) are kept in
+    ``layers["counts"]``, normalised to ``target_sum`` per cell and log1p-transformed in ``X``; cells
+    without counts are dropped. Linear-scale values (microarray intensities, TPM/FPKM) are log1p-transformed.
+    Log-scale values (bulk microarray or RNA-seq cohorts, or log-normalised single-cell data) are used as
+    they are. Per-gene z-scores (a processed .h5ad's X) are refused, or replaced by ``layers["counts"]``
+    when there is one.
     Then ``n_top_genes`` highly variable genes are chosen (``seurat_v3`` on counts, ``seurat`` on log
     data; all genes when fewer) and the per-gene scaling for the model is computed.
 
@@ -156,7 +253,8 @@ def prepare(
     hvg_flavor
         ``auto``, ``seurat_v3``, ``seurat``, ``cell_ranger`` or ``none`` (use all genes).
     input_kind
-        ``auto``, ``counts`` (checked) or ``log`` (used as is).
+        ``auto``, ``counts`` (checked; estimated counts are rounded), ``log`` (used as is) or ``linear``
+        (log1p-transformed).
     target_sum
         Library size after normalisation (counts only).
     scaling
@@ -168,6 +266,8 @@ def prepare(
         obs column of batches: highly variable genes are chosen within each batch and ranked by how many
         batches find them variable (scanpy's ``highly_variable_genes(batch_key=...)``), so that genes that only
         separate the batches are not favoured.
+    layer
+        Prepare ``layers[layer]`` (e.g. ``"counts"`` of a processed .h5ad) instead of ``X``; it replaces ``X``.
     copy
         Return a prepared copy instead of working in place.
 
@@ -185,7 +285,7 @@ def prepare(
     >>> genodae.tl.dae(adata)
     """
     cfg = PrepareConfig(n_top_genes=n_top_genes, hvg_flavor=hvg_flavor, input_kind=input_kind,
-                        target_sum=target_sum, scaling=scaling, min_cells=min_cells, batch_key=batch_key)
+                        target_sum=target_sum, scaling=scaling, min_cells=min_cells, batch_key=batch_key, layer=layer)
     t0 = time.perf_counter()
     adata = adata.copy() if copy else adata
     if PREP_KEY in adata.uns:
@@ -198,23 +298,41 @@ def prepare(
         raise UserError(f"{src}only 1 sample ({adata.obs_names[0]!r}): preparing and training need at least 2 "
                         "(genes are chosen and scaled across samples); to embed a single sample, use a saved "
                         "model (genodae embed SAMPLE MODEL, or DAE.load(MODEL).embed(adata))")
-    check_finite(adata.X, f"{src}X".lstrip())
+    source = "X"
+    if cfg.layer is not None:
+        if cfg.layer not in adata.layers:
+            raise UserError(f"{src}layer {cfg.layer!r} not found; layers: {', '.join(adata.layers) or 'none'}")
+        adata.X = adata.layers[cfg.layer].copy()  # prepared in X; the layer itself is left as it was
+        source = f"layers[{cfg.layer!r}]"
+    check_finite(adata.X, f"{src}{source}".lstrip())
     if cfg.batch_key is not None:
         check_batches(adata, cfg.batch_key, src)
 
-    counts = is_counts(adata.X)
-    if cfg.input_kind == "counts" and not counts:
-        data = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
-        if data.min() < 0:
-            what = "negative values (" + _first_bad(adata, lambda v: v < 0) + ")"
+    ev = value_evidence(adata.X)
+    detected = decide_value_kind(ev)
+    if cfg.input_kind == "auto" and detected in ("zscore", "linear_negative"):
+        usable = [k for k in _counts_layers(adata) if f"layers[{k!r}]" != source]
+        if detected == "zscore" and "counts" in usable and cfg.layer is None:
+            log.warning("%sprepare: X holds %s (%s), not expression on a usable scale; using layers['counts'] "
+                        "(raw counts) instead", src, VALUE_KINDS[detected], _describe(ev))
+            adata.X = adata.layers["counts"].copy()
+            source = "layers['counts']"
+            ev = value_evidence(adata.X)
+            detected = decide_value_kind(ev)
         else:
-            what = "non-integer values (" + _first_bad(adata, lambda v: np.mod(v, 1) != 0) + ")"
-        raise UserError(f"{src}input_kind='counts' but X holds {what}; give raw counts, or use input_kind='log' "
-                        "(--input-kind log) for already-transformed data")
-    kind = "counts" if (cfg.input_kind == "counts" or (cfg.input_kind == "auto" and counts)) else "log"
-    log.info("prepare: X holds %s (%s)", "raw counts" if kind == "counts" else "log-scale/transformed values",
-             "detected" if cfg.input_kind == "auto" else "as requested")
+            raise UserError(_unusable_message(adata, src, source, detected, ev, usable))
+    kind, transform = _decide(cfg.input_kind, detected, ev, adata, src, source)
+    ev = {k: float(v) for k, v in ev.items()}
 
+    if transform.startswith("round"):
+        X = adata.X
+        if sp.issparse(X):
+            X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+            X.data = np.rint(X.data)
+            X.eliminate_zeros()
+        else:
+            X = np.rint(np.asarray(X, dtype=np.float32))
+        adata.X = X
     if kind == "counts":
         totals = np.asarray(adata.X.sum(axis=1)).ravel()
         empty = totals <= 0
@@ -232,6 +350,8 @@ def prepare(
             adata.X = X.astype(np.float32)
         adata.layers["counts"] = adata.X.copy()
         normalize_log(adata, cfg.target_sum)
+    elif transform == "log1p":
+        adata.X = _log1p(adata.X)
     elif not np.issubdtype(adata.X.dtype, np.floating):
         adata.X = adata.X.astype(np.float32)
 
@@ -244,6 +364,10 @@ def prepare(
     adata.uns[PREP_KEY] = {
         "params": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "input_kind": kind,
+        "value_kind": detected,  # what the values were (VALUE_KINDS), from the evidence below
+        "transform": transform,  # what prepare did to them before gene selection
+        "source": source,
+        "evidence": ev,
         "n_genes_used": int(used.sum()),
         "version": __version__,
     }
@@ -252,6 +376,79 @@ def prepare(
              adata.n_obs, adata.n_vars, int(used.sum()), cfg.scaling, time.perf_counter() - t0, PREP_KEY,
              ", layers['counts']" if kind == "counts" else "")
     return adata if copy else None
+
+
+def _log1p(X):
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+        X.data = np.log1p(X.data)
+        return X
+    return np.log1p(np.asarray(X, dtype=np.float32))
+
+
+def _unusable_message(adata: AnnData, src: str, source: str, detected: str, ev: dict, count_layers: list[str]) -> str:
+    what = f"{src}{source} holds {VALUE_KINDS[detected]} ({_describe(ev)})"
+    if detected == "zscore":
+        what += ": each gene's level was removed, so this is not expression on a usable scale"
+        if count_layers:
+            k = count_layers[0]
+            return f"{what}; prepare the raw counts in layers[{k!r}] instead: layer={k!r} (--layer {k})"
+        if adata.raw is not None:
+            return (f"{what}; give the raw counts, or prepare adata.raw.to_adata() (the values before scaling) in "
+                    "Python")
+        return f"{what}; give the raw counts (or the log-scale values) these were computed from"
+    return (f"{what}; give raw counts or log-scale values, or use input_kind='log' (--input-kind log) to use them "
+            "as they are")
+
+
+def _decide(input_kind: str, detected: str, ev: dict, adata: AnnData, src: str, source: str) -> tuple[str, str]:
+    """(input_kind for the model: counts or log, what is done to the values), logged in one line."""
+    desc = f"{VALUE_KINDS[detected]} ({_describe(ev)})"
+    if input_kind == "counts":
+        if ev["min"] < 0:
+            what = "negative values (" + _first_bad(adata, lambda v: v < 0) + ")"
+            raise UserError(f"{src}input_kind='counts' but {source} holds {what}; give raw counts, or use "
+                            "input_kind='log' (--input-kind log) for already-transformed data")
+        if detected == "log":
+            raise UserError(f"{src}input_kind='counts' but {source} holds {desc}: rounding them would not give "
+                            "counts; give raw counts, or use input_kind='log' (--input-kind log) for log-scale data")
+        if detected == "counts":
+            log.info("%sprepare: %s holds raw counts (as requested)", src, source)
+            return "counts", "normalize_total+log1p"
+        log.warning("%sprepare: %s holds %s; rounded to integers and used as counts (input_kind='counts')",
+                    src, source, desc)
+        return "counts", "round+normalize_total+log1p"
+    if input_kind == "log":
+        if detected != "log":
+            log.warning("%sprepare: %s looks like %s; used as log-scale values as they are (input_kind='log')",
+                        src, source, desc)
+        else:
+            log.info("%sprepare: %s holds log-scale values (as requested)", src, source)
+        return "log", "none"
+    if input_kind == "linear":
+        if ev["min"] < 0:
+            what = "negative values (" + _first_bad(adata, lambda v: v < 0) + ")"
+            raise UserError(f"{src}input_kind='linear' but {source} holds {what}: log1p needs non-negative values; "
+                            "use input_kind='log' (--input-kind log) for data already on a log scale")
+        if detected == "log":
+            log.warning("%sprepare: %s looks like %s already; log1p-transformed as requested (input_kind='linear')",
+                        src, source, desc)
+        else:
+            log.info("%sprepare: %s log1p-transformed (input_kind='linear'; %s)", src, source, desc)
+        return "log", "log1p"
+    if detected == "counts":
+        log.info("%sprepare: %s holds %s (detected)", src, source, desc)
+        return "counts", "normalize_total+log1p"
+    if detected == "estimated_counts":
+        log.warning("%sprepare: %s holds %s (detected); rounded to integers and used as counts (input_kind='linear' "
+                    "log-transforms them instead)", src, source, desc)
+        return "counts", "round+normalize_total+log1p"
+    if detected == "linear":
+        log.warning("%sprepare: %s holds %s (detected); log1p-transformed (input_kind='counts' rounds them and "
+                    "uses them as counts instead)", src, source, desc)
+        return "log", "log1p"
+    log.info("%sprepare: %s holds %s (detected); used as they are", src, source, desc)
+    return "log", "none"
 
 
 def _select_genes(adata: AnnData, cfg: PrepareConfig, kind: str, src: str = "") -> np.ndarray:
@@ -356,20 +553,68 @@ def prepared_matrix(adata: AnnData, genes: pd.Index, prep: dict, *, allow_missin
         X = adata.X
     else:
         check_finite(adata.X, "the data to embed")
-        if prep["input_kind"] == "counts":
-            if not is_counts(adata.X):
-                raise UserError("the model was trained on raw counts but these data are not counts "
-                                "(negative or non-integer values); give raw counts or prepared data")
-            tmp = AnnData(X=adata.X.astype(np.float32), obs=pd.DataFrame(index=adata.obs_names),
-                          var=pd.DataFrame(index=adata.var_names))
-            normalize_log(tmp, prep["params"]["target_sum"])
-            X = tmp.X
-        else:
-            X = adata.X
+        X = repeat_preparation(adata, prep, src)
     if missing.any():
         log.warning("%d model genes absent from the data; filled so that their model input is 0", int(missing.sum()))
     # absent genes are 0 before scaling (their offset is handled by the caller)
     return genes_in_order(X, adata.var_names, genes), np.asarray(missing)
+
+
+def _trained_on(prep: dict) -> tuple[str, str]:
+    """(value kind, transform) of a model's training input; models saved before these were recorded: from
+    input_kind."""
+    counts = prep.get("input_kind") == "counts"
+    kind = prep.get("value_kind") or ("counts" if counts else "log")
+    return kind, prep.get("transform") or ("normalize_total+log1p" if counts else "none")
+
+
+def _round(X):
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+        X.data = np.rint(X.data)
+        X.eliminate_zeros()
+        return X
+    return np.rint(np.asarray(X, dtype=np.float32))
+
+
+def repeat_preparation(adata: AnnData, prep: dict, src: str = ""):
+    """``adata.X`` (raw, not prepared) through the saved preparation ``prep``; a warning line when the values
+    are on another scale than the training input (an error when a count model is given anything but counts)."""
+    trained, transform = _trained_on(prep)
+    ev = value_evidence(adata.X)
+    new = decide_value_kind(ev)
+    seen = prep.get("evidence") or {}
+    was = VALUE_KINDS.get(trained, trained) + (f" up to {_fmt(seen['max'])}" if "max" in seen else "")
+    differs = (f"{src}the model was trained on {was}, but these data hold {VALUE_KINDS[new]} "
+               f"({_describe(ev)})")
+    if prep["input_kind"] == "counts":
+        # a model of estimated counts takes them from one sample too (no library sizes to compare: "linear")
+        fractional = ("estimated_counts", "linear") if trained == "estimated_counts" else ("estimated_counts",)
+        if new != "counts" and new not in fractional:
+            raise UserError(f"{differs}; give raw counts, or data prepared from them (genodae prepare)")
+        X = adata.X
+        if new != "counts":
+            if trained == "estimated_counts":
+                log.info("%sestimated counts rounded to integers, as at training", src)
+            else:
+                log.warning("%s; rounded to integers and used as counts, as at training", differs)
+            X = _round(X)
+        tmp = AnnData(X=X.astype(np.float32), obs=pd.DataFrame(index=adata.obs_names),
+                      var=pd.DataFrame(index=adata.var_names))
+        normalize_log(tmp, prep["params"]["target_sum"])
+        return tmp.X
+    if transform == "log1p":
+        if new in ("log", "zscore", "linear_negative"):
+            log.warning("%s; log1p-transformed as the training input was: give values on the training scale", differs)
+        if ev["min"] < 0:
+            raise UserError(f"{differs}: log1p (the model's preparation) needs non-negative values; give values on "
+                            "the training scale")
+        return _log1p(adata.X)
+    same = new == "log" or (trained == new)
+    if not same:
+        log.warning("%s; used as they are: give values on the training scale (e.g. log-transformed as the training "
+                    "data were), or train on these", differs)
+    return adata.X
 
 
 def genes_in_order(X, var_names: pd.Index, genes: pd.Index):

@@ -29,6 +29,9 @@ ALWAYS_PASSED = ("n_latent", "seed")
 READ_OPTIONS = {
     "orientation": ("auto", "genes_by_samples", "samples_by_genes"),
     "missing": ("error", "drop", "impute"),
+    # by name: the options column separates options with ';' and ','
+    "delimiter": ("comma", "semicolon", "tab", "space", "pipe"),
+    "decimal": ("point", "comma"),
 }
 SHEET_COLUMNS = ("name", "path", "sample_sheet", "options", "labels", "batch_key")
 # `path` of a dataset of several files: `a.csv;b.csv` (batches named after the files), or `batches:SHEET`.
@@ -168,7 +171,9 @@ def _parse_options(text, where):
 
 
 def _open_text(path):
-    return gzip.open(path, "rt", newline="") if str(path).endswith(".gz") else open(path, newline="")
+    enc = "utf-8-sig"  # an Excel byte-order mark is dropped, never glued to the first column's name
+    return gzip.open(path, "rt", newline="", encoding=enc) if str(path).endswith(".gz") else open(
+        path, newline="", encoding=enc)
 
 
 def _read_batches_sheet(sheet, where):
@@ -258,7 +263,7 @@ def load_datasets(sheet):
             f"dataset sheet {sheet} (config key 'datasets') not found; paths are relative to the working "
             f"directory {Path.cwd()}"
         )
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: an Excel byte-order mark is dropped
         numbered = [(i, line) for i, line in enumerate(fh, start=1)
                     if line.strip() and not line.lstrip().startswith("#")]
     lines = [line for _, line in numbered]
@@ -404,7 +409,7 @@ def prepare_flags(wildcards):
     column and the sample sheets (one --obs per file, '' for a file without one)."""
     ds = DATASETS[wildcards.dataset]
     settings = {**config["prepare"], **ds["options"]}
-    flags = [_flag(k, v) for k, v in settings.items()]
+    flags = [_flag(k, v) for k, v in settings.items() if v is not None]  # None: not set (layer)
     if ds["batch_key"]:
         flags.append(_flag("batch_key", ds["batch_key"]))
     if ds["batches"] is None and any(ds["sample_sheets"]):
