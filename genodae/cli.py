@@ -112,6 +112,12 @@ def _read_options(p: argparse.ArgumentParser, several: bool = False) -> None:
     g.add_argument("--genome", metavar="NAME",
                    help="which genome of a 10x .h5 (or Cell Ranger *_gene_bc_matrices/ folder) holding several, e.g. "
                         "GRCh38 (default: all, one matrix with var['genome'])")
+    g.add_argument("--delimiter", metavar="SEP",
+                   help="field separator of CSV/TSV tables: a character or comma, semicolon, tab, space, pipe "
+                        "(default: from the extension and the header line)")
+    g.add_argument("--decimal", metavar="MARK",
+                   help="decimal mark of a table's numbers: . or , (point, comma; default: comma when a "
+                        "semicolon-separated table writes 1,5)")
 
 
 def _settings_arg(p: argparse.ArgumentParser) -> None:
@@ -303,12 +309,30 @@ def _read(args: argparse.Namespace, prep: dict[str, Any] | None = None):
     """Read the input(s); several files (or --batches) are concatenated with a batch column in obs.
 
     With several inputs the batch column is ``--batch-key`` (or the settings file's ``batch_key``); when none
-    was given it is ``batch``, and it is set into ``prep`` so that preparation is batch-aware too.
+    was given it is ``batch``, and it is set into ``prep`` so that preparation is batch-aware too. A table
+    whose orientation could only be guessed is an error here (a warning that scrolls past is not enough for
+    a transposed result): ``--orientation`` or ``--obs`` settles it.
     """
+    from .io import OrientationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrientationWarning)
+        try:
+            return _read_inputs(args, prep)
+        except OrientationWarning as w:
+            raise UserError(
+                f"{w.path}: cannot tell whether its rows or its columns are genes ({w.detail}). Give "
+                "--orientation genes_by_samples (rows are genes) or --orientation samples_by_genes (rows are "
+                "samples), or --obs SHEET keyed by the sample names"
+            ) from None
+
+
+def _read_inputs(args: argparse.Namespace, prep: dict[str, Any] | None = None):
     from .io import read, read_batches_sheet, read_many
 
     opts = dict(orientation=args.orientation, cls=args.cls, missing=args.missing, duplicates=args.duplicates,
-                genome=getattr(args, "genome", None))
+                genome=getattr(args, "genome", None),
+                delimiter=getattr(args, "delimiter", None), decimal=getattr(args, "decimal", None))
     inputs = [args.input] if isinstance(args.input, str) else list(args.input)
     batches = getattr(args, "batches", None)
     sheets = args.obs if isinstance(args.obs, list) else [args.obs]

@@ -32,6 +32,7 @@ from ._cls import read_cls
 from ._common import SUPPORTED_FORMATS  # noqa: F401
 from ._hdf5 import read_backed  # noqa: F401
 from ._multi import _parse_batches_sheet, read_batches_sheet, read_many  # noqa: F401
+from ._orientation import OrientationWarning  # noqa: F401
 from ._read import DUPLICATES, MISSING, ORIENTATIONS, Orientation, read  # noqa: F401
 from ._write import atomic_path, write_h5ad, write_table
 

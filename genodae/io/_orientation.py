@@ -1,6 +1,9 @@
 """Orientation: deciding from its identifiers whether a table is genes × samples or samples × genes
 (Ensembl/probe IDs and gene symbols look like genes; barcodes, GSM/TCGA IDs and ``sample_3``-style
-names look like samples), or from which axis a sample sheet matches."""
+names look like samples), from which axis a sample sheet matches, or, when the names say nothing, from
+the shape of a bulk table (a few samples, thousands of genes). A guess that none of these settles is an
+:class:`OrientationWarning`, which the command line turns into an error (``--orientation``); library users
+can do the same with ``warnings.simplefilter("error", genodae.io.OrientationWarning)``."""
 
 from __future__ import annotations
 
@@ -16,14 +19,22 @@ import pandas as pd
 logger = logging.getLogger("genodae")
 
 # (kind, score, pattern): +1 surely a gene/probe, -1 surely a sample/cell; weaker evidence scores less.
+_ARRAY_FILE = r"(\.(CEL|cel|txt|TXT|gpr|GPR|idat|IDAT|CHP|chp|bam|BAM))?(\.gz)?"
 _LABEL_PATTERNS: list[tuple[str, float, re.Pattern]] = [
+    # samples first where a gene pattern would also match (GSM208621.CEL is not a gene symbol)
+    ("GEO sample IDs", -1.0, re.compile(r"GSM\d+([_.\-]\w+)*" + _ARRAY_FILE, re.I)),
+    ("array/sequence files", -1.0, re.compile(r"[\w.\-]+\.(CEL|gpr|idat|CHP|bam|cram|fastq|fq)(\.gz)?", re.I)),
+    ("1000 Genomes/Coriell sample IDs", -1.0, re.compile(r"(HG|NA|GM)\d{5}")),
     ("Ensembl IDs", 1.0, re.compile(r"ENS[A-Z]*[GT]\d{6,}(\.\d+)?([_|:].*)?")),
+    ("model-organism gene IDs", 1.0, re.compile(
+        r"FBgn\d{7}|WBGene\d{8}|ZDB-GENE-\d+-\d+|MGI:\d+|HGNC:\d+|AT[1-5CM]G\d{5}(\.\d+)?"
+        r"|Y[A-P][LR]\d{3}[WC](-[A-Z])?|Q\d{4}|Smp_\d{6}(\.\d+)?|LOC\d+|Os\d{2}g\d{7}|GRMZM\w+|Solyc\d+g\d+(\.\d+)*",
+        re.I)),
     ("Affymetrix probe IDs", 1.0, re.compile(r"AFFX-\S+|\d+(_[a-z]+)*_at")),
     ("ERCC spike-ins", 1.0, re.compile(r"ERCC-\d+")),
     ("Illumina/Agilent probe IDs", 1.0, re.compile(r"ILMN_\d+|A_\d+_P\d+")),
     ("RefSeq IDs", 1.0, re.compile(r"[NX][MR]_\d+(\.\d+)?")),
     ("TCGA barcodes", -1.0, re.compile(r"TCGA-\w{2}-\w{4}.*", re.I)),
-    ("GEO sample IDs", -1.0, re.compile(r"GSM\d+", re.I)),
     ("SRA/BioSample IDs", -1.0, re.compile(r"[SED]R[RXSP]\d{5,}|SAM[NED]A?\d{6,}", re.I)),
     ("cell barcodes", -1.0, re.compile(r"([\w.\-]*[_:#.\-])?[ACGTN]{8,}([-_.]\d+)?")),
     (
@@ -37,6 +48,9 @@ _LABEL_PATTERNS: list[tuple[str, float, re.Pattern]] = [
         ),
     ),
     ("plate-well names", -1.0, re.compile(r"\w*?p(late)?\d+[_\-.][A-P]\d{1,2}", re.I)),
+    # bacterial/archaeal locus tags: PA0001, b0001, Rv0001c, BSU00010, PA14_00010, SAOUHSC_00001, STM0001
+    # (after the sample patterns: S0001, P0001, C0001 are samples)
+    ("locus tags", 1.0, re.compile(r"[A-Za-z]{1,8}(\d{1,3})?_?\d{4,6}(\.\d)?[a-zA-Z]?")),
     ("numeric labels", -0.3, re.compile(r"\d+(\.0+)?")),
     ("human gene symbols", 0.5, re.compile(r"[A-Z][A-Z0-9]*(orf\d+)?[A-Z0-9]*([-.][A-Z0-9]+)*")),
     ("mouse gene symbols", 0.3, re.compile(r"[A-Z][a-z][a-z0-9]*(-[a-z0-9]+)*|Gm\d+")),
@@ -80,8 +94,28 @@ def _gene_score(labels: pd.Index) -> tuple[float, str]:
     return score, "; ".join(reasons)
 
 
-def _decide_orientation(rows: pd.Index, cols: pd.Index, sheet: pd.DataFrame | None) -> tuple[str, str]:
-    """Decide from the identifiers whether rows are genes (genes_by_samples) or samples."""
+class OrientationWarning(UserWarning):
+    """A table's orientation was guessed (genes × samples assumed): neither its identifiers, a sample
+    sheet nor its shape settled it. The command line turns it into an error (``--orientation``); do the
+    same with ``warnings.simplefilter("error", genodae.io.OrientationWarning)``. ``detail`` holds the
+    evidence, ``path`` the file."""
+
+    def __init__(self, message: str, path: str = "", detail: str = ""):
+        super().__init__(message)
+        self.path = path
+        self.detail = detail
+
+
+# a bulk table's shape: a few samples and many genes (used only when the names say nothing)
+_SHAPE_RATIO = 20
+_SHAPE_MAX_SAMPLES = 200
+
+
+def _decide_orientation(
+    rows: pd.Index, cols: pd.Index, sheet: pd.DataFrame | None, path: Path | str = ""
+) -> tuple[str, str]:
+    """Decide from the identifiers (or a sample sheet, or a bulk table's shape) whether rows are genes
+    (genes_by_samples) or samples."""
     if sheet is not None:
         keys = set(sheet.index)
         in_rows, in_cols = len(keys.intersection(rows)), len(keys.intersection(cols))
@@ -98,12 +132,19 @@ def _decide_orientation(rows: pd.Index, cols: pd.Index, sheet: pd.DataFrame | No
         return "genes_by_samples", f"rows look like genes; {detail}"
     if col_score - row_score > _MARGIN:
         return "samples_by_genes", f"columns look like genes; {detail}"
+    n_rows, n_cols = len(rows), len(cols)
+    if n_rows >= _SHAPE_RATIO * n_cols and n_cols <= _SHAPE_MAX_SAMPLES:
+        return "genes_by_samples", f"{n_rows} rows × {n_cols} columns: a bulk table's shape (names undecided; {detail})"
+    if n_cols >= _SHAPE_RATIO * n_rows and n_rows <= _SHAPE_MAX_SAMPLES:
+        return "samples_by_genes", f"{n_rows} rows × {n_cols} columns: a bulk table's shape (names undecided; {detail})"
+    of = f" of {path}" if path else ""
     msg = (
-        f"Cannot tell from the identifiers whether rows or columns are genes ({detail}); assuming genes × "
-        "samples. Pass orientation='genes_by_samples' or 'samples_by_genes', or a sample sheet, to be sure."
+        f"Cannot tell whether the rows or the columns{of} are genes, from the identifiers or the shape "
+        f"({n_rows} rows × {n_cols} columns; {detail}); assuming genes × samples. Pass orientation='genes_by_samples' or "
+        "'samples_by_genes' (--orientation on the command line), or a sample sheet, to be sure."
     )
     logger.warning(msg)
-    warnings.warn(msg, UserWarning, stacklevel=4)
+    warnings.warn(OrientationWarning(msg, str(path), detail), stacklevel=4)
     return "genes_by_samples", f"undecided, assumed; {detail}"
 
 

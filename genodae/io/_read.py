@@ -24,7 +24,7 @@ from ._hdf5 import _h5mu_error, _hdf5_kind, _r_object_error, _read_10x_h5, _read
 from ._mtx import _read_mtx_source
 from ._orientation import _warn_if_transposed
 from ._sheets import _join_sample_sheet, _read_sample_sheet
-from ._table import _read_text_table
+from ._table import _is_pipeline_table, _read_text_table
 
 logger = logging.getLogger("genodae")
 
@@ -43,6 +43,7 @@ def read(
     missing: Literal["error", "drop", "impute"] = "error",
     duplicates: Literal["make_unique", "error"] = "make_unique",
     delimiter: str | None = None,
+    decimal: str | None = None,
     genome: str | None = None,
 ) -> anndata.AnnData:
     """Read an expression matrix into AnnData, cells/samples × genes.
@@ -80,7 +81,12 @@ def read(
         Duplicate sample or gene names: ``"make_unique"`` (warn, then append ``-1``, ``-2``…)
         or ``"error"``.
     delimiter
-        Field separator of a CSV/TSV table; by default from the extension (and the header line).
+        Field separator of a CSV/TSV table (one character, or ``"comma"``, ``"semicolon"``, ``"tab"``,
+        ``"space"``, ``"pipe"``); by default from the extension and the header line (``;`` is detected).
+    decimal
+        Decimal mark of a table's numbers, ``"."`` or ``","`` (``"point"``/``"comma"``); by default ``","``
+        when a ``;``-separated table writes numbers like ``1,5`` (European Excel CSV), else ``"."``.
+
 
     genome
         Which genome of a 10x ``.h5`` (or Cell Ranger 1–2 ``*_gene_bc_matrices/`` folder) holding several, e.g.
@@ -112,7 +118,7 @@ def read(
             from ._multi import read_many  # here, not at the top: _multi imports this module
 
             return read_many(path, sample_sheets=sample_sheet, orientation=orientation, cls=cls, missing=missing,
-                             duplicates=duplicates, genome=genome, delimiter=delimiter)
+                             duplicates=duplicates, genome=genome, delimiter=delimiter, decimal=decimal)
         path = path[0]
     _check_choice("orientation", orientation, ORIENTATIONS)
     _check_choice("missing", missing, MISSING)
@@ -136,7 +142,7 @@ def read(
             raise UserError(f"genome={genome!r} applies to 10x .h5 files and Cell Ranger matrix folders; {path} is a "
                             f"{fmt} file: leave out --genome.")
         if fmt in ("table", "gsea"):
-            adata, fmt, how, why = _read_text_table(path, orientation, sheet, delimiter)
+            adata, fmt, how, why = _read_text_table(path, orientation, sheet, delimiter, decimal)
         elif fmt == "gct":
             adata, how, why = _read_gct(path, orientation)
         else:
@@ -247,6 +253,8 @@ def _detect_format(path: Path) -> str:
             return "gct"
         if ext in _TABLE_EXTS:
             return "table"
+    if _is_pipeline_table(path):
+        return "table"
     shown = "".join(path.suffixes[-2:]) or "none"
     raise UserError(
         f"Cannot tell the format of {path} from its extension ({shown}). Supported: {SUPPORTED_FORMATS}. "

@@ -1,5 +1,8 @@
 """Sample sheets: reading one (CSV/TSV, keyed by its first column, a ``sample``/``barcode``/``cell``/
-``obs_names`` column, or R ``write.csv`` row names) and left-joining it into ``obs``."""
+``obs_names`` column, or R ``write.csv`` row names) and left-joining it into ``obs``. Keys are text
+(``0001`` stays ``0001``); a byte-order mark is dropped; every column is given a type that ``.h5ad``
+stores (booleans or integers with blanks become nullable ``boolean``/``Int64``, mixed types text, dates
+ISO text)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import anndata
+import numpy as np
 import pandas as pd
 
 from ..errors import UserError
@@ -37,7 +41,8 @@ def _read_sample_sheet(sheet_path: str | os.PathLike) -> pd.DataFrame:
     fields = [next(csv.reader([ln], delimiter=sep)) for ln in lines]
     if len(fields) == 2 and len(fields[1]) == len(fields[0]) + 1:
         # R's write.csv layout: the header has no name for the row-name column, which holds the keys
-        sheet = _read_csv(path, sep=sep, header=None, skiprows=1, dtype={0: str}, keep_default_na=True)
+        sheet = _read_csv(path, sep=sep, header=None, skiprows=1, dtype={0: str}, keep_default_na=True,
+                          low_memory=False)
         key = "row names"
         keys = sheet.pop(0)
         sheet.columns = [c.strip() for c in fields[0]]
@@ -45,7 +50,7 @@ def _read_sample_sheet(sheet_path: str | os.PathLike) -> pd.DataFrame:
         columns = list(_read_csv(path, sep=sep, nrows=0).columns)
         lower = {str(c).strip().lower(): c for c in columns}
         key = next((lower[k] for k in _SHEET_KEYS if k in lower), columns[0])
-        sheet = _read_csv(path, sep=sep, dtype={key: str}, keep_default_na=True)
+        sheet = _read_csv(path, sep=sep, dtype={key: str}, keep_default_na=True, low_memory=False)
         if sheet.empty:
             raise UserError(f"Sample sheet {path} has a header but no rows.")
         keys = sheet.pop(key)
@@ -63,9 +68,37 @@ def _read_sample_sheet(sheet_path: str | os.PathLike) -> pd.DataFrame:
             f"Sample sheet {path}: {len(dup)} duplicate key(s) in column {key!r} (e.g. {_examples(dup)}); "
             "each sample must appear once."
         )
+    sheet.columns = [str(c).strip() for c in sheet.columns]
+    sheet = _storable_columns(sheet)
     sheet.attrs["path"] = str(path)
     sheet.attrs["key"] = str(key)
     return sheet
+
+
+def _storable_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Every column in a type ``.h5ad`` stores and that says what it holds: booleans with blanks →
+    nullable ``boolean``; whole numbers with blanks → nullable ``Int64``; mixed types → text (blanks
+    stay missing); dates and times → ISO text."""
+    out = {}
+    for col in df.columns:
+        series = df[col]
+        values = series.dropna()
+        if pd.api.types.is_datetime64_any_dtype(series):
+            out[col] = series.dt.strftime("%Y-%m-%dT%H:%M:%S").where(series.notna(), None).astype(object)
+        elif pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+            if (pd.api.types.is_float_dtype(series) and len(values) and series.isna().any()
+                    and np.all(np.mod(values, 1) == 0) and np.abs(values).max() < 2**53):
+                out[col] = series.astype("Int64")
+            else:
+                out[col] = series
+        elif len(values) and all(isinstance(v, (bool, np.bool_)) for v in values):
+            out[col] = series.astype("boolean")
+        elif len(values) and not all(isinstance(v, str) for v in values):
+            out[col] = series.map(lambda v: v if v is None or (isinstance(v, float) and np.isnan(v))
+                                  else (v.isoformat() if hasattr(v, "isoformat") else str(v)))
+        else:
+            out[col] = series
+    return pd.DataFrame(out, index=df.index)
 
 
 def _join_sample_sheet(adata: anndata.AnnData, sheet: pd.DataFrame, path: Path) -> None:

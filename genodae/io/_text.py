@@ -1,11 +1,15 @@
 """Low-level access to (optionally gzipped) text files: opening, the first lines, the field
-separator, the header fields, and ``pandas.read_csv`` with its failures turned into
-:class:`~genodae.errors.UserError`. Used by the table, GCT, 10x mtx, ``.cls`` and sheet readers."""
+separator and decimal mark, the header fields, and ``pandas.read_csv`` with its failures turned into
+:class:`~genodae.errors.UserError`. Used by the table, GCT, 10x mtx, ``.cls`` and sheet readers.
+
+Every text file is read as ``utf-8-sig``: a UTF-8 byte-order mark (Excel's "CSV UTF-8" export) is
+dropped as if absent, never glued to the first name."""
 
 from __future__ import annotations
 
 import csv
 import gzip
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -13,11 +17,48 @@ import pandas as pd
 from ..errors import UserError
 from ._common import _GZIP_ERRORS
 
+TEXT_ENCODING = "utf-8-sig"  # UTF-8 that drops a leading byte-order mark (Excel exports)
+
+# names a delimiter or decimal mark can be given by (the workflow sheet's options cannot hold ';' or ',')
+DELIMITER_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "space": " ", "pipe": "|"}
+DECIMAL_NAMES = {"point": ".", "dot": ".", "period": ".", "comma": ","}
+_DECIMAL_COMMA = re.compile(r'"?-?\d+,\d+"?')
+
 
 def _open_text(path: Path):
+    path = Path(path)
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding=TEXT_ENCODING, newline="")
+    return open(path, encoding=TEXT_ENCODING, newline="")
+
+
+def _strip_bom(text: str) -> str:
+    """``text`` without a leading UTF-8 byte-order mark (for names read by other means)."""
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _parse_delimiter(value: str | None) -> str | None:
+    """A delimiter given as a character or a name (comma, semicolon, tab, space, pipe)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise UserError(f"delimiter={value!r} is not valid: give one character (',', ';', '\\t', '|') or "
+                        "a name (comma, semicolon, tab, space, pipe).")
+    value = DELIMITER_NAMES.get(value.lower(), value)
+    if len(value) != 1 or value in "\"'\n\r" or value.isalnum() or value == ".":
+        raise UserError(f"delimiter={value!r} is not valid: give one character (',', ';', '\\t', '|') or "
+                        "a name (comma, semicolon, tab, space, pipe).")
+    return value
+
+
+def _parse_decimal(value: str | None) -> str | None:
+    """A decimal mark given as '.'/',' or a name (point, comma)."""
+    if value is None:
+        return None
+    out = DECIMAL_NAMES.get(str(value).lower(), value)
+    if out not in (".", ","):
+        raise UserError(f"decimal={value!r} is not valid: give '.' (point) or ',' (comma).")
+    return out
 
 
 def _head_lines(path: Path, n: int) -> list[str]:
@@ -47,25 +88,48 @@ def _gzip_error(path: Path, err: Exception) -> UserError:
 
 
 def _sniff_sep(first_line: str, default: str) -> str:
-    tabs, commas = first_line.count("\t"), first_line.count(",")
+    """The field separator from the header line: the extension's, unless the line has none of it and
+    has tabs, commas or semicolons (European Excel CSV) instead."""
+    tabs, commas, semis = first_line.count("\t"), first_line.count(","), first_line.count(";")
     if default == "," and tabs and not commas:
         return "\t"
     if default == "\t" and commas and not tabs:
         return ","
+    if default in (",", "\t") and semis and not tabs and not commas:
+        return ";"
     return default
+
+
+def _sniff_decimal(lines: list[str], sep: str) -> str:
+    """',' when a ';'-separated table writes its numbers with decimal commas (``1,5``), else '.'."""
+    if sep != ";":
+        return "."
+    for line in lines[1:]:
+        fields = line.split(";")[1:]
+        if any(_DECIMAL_COMMA.fullmatch(f.strip()) for f in fields):
+            return ","
+    return "."
+
+
+def _delimiter_advice(sep: str) -> str:
+    shown = {"\t": "tab", ",": "comma", ";": "semicolon", " ": "space", "|": "pipe"}.get(sep, repr(sep))
+    return (f"{shown} was used; give the right one with --delimiter on the command line (comma, semicolon, "
+            "tab, pipe), delimiter= in genodae.read, or delimiter=NAME in the workflow sheet's options")
 
 
 def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
     """``pandas.read_csv`` with its failures turned into UserErrors naming the file."""
+    kwargs.setdefault("encoding", TEXT_ENCODING)
     try:
         return pd.read_csv(path, **kwargs)
     except pd.errors.EmptyDataError as err:
         raise UserError(f"{path} is empty (no header, no data): re-create or re-download it.") from err
     except pd.errors.ParserError as err:
         msg = str(err).strip().splitlines()[-1]
+        sep = kwargs.get("sep", ",")
         raise UserError(
-            f"{path} is not a well-formed table ({msg}). Check the delimiter (pass delimiter=) and that "
-            "every row has the same number of fields."
+            f"{path} is not a well-formed table ({msg}): check that every row has the same number of fields "
+            f"and the delimiter ({_delimiter_advice(sep)})."
         ) from err
     except _GZIP_ERRORS as err:
         raise _gzip_error(path, err) from err
