@@ -87,7 +87,6 @@ def read(
         Decimal mark of a table's numbers, ``"."`` or ``","`` (``"point"``/``"comma"``); by default ``","``
         when a ``;``-separated table writes numbers like ``1,5`` (European Excel CSV), else ``"."``.
 
-
     genome
         Which genome of a 10x ``.h5`` (or Cell Ranger 1–2 ``*_gene_bc_matrices/`` folder) holding several, e.g.
         ``"GRCh38"`` of a human–mouse mix. By default all are read as one matrix with ``var["genome"]`` (as Cell
