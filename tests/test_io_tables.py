@@ -227,7 +227,7 @@ def test_bad_delimiter_and_decimal_values(tmp_path):
         read(path, delimiter="x")
     with pytest.raises(UserError, match="decimal=';' is not valid"):
         read(path, decimal=";")
-    with pytest.raises(UserError, match="decimal mark and the delimiter are both ','"):
+    with pytest.raises(UserError, match="decimal mark and the delimiter are both ',': leave out --decimal"):
         read(path, decimal=",")
 
 

@@ -27,7 +27,7 @@ def _read_gct(path: Path, orientation: str) -> tuple[anndata.AnnData, str, str]:
         raise UserError(f"{path} (GCT) ends before its header line: the file is truncated.")
     if orientation == "samples_by_genes":
         raise UserError(
-            f"{path} is a GCT file, which is genes × samples by definition: leave orientation='auto'."
+            f"{path} is a GCT file, which is genes × samples by definition: leave orientation='auto' (--orientation auto, the default)."
         )
     try:
         dims = [int(x) for x in lines[1].split()]

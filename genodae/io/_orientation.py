@@ -154,6 +154,6 @@ def _warn_if_transposed(adata: anndata.AnnData, path: Path) -> None:
     if obs_score >= 0.8 and obs_score - var_score > 0.8:
         logger.warning(
             "%s: the observation names look like genes and the variable names do not; if the file was "
-            "saved genes × samples, read it with orientation='genes_by_samples'",
+            "saved genes × samples, read it with orientation='genes_by_samples' (--orientation genes_by_samples)",
             path,
         )

@@ -137,10 +137,13 @@ def _read_text_table(
         raise UserError(f"{path} has a header but no data rows: check that it was written completely.")
     if decimal is None:
         decimal = _sniff_decimal(lines, sep)
+        if decimal == ",":
+            logger.info("%s: ';'-separated with decimal commas (European Excel CSV): read 1,5 as 1.5 "
+                        "(--delimiter/--decimal to say otherwise)", path)
     if decimal == sep:
         raise UserError(
-            f"{path}: the decimal mark and the delimiter are both {sep!r}: give another delimiter "
-            "(--delimiter semicolon, or delimiter=';' in genodae.read)."
+            f"{path}: the decimal mark and the delimiter are both {sep!r}: leave out --decimal comma "
+            "(decimal= in genodae.read), or give the file's real delimiter (--delimiter semicolon)."
         )
     featurecounts = [h.strip().lower() for h in header[:6]] == list(_FEATURECOUNTS_HEADER)
     headerless = (
@@ -179,7 +182,7 @@ def _read_text_table(
         if orientation == "samples_by_genes":
             raise UserError(
                 f"{path} is a GSEA expression file (NAME/DESCRIPTION header), which is genes × samples by "
-                "definition: leave orientation='auto'."
+                "definition: leave orientation='auto' (--orientation auto, the default)."
             )
         var = pd.DataFrame({"description": description}, index=df.index.copy())
         adata = anndata.AnnData(values.T, obs=pd.DataFrame(index=df.columns[1:].copy()), var=var)
@@ -197,7 +200,7 @@ def _read_text_table(
         if orientation == "samples_by_genes":
             raise UserError(
                 f"{path} is one sample's HTSeq-count output (gene<TAB>count), genes × 1 sample by definition: "
-                "leave orientation='auto'."
+                "leave orientation='auto' (--orientation auto, the default)."
             )
     elif orientation != "auto":
         how, why = orientation, f"orientation={orientation!r} given"
