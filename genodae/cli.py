@@ -124,6 +124,23 @@ def _settings_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settings", metavar="FILE", help="YAML or JSON file of settings; flags given explicitly win")
 
 
+def _threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-threads", type=int, default=0, metavar="N",
+                   help="torch CPU threads (default: 0, auto: the CPUs this process is given, from its affinity, a "
+                        "cgroup quota, SLURM_CPUS_PER_TASK and OMP_NUM_THREADS)")
+
+
+def _use_threads(model, num_threads: int | None = None) -> None:
+    """Set the process's torch and BLAS threads before the heavy work (logged once)."""
+    from ._threads import configure
+
+    if num_threads is not None:
+        if num_threads < 0:
+            raise UserError(f"--num-threads must be >= 0, not {num_threads}")
+        model.config.num_threads = num_threads
+    configure(model.config.num_threads, blas=True)
+
+
 def _model_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="named starting point (default: default)")
     _add_dataclass_flags(p, DAEConfig, "model and training settings", skip=skip)
@@ -201,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-missing-genes", action="store_true",
                    help="fill model genes absent from the data (model input 0) instead of failing")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the model's)")
+    _threads_arg(p)
     _read_options(p)
     p.set_defaults(func=cmd_embed)
 
@@ -214,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-missing-genes", action="store_true",
                    help="fill model genes absent from the data (model input 0) instead of failing")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the model's)")
+    _threads_arg(p)
     _read_options(p)
     p.set_defaults(func=cmd_map)
 
@@ -402,6 +421,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     out = _check_output(args.output, folder=True)
     _, dae = _settings(args)
     model = _make_model(dae)
+    _use_threads(model)
     if args.backed:
         from .io import read_backed
 
@@ -431,6 +451,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     out = _check_output(args.output, inputs=(args.input,))
     _check_denoised_flags(args)
     model = DAE.load(args.model, device=args.device)
+    _use_threads(model, args.num_threads)
     adata = _read(args)
     model.annotate(adata, key=args.key, denoised=args.denoised, denoised_scale=args.denoised_scale,
                    transform_batch=args.transform_batch,
@@ -447,6 +468,7 @@ def cmd_map(args: argparse.Namespace) -> None:
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, not {args.epochs}")
     model = DAE.load(args.model, device=args.device)
+    _use_threads(model, args.num_threads)
     adata = _read(args)
     mapped = model.map_query(adata, epochs=args.epochs, lr=args.lr, allow_missing_genes=args.allow_missing_genes)
     mapped.save(out)
@@ -510,6 +532,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     _inputs(args)
     prep, dae = _settings(args)
     model = _make_model(dae)
+    _use_threads(model)
     adata = _read(args, prep)
     if prep.get("batch_key") and model.config.batch_key is None:  # several inputs: their batch column
         model = _make_model({**dae, "batch_key": prep["batch_key"]})

@@ -96,7 +96,7 @@ class DAEConfig:
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda, cuda:N"})
     amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA; ignored on CPU"})
     data_placement: str = field(default="auto", metadata={"help": "auto (on the GPU when a float16 copy fits), device or host (stream minibatches)"})
-    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 (auto) = the CPUs this process is given: the least of its CPU affinity, a cgroup CPU quota, SLURM_CPUS_PER_TASK and OMP_NUM_THREADS, shared among torchrun's ranks on a node"})
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden, (str, bytes)) or not hasattr(self.hidden, "__iter__"):

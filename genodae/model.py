@@ -17,6 +17,7 @@ import torch
 from anndata import AnnData
 
 from . import __version__
+from ._threads import configure as configure_threads
 from .config import COUNT_LIKELIHOODS, DAEConfig, PrepareConfig, make_config
 from .errors import UserError
 from .pp import PREP_KEY, check_finite, prepared_matrix, scaling_params
@@ -301,6 +302,7 @@ class DAE:
     def _input(self, adata: AnnData, allow_missing_genes: bool, with_counts: bool = False):
         """A data source over ``adata`` in the model's genes; ``with_counts`` adds the raw counts a count
         likelihood scores (from ``layers["counts"]`` of prepared data, or ``X`` of raw counts)."""
+        configure_threads(self.config.num_threads)  # before the heavy work; logged once
         with_counts = with_counts and self.module.counts
         obs = adata.obs  # the covariates, before a layer is swapped in below
         if adata.isbacked and PREP_KEY in adata.uns and self.layer is None and self.genes.isin(adata.var_names).all():
@@ -579,6 +581,7 @@ class DAE:
             cfg = dict(meta["config"])
             if device is not None:
                 cfg["device"] = device
+            cfg["num_threads"] = 0  # the machine's, not the model's: auto unless the caller sets it
             old_loss = cfg.pop("loss", None)  # format 1: loss mse/bce, now gene_likelihood normal/bernoulli
             cfg.setdefault("corruption_rescale", False)  # format 1 masked without rescaling
             likelihood = meta.get("gene_likelihood") or {"bce": "bernoulli"}.get(old_loss, "normal")

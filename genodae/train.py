@@ -25,6 +25,7 @@ import scipy.sparse as sp
 import torch
 
 from ._files import default_mode
+from ._threads import configure as configure_threads
 from .config import DAEConfig
 from .errors import UserError
 from .nn import DenoisingAutoencoder, corrupt, noise_seed, reduce_loss
@@ -438,8 +439,7 @@ def fit(
     """
     device = source.device
     module.to(device)
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+    configure_threads(config.num_threads)
     opt = make_optimizer(module, config)
     amp = config.amp and device.type == "cuda"
     noise_gen = torch.Generator(device=device)
