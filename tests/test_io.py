@@ -701,12 +701,17 @@ def test_non_numeric_value_names_row_column_value(tmp_path):
     assert "\n" not in msg
 
 
-def test_annotation_column_is_non_numeric(tmp_path):
-    write_text(tmp_path / "a.tsv", "gene\tsymbol\ts1\ts2\nENSG00000000001\tTP53\t1\t2\n")
+def test_annotation_column_is_kept_as_annotation(tmp_path):
+    """A leading text-only column (a symbol beside an ID) is annotation of the identifiers, not a sample; text in a
+    value column is still an error."""
+    write_text(tmp_path / "a.tsv", "gene\tsymbol\ts1\ts2\nENSG00000000001\tTP53\t1\t2\nENSG00000000002\tEGFR\t3\t4\n")
+    a = read(tmp_path / "a.tsv")
+    assert list(a.obs_names) == ["s1", "s2"] and a.var.loc["ENSG00000000001", "symbol"] == "TP53"
+    write_text(tmp_path / "b.tsv", "gene\ts1\tsymbol\nENSG00000000001\t1\tTP53\nENSG00000000002\t3\tEGFR\n")
     with pytest.raises(
         UserError, match=r"non-numeric value 'TP53' at row 'ENSG00000000001' \(data row 1\), column 'symbol'"
     ):
-        read(tmp_path / "a.tsv")
+        read(tmp_path / "b.tsv")
 
 
 def test_ragged_table(tmp_path):

@@ -401,3 +401,23 @@ def test_sheet_with_python_mixed_objects_is_storable(tmp_path):
     adata = anndata.AnnData(np.ones((4, 1), dtype=np.float32), obs=out)
     write_h5ad(adata, tmp_path / "m.h5ad")
     assert anndata.read_h5ad(tmp_path / "m.h5ad").obs["m"].astype(str).tolist()[1] == "a"
+
+
+def test_leading_text_columns_are_annotation_nfcore_merged_counts(tmp_path):
+    """nf-core/rnaseq's salmon.merged.gene_counts.tsv: gene_id, gene_name, then one column per sample. gene_name is
+    not a sample: it goes to var; a text value inside a sample column is still an error."""
+    rng = np.random.default_rng(0)
+    genes = [f"ENSG{i:011d}" for i in range(40)]
+    df = pd.DataFrame(rng.gamma(0.5, 200, (40, 4)).round(3), index=pd.Index(genes, name="gene_id"),
+                      columns=["S1", "S2", "S3", "S4"])
+    df.insert(0, "gene_name", [f"GENE{i}" for i in range(40)])
+    path = tmp_path / "salmon.merged.gene_counts.tsv"
+    df.to_csv(path, sep="\t")
+    a = read(path)
+    assert a.shape == (4, 40) and list(a.obs_names) == ["S1", "S2", "S3", "S4"]
+    assert a.var.loc["ENSG00000000003", "gene_name"] == "GENE3"
+    np.testing.assert_allclose(np.asarray(a.X[1, 2]), df.loc[genes[2], "S2"], rtol=1e-6)
+    df.iloc[5, 2] = "oops"
+    df.to_csv(path, sep="\t")
+    with pytest.raises(UserError, match="non-numeric value 'oops'"):
+        read(path)

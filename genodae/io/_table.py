@@ -194,6 +194,7 @@ def _read_text_table(
             f"({_delimiter_advice(sep)})."
         )
     df, counters_on = _drop_htseq_counters(df, path)
+    df, annotation = _split_annotation_columns(df, path)
     values = _numeric_values(df, path)
     if headerless:
         how, why = "genes_by_samples", "HTSeq-count output (gene, count; no header): one sample"
@@ -215,8 +216,28 @@ def _read_text_table(
         )
     else:
         adata = anndata.AnnData(values, obs=pd.DataFrame(index=df.index), var=pd.DataFrame(index=df.columns))
+    if annotation is not None:  # they describe the identifiers: genes (var) or samples (obs)
+        (adata.var if how == "genes_by_samples" else adata.obs)[list(annotation.columns)] = annotation.to_numpy()
     adata.X = _maybe_sparse_counts(adata.X)
     return adata, "table", how, why
+
+
+def _split_annotation_columns(df: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Leading columns after the identifiers that hold only text (no value is a number), such as nf-core/rnaseq's
+    ``gene_id  gene_name  S1 S2 …`` or an export's ``symbol``/``description`` columns: not samples, kept as
+    annotation of the identifiers (and logged). Text inside a value column stays an error (``_numeric_values``)."""
+    n = 0
+    for i in range(df.shape[1]):
+        col = df.iloc[:, i]  # by position: names may repeat
+        if col.dtype != object or not col.notna().any() or pd.to_numeric(col, errors="coerce").notna().any():
+            break
+        n += 1
+    if n == 0 or n == df.shape[1]:
+        return df, None
+    annotation = df.iloc[:, :n].astype(str).where(df.iloc[:, :n].notna(), "")
+    logger.info("%s: column(s) %s hold text, not values: kept as annotation of the identifiers", path,
+                ", ".join(map(repr, annotation.columns)))
+    return df.iloc[:, n:], annotation
 
 
 def _drop_unnamed_rows(df: pd.DataFrame, path: Path) -> pd.DataFrame:
