@@ -7,7 +7,8 @@ Each case runs as ``python -m genodae -q …`` in its own process (as a user or 
 it), on inputs built by ``build_inputs`` from the test module (the 300 × 200 synthetic counts of
 tests/conftest.py). The table records the exit code, the exact stderr (``<in>`` = the inputs folder,
 ``<out>`` = the output path that must not appear), whether an output was left behind, and whether the
-inputs stayed byte-identical. A second table shows the recoverable oddities: exit code 0 and their warnings.
+inputs stayed byte-identical. A second table shows the recoverable oddities: exit code 0, what the output
+holds, and their warnings; it ends with the inputs of issue 13 (``ODDITIES`` of the test module).
 Resource errors are included: an absent CUDA device asked for by name (on a machine without CUDA), and GPU
 out-of-memory, produced by patching the training step to raise ``torch.OutOfMemoryError``.
 """
@@ -18,6 +19,7 @@ import argparse
 import importlib.util
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +61,23 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", "<br>")
 
 
+def _result(out_dir: Path) -> str:
+    """What an .h5ad output holds: samples × genes, the first sample names, and prepare's value-kind decision."""
+    path = out_dir / "out.h5ad"
+    if not path.exists():
+        return "—"
+    import anndata
+
+    a = anndata.read_h5ad(path)
+    text = f"{a.n_obs} × {a.n_vars} ({', '.join(map(str, a.obs_names[:2]))}, …)"
+    rec = a.uns.get("genodae_prepare", {})
+    if "value_kind" in rec:
+        text += f"; {rec['value_kind']} from {rec.get('source', 'X')}, {rec.get('transform', '?')}"
+    if "genome" in a.var:
+        text += f"; var['genome']: {', '.join(sorted(map(str, a.var['genome'].unique())))}"
+    return text
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "bad_inputs.md"))
@@ -66,6 +85,7 @@ def main() -> int:
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "tests"))  # the test module imports the generators of other test modules
     conftest = _load("_genodae_conftest", REPO / "tests" / "conftest.py")
     cases_mod = _load("_genodae_bad_input", REPO / "tests" / "test_bad_input.py")
     import torch
@@ -116,6 +136,10 @@ def main() -> int:
         ("model genes absent, with --allow-missing-genes",
          ["embed", f"{d}/partial.h5ad", f"{d}/model", "-o", "{out}.h5ad", "--allow-missing-genes"]),
     ]
+    for name, odd in cases_mod.ODDITIES.items():  # issue 13: what users really have
+        keys = {k for a in odd.cli for k in re.findall(r"\{([^{}]+)\}", a)} - {"out"}
+        if keys <= set(inp):  # the shared data may be absent
+            recoverable.append((name, cases_mod.cli_args(odd, inp, Path("{out}"))))
     rec_jobs = []
     for k, (name, argv) in enumerate(recoverable):
         out_dir = work / f"ok{k}"
@@ -134,7 +158,8 @@ def main() -> int:
     unchanged = cases_mod.snapshot(inp["dir"]) == before
 
     def shown(text: str, out_dir: Path) -> str:
-        return text.replace(str(out_dir / "out"), "<out>").replace(str(inp["dir"]), "<in>")
+        return (text.replace(str(out_dir / "out"), "<out>").replace(str(inp["dir"]), "<in>")
+                .replace(str(cases_mod.SHARED_DATA), "<shared>"))
 
     lines = [
         "# Bad inputs: what the CLI says",
@@ -177,17 +202,22 @@ def main() -> int:
         "",
         "## Recoverable oddities (exit code 0, a warning)",
         "",
-        "With `-q` only warnings reach stderr. Each warning currently appears twice: once as the `genodae:` log "
-        "line and once as Python's `UserWarning` (two lines with the source line); see the report of issue 7.",
+        "With `-q` only warnings reach stderr: the `genodae:` lines are shown, and any other line (from a library "
+        "genodae calls) as *(not genodae)*. `<shared>` is the shared real-data folder. *Result* is what the output .h5ad holds: samples × genes, the first "
+        "sample names, and prepare's decision (value kind, source, transform). Rows from *10x .h5 of 2 genomes* on "
+        "are the inputs of issue 13 (`ODDITIES` in tests/test_bad_input.py, each a test there).",
         "",
-        "| # | case | command | exit | outputs | warnings on stderr |",
-        "|---|---|---|---|---|---|",
+        "| # | case | command | exit | outputs | result | warnings on stderr |",
+        "|---|---|---|---|---|---|---|",
     ]
     for i, ((name, argv, out_dir, _runner, _note), rc, err, _secs, left) in enumerate(results[len(jobs):], 1):
         warn = [shown(ln, out_dir) for ln in err.splitlines() if ln.startswith("genodae:")]
+        other = [shown(ln, out_dir) for ln in err.splitlines() if ln.strip() and not ln.startswith("genodae:")]
+        if other:
+            warn.append("*(not genodae)* " + other[0] + (f" (+{len(other) - 1} more)" if len(other) > 1 else ""))
         command = "genodae " + " ".join(shown(a, out_dir) for a in argv)
         lines.append(f"| {i} | {_cell(name)} | `{_cell(command)}` | {rc} | {_cell(', '.join(left))} | "
-                     f"{_cell(chr(10).join(warn)) or '—'} |")
+                     f"{_cell(_result(out_dir))} | {_cell(chr(10).join(warn)) or '—'} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
