@@ -607,9 +607,7 @@ CASES: dict[str, Case] = {
     "table whose orientation cannot be told": Case(
         _prepare_cli("undecided.csv"), lambda f: _read(build_parser().parse_args(_prepare_cli_args(f, "undecided.csv"))),
         [r"undecided\.csv: cannot tell whether its rows or its columns are genes",
-         "--orientation genes_by_samples", "--orientation samples_by_genes"], same=True,
-        xfail_cli="two lines: genodae/io/_orientation.py logs 'assuming genes × samples' before the CLI turns the "
-                  "OrientationWarning into this error; log it only where the warning is not raised as an error"),
+         "--orientation genes_by_samples", "--orientation samples_by_genes"], same=True),
     "--delimiter x": Case(
         _prepare_cli("table.csv", "--delimiter", "x"), lambda f: read(f["table.csv"], delimiter="x"),
         [r"delimiter='x' is not valid", "comma, semicolon, tab, space, pipe"], same=True),

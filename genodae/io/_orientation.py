@@ -143,8 +143,8 @@ def _decide_orientation(
         f"({n_rows} rows × {n_cols} columns; {detail}); assuming genes × samples. Pass orientation='genes_by_samples' or "
         "'samples_by_genes' (--orientation on the command line), or a sample sheet, to be sure."
     )
-    logger.warning(msg)
-    warnings.warn(OrientationWarning(msg, str(path), detail), stacklevel=4)
+    warnings.warn(OrientationWarning(msg, str(path), detail), stacklevel=4)  # first: the CLI makes it an error
+    logger.warning(msg)  # reached only when it stays a warning, so an error is never preceded by a contradicting line
     return "genes_by_samples", f"undecided, assumed; {detail}"
 
 
