@@ -121,11 +121,12 @@ def cgroup_quota(root: Path | str = "/") -> float | None:
 
 
 def quota_cpus(quota: float) -> int:
-    """Threads for a CPU quota: rounded to the nearest whole CPU, at least 1 (1.5 -> 2, 1.4 -> 1).
+    """Threads for a CPU quota: its whole CPUs, rounded down, at least 1 (1.5 -> 1, 2.0 -> 2).
 
-    Measured (bench/results/threads.md): under a 1.5-CPU quota 2 threads trained about as fast as 1; rounding
-    half up keeps the unused half CPU from going to waste while a quota of 1.2 (mostly one CPU) gets 1."""
-    return max(1, math.floor(quota + 0.5))
+    Rounded down because a thread more than the quota pays for is throttled, and torch's threads wait for each
+    other at every operation: under a 1.5-CPU quota 2 threads trained at a fifth of the speed of 1
+    (bench/results/threads.md)."""
+    return max(1, math.floor(quota + 1e-9))
 
 
 def available_cpus(*, env=None, root: Path | str = "/", affinity: set[int] | None = None) -> tuple[int, str]:

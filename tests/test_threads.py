@@ -101,7 +101,7 @@ def test_no_proc_at_all(tmp_path):
     assert cpus(tmp_path)[0] == 4
 
 
-@pytest.mark.parametrize("quota, n", [(0.1, 1), (0.5, 1), (1.0, 1), (1.4, 1), (1.5, 2), (2.0, 2), (7.9, 8)])
+@pytest.mark.parametrize("quota, n", [(0.1, 1), (0.5, 1), (1.0, 1), (1.5, 1), (1.99, 1), (2.0, 2), (2.5, 2), (7.9, 7), (0.3 * 10, 3)])
 def test_quota_rounding(quota, n):
     assert quota_cpus(quota) == n
 
