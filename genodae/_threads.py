@@ -124,8 +124,8 @@ def quota_cpus(quota: float) -> int:
     """Threads for a CPU quota: its whole CPUs, rounded down, at least 1 (1.5 -> 1, 2.0 -> 2).
 
     Rounded down because a thread more than the quota pays for is throttled, and torch's threads wait for each
-    other at every operation: under a 1.5-CPU quota 2 threads trained at a fifth of the speed of 1
-    (bench/results/threads.md)."""
+    other at every operation: under a 1.5-CPU quota 2 threads never trained faster than 1, and 4.6× slower on a
+    busy machine (bench/results/threads.md)."""
     return max(1, math.floor(quota + 1e-9))
 
 
