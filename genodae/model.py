@@ -707,7 +707,15 @@ def _backed_counts(adata: AnnData):
 def _model_counts(adata: AnnData, genes: pd.Index):
     """Raw counts of ``genes`` (in that order; absent genes 0) as float32 CSR, from ``layers["counts"]`` of
     prepared data or from ``X`` of raw counts."""
-    from .pp import _round, decide_value_kind, genes_in_order, is_counts, value_evidence
+    from .pp import (
+        VALUE_KINDS,
+        _describe,
+        _round,
+        decide_value_kind,
+        genes_in_order,
+        is_counts,
+        value_evidence,
+    )
 
     if PREP_KEY in adata.uns:
         if "counts" not in adata.layers:
@@ -718,9 +726,10 @@ def _model_counts(adata: AnnData, genes: pd.Index):
         M = adata.X
         if not is_counts(M):
             ev = value_evidence(M)
-            if decide_value_kind(ev) not in ("estimated_counts", "linear"):  # those are rounded, as at training
-                raise UserError("this model scores raw counts, but X holds non-integer or negative values; give raw "
-                                "counts or data prepared from them")
+            kind = decide_value_kind(ev)
+            if kind not in ("estimated_counts", "linear"):  # those are rounded, as at training
+                raise UserError(f"the model was trained on raw counts, but these data hold {VALUE_KINDS[kind]} "
+                                f"({_describe(ev)}); give raw counts, or data prepared from them (genodae prepare)")
             M = _round(M)
     return genes_in_order(M, adata.var_names, genes)  # absent genes: zero counts (their input is 0 too)
 
