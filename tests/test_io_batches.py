@@ -374,3 +374,18 @@ def test_celseq2_plates(shared_data):
     assert adata.obs["cell_line_demuxlet"].notna().all()
     assert adata.obs_names.is_unique and adata.obs_names[0].endswith("-sc_celseq2_5cl_p1.count")
     assert adata.n_vars == 12_653  # genes in all three plates (15,564, 14,078 and 13,426 per plate)
+
+
+@pytest.mark.parametrize(("path", "name"), [
+    ("dir/plate1.count.csv.gz", "plate1.count"),
+    ("/data/sampleA/outs/filtered_feature_bc_matrix.h5", "sampleA"),
+    ("run1/Solo.out/Gene/filtered", "run1"),
+    ("geo/p3/matrix.mtx.gz", "p3"),
+    ("kb/s1/counts_unfiltered/cells_x_genes.mtx", "s1"),
+    ("a.h5ad", "a"),
+])
+def test_batch_names_skip_pipeline_folder_names(path, name):
+    """Several Cell Ranger/STARsolo/kb outputs name their batches after the sample folder, not 'outs', 'outs-1' …"""
+    from genodae.io._multi import _batch_name_from_path
+
+    assert _batch_name_from_path(Path(path)) == name

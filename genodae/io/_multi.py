@@ -141,18 +141,30 @@ def read_batches_sheet(
                       read_kwargs=read_kwargs, metadata=metadata, batches_sheet=Path(sheet).expanduser())
 
 
+# names that pipelines give every sample's folders and files alike: a batch is named after the first folder above them
+_GENERIC_NAMES = {
+    "outs", "filtered_feature_bc_matrix", "raw_feature_bc_matrix", "filtered_gene_bc_matrices",
+    "raw_gene_bc_matrices", "sample_filtered_feature_bc_matrix", "count", "counts_unfiltered", "counts_filtered",
+    "cells_x_genes", "solo.out", "gene", "genefull", "filtered", "raw", "alevin", "af_quant", "quants_mat", "matrix",
+}
+
+
 def _batch_name_from_path(path: Path) -> str:
-    """``dir/plate1.count.csv.gz`` → ``plate1.count``; a 10x ``…/matrix.mtx.gz`` → its folder's name."""
-    if path.is_dir():
-        return path.name or str(path)
-    name = path.name
-    if name.lower().startswith("matrix.mtx"):
-        return path.parent.name or name
-    ext, comp = _split_ext(path)
-    cut = len(ext) + len(comp)
-    if ext in (*_TABLE_EXTS, ".gct", ".h5ad", ".loom", ".h5", ".hdf5", ".mtx") and cut < len(name):
-        return name[: len(name) - cut]
-    return name
+    """``dir/plate1.count.csv.gz`` → ``plate1.count``; pipeline outputs whose folder and file names are the same for
+    every sample (``sampleA/outs/filtered_feature_bc_matrix.h5``, ``run1/Solo.out/Gene/filtered``, ``…/matrix.mtx.gz``)
+    → the first folder above them that is not such a name (``sampleA``, ``run1``)."""
+    parts = list(path.parts)
+    while parts:
+        last = Path(parts[-1])
+        ext, comp = _split_ext(last)
+        cut = len(ext) + len(comp)
+        name = last.name
+        if ext in (*_TABLE_EXTS, ".gct", ".h5ad", ".loom", ".h5", ".hdf5", ".mtx") and cut < len(name):
+            name = name[: len(name) - cut]
+        if name.lower() not in _GENERIC_NAMES or len(parts) == 1:
+            return name or str(path)
+        parts.pop()
+    return str(path)
 
 
 def _unique_names(names: list[str]) -> list[str]:
