@@ -2,7 +2,7 @@
 """One page from the committed benchmark JSONs: bench/results/SUMMARY.md.
 
 Reads what the individual scripts wrote (baselines, denoise, mcv, speed, throughput_cpu[_backed], workflow_time,
-quality, gpu); a missing file is named as missing, never filled in. Run by ``bench/run_cpu.sh`` at the end,
+quality, gpu, and integration.tsv); a missing file is named as missing, never filled in. Run by ``bench/run_cpu.sh`` at the end,
 or alone: ``python bench/summary.py``.
 """
 
@@ -147,6 +147,31 @@ def tuning(d: dict) -> list[str]:
     return out + [""]
 
 
+def integration(results: Path) -> list[str] | None:
+    """Means over seeds of bench/integration.py's scib totals (integration.tsv: a '# {json}' line, then rows)."""
+    import csv
+
+    f = results / "integration.tsv"
+    if not f.exists():
+        return None
+    lines = f.read_text().splitlines()
+    meta = json.loads(lines[0][2:]) if lines and lines[0].startswith("# ") else {}
+    rows = list(csv.DictReader([ln for ln in lines if not ln.startswith("#")], delimiter="\t"))
+    sets = list(dict.fromkeys(r["dataset"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+
+    def mean(ds: str, m: str, k: str) -> str:
+        v = [float(r[k]) for r in rows if r["dataset"] == ds and r["method"] == m and r.get(k) not in (None, "")]
+        return f"{sum(v) / len(v):.3f}" if v else "–"
+
+    m = meta.get("machine", {})
+    out = [f"## Integration of batches ([`integration.md`](integration.md); scib-metrics total = 0.6 bio + 0.4 batch, "
+           f"mean over seeds; {meta.get('date', '?')}, {m.get('cpu', '?') if isinstance(m, dict) else m})", "",
+           "| set | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    out += [f"| {ds} | " + " | ".join(mean(ds, mt, "total") for mt in methods) + " |" for ds in sets]
+    return out + [""]
+
+
 def workflow(d: dict) -> list[str]:
     return [f"## Workflow on the built-in example ([`workflow_time.md`](workflow_time.md); {when(d)})", "",
             f"`snakemake --cores {d['cores']}` in a fresh copy: **{d['wall_seconds']:.0f} s** for "
@@ -177,6 +202,11 @@ def main(argv=None) -> int:
             missing.append(f"{name}.json")
         else:
             lines += fn(d)
+    integ = integration(a.results)
+    if integ is None:
+        missing.append("integration.tsv")
+    else:
+        lines += integ
     tps = [d for d in (load(a.results, "throughput_cpu"), load(a.results, "throughput_cpu_backed")) if d]
     if tps:
         lines += throughput(tps)
