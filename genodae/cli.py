@@ -120,6 +120,15 @@ def _read_options(p: argparse.ArgumentParser, several: bool = False) -> None:
                         "semicolon-separated table writes 1,5)")
 
 
+def _saved_model_options(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that apply a saved model to data (embed, map): genes, device, threads, reading."""
+    p.add_argument("--allow-missing-genes", action="store_true",
+                   help="fill model genes absent from the data (model input 0) instead of failing")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the model's)")
+    _threads_arg(p)
+    _read_options(p)
+
+
 def _settings_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settings", metavar="FILE", help="YAML or JSON file of settings; flags given explicitly win")
 
@@ -215,11 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", default="dae", help="prefix of the keys written (default: dae)")
     p.add_argument("--denoised", action="store_true", help="also write layers['<key>_denoised'] (dense)")
     _denoised_scale_arg(p)
-    p.add_argument("--allow-missing-genes", action="store_true",
-                   help="fill model genes absent from the data (model input 0) instead of failing")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the model's)")
-    _threads_arg(p)
-    _read_options(p)
+    _saved_model_options(p)
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("map", help="reference mapping: extend a model trained with --batch-key to new batches, "
@@ -229,11 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="mapped model folder to write (then: genodae embed QUERY OUTPUT)")
     p.add_argument("--epochs", type=int, default=None, help="epochs for the new batches' parameters (default: the model's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's)")
-    p.add_argument("--allow-missing-genes", action="store_true",
-                   help="fill model genes absent from the data (model input 0) instead of failing")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the model's)")
-    _threads_arg(p)
-    _read_options(p)
+    _saved_model_options(p)
     p.set_defaults(func=cmd_map)
 
     p = sub.add_parser("export", help="write the embedding and the gene weights of an embedded .h5ad as TSV")

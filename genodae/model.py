@@ -20,7 +20,7 @@ from . import __version__
 from ._threads import configure as configure_threads
 from .config import COUNT_LIKELIHOODS, DAEConfig, PrepareConfig, make_config
 from .errors import UserError
-from .pp import PREP_KEY, check_finite, prepared_matrix, scaling_params
+from .pp import PREP_KEY, check_batches, check_finite, prepared_matrix, scaling_params
 from .train import (
     COLLAPSED,
     BatchSource,
@@ -789,6 +789,8 @@ def _fit_covariates(adata: AnnData, cfg: DAEConfig) -> dict[str, dict[str, list]
             what = "batch_key" if key == cfg.batch_key else "covariate"
             raise UserError(f"{what} {key!r} is not an obs column; obs columns: "
                             f"{', '.join(map(str, adata.obs.columns[:20])) or 'none'}")
+    if cfg.batch_key:
+        check_batches(adata, cfg.batch_key)  # the checks of prepare: no missing value, at least 2 cells per batch
     for key in cfg.categorical_keys():
         col = adata.obs[key]
         if col.isna().any():
@@ -798,10 +800,6 @@ def _fit_covariates(adata: AnnData, cfg: DAEConfig) -> dict[str, dict[str, list]
             map(str, col.unique()))
         sizes = col.astype(str).value_counts()
         if key == cfg.batch_key:
-            small = sizes[sizes < 2]
-            if len(small):
-                raise UserError(f"batch {small.index[0]!r} of {key!r} has only {int(small.iloc[0])} cell: a batch needs "
-                                "at least 2 cells to learn its offsets; merge it with another batch or drop it")
             if len(levels) == 1:
                 log.warning("batch_key %r has a single level (%s): nothing to correct", key, levels[0])
             log.info("conditioning on %s %r: %d levels (%s)", "batch" if key == cfg.batch_key else "covariate", key,

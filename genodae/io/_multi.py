@@ -17,7 +17,8 @@ import pandas as pd
 from ..errors import UserError
 from ._common import _TABLE_EXTS, _examples, _split_ext
 from ._read import read
-from ._text import _head_lines, _read_csv, _sniff_sep
+from ._sheets import _open_sheet
+from ._text import _read_csv
 
 logger = logging.getLogger("genodae")
 
@@ -365,16 +366,7 @@ def _parse_batches_sheet(
     sheet: str | os.PathLike, *, batch_key: str = "batch"
 ) -> tuple[list[Path], list[str], list[Path | None], list[dict]]:
     """(paths, batch names, sample sheets, per-file metadata) of a batches sheet."""
-    path = Path(sheet).expanduser()
-    if not path.is_file():
-        raise UserError(f"Batches sheet not found: {path}. Check the path.")
-    ext, comp = _split_ext(path)
-    if ext not in _TABLE_EXTS or comp not in ("", ".gz"):
-        raise UserError(f"Batches sheet {path} should be a .csv or .tsv/.txt table (optionally .gz).")
-    lines = _head_lines(path, 1)
-    if not lines or not lines[0].strip():
-        raise UserError(f"Batches sheet {path} is empty (no header line).")
-    sep = _sniff_sep(lines[0], _TABLE_EXTS[ext])
+    path, sep, _ = _open_sheet(sheet, "Batches sheet", 1)
     df = _read_csv(path, sep=sep, dtype=str, keep_default_na=True)
     df.columns = [str(c).strip() for c in df.columns]
     lower = {c.lower(): c for c in df.columns}

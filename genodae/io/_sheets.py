@@ -25,19 +25,26 @@ logger = logging.getLogger("genodae")
 _SHEET_KEYS = ("sample", "barcode", "cell", "obs_names")
 
 
-def _read_sample_sheet(sheet_path: str | os.PathLike) -> pd.DataFrame:
+def _open_sheet(sheet_path: str | os.PathLike, what: str, n_lines: int) -> tuple[Path, str, list[str]]:
+    """``(path, separator, first lines)`` of a CSV/TSV sheet (``what``: "Sample sheet", "Batches sheet"), checked:
+    it exists, has a table extension (optionally .gz) and a header line."""
     path = Path(sheet_path).expanduser()
     if not path.is_file():
-        raise UserError(f"Sample sheet not found: {path}. Check the path.")
-    if path.stat().st_size == 0:
-        raise UserError(f"Sample sheet {path} is empty (0 bytes).")
+        raise UserError(f"{what} not found: {path}. Check the path.")
     ext, comp = _split_ext(path)
     if ext not in _TABLE_EXTS or comp not in ("", ".gz"):
-        raise UserError(f"Sample sheet {path} should be a .csv or .tsv/.txt table (optionally .gz).")
-    lines = _head_lines(path, 2)
+        raise UserError(f"{what} {path} should be a .csv or .tsv/.txt table (optionally .gz).")
+    lines = _head_lines(path, n_lines)
     if not lines or not lines[0].strip():
-        raise UserError(f"Sample sheet {path} is empty (no header line).")
-    sep = _sniff_sep(lines[0], _TABLE_EXTS[ext])
+        raise UserError(f"{what} {path} is empty (no header line).")
+    return path, _sniff_sep(lines[0], _TABLE_EXTS[ext]), lines
+
+
+def _read_sample_sheet(sheet_path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(sheet_path).expanduser()
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"Sample sheet {path} is empty (0 bytes).")
+    path, sep, lines = _open_sheet(path, "Sample sheet", 2)
     fields = [next(csv.reader([ln], delimiter=sep)) for ln in lines]
     if len(fields) == 2 and len(fields[1]) == len(fields[0]) + 1:
         # R's write.csv layout: the header has no name for the row-name column, which holds the keys
