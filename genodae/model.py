@@ -284,7 +284,8 @@ class DAE:
         with torch.no_grad():  # the reference part exactly as it was, whatever the optimiser did
             state = mapped.module.state_dict()
             for name, ref in reference.items():
-                state[name][: ref.shape[0]].copy_(ref) if name in grown else state[name].copy_(ref)
+                target = state[name][: ref.shape[0]] if name in grown else state[name]  # 0-dim buffers: whole
+                target.copy_(ref)
         for p in mapped.module.parameters():
             p.requires_grad_(True)
         mapped.mapping = [*self.mapping, {"levels": {k: v for k, v in new_levels.items() if v}, "cells": int(adata.n_obs),
