@@ -17,6 +17,7 @@ from .errors import UserError
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "tanh", "sigmoid", "leaky_relu", "linear")
 NORMS = ("none", "batch", "layer")
 DECODERS = ("linear", "mlp")
+ROTATIONS = ("varimax", "none")
 GENE_LIKELIHOODS = ("auto", "normal", "bernoulli", "poisson", "nb", "zinb")
 COUNT_LIKELIHOODS = ("poisson", "nb", "zinb")
 AUTO_COUNT_LIKELIHOOD = "poisson"  # what gene_likelihood="auto" means for count input (bench/results/mcv.md)
@@ -67,6 +68,7 @@ class DAEConfig:
     norm: str = field(default="none", metadata={"help": "normalisation after each hidden layer"})
     decoder: str = field(default="linear", metadata={"help": "linear: gene weights are exactly the decoder weights (as in LDVAE)"})
     tied: bool = field(default=False, metadata={"help": "decoder = transposed encoder (only without hidden layers, as in ADAGE)"})
+    rotation: str = field(default="varimax", metadata={"help": "basis the nodes are reported in (embedding and gene weights alike): varimax = each gene weight is the gene's correlation with the node, nodes rotated so that each has few high-weight genes (bench/results/readable.md); none = the bottleneck as trained, gene weights = decoder weights (as ADAGE)"})
     output_activation: str = field(default="auto", metadata={"help": "auto: sigmoid with the bernoulli likelihood, else linear (tuned: bench/results/quality.md); count likelihoods use a softmax over genes"})
     # noise
     corruption: float = field(default=0.2, metadata={"help": "probability of zeroing each input entry (fresh mask every batch)"})
@@ -140,6 +142,7 @@ class DAEConfig:
         _check_choice("output_activation", self.output_activation, ("auto", *ACTIVATIONS))
         _check_choice("norm", self.norm, NORMS)
         _check_choice("decoder", self.decoder, DECODERS)
+        _check_choice("rotation", self.rotation, ROTATIONS)
         _check_choice("gene_likelihood", self.gene_likelihood, GENE_LIKELIHOODS)
         _check_choice("loss_on", self.loss_on, LOSS_ON)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -220,7 +223,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "adage": dict(
         n_latent=50, hidden=(), latent_activation="sigmoid", tied=True, decoder="linear",
         output_activation="sigmoid", corruption=0.1, corruption_rescale=False, gene_likelihood="bernoulli", optimizer="sgd", lr=0.01,
-        batch_size=10, epochs=500, patience=0,
+        batch_size=10, epochs=500, patience=0, rotation="none",
     ),
     # Signatures (issue 5, bench/signatures.py): a linear encoder (no hidden layer) trained with a larger
     # learning rate for longer, so the decoder weights converge instead of keeping their random

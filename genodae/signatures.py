@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .config import ROTATIONS
 from .errors import UserError
+from .rotation import _skew, varimax, whitening  # noqa: F401  (re-exported: public since 0.1)
 
 log = logging.getLogger("genodae")
 
-ROTATIONS = ("varimax", "none")
 
 
 # --- reading weights out of an AnnData -------------------------------------------------------------------
@@ -102,62 +103,7 @@ def high_weight_genes(weights: pd.DataFrame, *, sd_cutoff: float = 2.5, min_gene
     return df
 
 
-def varimax(W: np.ndarray, *, normalize: bool = True, max_iter: int = 500, tol: float = 1e-7) -> np.ndarray:
-    """Orthogonal varimax rotation ``R`` (k × k) of a genes × k loading matrix: ``W @ R`` is the rotated one.
-
-    Kaiser normalisation (each gene's row scaled to unit length during the search) is on by default, as in
-    R's ``stats::varimax``. The rotated columns are then given positive skew (a column whose largest
-    weights are negative is flipped, together with its activity) and ordered by decreasing variance.
-    """
-    W = np.asarray(W, dtype=np.float64)
-    p, k = W.shape
-    if k < 2:
-        return np.eye(k)
-    h = np.sqrt((W**2).sum(axis=1, keepdims=True)) if normalize else np.ones((p, 1))
-    h[h == 0] = 1.0
-    A = W / h
-    R = np.eye(k)
-    d_old = 0.0
-    for _ in range(max_iter):
-        L = A @ R
-        u, s, vt = np.linalg.svd(A.T @ (L**3 - L @ np.diag((L**2).sum(axis=0)) / p))
-        R = u @ vt
-        d = s.sum()
-        if d_old != 0 and d < d_old * (1 + tol):
-            break
-        d_old = d
-    L = W @ R
-    sign = np.sign(_skew(L))
-    sign[sign == 0] = 1
-    R = R * sign
-    order = np.argsort(-(W @ R).var(axis=0), kind="stable")
-    return R[:, order]
-
-
-def _skew(L: np.ndarray) -> np.ndarray:
-    c = L - L.mean(axis=0)
-    m2 = (c**2).mean(axis=0)
-    m3 = (c**3).mean(axis=0)
-    out = np.zeros(L.shape[1])
-    ok = m2 > 1e-300
-    out[ok] = m3[ok] / m2[ok] ** 1.5
-    return out
-
-
 READOUTS = ("correlation", "weights")
-
-
-def whitening(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, M) such that ``(Z - mean) @ M`` has identity covariance (symmetric ZCA whitening; a degenerate
-    direction gets weight 0 instead of blowing up)."""
-    Z = np.asarray(Z, dtype=np.float64)
-    mu = Z.mean(axis=0)
-    C = np.cov(Z - mu, rowvar=False, bias=True).reshape(Z.shape[1], Z.shape[1])
-    w, V = np.linalg.eigh(C)
-    keep = w > 1e-10 * max(w.max(), 1e-300)
-    inv = np.zeros_like(w)
-    inv[keep] = w[keep] ** -0.5
-    return mu, (V * inv) @ V.T
 
 
 def activity_loadings(X, Zw: np.ndarray) -> np.ndarray:

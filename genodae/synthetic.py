@@ -149,4 +149,125 @@ def planted_survival(
     return pd.DataFrame({"time": np.minimum(t, c), "event": (t <= c).astype(int)})
 
 
-__all__ = ["planted_programs", "planted_survival", "TRUTH_KEY"]
+ACTIVITY_MODES = ("groups", "continuous", "mixed")
+
+
+def program_mixture(
+    n_cells: int = 1000,
+    n_genes: int = 1500,
+    module_sizes: tuple[int, ...] = (40, 40, 40, 40, 40, 40),
+    *,
+    activity: str = "groups",
+    overlap: float = 0.0,
+    effect: float = 1.0,
+    negative_fraction: float = 0.0,
+    dispersion: float = 5.0,
+    dropout: float = 0.0,
+    library_sd: float = 0.3,
+    mean_log_expression: float = 0.0,
+    sd_log_expression: float = 1.0,
+    bulk: bool = False,
+    noise_sd: float = 0.3,
+    seed: int = 0,
+) -> AnnData:
+    """Planted gene programs that combine in different ways: the family of generators of the signature benchmark.
+
+    Gene ``g``'s log mean in cell ``c`` is ``log base_g + log library_c + effect · Σ_k sign_gk · M_gk · a_ck``
+    with ``M`` the module membership (genes × programs) and ``a`` the program activities (cells × programs):
+
+    - ``activity="groups"``: each cell belongs to one group; its own program's activity is U(0.5, 1.5), the
+      others Exponential(0.1) (discrete cell types);
+    - ``"continuous"``: every activity is an independent Gamma(2, 0.4) draw (programs vary as gradients and
+      every cell mixes them);
+    - ``"mixed"``: the first half of the programs are groups, the others continuous gradients across all
+      cells (cell types plus cell-cycle/stress-like programs).
+
+    ``overlap`` is the fraction of each module's genes shared with the next module (genes driven by two
+    programs). ``module_sizes`` may differ. Counts (default) are negative binomial with inverse dispersion
+    ``dispersion``, then each entry is zeroed with probability ``dropout``; with ``bulk=True`` the values are
+    log2-scale microarray-like intensities instead: ``log2(base · 2^(effect·program)) + N(0, noise_sd)``,
+    base around 2^7, no library size and no dropout.
+
+    Returns
+    -------
+    Cells × genes AnnData: ``X`` counts (CSR float32) or log2 values (dense float32); ``obs["program"]``
+    (group of the strongest program), ``obsm["program_activity"]``, ``varm["module_membership"]``,
+    ``uns["synthetic"]`` (``modules``: name → genes; ``params``). Raises :class:`~genodae.errors.UserError`
+    for impossible settings.
+
+    Sources: the negative-binomial planted-module design of Splatter-like simulators (Zappia et al. 2017);
+    overlap, size and mode variations follow the issue's signature benchmark.
+    """
+    if activity not in ACTIVITY_MODES:
+        raise UserError(f"activity must be one of {', '.join(ACTIVITY_MODES)}, not {activity!r}")
+    sizes = [int(s) for s in module_sizes]
+    if not sizes or min(sizes) < 2:
+        raise UserError("module_sizes needs at least one module of >= 2 genes")
+    if not 0 <= overlap < 1 or not 0 <= dropout < 1 or not 0 <= negative_fraction <= 1:
+        raise UserError("overlap and dropout must be in [0, 1), negative_fraction in [0, 1]")
+    shared = [int(round(overlap * s)) for s in sizes]
+    need = sum(sizes) - sum(shared[:-1])
+    if need > n_genes:
+        raise UserError(f"the modules need {need} genes, more than n_genes={n_genes}")
+    rng = np.random.default_rng(seed)
+    K = len(sizes)
+    names = [f"P{k}" for k in range(K)]
+    act = np.zeros((n_cells, K))
+    is_group = np.zeros(K, dtype=bool)
+    if activity == "groups":
+        is_group[:] = True
+    elif activity == "mixed":
+        is_group[: max(1, K // 2)] = True
+    groups = np.flatnonzero(is_group)
+    if len(groups):
+        g = rng.permutation(np.arange(n_cells) % len(groups))
+        act[:, groups] = rng.exponential(0.1, size=(n_cells, len(groups)))
+        act[np.arange(n_cells), groups[g]] = rng.uniform(0.5, 1.5, size=n_cells)
+    cont = np.flatnonzero(~is_group)
+    act[:, cont] = rng.gamma(2.0, 0.4, size=(n_cells, len(cont)))
+    # genes: module k takes its first shared[k-1] genes from the end of module k-1
+    perm = rng.permutation(n_genes)
+    member = np.zeros((n_genes, K), dtype=bool)
+    sign = np.ones((n_genes, K))
+    pos = 0
+    for k, size in enumerate(sizes):
+        start = pos - (shared[k - 1] if k > 0 else 0)
+        idx = perm[start : start + size]
+        member[idx, k] = True
+        sign[idx[: int(round(negative_fraction * size))], k] = -1
+        pos = start + size
+    program = effect * act @ (member * sign).T  # cells × genes, log scale
+    gene_names = [f"GENE{j:04d}" for j in range(n_genes)]
+    if bulk:
+        base = rng.normal(7.0, 1.5, size=n_genes)
+        values = base + program / np.log(2) + rng.normal(0.0, noise_sd, size=(n_cells, n_genes))
+        X = values.astype(np.float32)
+    else:
+        base = rng.lognormal(mean_log_expression, sd_log_expression, size=n_genes)
+        lib = rng.lognormal(0.0, library_sd, size=(n_cells, 1))
+        mu = base * lib * np.exp(program)
+        counts = rng.poisson(rng.gamma(dispersion, mu / dispersion))
+        if dropout > 0:
+            counts[rng.random(counts.shape) < dropout] = 0
+        X = sp.csr_matrix(counts.astype(np.float32))
+    strongest = act.argmax(axis=1)
+    obs = pd.DataFrame({"program": pd.Categorical([names[i] for i in strongest], categories=names)},
+                       index=[f"cell{i:05d}" for i in range(n_cells)])
+    module = np.full(n_genes, "none", dtype=object)
+    for k in range(K):
+        module[member[:, k] & (module == "none")] = names[k]
+    var = pd.DataFrame({"module": pd.Categorical(module, categories=[*names, "none"])}, index=gene_names)
+    adata = AnnData(X, obs=obs, var=var)
+    adata.obsm["program_activity"] = act.astype(np.float32)
+    adata.varm["module_membership"] = member
+    adata.uns[TRUTH_KEY] = {
+        "programs": np.asarray(names),
+        "modules": {n: np.asarray([gene_names[j] for j in np.flatnonzero(member[:, k])]) for k, n in enumerate(names)},
+        "params": dict(n_cells=n_cells, n_genes=n_genes, module_sizes=sizes, activity=activity, overlap=overlap,
+                       effect=effect, negative_fraction=negative_fraction, dispersion=dispersion,
+                       dropout=dropout, library_sd=library_sd, bulk=bulk, noise_sd=noise_sd, seed=seed),
+    }
+    return adata
+
+
+__all__ = ["planted_programs", "planted_survival", "program_mixture", "TRUTH_KEY"]

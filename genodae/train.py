@@ -572,6 +572,33 @@ def embed(module: DenoisingAutoencoder, source: BatchSource, rows: np.ndarray | 
     return np.concatenate(out) if out else np.zeros((0, module.n_latent), np.float32)
 
 
+def input_correlations(source: BatchSource, scores: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Pearson correlation of every gene of the clean model input with every column of ``scores``.
+
+    ``scores``: cells × k (float64, rows in the order of ``source``). Streams ``source`` in row chunks,
+    accumulating per-gene sums, sums of squares and ``Xᵀ scores`` in float64 (memory: genes × k). Genes or
+    columns with no variance get 0. Returns genes × k.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    n, k = scores.shape
+    g = len(source.offset)  # the model's genes
+    sx, sxx, xz = np.zeros(g), np.zeros(g), np.zeros((g, k))
+    for s in range(0, n, batch_size):
+        rows = np.arange(s, min(s + batch_size, n))
+        x = source(rows).double().cpu().numpy()
+        sx += x.sum(axis=0)
+        sxx += (x * x).sum(axis=0)
+        xz += x.T @ scores[rows]
+    mx, mz = sx / n, scores.mean(axis=0)
+    sdx = np.sqrt(np.clip(sxx / n - mx**2, 0, None))
+    sdz = scores.std(axis=0)
+    cov = xz / n - np.outer(mx, mz)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = cov / np.outer(sdx, sdz)
+    out[~np.isfinite(out)] = 0.0
+    return out
+
+
 # below this, the embedding is constant up to float noise: measured 4e-6 for a dead-ReLU collapse, 0.1-1 for a
 # healthy model (bench/README.md, "Why the plain DAE failed")
 COLLAPSED = 1e-4

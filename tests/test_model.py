@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
+import genodae
 from genodae import DAE, pp
 from genodae.errors import UserError
 from genodae.model import META_FILE, WEIGHTS_FILE
+from genodae.train import embed
 
 FAST = dict(n_latent=6, hidden=(32,), epochs=8, batch_size=32, num_threads=1, seed=0)
 
@@ -277,12 +279,77 @@ def test_unscaled_log_input_round_trips_through_a_saved_model(raw, tmp_path):
 # --- decoders and presets ---------------------------------------------------------------------------------
 
 
-def test_linear_decoder_gene_weights_are_the_decoder_matrix(trained):
+def test_linear_decoder_gene_weights_are_the_decoder_matrix(trained, prepared):
+    """decoder=True: the decoder matrix in the reported basis (W · transform⁻ᵀ), so decoding the reported
+    embedding gives exactly the decoder's pre-activation of the bottleneck."""
     model, _ = trained
-    gw = model.gene_weights()
+    gw = model.gene_weights(decoder=True)
     assert list(gw.columns) == [f"node{i}" for i in range(6)]
     assert gw.index.equals(model.genes)
-    np.testing.assert_array_equal(gw.to_numpy(), model.module.decoder.weight.detach().cpu().numpy())
+    T = model.readout["transform"]
+    raw = model.module.decoder.weight.detach().cpu().numpy()
+    np.testing.assert_allclose(gw.to_numpy() @ T.T, raw, atol=1e-5)
+    source = model._input(prepared, False)
+    Z = embed(model.module, source)
+    E = model.embed(prepared)
+    np.testing.assert_allclose(E, (Z - model.readout["mean"]) @ T, rtol=1e-4, atol=1e-5)
+    lhs = E.astype(np.float64) @ gw.to_numpy().T  # + the decoder weights times the training mean of Z
+    rhs = (Z - model.readout["mean"]) @ raw.T
+    np.testing.assert_allclose(lhs, rhs, atol=1e-3)
+
+
+def test_default_gene_weights_are_correlations_with_the_reported_nodes(trained, prepared):
+    """rotation='varimax' (default): each gene weight is the gene's Pearson correlation, over the training
+    cells, between its model input and the node's reported activity; the nodes are uncorrelated and ordered
+    by the variance of their weights; re-rotating them (tl.rotate) leaves them as they are."""
+    model, _ = trained
+    assert model.config.rotation == "varimax" and model.readout is not None
+    X, _ = genodae.signatures.model_input(prepared)
+    E = model.embed(prepared).astype(np.float64)
+    W = model.gene_weights().to_numpy()
+    Xc, Ec = X - X.mean(0), E - E.mean(0)
+    sx, se = Xc.std(0), Ec.std(0)
+    ok = sx > 0
+    r = (Xc[:, ok].T @ Ec) / len(X) / np.outer(sx[ok], se)
+    np.testing.assert_allclose(W[ok], r, atol=2e-3)
+    C = np.corrcoef(E.T)
+    assert np.abs(C - np.eye(len(C))).max() < 1e-3
+    assert np.all(np.diff(W.var(axis=0)) <= 1e-6)
+    a = prepared.copy()
+    model.annotate(a)
+    genodae.tl.rotate(a)
+    np.testing.assert_allclose(a.varm["dae_varimax_weights"], a.varm["dae_weights"], atol=2e-3)
+
+
+def test_rotation_none_keeps_the_trained_basis(prepared, tmp_path):
+    model = DAE(n_latent=4, hidden=(), epochs=3, rotation="none", num_threads=1).fit(prepared)
+    assert model.readout is None
+    raw = model.module.decoder.weight.detach().cpu().numpy()
+    np.testing.assert_array_equal(model.gene_weights().to_numpy(), raw)
+    np.testing.assert_array_equal(model.gene_weights(decoder=True).to_numpy(), raw)
+    model.save(tmp_path / "m")
+    back = DAE.load(tmp_path / "m")
+    assert back.readout is None and back.config.rotation == "none"
+    np.testing.assert_array_equal(back.embed(prepared), model.embed(prepared))
+
+
+def test_the_readable_basis_survives_save_and_load(trained, prepared, tmp_path):
+    model, _ = trained
+    model.save(tmp_path / "m")
+    back = DAE.load(tmp_path / "m")
+    np.testing.assert_array_equal(back.readout["transform"], model.readout["transform"])
+    np.testing.assert_array_equal(back.embed(prepared), model.embed(prepared))
+    np.testing.assert_array_equal(back.gene_weights(decoder=True).to_numpy(),
+                                  model.gene_weights(decoder=True).to_numpy())
+
+
+def test_too_few_cells_for_the_nodes_keeps_the_trained_basis(caplog):
+    a = genodae.synthetic.planted_programs(n_cells=8, n_genes=60, n_programs=2, module_size=5, seed=0)
+    p = genodae.pp.prepare(a, copy=True)
+    with caplog.at_level("WARNING", logger="genodae"):
+        model = DAE(n_latent=10, hidden=(), epochs=2, num_threads=1, val_fraction=0.0).fit(p)
+    assert model.readout is None
+    assert "span only" in caplog.text
 
 
 def test_mlp_decoder_gene_weights_are_a_finite_mean_jacobian(prepared):

@@ -1,0 +1,91 @@
+"""Rotations of latent nodes: the maths of genodae's readable gene weights (numpy only; a leaf module).
+
+:func:`varimax` (Kaiser 1958, as R's ``stats::varimax``), :func:`whitening` (ZCA) and :func:`readable_basis`,
+which combines them into the basis genodae's models report their nodes in (``DAEConfig.rotation``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def varimax(W: np.ndarray, *, normalize: bool = True, max_iter: int = 500, tol: float = 1e-7) -> np.ndarray:
+    """Orthogonal varimax rotation ``R`` (k × k) of a genes × k loading matrix: ``W @ R`` is the rotated one.
+
+    Kaiser normalisation (each gene's row scaled to unit length during the search) is on by default, as in
+    R's ``stats::varimax``. The rotated columns are then given positive skew (a column whose largest
+    weights are negative is flipped, together with its activity) and ordered by decreasing variance.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    p, k = W.shape
+    if k < 2:
+        return np.eye(k)
+    h = np.sqrt((W**2).sum(axis=1, keepdims=True)) if normalize else np.ones((p, 1))
+    h[h == 0] = 1.0
+    A = W / h
+    R = np.eye(k)
+    d_old = 0.0
+    for _ in range(max_iter):
+        L = A @ R
+        u, s, vt = np.linalg.svd(A.T @ (L**3 - L @ np.diag((L**2).sum(axis=0)) / p))
+        R = u @ vt
+        d = s.sum()
+        if d_old != 0 and d < d_old * (1 + tol):
+            break
+        d_old = d
+    L = W @ R
+    sign = np.sign(_skew(L))
+    sign[sign == 0] = 1
+    R = R * sign
+    order = np.argsort(-(W @ R).var(axis=0), kind="stable")
+    return R[:, order]
+
+
+def _skew(L: np.ndarray) -> np.ndarray:
+    c = L - L.mean(axis=0)
+    m2 = (c**2).mean(axis=0)
+    m3 = (c**3).mean(axis=0)
+    out = np.zeros(L.shape[1])
+    ok = m2 > 1e-300
+    out[ok] = m3[ok] / m2[ok] ** 1.5
+    return out
+
+
+def whitening(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, M) such that ``(Z - mean) @ M`` has identity covariance (symmetric ZCA whitening; a degenerate
+    direction gets weight 0 instead of blowing up)."""
+    Z = np.asarray(Z, dtype=np.float64)
+    mu = Z.mean(axis=0)
+    C = np.cov(Z - mu, rowvar=False, bias=True).reshape(Z.shape[1], Z.shape[1])
+    w, V = np.linalg.eigh(C)
+    keep = w > 1e-10 * max(w.max(), 1e-300)
+    inv = np.zeros_like(w)
+    inv[keep] = w[keep] ** -0.5
+    return mu, (V * inv) @ V.T
+
+
+def readable_basis(Z: np.ndarray, loadings_of) -> dict:
+    """The varimax basis of an embedding: its activities, the map to it, and the genes' correlations with it.
+
+    ``Z`` (cells × k) is whitened (:func:`whitening`), ``loadings_of(Zw)`` must return every gene's Pearson
+    correlation with each whitened column (genes × k; the *structure loadings* of factor analysis), and those
+    are varimax-rotated (``R``). Each rotated activity is then scaled by the standard deviation of ``Z`` it
+    accounts for, ``d_j = sqrt((Rᵀ C R)_jj)`` with ``C`` the covariance of ``Z`` (so the total variance of
+    the embedding is unchanged and large programs stay large; correlations do not depend on the scale).
+
+    Returns ``mean`` (k), ``transform`` (k × k, readable embedding = ``(Z − mean) @ transform``),
+    ``weights`` (genes × k: each gene's correlation with each readable node) and ``rank`` (of ``C``).
+    Whitening makes the result depend only on the space ``Z`` spans, not on its basis.
+    """
+    Z = np.asarray(Z, dtype=np.float64)
+    mu, M = whitening(Z)
+    Zc = Z - mu
+    L = np.asarray(loadings_of(Zc @ M), dtype=np.float64)
+    R = varimax(L)
+    C = np.cov(Zc, rowvar=False, bias=True).reshape(Z.shape[1], Z.shape[1])
+    d = np.sqrt(np.clip(np.einsum("ij,ik,kj->j", R, C, R), 0, None))
+    rank = int(np.linalg.matrix_rank(C, hermitian=True)) if Z.shape[0] > 1 else 0
+    return {"mean": mu, "transform": M @ R * d, "weights": L @ R, "rank": rank}
+
+
+__all__ = ["readable_basis", "varimax", "whitening"]
