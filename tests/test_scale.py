@@ -159,6 +159,15 @@ def test_workflow_launches_one_ddp_rank_per_gpu(tmp_path):
     assert "--device cuda" in out.stdout
     single = subprocess.run([snakemake, "-n", "-p"], cwd=work, capture_output=True, text=True, timeout=120)
     assert "python -m genodae train" in single.stdout and "torchrun" not in single.stdout
+    # several nodes: srun starts one torchrun agent per node, which meet on the job's first node (c10d)
+    cfg = 'resources={"train": {"nodes": 2, "gpu": 0, "threads": 2, "mem_mb": 8000, "runtime": 60}}'
+    multi = subprocess.run([snakemake, "-n", "-p", "--config", cfg], cwd=work, capture_output=True, text=True,
+                           timeout=120)
+    assert multi.returncode == 0, multi.stderr[-2000:]
+    assert ("srun --nodes 2 --ntasks 2 --ntasks-per-node 1 --cpus-per-task 2 --kill-on-bad-exit=1 torchrun --nnodes 2 "
+            "--nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint") in multi.stdout
+    assert "-m genodae train" in multi.stdout and "--device cpu" in multi.stdout
+    assert "nodes=2" in multi.stdout and "tasks=2" in multi.stdout and "mpi=srun" in multi.stdout
 
 
 @pytest.mark.slow
