@@ -116,33 +116,82 @@ def test_nn_and_train_import_without_anndata():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-@pytest.mark.slow
-def test_ddp_two_processes_gloo_match_single_process(tmp_path, counts_adata):
-    """torchrun with 2 CPU processes (gloo) reaches the single-process weights.
+DDP_ARGS = ["--epochs", "4", "--batch-size", "32", "--n-latent", "5", "--hidden", "32", "--num-threads", "1",
+            "--device", "cpu", "-q"]
+TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
 
-    Each rank trains on its half of every global batch and sees exactly the single-process noise, and
-    gradients are averaged: only floating-point summation order differs. Tolerance: 1e-5 absolute.
-    """
-    genodae.pp.prepare(counts_adata, n_top_genes=100)
-    prep = tmp_path / "prep.h5ad"
-    counts_adata.write_h5ad(prep)
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    common = ["train", str(prep), "--epochs", "4", "--batch-size", "32", "--n-latent", "5", "--hidden", "32",
-              "--num-threads", "1", "--device", "cpu", "-q"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "genodae", *common, "-o", str(tmp_path / "single")], check=True, env=env,
-                   timeout=300)
-    subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "genodae", *common,
-                    "-o", str(tmp_path / "ddp")], check=True, env=env, timeout=300)
+
+@pytest.fixture(scope="module")
+def ddp_single(tmp_path_factory, _counts_adata_session):
+    """A prepared file and the weights of one process trained on it (what every DDP launch must reach)."""
     from safetensors.torch import load_file
 
-    a = load_file(str(tmp_path / "single" / "model.safetensors"))
-    b = load_file(str(tmp_path / "ddp" / "model.safetensors"))
+    tmp = tmp_path_factory.mktemp("ddp")
+    adata = _counts_adata_session.copy()
+    genodae.pp.prepare(adata, n_top_genes=100)
+    prep = tmp / "prep.h5ad"
+    adata.write_h5ad(prep)
+    subprocess.run([sys.executable, "-m", "genodae", "train", str(prep), *DDP_ARGS, "-o", str(tmp / "single")],
+                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    return prep, load_file(str(tmp / "single" / "model.safetensors"))
+
+
+def _assert_same_weights(a: dict, model_dir: Path) -> float:
+    from safetensors.torch import load_file
+
+    b = load_file(str(model_dir / "model.safetensors"))
     assert a.keys() == b.keys()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst < 1e-5, worst
     # and training did something: weights moved away from a fresh initialisation
     assert float((a["module.decoder.weight"]).abs().mean()) > 0
+    return worst
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo_match_single_process(tmp_path, ddp_single):
+    """torchrun with 2 CPU processes (gloo) reaches the single-process weights.
+
+    Each rank trains on its half of every global batch and sees exactly the single-process noise, and
+    gradients are averaged: only floating-point summation order differs. Tolerance: 1e-5 absolute.
+    """
+    prep, single = ddp_single
+    subprocess.run([TORCHRUN, "--nproc-per-node", "2", "--master-port", "29517", "-m", "genodae", "train", str(prep),
+                    *DDP_ARGS, "-o", str(tmp_path / "ddp")], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                   timeout=300)
+    _assert_same_weights(single, tmp_path / "ddp")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_nodes_c10d_rendezvous_match_single_process(tmp_path, ddp_single):
+    """Two torchrun agents, each a "node" with one CPU rank, meet through a c10d rendezvous on 127.0.0.1, as
+    the workflow's resources.train.nodes: 2 starts them (one agent per node by srun, workflow/launch.py), and
+    reach the single-process weights (tolerance 1e-5, as for one node). Both write to one model folder, as on a
+    shared file system: only global rank 0 writes it."""
+    prep, single = ddp_single
+    endpoint = f"127.0.0.1:{_free_port()}"
+    cmd = [TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint,
+           "--rdzv-id", "genodae-test", "-m", "genodae", "train", str(prep), *DDP_ARGS, "-o", str(tmp_path / "two")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    logs = [tmp_path / f"node{i}.log" for i in range(2)]
+    procs = [subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT) for log in logs]
+    try:
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0, 0], "\n".join(log.read_text()[-2000:] for log in logs)
+    _assert_same_weights(single, tmp_path / "two")
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["model.json", "model.safetensors"]
 
 
 def test_workflow_launches_one_ddp_rank_per_gpu(tmp_path):
