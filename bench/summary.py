@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """One page from the committed benchmark JSONs: bench/results/SUMMARY.md.
 
-Reads what the individual scripts wrote (baselines, denoise, mcv, speed, throughput_cpu[_backed], workflow_time,
-quality, gpu, and integration.tsv); a missing file is named as missing, never filled in. Run by ``bench/run_cpu.sh`` at the end,
+Reads what the individual scripts wrote (baselines, denoise, mcv, speed, throughput_cpu[_backed], loader,
+workflow_time, quality, gpu, and integration.tsv); a missing file is named as missing, never filled in. Run by ``bench/run_cpu.sh`` at the end,
 or alone: ``python bench/summary.py``.
 """
 
@@ -133,6 +133,20 @@ def throughput(ds: list[dict]) -> list[str]:
     return out + [""]
 
 
+def loader(d: dict) -> list[str]:
+    """bench/loader.py: loader-only cells/s (dense float32 batches, no model) per method and page-cache state."""
+    out = [f"## Loading alone ([`loader.md`](loader.md); {when(d)})", "",
+           "| method | page cache | cells/s | peak RSS (GB) |", "|---|---|---:|---:|"]
+    for r in d.get("results", []):
+        out.append(f"| {r['method']} | {r['cache']} | {r['median_cells_per_s']:,.0f} | "
+                   f"{r['peak_rss_bytes'] / 1e9:.2f} |")
+    conv = d.get("data", {}).get("conversion")
+    if conv:
+        out += ["", f"annbatch's zarr conversion of the {d['data']['cells']:,}-cell file: {conv['seconds']:.0f} s, "
+                    f"peak RSS {conv['peak_rss_bytes'] / 1e9:.1f} GB."]
+    return out + [""]
+
+
 def tuning(d: dict) -> list[str]:
     """Means over the core datasets of bench/quality.py: the defaults before and after tuning, vs PCA."""
     core = [r for r in d["summary"] if not r["dataset"].endswith(("_thin20",))]
@@ -212,6 +226,11 @@ def main(argv=None) -> int:
         lines += throughput(tps)
     else:
         missing.append("throughput_cpu.json")
+    ld = load(a.results, "loader")
+    if ld is None:
+        missing.append("loader.json")
+    else:
+        lines += loader(ld)
     gpu = load(a.results, "gpu")
     lines += ["## GPU", "", "See [`gpu.json`](gpu.json)." if gpu else
               "Not run: no GPU has been lent to this project's sessions so far (`bench/gpu.sh` is ready).", ""]

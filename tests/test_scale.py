@@ -23,6 +23,7 @@ from genodae.train import (
     build_module,
     fit,
     make_source,
+    read_rows,
     split_cells,
 )
 
@@ -56,6 +57,29 @@ def test_sources_agree_on_every_row():
     cols = np.array([3, 1, 40])
     sub = ChunkedSource(X, lo[cols], hi[cols], dev, clip=True, columns=cols, chunk=64)(rows)
     assert torch.allclose(sub, expect[:, cols], atol=1e-6)
+
+
+def test_chunked_source_reads_a_backed_h5ad_like_memory(tmp_path):
+    """ChunkedSource over a backed .h5ad reads each chunk straight from X's indptr/indices/data (read_rows):
+    the rows equal anndata's own slicing and the in-memory CSR, for batches inside one chunk, across chunks,
+    the last short chunk and a column subset."""
+    X = _csr(n=300, g=50)
+    path = tmp_path / "x.h5ad"
+    ad.AnnData(X=X).write_h5ad(path)
+    backed = genodae.io.read_backed(path).X
+    for a, b in [(0, 64), (256, 300), (7, 8), (100, 100)]:
+        block = read_rows(backed, a, b)
+        assert sp.isspmatrix_csr(block) and block.shape == (b - a, 50) and block.dtype == np.float32
+        np.testing.assert_array_equal(block.toarray(), backed[a:b].toarray())
+    lo, hi = np.zeros(50, np.float32), np.ones(50, np.float32)
+    dev = torch.device("cpu")
+    chunked = ChunkedSource(backed, lo, hi, dev, columns=np.arange(50), chunk=64)
+    assert chunked.columns is None  # every gene in order: no per-chunk column copy
+    for rows in (np.array([70, 65, 127]), np.array([5, 0, 299, 17, 150]), np.array([299, 256])):
+        np.testing.assert_array_equal(chunked(rows).numpy(), X[rows].toarray())
+    cols = np.array([3, 1, 40])
+    sub = ChunkedSource(backed, lo[cols], hi[cols], dev, columns=cols, chunk=64)
+    np.testing.assert_array_equal(sub(np.array([5, 0, 299])).numpy(), X[[5, 0, 299]][:, cols].toarray())
 
 
 def test_auto_placement_is_host_on_cpu():
@@ -116,33 +140,82 @@ def test_nn_and_train_import_without_anndata():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-@pytest.mark.slow
-def test_ddp_two_processes_gloo_match_single_process(tmp_path, counts_adata):
-    """torchrun with 2 CPU processes (gloo) reaches the single-process weights.
+DDP_ARGS = ["--epochs", "4", "--batch-size", "32", "--n-latent", "5", "--hidden", "32", "--num-threads", "1",
+            "--device", "cpu", "-q"]
+TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
 
-    Each rank trains on its half of every global batch and sees exactly the single-process noise, and
-    gradients are averaged: only floating-point summation order differs. Tolerance: 1e-5 absolute.
-    """
-    genodae.pp.prepare(counts_adata, n_top_genes=100)
-    prep = tmp_path / "prep.h5ad"
-    counts_adata.write_h5ad(prep)
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    common = ["train", str(prep), "--epochs", "4", "--batch-size", "32", "--n-latent", "5", "--hidden", "32",
-              "--num-threads", "1", "--device", "cpu", "-q"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "genodae", *common, "-o", str(tmp_path / "single")], check=True, env=env,
-                   timeout=300)
-    subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "genodae", *common,
-                    "-o", str(tmp_path / "ddp")], check=True, env=env, timeout=300)
+
+@pytest.fixture(scope="module")
+def ddp_single(tmp_path_factory, _counts_adata_session):
+    """A prepared file and the weights of one process trained on it (what every DDP launch must reach)."""
     from safetensors.torch import load_file
 
-    a = load_file(str(tmp_path / "single" / "model.safetensors"))
-    b = load_file(str(tmp_path / "ddp" / "model.safetensors"))
+    tmp = tmp_path_factory.mktemp("ddp")
+    adata = _counts_adata_session.copy()
+    genodae.pp.prepare(adata, n_top_genes=100)
+    prep = tmp / "prep.h5ad"
+    adata.write_h5ad(prep)
+    subprocess.run([sys.executable, "-m", "genodae", "train", str(prep), *DDP_ARGS, "-o", str(tmp / "single")],
+                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    return prep, load_file(str(tmp / "single" / "model.safetensors"))
+
+
+def _assert_same_weights(a: dict, model_dir: Path) -> float:
+    from safetensors.torch import load_file
+
+    b = load_file(str(model_dir / "model.safetensors"))
     assert a.keys() == b.keys()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst < 1e-5, worst
     # and training did something: weights moved away from a fresh initialisation
     assert float((a["module.decoder.weight"]).abs().mean()) > 0
+    return worst
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo_match_single_process(tmp_path, ddp_single):
+    """torchrun with 2 CPU processes (gloo) reaches the single-process weights.
+
+    Each rank trains on its half of every global batch and sees exactly the single-process noise, and
+    gradients are averaged: only floating-point summation order differs. Tolerance: 1e-5 absolute.
+    """
+    prep, single = ddp_single
+    subprocess.run([TORCHRUN, "--nproc-per-node", "2", "--master-port", "29517", "-m", "genodae", "train", str(prep),
+                    *DDP_ARGS, "-o", str(tmp_path / "ddp")], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                   timeout=300)
+    _assert_same_weights(single, tmp_path / "ddp")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_nodes_c10d_rendezvous_match_single_process(tmp_path, ddp_single):
+    """Two torchrun agents, each a "node" with one CPU rank, meet through a c10d rendezvous on 127.0.0.1, as
+    the workflow's resources.train.nodes: 2 starts them (one agent per node by srun, workflow/launch.py), and
+    reach the single-process weights (tolerance 1e-5, as for one node). Both write to one model folder, as on a
+    shared file system: only global rank 0 writes it."""
+    prep, single = ddp_single
+    endpoint = f"127.0.0.1:{_free_port()}"
+    cmd = [TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint,
+           "--rdzv-id", "genodae-test", "-m", "genodae", "train", str(prep), *DDP_ARGS, "-o", str(tmp_path / "two")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    logs = [tmp_path / f"node{i}.log" for i in range(2)]
+    procs = [subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT) for log in logs]
+    try:
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0, 0], "\n".join(log.read_text()[-2000:] for log in logs)
+    _assert_same_weights(single, tmp_path / "two")
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["model.json", "model.safetensors"]
 
 
 def test_workflow_launches_one_ddp_rank_per_gpu(tmp_path):
@@ -159,6 +232,15 @@ def test_workflow_launches_one_ddp_rank_per_gpu(tmp_path):
     assert "--device cuda" in out.stdout
     single = subprocess.run([snakemake, "-n", "-p"], cwd=work, capture_output=True, text=True, timeout=120)
     assert "python -m genodae train" in single.stdout and "torchrun" not in single.stdout
+    # several nodes: srun starts one torchrun agent per node, which meet on the job's first node (c10d)
+    cfg = 'resources={"train": {"nodes": 2, "gpu": 0, "threads": 2, "mem_mb": 8000, "runtime": 60}}'
+    multi = subprocess.run([snakemake, "-n", "-p", "--config", cfg], cwd=work, capture_output=True, text=True,
+                           timeout=120)
+    assert multi.returncode == 0, multi.stderr[-2000:]
+    assert ("srun --nodes 2 --ntasks 2 --ntasks-per-node 1 --cpus-per-task 2 --kill-on-bad-exit=1 torchrun --nnodes 2 "
+            "--nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint") in multi.stdout
+    assert "-m genodae train" in multi.stdout and "--device cpu" in multi.stdout
+    assert "nodes=2" in multi.stdout and "tasks=2" in multi.stdout and "mpi=srun" in multi.stdout
 
 
 @pytest.mark.slow

@@ -265,7 +265,8 @@ def test_every_rule_declares_log_benchmark_conda_threads_resources():
             name = block.split(":", 1)[0]
             for directive in ("log:", "benchmark:", "conda:", "threads:", "resources:", "mem_mb=", "runtime="):
                 assert directive in block, f"rule {name} in {smk.name} lacks {directive}"
-    assert 'gpu=config["resources"]["train"]["gpu"]' in (REPO / "workflow/rules/train.smk").read_text()
+    # gpu (and nodes, tasks, mpi, gres for several nodes) from resources.train, through workflow/launch.py
+    assert '**launch.train_resources(config["resources"]["train"])' in (REPO / "workflow/rules/train.smk").read_text()
 
 
 # ---- planning ----------------------------------------------------------------------------------------
@@ -313,6 +314,7 @@ def test_slurm_profile_parses_and_requests_the_rule_resources(tmp_path):
         ('model={"epoch": 3}', "model.epoch"),
         ('model={"loss": "bce"}', "model.loss is now gene_likelihood (mse → normal, bce → bernoulli"),
         ('resources={"train": {"gpu": -1}}', "resources.train.gpu"),
+        ('resources={"train": {"nodes": 0}}', "resources.train.nodes"),
         ('sweep={"n_latent": []}', "sweep.n_latent"),
         ('signatures={"gene_sets": ["no/such.gmt"]}', "signatures.gene_sets.0: GMT file 'no/such.gmt' not found"),
         ('signatures={"survival": {"duration": "os_months"}}', "signatures.survival: set both duration and event"),

@@ -4,6 +4,7 @@
 import csv
 import gzip
 import hashlib
+import importlib.util
 import itertools
 import json
 import os
@@ -22,6 +23,17 @@ WORKFLOW_DIR = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).
 SCHEMA_PATH = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
 SHEET_SCHEMA_PATH = WORKFLOW_DIR / "schemas" / "datasets.schema.yaml"
 SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _load_workflow_module(name):
+    """A plain-Python module of workflow/ (no Snakemake in it, so the tests import it too)."""
+    spec = importlib.util.spec_from_file_location(f"genodae_workflow_{name}", WORKFLOW_DIR / f"{name}.py")
+    loaded = importlib.util.module_from_spec(spec)  # (not `module`: a Snakemake keyword)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+launch = _load_workflow_module("launch")  # how training jobs start: python, torchrun, srun + torchrun
 MODEL_DEFAULTS = {k: v["default"] for k, v in SCHEMA["properties"]["model"]["properties"].items()}
 # n_latent and seed name the run folders, so they are always passed to `genodae train`.
 ALWAYS_PASSED = ("n_latent", "seed")

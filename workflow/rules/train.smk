@@ -17,20 +17,19 @@ rule train:
     conda:
         "../envs/genodae.yaml"
     threads: config["resources"]["train"]["threads"]
+    # gpu; with resources.train.nodes > 1 also nodes, tasks, mpi and gres, the GPUs per node (workflow/launch.py)
     resources:
         mem_mb=config["resources"]["train"]["mem_mb"],
         runtime=config["resources"]["train"]["runtime"],
-        gpu=config["resources"]["train"]["gpu"],
+        **launch.train_resources(config["resources"]["train"]),
     params:
         model_dir=lambda wildcards, output: Path(output.model).parent,
         settings=train_flags,
         checkpoint_every=config["train"]["checkpoint_every"],
-        # several GPUs on the node: one DistributedDataParallel rank per GPU (cells of each batch split)
-        launcher=(
-            f"torchrun --standalone --nproc-per-node {config['resources']['train']['gpu']} -m genodae"
-            if config["resources"]["train"]["gpu"] > 1
-            else "python -m genodae"
-        ),
+        # python -m genodae; several GPUs or nodes: torchrun, one DistributedDataParallel rank per GPU (or one CPU
+        # rank per node), the cells of each batch split among them (workflow/launch.py)
+        launcher=launch.train_launcher(config["resources"]["train"]),
+        rank_threads=lambda wildcards, threads: launch.rank_threads(config["resources"]["train"], threads),
     shell:
-        "{params.launcher} train {input:q} -o {params.model_dir:q} {params.settings} --num-threads {threads} "
-        "--checkpoint-every {params.checkpoint_every} --resume > {log} 2>&1"
+        "{params.launcher} train {input:q} -o {params.model_dir:q} {params.settings} "
+        "--num-threads {params.rank_threads} --checkpoint-every {params.checkpoint_every} --resume > {log} 2>&1"
