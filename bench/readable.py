@@ -67,14 +67,17 @@ GENERATORS = {
     "overlap": dict(activity="mixed", overlap=0.25, negative_fraction=0.25),
     "sizes": dict(activity="mixed", module_sizes=(10, 20, 40, 80, 160), library_sd=0.8, dispersion=1.5,
                   dropout=0.2),
-    "bulk_like": dict(activity="continuous", module_sizes=(20, 40, 40, 60, 80), bulk=True, noise_sd=0.4,
-                      effect=0.8, n_cells=300, n_genes=2000),
+    "bulk_like": dict(activity="continuous", module_sizes=(20, 40, 40, 60, 80), bulk=True, noise_sd=0.5,
+                      effect=0.4, n_cells=300, n_genes=2000),
 }
 BASELINES = ("pca", "ica", "nmf")
 
 
+COMMON = dict(n_cells=1500, n_genes=1500, effect=0.6, mean_log_expression=-0.5)  # weak programs, sparse counts
+
+
 def make(name: str, seed: int):
-    kw = dict(n_cells=1500, n_genes=1500, seed=1000 + seed)  # data seed differs from the model seed
+    kw = dict(COMMON)
     kw.update(GENERATORS[name])
     kw["seed"] = 1000 + seed
     return synthetic.program_mixture(**kw)
@@ -110,17 +113,25 @@ def cnmf_loadings(adata, k: int, seed: int, genes) -> pd.DataFrame | None:
     return W.reindex(pd.Index(genes)).fillna(0.0)
 
 
-def genodae_weights(adata, seed: int, n_latent: int) -> dict[str, pd.DataFrame]:
-    a = adata.copy()
-    genodae.tl.dae(a, seed=seed, n_latent=n_latent, num_threads=1)
-    used = S.genes_used(a, "dae")
-    genes = a.var_names[used]
-    out = {"genodae (as stored)": pd.DataFrame(a.varm["dae_weights"][used], index=genes)}
-    if "dae_decoder_weights" in a.varm:
-        out["genodae (raw decoder)"] = pd.DataFrame(a.varm["dae_decoder_weights"][used], index=genes)
-    else:  # before readable weights: the stored weights are the raw decoder's; add the old tl.signatures read-out
-        S.rotate(a, key="dae")
-        out["genodae (corr+varimax)"] = pd.DataFrame(a.varm["dae_varimax_weights"][used], index=genes)
+VARIANTS = {  # label → tl.dae settings; "genodae" = the library defaults, as users get them
+    "genodae": {},
+    "genodae nb": {"gene_likelihood": "nb"},
+    "genodae signatures preset": {"preset": "signatures"},
+}
+
+
+def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[str, pd.DataFrame]:
+    out = {}
+    for label, kw in variants.items():
+        if kw.get("gene_likelihood") == "nb" and "counts" not in adata.layers:
+            continue  # bulk: no counts
+        a = adata.copy()
+        genodae.tl.dae(a, seed=seed, n_latent=n_latent, num_threads=1, **kw)
+        used = S.genes_used(a, "dae")
+        genes = a.var_names[used]
+        out[label] = pd.DataFrame(a.varm["dae_weights"][used], index=genes)
+        if not kw:
+            out["genodae (decoder weights)"] = pd.DataFrame(a.varm["dae_decoder_weights"][used], index=genes)
     return out
 
 
@@ -143,7 +154,7 @@ def run_synthetic(args) -> None:
                 L, sc = S.factor_loadings(X, genes, method, args.n_latent, seed=seed, subsample=0.9)
                 found[f"{method} (raw)"] = L
                 found[f"{method} (corr+varimax)"] = corr_varimax(X, sc, genes)
-            if args.cnmf:
+            if args.cnmf and seed == 0:  # cNMF's own 20 replicates are its seeds; one run per generator (time)
                 W = cnmf_loadings(adata, args.n_latent, seed, genes)
                 if W is not None:
                     found["cnmf (spectra scores)"] = W
@@ -178,7 +189,7 @@ def machine() -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["synthetic", "bulk"])
+    p.add_argument("part", choices=["synthetic", "bulk", "report"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n-latent", type=int, default=32)
     p.add_argument("--generators", nargs="+", default=list(GENERATORS))
@@ -190,12 +201,118 @@ def main() -> None:
     log.info("machine %s", json.dumps(machine()))
     if args.part == "synthetic":
         run_synthetic(args)
-    else:
+    elif args.part == "bulk":
         run_bulk(args)
+    else:
+        report(args)
+
+
+BULK = {
+    # name: (reader, id note); each returns raw AnnData (samples × genes, gene symbols)
+    "nci60_p53": "bulk/p53_nci60/P53.txt",
+    "tcga_brca": "bulk/tcga_brca_mixomics",
+}
+GENE_SETS = {"hallmark": "genesets/h.all.v7.0.symbols.gmt", "go_bp": "genesets/enrichr.GO_Biological_Process_2021.gmt"}
+
+
+def read_bulk(name: str):
+    path = SHARED / BULK[name]
+    if name == "tcga_brca":
+        frames = [pd.read_csv(path / f"data.{part}.mrna.csv", index_col=0) for part in ("train", "test")]
+        import anndata
+
+        return anndata.AnnData(pd.concat(frames).astype(np.float32))
+    return genodae.read(path)
+
+
+def coverage(weights: pd.DataFrame, gene_sets: dict, background) -> dict:
+    """eADAGE: ±2.5 SD signatures, one-sided Fisher + BH per node; covered sets and enriched signature share."""
+    from genodae import enrich
+
+    sig = S.high_weight_genes(weights, sd_cutoff=2.5)
+    n_sig = int(sig.groupby(["node", "direction"], observed=True).ngroups)
+    res = enrich.enrich(sig, gene_sets, background=background, min_size=5, max_size=500)
+    hit = res[res["fdr"] < 0.05]
+    return {"covered": int(hit["term"].nunique()), "signatures": n_sig,
+            "enriched": int(hit["signature"].nunique()),
+            "enriched_share": float(hit["signature"].nunique() / n_sig) if n_sig else 0.0}
 
 
 def run_bulk(args) -> None:
-    raise NotImplementedError
+    from genodae import enrich
+
+    if not SHARED.is_dir():
+        print(f"skipped: {SHARED} not found (set GENODAE_SHARED_DATA)")
+        return
+    sets = {k: enrich.read_gmt(SHARED / v) for k, v in GENE_SETS.items()}
+    rows, weights_by = [], {}
+    for name in BULK:
+        raw = read_bulk(name)
+        prep = genodae.pp.prepare(raw, copy=True)
+        X, genes = S.model_input(prep)
+        k = min(args.n_latent, prep.n_obs // 2)
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            found = genodae_weights(prep, seed, k)
+            for method in BASELINES:
+                L, sc = S.factor_loadings(X, genes, method, k, seed=seed, subsample=0.9)
+                found[f"{method} (raw)"] = L
+                found[f"{method} (corr+varimax)"] = corr_varimax(X, sc, genes)
+            for method, W in found.items():
+                weights_by.setdefault((name, method), []).append(W)
+                for gs, gmt in sets.items():
+                    rows.append({"set": name, "n_latent": k, "gene_sets": gs, "seed": seed, "method": method,
+                                 **coverage(W, gmt, genes)})
+            log.info("%s seed %d (%d × %d, %d nodes): %.0fs", name, seed, prep.n_obs, len(genes), k,
+                     time.perf_counter() - t0)
+    per_seed = pd.DataFrame(rows)
+    summary = per_seed.groupby(["set", "n_latent", "gene_sets", "method"], sort=False)[
+        ["covered", "enriched_share", "signatures"]].mean().reset_index()
+    stab = {key: float(S.stability(Ws)["stability"].mean()) for key, Ws in weights_by.items() if len(Ws) > 1}
+    summary["stab"] = [stab.get((r.set, r.method), np.nan) for r in summary.itertuples()]
+    ens = {}  # eADAGE: consensus nodes of the seeds, read out the same way
+    for (name, method), Ws in weights_by.items():
+        if len(Ws) > 1:
+            W = S.consensus(Ws)["weights"]
+            for gs, gmt in sets.items():
+                ens[(name, gs, method)] = coverage(W, gmt, W.index) if W.shape[1] else {}
+    for col in ("covered", "enriched_share", "signatures"):
+        summary[f"ens_{col}"] = [ens.get((r.set, r.gene_sets, r.method), {}).get(col, np.nan)
+                                 for r in summary.itertuples()]
+    OUT.mkdir(parents=True, exist_ok=True)
+    per_seed.to_csv(OUT / f"readable_bulk_per_seed{args.suffix}.tsv", sep="\t", index=False)
+    summary.to_csv(OUT / f"readable_bulk{args.suffix}.tsv", sep="\t", index=False, float_format="%.4f")
+    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+def _md(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in df.itertuples(index=False):
+        out.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
+    return "\n".join(out)
+
+
+def report(args) -> None:
+    """bench/results/readable.md from the two TSVs (tables only; the reading of them is in the README)."""
+    parts = [f"# Readable gene weights (issue 16)\n\nGenerated by `python bench/readable.py report` from "
+             f"`readable_synthetic{args.suffix}.tsv` and `readable_bulk{args.suffix}.tsv`; method and metric "
+             "definitions: the docstring of `bench/readable.py`. Machine: the shared 2-core AMD EPYC (24 GiB, no "
+             "GPU), torch CPU, 1 thread; accuracy numbers do not depend on load.\n"]
+    syn = OUT / f"readable_synthetic{args.suffix}.tsv"
+    if syn.is_file():
+        t = pd.read_csv(syn, sep="\t")
+        parts.append("## Planted programs (mean of seeds; ens = consensus of the seeds)\n")
+        for gen, g in t.groupby("generator", sort=False):
+            parts.append(f"### {gen}: {GENERATORS[gen]}\n\n" + _md(g.drop(columns="generator")) + "\n")
+    bulk = OUT / f"readable_bulk{args.suffix}.tsv"
+    if bulk.is_file():
+        t = pd.read_csv(bulk, sep="\t")
+        parts.append("## Pathway coverage on bulk sets (eADAGE: ±2.5 SD, Fisher + BH per node, FDR < 0.05)\n")
+        for (name, gs), g in t.groupby(["set", "gene_sets"], sort=False):
+            parts.append(f"### {name}, {gs}\n\n" + _md(g.drop(columns=["set", "gene_sets"])) + "\n")
+    (OUT / f"readable{args.suffix}.md").write_text("\n".join(parts))
+    print(OUT / f"readable{args.suffix}.md")
 
 
 if __name__ == "__main__":

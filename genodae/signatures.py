@@ -267,7 +267,12 @@ def signatures(
     nodes are rotated to the varimax basis (:func:`rotate`, stored under ``f"{key}_varimax"``, embedding
     transformed alike): on planted-program data this makes nodes recover whole modules as well as PCA, ICA
     and NMF loadings do (see ``bench/results/signatures.md``). ``readout="weights"`` rotates the decoder
-    weights instead (no data needed); ``rotation="none"`` reads the raw decoder weights, as ADAGE did.
+    weights instead (no data needed); ``rotation="none"`` reads the model's weights as stored. A model trained
+    with ``DAEConfig.rotation="varimax"`` (the default) already reports its nodes in this basis
+    (``varm[f"{key}_weights"]`` are the correlations with its varimax nodes), so the rotation here changes
+    them only by float error (on the training cells) and mainly records the transform that
+    :func:`genodae.tl.score` applies to new samples; for a model trained with ``rotation="none"`` (the ``adage``
+    preset) ``rotation="none"`` reads the raw decoder weights, as ADAGE did.
 
     Parameters
     ----------
@@ -302,10 +307,10 @@ def signatures(
         raise UserError(f"rotation must be one of {', '.join(ROTATIONS)}, not {rotation!r}")
     t0 = time.perf_counter()
     params = adata.uns.get(key, {}).get("params", {}) if isinstance(adata.uns.get(key), Mapping) else {}
-    if len(params.get("hidden", [])) > 0 and params.get("decoder", "linear") == "linear":
-        log.warning("signatures of %s: this model has hidden layers (%s); such models' decoder weights recovered "
-                    "planted modules poorly in bench/signatures.py. Train with preset='signatures' for signatures",
-                    key, list(params.get("hidden")))
+    if rotation == "none" and params.get("rotation", "none") == "none" and len(params.get("hidden", [])) > 0:
+        log.warning("signatures of %s: raw decoder weights of a model with hidden layers (%s) recovered planted "
+                    "modules poorly (bench/results/readable.md); read them with rotation='varimax', or train with "
+                    "the default rotation='varimax'", key, list(params.get("hidden")))
     read_key = key
     if rotation != "none":
         read_key = f"{key}_{rotation}"

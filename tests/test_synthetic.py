@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
-from genodae import UserError
+from genodae import UserError, synthetic
 from genodae.synthetic import planted_programs, planted_survival
 
 
@@ -65,3 +66,52 @@ def test_planted_survival_hazard_follows_activity():
     assert s["event"].all()
     hi = act > np.median(act)
     assert s.loc[hi, "time"].median() < 0.5 * s.loc[~hi, "time"].median()
+
+
+# --- program_mixture: the generators of the signature benchmark ----------------------------------------------
+
+
+def test_program_mixture_plants_modules_of_the_sizes_asked_with_shared_genes():
+    a = synthetic.program_mixture(n_cells=200, n_genes=300, module_sizes=(10, 20, 40), overlap=0.25, seed=3)
+    member = a.varm["module_membership"]
+    assert member.sum(axis=0).tolist() == [10, 20, 40]
+    assert (member[:, 0] & member[:, 1]).sum() == round(0.25 * 10)  # module k shares genes with module k+1
+    assert (member[:, 1] & member[:, 2]).sum() == round(0.25 * 20)
+    assert sp.issparse(a.X) and np.all(a.X.data == np.round(a.X.data))
+    assert [len(v) for v in a.uns["synthetic"]["modules"].values()] == [10, 20, 40]
+
+
+def test_program_mixture_program_genes_follow_their_activity():
+    """A module gene's log expression rises with its program's activity; a gene in no module does not."""
+    a = synthetic.program_mixture(n_cells=2000, n_genes=200, module_sizes=(20, 20), activity="continuous",
+                                  effect=1.0, mean_log_expression=1.0, seed=0)
+    X = np.log1p(a.X.toarray())
+    act = a.obsm["program_activity"][:, 0]
+    member = a.varm["module_membership"][:, 0]
+    r = np.array([np.corrcoef(X[:, j], act)[0, 1] for j in range(a.n_vars)])
+    assert r[member].mean() > 0.3
+    assert np.abs(r[~a.varm["module_membership"].any(axis=1)]).max() < 0.15
+
+
+def test_program_mixture_modes_dropout_and_bulk():
+    groups = synthetic.program_mixture(n_cells=300, n_genes=300, activity="groups", seed=1)
+    act = groups.obsm["program_activity"]
+    assert np.all(act.argmax(axis=1) == groups.obs["program"].cat.codes)  # one strong program per cell
+    mixed = synthetic.program_mixture(n_cells=300, n_genes=300, activity="mixed", seed=1)
+    assert (mixed.obsm["program_activity"][:, 3:] > 0).all()  # the continuous half: every cell has some
+    drop = synthetic.program_mixture(n_cells=300, n_genes=300, dropout=0.5, seed=1)
+    full = synthetic.program_mixture(n_cells=300, n_genes=300, dropout=0.0, seed=1)
+    assert drop.X.nnz < 0.6 * full.X.nnz
+    bulk = synthetic.program_mixture(n_cells=50, n_genes=300, bulk=True, seed=1)
+    assert isinstance(bulk.X, np.ndarray) and 2 < float(np.median(bulk.X)) < 12  # log2 intensities
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(activity="random"), "activity must be"),
+    (dict(module_sizes=(1,)), ">= 2 genes"),
+    (dict(overlap=1.0), "overlap"),
+    (dict(n_genes=50), "more than n_genes"),
+])
+def test_program_mixture_refuses_impossible_settings(kw, msg):
+    with pytest.raises(UserError, match=msg):
+        synthetic.program_mixture(n_cells=20, **{"n_genes": 300, **kw})
