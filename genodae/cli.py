@@ -428,7 +428,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
         adata = read_backed(args.input)
     else:
-        adata = _read_h5ad(args.input)
+        adata = _read_h5ad(args.input, sharing=True)
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".ckpt")
     model.fit(adata, layer=args.layer, checkpoint_dir=ckpt if args.checkpoint_every or args.resume else None,
               checkpoint_every=args.checkpoint_every, resume=args.resume)
@@ -453,11 +453,32 @@ def cmd_embed(args: argparse.Namespace) -> None:
     _check_denoised_flags(args)
     model = DAE.load(args.model, device=args.device)
     _use_threads(model, args.num_threads)
+    opts = dict(key=args.key, denoised=args.denoised, denoised_scale=args.denoised_scale,
+                transform_batch=args.transform_batch, allow_missing_genes=args.allow_missing_genes)
+    if _streams(args, model):  # a prepared .h5ad: read and written in chunks, never whole in memory
+        model.annotate_h5ad(args.input, out, **opts)
+        return
     adata = _read(args)
-    model.annotate(adata, key=args.key, denoised=args.denoised, denoised_scale=args.denoised_scale,
-                   transform_batch=args.transform_batch,
-                   allow_missing_genes=args.allow_missing_genes)
+    model.annotate(adata, **opts)
     write_h5ad(adata, out)
+
+
+def _streams(args: argparse.Namespace, model) -> bool:
+    """Whether ``genodae embed`` can read and write the input .h5ad in chunks: a prepared .h5ad holding every gene
+    of a model trained on X, with nothing to join (no --obs, --cls)."""
+    if not str(args.input).endswith(".h5ad") or args.obs or args.cls or model.layer is not None:
+        return False
+    from .io import read_backed
+    from .pp import PREP_KEY
+
+    try:
+        adata = read_backed(args.input)
+    except UserError:
+        return False  # the in-memory reader says what is wrong
+    try:
+        return PREP_KEY in adata.uns and bool(model.genes.isin(adata.var_names).all()) and adata.var_names.is_unique
+    finally:
+        adata.file.close()
 
 
 def cmd_map(args: argparse.Namespace) -> None:
@@ -484,7 +505,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     if not (args.embedding or args.weights or args.genes):
         raise UserError("nothing to export: give --embedding, --weights and/or --genes")
-    adata = _read_h5ad(args.input)
+    adata = _read_h5ad(args.input, backed=True)  # only obs, var, obsm, varm and uns are read
     key = args.key
     if f"X_{key}" not in adata.obsm or f"{key}_weights" not in adata.varm:
         raise UserError(f"{args.input} has no obsm['X_{key}'] / varm['{key}_weights']; run genodae embed first "
@@ -505,6 +526,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     for path, df in tables.items():
         if path:
             write_table(df, _check_output(path), sep="\t")
+    adata.file.close()
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -524,8 +546,16 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    """prepare → train → embed → export, each step as its own command does it, through files: the prepared
+    .h5ad is written (under a temporary name) and the in-memory data freed before training, and the embedding
+    streams from the prepared file to the embedded one, so the peak memory is that of the largest step, not their
+    sum. Outputs get their names only when everything succeeded."""
+    import gc
+    import os
+    import uuid
+
     from . import pl
-    from .io import atomic_path, write_h5ad
+    from .io import write_h5ad
     from .pp import prepare
 
     out = _check_output(args.output, folder=True)
@@ -539,35 +569,70 @@ def cmd_run(args: argparse.Namespace) -> None:
         model = _make_model({**dae, "batch_key": prep["batch_key"]})
     pl._check_labels(adata, args.color, added=("dae_recon_error",))  # before a long training run, not after
     prepare(adata, **prep)
-    prepared = adata.copy()
-    model.fit(adata, checkpoint_dir=out / "model.ckpt" if args.checkpoint_every or args.resume else None,
-              checkpoint_every=args.checkpoint_every, resume=args.resume)
-    model.annotate(adata, denoised=args.denoised, denoised_scale=args.denoised_scale,
-                   transform_batch=args.transform_batch, r2_rows=model.val_idx)
-    # everything computed: now write
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    write_h5ad(prepared, out / "prepared.h5ad")
-    model.save(out / "model")
-    remove_checkpoint(out / "model.ckpt")
-    write_h5ad(adata, out / "embedded.h5ad")
+    tag = uuid.uuid4().hex[:10]
+    tmp = {name: out / f".{name}.run-{tag}.h5ad" for name in ("prepared", "embedded")}
+    try:
+        write_h5ad(adata, tmp["prepared"])
+        del adata
+        gc.collect()
+        adata = _read_h5ad(tmp["prepared"], sharing=True)
+        model.fit(adata, checkpoint_dir=out / "model.ckpt" if args.checkpoint_every or args.resume else None,
+                  checkpoint_every=args.checkpoint_every, resume=args.resume)
+        del adata
+        gc.collect()
+        model.annotate_h5ad(tmp["prepared"], tmp["embedded"], denoised=args.denoised,
+                            denoised_scale=args.denoised_scale, transform_batch=args.transform_batch,
+                            r2_rows=model.val_idx)
+        # everything computed: now the outputs get their names
+        os.replace(tmp["prepared"], out / "prepared.h5ad")
+        model.save(out / "model")
+        remove_checkpoint(out / "model.ckpt")
+        os.replace(tmp["embedded"], out / "embedded.h5ad")
+    except BaseException:
+        if created and not any(out.iterdir()) or created and all(p in tmp.values() for p in out.iterdir()):
+            for path in tmp.values():
+                path.unlink(missing_ok=True)
+            out.rmdir()  # a failed run leaves no output folder behind
+        raise
+    finally:
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
     ns = argparse.Namespace(input=str(out / "embedded.h5ad"), key="dae", embedding=str(out / "embedding.tsv"),
                             weights=str(out / "gene_weights.tsv"), genes=str(out / "genes.tsv"))
     cmd_export(ns)
-    with atomic_path(out / "loss.png") as tmp:
-        pl.loss(adata, save=tmp)
-    if args.color:
-        with atomic_path(out / "umap.png") as tmp:
-            pl.umap(adata, color=args.color, save=tmp)
+    _run_plots(out, args.color)
     log.info("wrote %s: prepared.h5ad, model/, embedded.h5ad, embedding.tsv, gene_weights.tsv, genes.tsv, plots",
              out)
 
 
-def _read_h5ad(path: str):
-    from .io import read
+def _run_plots(out: Path, color: list[str]) -> None:
+    """loss.png (and umap.png when ``color`` is given) of ``out/embedded.h5ad``, read without X or layers."""
+    from . import pl
+    from .io import atomic_path, read_backed
+
+    adata = read_backed(out / "embedded.h5ad")
+    try:
+        with atomic_path(out / "loss.png") as tmp:
+            pl.loss(adata, save=tmp)
+        if color:
+            with atomic_path(out / "umap.png") as tmp:
+                pl.umap(adata, color=color, save=tmp)
+    finally:
+        adata.file.close()
+
+
+def _read_h5ad(path: str | Path, backed: bool = False, sharing: bool = False):
+    """An .h5ad written by genodae; ``backed``: X and the layers stay on disk (:func:`genodae.io.read_backed`);
+    ``sharing``: in memory, layers with X's sparsity structure share its index arrays (read-only use: training)."""
+    from .io import read, read_backed, read_sharing
 
     if not str(path).endswith(".h5ad"):
         raise UserError(f"{path}: expected an .h5ad written by genodae")
-    return read(path)
+    if sharing:
+        return read_sharing(path)
+    return read_backed(path) if backed else read(path)
 
 
 # --- entry point --------------------------------------------------------------------------------------

@@ -622,6 +622,11 @@ def genes_in_order(X, var_names: pd.Index, genes: pd.Index):
     from ``var_names`` become columns of zeros. Never densifies a sparse ``X``."""
     idx = var_names.get_indexer(genes)
     present = np.flatnonzero(idx >= 0)
+    if len(idx) == X.shape[1] and (idx == np.arange(len(idx))).all():  # every gene, in order: no copy
+        if sp.issparse(X) and X.dtype == np.float32:
+            return X if sp.isspmatrix_csr(X) else sp.csr_matrix(X)
+        if not sp.issparse(X):
+            return np.asarray(X, dtype=np.float32)
     sub = X[:, idx[present]]
     sub = sp.csr_matrix(sub, dtype=np.float32) if sp.issparse(sub) else np.asarray(sub, dtype=np.float32)
     if len(present) == len(genes):
