@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(samples, plates, technologies) become one dataset with a batch column (--batch-key)")
     p.add_argument("-o", "--output", required=True, help="prepared .h5ad")
     _read_options(p, several=True)
+    p.add_argument("--backed", action="store_true",
+                   help="read an .h5ad from disk and write the prepared file in chunks, never holding the matrix "
+                        "(data larger than RAM; seurat_v3 or no gene selection). Without it, a single .h5ad is "
+                        "prepared this way too when the settings allow, else in memory")
     _settings_arg(p)
     _add_dataclass_flags(p, PrepareConfig, "preparation settings")
     p.set_defaults(func=cmd_prepare)
@@ -413,9 +417,51 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
     out = _check_output(args.output, inputs=tuple(_inputs(args)))
     prep, _ = _settings(args)
+    if _prepare_chunked(args, prep):
+        from ._pp_chunked import Unsupported
+        from .pp import prepare_h5ad
+
+        try:
+            prepare_h5ad(args.input[0], out, **prep)
+            return
+        except Unsupported as e:
+            if args.backed:
+                raise
+            log.info("prepare: %s; preparing in memory", e)
     adata = _read(args, prep)
     prepare(adata, **prep)
     write_h5ad(adata, out)
+
+
+def _prepare_chunked(args: argparse.Namespace, prep: dict[str, Any]) -> bool:
+    """Whether ``genodae prepare`` prepares in chunks from disk: with ``--backed`` (refused when the input cannot be),
+    and by default for one .h5ad with nothing to join (no --obs, --batches) and settings the chunked path supports
+    (the same output, far less memory)."""
+    from ._pp_chunked import supports
+
+    single = (len(args.input) == 1 and str(args.input[0]).lower().endswith(".h5ad") and not args.batches
+              and not args.obs and not args.cls and not getattr(args, "genome", None)
+              and not getattr(args, "delimiter", None) and not getattr(args, "decimal", None))
+    why = supports(PrepareConfig(**prep))
+    if getattr(args, "backed", False):
+        if not single:
+            raise UserError("--backed prepares one .h5ad file (no --obs, --batches or several inputs); join sample "
+                            "sheets and concatenate files first, or prepare in memory")
+        if why:
+            raise UserError(f"--backed cannot use {why}; prepare in memory (without --backed)")
+        return True
+    if not single or why or args.missing != "error" or args.orientation == "genes_by_samples":
+        return False
+    from .io import read_backed
+
+    try:
+        adata = read_backed(args.input[0])
+    except UserError:
+        return False  # the in-memory reader says what is wrong
+    try:  # names the in-memory reader would make unique (or refuse) go through it
+        return bool(adata.obs_names.is_unique and adata.var_names.is_unique and adata.n_obs and adata.n_vars)
+    finally:
+        adata.file.close()
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -564,17 +610,37 @@ def cmd_run(args: argparse.Namespace) -> None:
     prep, dae = _settings(args)
     model = _make_model(dae)
     _use_threads(model)
-    adata = _read(args, prep)
+    chunked = _prepare_chunked(args, prep)  # one .h5ad: prepared from disk in chunks, as genodae prepare does
+    if chunked:
+        from .io import read_backed
+
+        adata = read_backed(args.input[0])  # obs only: the labels are checked before anything long
+        adata.file.close()
+    else:
+        adata = _read(args, prep)
     if prep.get("batch_key") and model.config.batch_key is None:  # several inputs: their batch column
         model = _make_model({**dae, "batch_key": prep["batch_key"]})
     pl._check_labels(adata, args.color, added=("dae_recon_error",))  # before a long training run, not after
-    prepare(adata, **prep)
+    if not chunked:
+        prepare(adata, **prep)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:10]
     tmp = {name: out / f".{name}.run-{tag}.h5ad" for name in ("prepared", "embedded")}
     try:
-        write_h5ad(adata, tmp["prepared"])
+        if chunked:
+            from ._pp_chunked import Unsupported
+            from .pp import prepare_h5ad
+
+            try:
+                prepare_h5ad(args.input[0], tmp["prepared"], **prep)
+            except Unsupported as e:
+                log.info("prepare: %s; preparing in memory", e)
+                chunked = False
+                adata = _read(args, prep)
+                prepare(adata, **prep)
+        if not chunked:
+            write_h5ad(adata, tmp["prepared"])
         del adata
         gc.collect()
         adata = _read_h5ad(tmp["prepared"], sharing=True)
