@@ -373,24 +373,38 @@ class _Transform:
 
 
 def _write_rows(group, name: str, M, fn, chunk: int) -> None:
-    """``group[name]`` = ``fn(rows, start)`` of every chunk of rows of ``M``, appended chunk by chunk: CSR through
-    anndata's on-disk sparse dataset, dense through a resizable HDF5 dataset (anndata's dense array encoding)."""
-    from anndata.io import sparse_dataset, write_elem
-
+    """``group[name]`` = ``fn(rows, start)`` of every chunk of rows of ``M``, appended chunk by chunk in anndata's
+    encodings (CSR group, or dense array) to resizable HDF5 datasets with large chunks (a resizable dataset created
+    empty gets HDF5 chunks of 1,024 values, and millions of them cost hundreds of MB of index) and a 64-bit indptr."""
     n, g = M.shape
     out = None
     for s in range(0, n, chunk):
         B = fn(_rows(M, s, min(s + chunk, n)), s)
         if out is None:
             if sp.issparse(B):
-                write_elem(group, name, sp.csr_matrix((0, g), dtype=B.dtype))
-                out = sparse_dataset(group[name])
+                out = group.create_group(name)
+                out.attrs["encoding-type"], out.attrs["encoding-version"] = "csr_matrix", "0.1.0"
+                out.create_dataset("data", shape=(0,), maxshape=(None,), dtype=B.dtype, chunks=(1 << 18,))
+                out.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(1 << 18,))
+                out.create_dataset("indptr", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(1 << 16,))
+                rows = 0
             else:
                 out = group.create_dataset(name, shape=(0, g), maxshape=(None, g), dtype=B.dtype,
                                            chunks=(min(max(n, 1), 256), min(g, 4096)))
                 out.attrs["encoding-type"], out.attrs["encoding-version"] = "array", "0.2.0"
         if sp.issparse(B):
-            out.append(sp.csr_matrix(B))
+            B = sp.csr_matrix(B)
+            data, indices, indptr = out["data"], out["indices"], out["indptr"]
+            nnz = data.shape[0]
+            data.resize((nnz + B.nnz,))
+            data[nnz:] = B.data
+            indices.resize((nnz + B.nnz,))
+            indices[nnz:] = B.indices
+            k = indptr.shape[0]
+            indptr.resize((k + B.shape[0],))
+            indptr[k:] = B.indptr[1:].astype(np.int64) + nnz
+            rows += B.shape[0]
+            out.attrs["shape"] = (rows, g)
         else:
             k = out.shape[0]
             out.resize(k + B.shape[0], axis=0)
