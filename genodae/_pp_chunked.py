@@ -375,8 +375,11 @@ class _Transform:
 def _write_rows(group, name: str, M, fn, chunk: int) -> None:
     """``group[name]`` = ``fn(rows, start)`` of every chunk of rows of ``M``, appended chunk by chunk in anndata's
     encodings (CSR group, or dense array) to resizable HDF5 datasets with large chunks (a resizable dataset created
-    empty gets HDF5 chunks of 1,024 values, and millions of them cost hundreds of MB of index) and a 64-bit indptr."""
+    empty gets HDF5 chunks of 1,024 values, and millions of them cost hundreds of MB of index). Index arrays are
+    int32 while ``M``'s stored values fit (as scipy makes them: scipy upcasts int32 indices beside an int64 indptr,
+    a copy of the whole matrix's indices on every row selection), else int64."""
     n, g = M.shape
+    idx = np.int32 if _n_stored(M) < np.iinfo(np.int32).max else np.int64
     out = None
     for s in range(0, n, chunk):
         B = fn(_rows(M, s, min(s + chunk, n)), s)
@@ -385,8 +388,8 @@ def _write_rows(group, name: str, M, fn, chunk: int) -> None:
                 out = group.create_group(name)
                 out.attrs["encoding-type"], out.attrs["encoding-version"] = "csr_matrix", "0.1.0"
                 out.create_dataset("data", shape=(0,), maxshape=(None,), dtype=B.dtype, chunks=(1 << 18,))
-                out.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(1 << 18,))
-                out.create_dataset("indptr", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(1 << 16,))
+                out.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=idx, chunks=(1 << 18,))
+                out.create_dataset("indptr", data=np.zeros(1, idx), maxshape=(None,), chunks=(1 << 16,))
                 rows = 0
             else:
                 out = group.create_dataset(name, shape=(0, g), maxshape=(None, g), dtype=B.dtype,
@@ -402,7 +405,7 @@ def _write_rows(group, name: str, M, fn, chunk: int) -> None:
             indices[nnz:] = B.indices
             k = indptr.shape[0]
             indptr.resize((k + B.shape[0],))
-            indptr[k:] = B.indptr[1:].astype(np.int64) + nnz
+            indptr[k:] = B.indptr[1:].astype(np.int64) + nnz  # cast to idx by h5py
             rows += B.shape[0]
             out.attrs["shape"] = (rows, g)
         else:

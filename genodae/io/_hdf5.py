@@ -101,6 +101,9 @@ def _read_sharing(path: Path) -> anndata.AnnData:
             return _read_h5ad(path)
         d = {k: read_elem(f[k]) for k in ("obs", "var", "obsm", "varm", "obsp", "varp", "uns", "X") if k in f}
         X = d["X"]
+        if sparse.issparse(X) and X.indptr.dtype != X.indices.dtype and X.nnz < np.iinfo(np.int32).max:
+            X.indptr = X.indptr.astype(np.int32)  # scipy would upcast the indices on every row selection
+            X.indices = X.indices.astype(np.int32, copy=False)
         layers = {}
         for name, node in (f["layers"].items() if "layers" in f else ()):
             if (sparse.isspmatrix_csr(X) and node.attrs.get("encoding-type") == "csr_matrix"
