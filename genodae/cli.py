@@ -596,7 +596,6 @@ def cmd_run(args: argparse.Namespace) -> None:
     .h5ad is written (under a temporary name) and the in-memory data freed before training, and the embedding
     streams from the prepared file to the embedded one, so the peak memory is that of the largest step, not their
     sum. Outputs get their names only when everything succeeded."""
-    import gc
     import os
     import uuid
 
@@ -642,12 +641,12 @@ def cmd_run(args: argparse.Namespace) -> None:
         if not chunked:
             write_h5ad(adata, tmp["prepared"])
         del adata
-        gc.collect()
+        _release_memory()
         adata = _read_h5ad(tmp["prepared"], sharing=True)
         model.fit(adata, checkpoint_dir=out / "model.ckpt" if args.checkpoint_every or args.resume else None,
                   checkpoint_every=args.checkpoint_every, resume=args.resume)
         del adata
-        gc.collect()
+        _release_memory()
         model.annotate_h5ad(tmp["prepared"], tmp["embedded"], denoised=args.denoised,
                             denoised_scale=args.denoised_scale, transform_batch=args.transform_batch,
                             r2_rows=model.val_idx)
@@ -671,6 +670,20 @@ def cmd_run(args: argparse.Namespace) -> None:
     _run_plots(out, args.color)
     log.info("wrote %s: prepared.h5ad, model/, embedded.h5ad, embedding.tsv, gene_weights.tsv, genes.tsv, plots",
              out)
+
+
+def _release_memory() -> None:
+    """Free what the previous step of ``run`` no longer needs: collect garbage, then hand the C heap's free pages
+    back to the system (glibc's ``malloc_trim``; freed small blocks otherwise stay in the process, and each step's
+    leftovers would add up)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _run_plots(out: Path, color: list[str]) -> None:
