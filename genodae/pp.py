@@ -22,7 +22,9 @@ from .errors import UserError
 
 log = logging.getLogger("genodae")
 
-__all__ = ["prepare", "prepare_h5ad"]  # the helpers below serve genodae.model; the public API is these two
+# The helpers below serve genodae.model; the public API is prepare() (AnnData in, scanpy's conventions) and
+# prepare_h5ad() (file to file, in chunks), which is outside __all__ as it takes paths, not an AnnData.
+__all__ = ["prepare"]
 
 _D = PrepareConfig()
 PREP_KEY = "genodae_prepare"
