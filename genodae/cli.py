@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(samples, plates, technologies) become one dataset with a batch column (--batch-key)")
     p.add_argument("-o", "--output", required=True, help="prepared .h5ad")
     _read_options(p, several=True)
+    p.add_argument("--backed", action="store_true",
+                   help="read an .h5ad from disk and write the prepared file in chunks, never holding the matrix "
+                        "(data larger than RAM; seurat_v3 or no gene selection). Without it, a single .h5ad is "
+                        "prepared this way too when the settings allow, else in memory")
     _settings_arg(p)
     _add_dataclass_flags(p, PrepareConfig, "preparation settings")
     p.set_defaults(func=cmd_prepare)
@@ -413,9 +417,51 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
     out = _check_output(args.output, inputs=tuple(_inputs(args)))
     prep, _ = _settings(args)
+    if _prepare_chunked(args, prep):
+        from ._pp_chunked import Unsupported
+        from .pp import prepare_h5ad
+
+        try:
+            prepare_h5ad(args.input[0], out, **prep)
+            return
+        except Unsupported as e:
+            if args.backed:
+                raise
+            log.info("prepare: %s; preparing in memory", e)
     adata = _read(args, prep)
     prepare(adata, **prep)
     write_h5ad(adata, out)
+
+
+def _prepare_chunked(args: argparse.Namespace, prep: dict[str, Any]) -> bool:
+    """Whether ``genodae prepare`` prepares in chunks from disk: with ``--backed`` (refused when the input cannot be),
+    and by default for one .h5ad with nothing to join (no --obs, --batches) and settings the chunked path supports
+    (the same output, far less memory)."""
+    from ._pp_chunked import supports
+
+    single = (len(args.input) == 1 and str(args.input[0]).lower().endswith(".h5ad") and not args.batches
+              and not args.obs and not args.cls and not getattr(args, "genome", None)
+              and not getattr(args, "delimiter", None) and not getattr(args, "decimal", None))
+    why = supports(PrepareConfig(**prep))
+    if getattr(args, "backed", False):
+        if not single:
+            raise UserError("--backed prepares one .h5ad file (no --obs, --batches or several inputs); join sample "
+                            "sheets and concatenate files first, or prepare in memory")
+        if why:
+            raise UserError(f"--backed cannot use {why}; prepare in memory (without --backed)")
+        return True
+    if not single or why or args.missing != "error" or args.orientation == "genes_by_samples":
+        return False
+    from .io import read_backed
+
+    try:
+        adata = read_backed(args.input[0])
+    except UserError:
+        return False  # the in-memory reader says what is wrong
+    try:  # names the in-memory reader would make unique (or refuse) go through it
+        return bool(adata.obs_names.is_unique and adata.var_names.is_unique and adata.n_obs and adata.n_vars)
+    finally:
+        adata.file.close()
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -428,7 +474,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
         adata = read_backed(args.input)
     else:
-        adata = _read_h5ad(args.input)
+        adata = _read_h5ad(args.input, sharing=True)
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".ckpt")
     model.fit(adata, layer=args.layer, checkpoint_dir=ckpt if args.checkpoint_every or args.resume else None,
               checkpoint_every=args.checkpoint_every, resume=args.resume)
@@ -453,11 +499,32 @@ def cmd_embed(args: argparse.Namespace) -> None:
     _check_denoised_flags(args)
     model = DAE.load(args.model, device=args.device)
     _use_threads(model, args.num_threads)
+    opts = dict(key=args.key, denoised=args.denoised, denoised_scale=args.denoised_scale,
+                transform_batch=args.transform_batch, allow_missing_genes=args.allow_missing_genes)
+    if _streams(args, model):  # a prepared .h5ad: read and written in chunks, never whole in memory
+        model.annotate_h5ad(args.input, out, **opts)
+        return
     adata = _read(args)
-    model.annotate(adata, key=args.key, denoised=args.denoised, denoised_scale=args.denoised_scale,
-                   transform_batch=args.transform_batch,
-                   allow_missing_genes=args.allow_missing_genes)
+    model.annotate(adata, **opts)
     write_h5ad(adata, out)
+
+
+def _streams(args: argparse.Namespace, model) -> bool:
+    """Whether ``genodae embed`` can read and write the input .h5ad in chunks: a prepared .h5ad holding every gene
+    of a model trained on X, with nothing to join (no --obs, --cls)."""
+    if not str(args.input).endswith(".h5ad") or args.obs or args.cls or model.layer is not None:
+        return False
+    from .io import read_backed
+    from .pp import PREP_KEY
+
+    try:
+        adata = read_backed(args.input)
+    except UserError:
+        return False  # the in-memory reader says what is wrong
+    try:
+        return PREP_KEY in adata.uns and bool(model.genes.isin(adata.var_names).all()) and adata.var_names.is_unique
+    finally:
+        adata.file.close()
 
 
 def cmd_map(args: argparse.Namespace) -> None:
@@ -484,7 +551,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     if not (args.embedding or args.weights or args.genes):
         raise UserError("nothing to export: give --embedding, --weights and/or --genes")
-    adata = _read_h5ad(args.input)
+    adata = _read_h5ad(args.input, backed=True)  # only obs, var, obsm, varm and uns are read
     key = args.key
     if f"X_{key}" not in adata.obsm or f"{key}_weights" not in adata.varm:
         raise UserError(f"{args.input} has no obsm['X_{key}'] / varm['{key}_weights']; run genodae embed first "
@@ -505,6 +572,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     for path, df in tables.items():
         if path:
             write_table(df, _check_output(path), sep="\t")
+    adata.file.close()
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -524,8 +592,15 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    """prepare → train → embed → export, each step as its own command does it, through files: the prepared
+    .h5ad is written (under a temporary name) and the in-memory data freed before training, and the embedding
+    streams from the prepared file to the embedded one, so the peak memory is that of the largest step, not their
+    sum. Outputs get their names only when everything succeeded."""
+    import os
+    import uuid
+
     from . import pl
-    from .io import atomic_path, write_h5ad
+    from .io import write_h5ad
     from .pp import prepare
 
     out = _check_output(args.output, folder=True)
@@ -534,40 +609,109 @@ def cmd_run(args: argparse.Namespace) -> None:
     prep, dae = _settings(args)
     model = _make_model(dae)
     _use_threads(model)
-    adata = _read(args, prep)
+    chunked = _prepare_chunked(args, prep)  # one .h5ad: prepared from disk in chunks, as genodae prepare does
+    if chunked:
+        from .io import read_backed
+
+        adata = read_backed(args.input[0])  # obs only: the labels are checked before anything long
+        adata.file.close()
+    else:
+        adata = _read(args, prep)
     if prep.get("batch_key") and model.config.batch_key is None:  # several inputs: their batch column
         model = _make_model({**dae, "batch_key": prep["batch_key"]})
     pl._check_labels(adata, args.color, added=("dae_recon_error",))  # before a long training run, not after
-    prepare(adata, **prep)
-    prepared = adata.copy()
-    model.fit(adata, checkpoint_dir=out / "model.ckpt" if args.checkpoint_every or args.resume else None,
-              checkpoint_every=args.checkpoint_every, resume=args.resume)
-    model.annotate(adata, denoised=args.denoised, denoised_scale=args.denoised_scale,
-                   transform_batch=args.transform_batch, r2_rows=model.val_idx)
-    # everything computed: now write
+    if not chunked:
+        prepare(adata, **prep)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    write_h5ad(prepared, out / "prepared.h5ad")
-    model.save(out / "model")
-    remove_checkpoint(out / "model.ckpt")
-    write_h5ad(adata, out / "embedded.h5ad")
+    tag = uuid.uuid4().hex[:10]
+    tmp = {name: out / f".{name}.run-{tag}.h5ad" for name in ("prepared", "embedded")}
+    try:
+        if chunked:
+            from ._pp_chunked import Unsupported
+            from .pp import prepare_h5ad
+
+            try:
+                prepare_h5ad(args.input[0], tmp["prepared"], **prep)
+            except Unsupported as e:
+                log.info("prepare: %s; preparing in memory", e)
+                chunked = False
+                adata = _read(args, prep)
+                prepare(adata, **prep)
+        if not chunked:
+            write_h5ad(adata, tmp["prepared"])
+        del adata
+        _release_memory()
+        adata = _read_h5ad(tmp["prepared"], sharing=True)
+        model.fit(adata, checkpoint_dir=out / "model.ckpt" if args.checkpoint_every or args.resume else None,
+                  checkpoint_every=args.checkpoint_every, resume=args.resume)
+        del adata
+        _release_memory()
+        model.annotate_h5ad(tmp["prepared"], tmp["embedded"], denoised=args.denoised,
+                            denoised_scale=args.denoised_scale, transform_batch=args.transform_batch,
+                            r2_rows=model.val_idx)
+        # everything computed: now the outputs get their names
+        os.replace(tmp["prepared"], out / "prepared.h5ad")
+        model.save(out / "model")
+        remove_checkpoint(out / "model.ckpt")
+        os.replace(tmp["embedded"], out / "embedded.h5ad")
+    except BaseException:
+        if created and not any(out.iterdir()) or created and all(p in tmp.values() for p in out.iterdir()):
+            for path in tmp.values():
+                path.unlink(missing_ok=True)
+            out.rmdir()  # a failed run leaves no output folder behind
+        raise
+    finally:
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
     ns = argparse.Namespace(input=str(out / "embedded.h5ad"), key="dae", embedding=str(out / "embedding.tsv"),
                             weights=str(out / "gene_weights.tsv"), genes=str(out / "genes.tsv"))
     cmd_export(ns)
-    with atomic_path(out / "loss.png") as tmp:
-        pl.loss(adata, save=tmp)
-    if args.color:
-        with atomic_path(out / "umap.png") as tmp:
-            pl.umap(adata, color=args.color, save=tmp)
+    _run_plots(out, args.color)
     log.info("wrote %s: prepared.h5ad, model/, embedded.h5ad, embedding.tsv, gene_weights.tsv, genes.tsv, plots",
              out)
 
 
-def _read_h5ad(path: str):
-    from .io import read
+def _release_memory() -> None:
+    """Free what the previous step of ``run`` no longer needs: collect garbage, then hand the C heap's free pages
+    back to the system (glibc's ``malloc_trim``; freed small blocks otherwise stay in the process, and each step's
+    leftovers would add up)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+def _run_plots(out: Path, color: list[str]) -> None:
+    """loss.png (and umap.png when ``color`` is given) of ``out/embedded.h5ad``, read without X or layers."""
+    from . import pl
+    from .io import atomic_path, read_backed
+
+    adata = read_backed(out / "embedded.h5ad")
+    try:
+        with atomic_path(out / "loss.png") as tmp:
+            pl.loss(adata, save=tmp)
+        if color:
+            with atomic_path(out / "umap.png") as tmp:
+                pl.umap(adata, color=color, save=tmp)
+    finally:
+        adata.file.close()
+
+
+def _read_h5ad(path: str | Path, backed: bool = False, sharing: bool = False):
+    """An .h5ad written by genodae; ``backed``: X and the layers stay on disk (:func:`genodae.io.read_backed`);
+    ``sharing``: in memory, layers with X's sparsity structure share its index arrays (read-only use: training)."""
+    from .io import read, read_backed, read_sharing
 
     if not str(path).endswith(".h5ad"):
         raise UserError(f"{path}: expected an .h5ad written by genodae")
-    return read(path)
+    if sharing:
+        return read_sharing(path)
+    return read_backed(path) if backed else read(path)
 
 
 # --- entry point --------------------------------------------------------------------------------------

@@ -141,15 +141,16 @@ def _out(path: str | Path) -> Path:
     return path
 
 
-def _h5ad(path: str | Path, sheet: str | None = None):
-    from .io import read
+def _h5ad(path: str | Path, sheet: str | None = None, backed: bool = False):
+    """An embedded .h5ad; ``backed``: X and the layers stay on disk (read in chunks when needed)."""
+    from .io import read, read_backed
 
     path = Path(path)
     if not str(path).endswith(".h5ad"):
         raise UserError(f"{path}: expected an .h5ad written by genodae embed or run")
     if not path.is_file():
         raise UserError(f"{path} not found")
-    return read(path, sample_sheet=sheet)
+    return read_backed(path) if backed and sheet is None else read(path, sample_sheet=sheet)
 
 
 def _ensure_key(adata, key: str, need: str = "varm") -> None:
@@ -211,7 +212,7 @@ def cmd_signatures(args: argparse.Namespace) -> None:
 
     from .signatures import gene_weights, signatures
 
-    adata = _h5ad(args.input)
+    adata = _h5ad(args.input, backed=True)  # the correlation read-out reads X in row chunks
     _ensure_key(adata, args.key)
     table = signatures(adata, key=args.key, sd_cutoff=args.sd_cutoff, rotation=args.rotation,
                        readout=args.readout, min_genes=args.min_genes)

@@ -395,8 +395,78 @@ class DAE:
         ``layers[f"{key}_denoised"]`` on ``denoised_scale`` (see :meth:`denoise`; genes the model does not
         use keep their input values on that scale; with ``transform_batch``, every cell as if from that batch).
         """
-        self._check_fitted()
         t0 = time.perf_counter()
+        ann = self._annotations(adata, key=key, denoised=denoised, denoised_scale=denoised_scale,
+                                transform_batch=transform_batch, allow_missing_genes=allow_missing_genes,
+                                r2_rows=r2_rows)
+        adata.obsm[f"X_{key}"] = ann["obsm"]
+        for name, value in ann["varm"].items():
+            adata.varm[name] = value
+        adata.var[f"{key}_recon_r2"] = ann["var"]
+        adata.obs[f"{key}_recon_error"] = ann["obs"]
+        if denoised:
+            adata.layers[f"{key}_denoised"] = self._denoised_layer(adata, *ann["denoised"])
+        adata.uns[key] = ann["uns"]
+        log.info("embedded %d cells in %.1fs; added %s", adata.n_obs, time.perf_counter() - t0, ", ".join(ann["added"]))
+
+    def annotate_h5ad(self, path: str | Path, output: str | Path, *, key: str = "dae", denoised: bool = False,
+                      denoised_scale: str = "auto", transform_batch: str | None = None,
+                      allow_missing_genes: bool = False, r2_rows: np.ndarray | None = None) -> None:
+        """:meth:`annotate` from file to file, in chunks: ``output`` is a copy of the .h5ad ``path`` with the
+        annotations added, written atomically. Neither X, the layers nor the denoised layer are ever held in
+        memory whole: rows are read from ``path`` chunk by chunk and the denoised layer is written to ``output``
+        chunk by chunk (dense float32 cells × genes, as :meth:`annotate` stores it). For a prepared .h5ad (or any
+        .h5ad whose genes include the model's); other inputs: read them and use :meth:`annotate`.
+        """
+        import shutil
+
+        import h5py
+        from anndata.io import write_elem
+
+        from .io import atomic_path, read_backed
+
+        t0 = time.perf_counter()
+        adata = read_backed(path)
+        try:
+            ann = self._annotations(adata, key=key, denoised=denoised, denoised_scale=denoised_scale,
+                                    transform_batch=transform_batch, allow_missing_genes=allow_missing_genes,
+                                    r2_rows=r2_rows)
+            obs, var = adata.obs.copy(), adata.var.copy()
+            obs[f"{key}_recon_error"] = ann["obs"]
+            var[f"{key}_recon_r2"] = ann["var"]
+            with atomic_path(output) as tmp:
+                shutil.copyfile(path, tmp)
+                with h5py.File(tmp, "r+") as f:
+                    items = [("obsm", f"X_{key}", ann["obsm"]), *(("varm", n, v) for n, v in ann["varm"].items()),
+                             ("uns", key, ann["uns"])]
+                    for group, name, value in items:
+                        if group not in f:
+                            write_elem(f, group, {})
+                        if name in f[group]:
+                            del f[group][name]
+                        write_elem(f[group], name, value)
+                    write_elem(f, "obs", obs)
+                    write_elem(f, "var", var)
+                    if denoised:
+                        if "layers" not in f:
+                            write_elem(f, "layers", {})
+                        name = f"{key}_denoised"
+                        if name in f["layers"]:
+                            del f["layers"][name]
+                        ds = f["layers"].create_dataset(name, shape=(adata.n_obs, adata.n_vars), dtype=np.float32,
+                                                        chunks=(min(max(adata.n_obs, 1), 256), min(adata.n_vars, 4096)))
+                        ds.attrs["encoding-type"], ds.attrs["encoding-version"] = "array", "0.2.0"
+                        for s, block in self._denoised_blocks(adata, *ann["denoised"]):
+                            ds[s : s + len(block)] = block
+        finally:
+            adata.file.close()
+        log.info("embedded %d cells in %.1fs, reading and writing in chunks; added %s", adata.n_obs,
+                 time.perf_counter() - t0, ", ".join(ann["added"]))
+
+    def _annotations(self, adata: AnnData, *, key: str, denoised: bool, denoised_scale: str,
+                     transform_batch: str | None, allow_missing_genes: bool, r2_rows: np.ndarray | None) -> dict:
+        """What :meth:`annotate` adds (small arrays; the denoised layer as the arguments of its writer)."""
+        self._check_fitted()
         if transform_batch is not None and not denoised:
             raise UserError("transform_batch changes only the denoised layer: add denoised=True (--denoised)")
         self._batch_code(transform_batch)  # an unknown batch is refused before anything is written
@@ -413,31 +483,26 @@ class DAE:
                         "score) and their denoised values are 0", n_empty, len(self.genes), key)
         rows = r2_rows if r2_rows is not None and len(r2_rows) else all_rows
         _, r2 = reconstruction_scores(self.module, source, rows) if rows is not all_rows else (None, r2_all)
-        adata.obsm[f"X_{key}"] = Z
         W = np.zeros((adata.n_vars, self.config.n_latent), dtype=np.float32)
         R2 = np.full(adata.n_vars, np.nan, dtype=np.float32)
         pos = adata.var_names.get_indexer(self.genes)
         ok = pos >= 0
         W[pos[ok]] = self.weights[ok]
         R2[pos[ok]] = r2[ok]
-        adata.varm[f"{key}_weights"] = W
         D = np.zeros_like(W)
         D[pos[ok]] = self.decoder_weights[ok]
-        adata.varm[f"{key}_decoder_weights"] = D
-        adata.var[f"{key}_recon_r2"] = R2
-        adata.obs[f"{key}_recon_error"] = err.astype(np.float32)
         record = self.params_record(r2_on="validation cells" if rows is not all_rows else "all cells")
         added = [f"obsm['X_{key}']", f"varm['{key}_weights']", f"varm['{key}_decoder_weights']", f"var['{key}_recon_r2']",
                  f"obs['{key}_recon_error']", f"uns['{key}']"]
+        ann = {"obsm": Z, "varm": {f"{key}_weights": W, f"{key}_decoder_weights": D}, "var": R2, "obs": err.astype(np.float32), "uns": record, "added": added}
         if denoised:
             self._transform(source, transform_batch)
-            adata.layers[f"{key}_denoised"] = self._denoised_layer(adata, source, pos, ok, scale)
+            ann["denoised"] = (source, pos, ok, scale)
             record["denoised_scale"] = scale
             if transform_batch is not None:
                 record["transform_batch"] = str(transform_batch)
             added.append(f"layers['{key}_denoised']")
-        adata.uns[key] = record
-        log.info("embedded %d cells in %.1fs; added %s", adata.n_obs, time.perf_counter() - t0, ", ".join(added))
+        return ann
 
     def _denoised_scale(self, scale: str) -> str:
         """Resolve ``auto`` and refuse scales the model's data cannot give."""
@@ -535,17 +600,37 @@ class DAE:
 
     def _denoised_layer(self, adata: AnnData, source: BatchSource, pos: np.ndarray, ok: np.ndarray,
                         scale: str) -> np.ndarray:
-        """The denoised values on ``scale`` in the model's genes; the other genes keep their input on that scale."""
-        base = _base_on_scale(adata, self.layer, scale, float(self.prep["params"]["target_sum"]),
-                              self.prep.get("input_kind"))
-        out = base.toarray() if sp.issparse(base) else np.array(base, dtype=np.float32, copy=True)
-        out = out.astype(np.float32, copy=False)
-        totals = _cell_totals(adata) if scale != "input" else None
-        for s, block in denoise_chunks(self.module, source):
-            rows = np.arange(s, s + len(block))
-            vals = self._rescale(block, source, rows, scale, totals)
-            out[s : s + len(block), pos[ok]] = vals[:, ok]
+        """The denoised values on ``scale`` in the model's genes; the other genes keep their input on that scale.
+
+        Dense cells × genes (float32) in memory: refused with the size it would take when that is more than
+        the memory available (write it to a file in chunks instead: ``genodae embed --denoised`` on a prepared
+        .h5ad)."""
+        need = adata.n_obs * adata.n_vars * 4
+        avail = _available_memory()
+        if avail is not None and need > 0.8 * avail:
+            raise UserError(f"the dense denoised layer of {adata.n_obs:,} cells × {adata.n_vars:,} genes would take "
+                            f"{need / 2**30:.1f} GiB, more than the {avail / 2**30:.1f} GiB of memory available; "
+                            "embed a prepared .h5ad with genodae embed --denoised (the layer is then written to the "
+                            "file in chunks), or denoise a subset of cells")
+        out = np.empty((adata.n_obs, adata.n_vars), dtype=np.float32)
+        for s, block in self._denoised_blocks(adata, source, pos, ok, scale):
+            out[s : s + len(block)] = block
         return out
+
+    def _denoised_blocks(self, adata: AnnData, source: BatchSource, pos: np.ndarray, ok: np.ndarray, scale: str,
+                         chunk: int = 4096):
+        """Yield ``(start, block)``: the denoised layer (see :meth:`_denoised_layer`) ``chunk`` cells at a time,
+        dense float32 over all genes of ``adata``; ``adata`` may be backed (rows read from the file)."""
+        target_sum = float(self.prep["params"]["target_sum"])
+        M, transform = _base_on_scale(adata, self.layer, scale, self.prep.get("input_kind"))
+        totals = _cell_totals(adata) if scale != "input" else None
+        for s in range(0, adata.n_obs, chunk):
+            e = min(s + chunk, adata.n_obs)
+            out = _base_rows(M, s, e, transform, target_sum)
+            for s2, block in denoise_chunks(self.module, source, np.arange(s, e), batch_size=1024):
+                rows = np.arange(s + s2, s + s2 + len(block))
+                out[s2 : s2 + len(block), pos[ok]] = self._rescale(block, source, rows, scale, totals)[:, ok]
+            yield s, out
 
     def params_record(self, r2_on: str = "validation cells") -> dict[str, Any]:
         """What ``uns[key]`` holds: settings, preparation, loss history, genes, version (h5ad-safe types)."""
@@ -748,7 +833,7 @@ def _training_counts(adata: AnnData, layer: str | None, prep: dict, likelihood: 
                      columns: np.ndarray | None):
     """The raw counts of the model's genes (cells × genes) that a count likelihood reconstructs (unprepared data
     were refused by ``DAE.fit`` already)."""
-    if prep.get("input_kind") != "counts" or "counts" not in adata.layers:
+    if prep.get("input_kind") != "counts" or not _has_counts(adata):
         what = "log-scale values" if prep.get("input_kind") == "log" else "no layers['counts']"
         raise UserError(f"gene_likelihood={likelihood!r} needs raw counts, but the data hold {what}; prepare raw "
                         "counts with genodae prepare (they are kept in layers['counts']), or use "
@@ -762,10 +847,37 @@ def _training_counts(adata: AnnData, layer: str | None, prep: dict, likelihood: 
 
 def _backed_counts(adata: AnnData):
     """layers['counts'] of a backed .h5ad as an on-disk matrix (rows read on demand), all genes."""
-    from anndata.io import sparse_dataset
+    from .io import backed_layer
 
-    node = adata.file["layers/counts"]
-    return sparse_dataset(node) if hasattr(node, "keys") else node
+    return backed_layer(adata, "counts")
+
+
+def _has_counts(adata: AnnData) -> bool:
+    """Whether ``adata`` has ``layers["counts"]`` (in memory, or in the file of a backed AnnData)."""
+    if adata.isbacked:
+        return _backed_counts(adata) is not None
+    return "counts" in adata.layers
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to this process: MemAvailable, or less under a cgroup limit (None: unknown)."""
+    avail = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    for path, used in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                       ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = open(path).read().strip()
+            if limit != "max" and int(limit) < 2**60:
+                free = int(limit) - int(open(used).read().strip())
+                avail = free if avail is None else min(avail, free)
+        except (OSError, ValueError):
+            continue
+    return avail
 
 
 def _model_counts(adata: AnnData, genes: pd.Index):
@@ -798,38 +910,56 @@ def _model_counts(adata: AnnData, genes: pd.Index):
     return genes_in_order(M, adata.var_names, genes)  # absent genes: zero counts (their input is 0 too)
 
 
-def _cell_totals(adata: AnnData) -> np.ndarray:
-    """Each cell's total count over all genes (the library normalize_total divides by), float64."""
-    M = adata.layers["counts"] if PREP_KEY in adata.uns and "counts" in adata.layers else adata.X
-    if PREP_KEY in adata.uns and "counts" not in adata.layers:
+def _cell_totals(adata: AnnData, chunk: int = 65536) -> np.ndarray:
+    """Each cell's total count over all genes (the library normalize_total divides by), float64; a backed
+    AnnData's counts are summed chunk by chunk."""
+    if PREP_KEY in adata.uns and not _has_counts(adata):
         raise UserError("normalised denoised values need each cell's total count, but the prepared data have no "
                         "layers['counts']; use scale='input'")
-    return np.asarray(M.sum(axis=1), dtype=np.float64).ravel()
+    M = _backed_counts(adata) if PREP_KEY in adata.uns else adata.X
+    if not adata.isbacked:
+        return np.asarray(M.sum(axis=1), dtype=np.float64).ravel()
+    return np.concatenate([np.asarray(M[s : s + chunk].sum(axis=1), dtype=np.float64).ravel()
+                           for s in range(0, adata.n_obs, chunk)] or [np.zeros(0)])
 
 
-def _base_on_scale(adata: AnnData, layer: str | None, scale: str, target_sum: float, input_kind: str | None):
-    """The input values of every gene on ``scale``: what genes the model does not use keep in the layer.
+def _base_on_scale(adata: AnnData, layer: str | None, scale: str, input_kind: str | None):
+    """(matrix, transform): the input values of every gene on ``scale`` are ``transform`` (``none``,
+    ``normalize`` or ``normalize+log1p``, see :func:`_base_rows`) of the matrix's rows: what genes the model does
+    not use keep in the denoised layer. The matrix may be on disk (a backed AnnData).
 
-    Raw data get the model's own preparation first (counts: normalise to ``target_sum`` and log1p for the
+    Raw data get the model's own preparation (counts: normalise to ``target_sum`` and log1p for the
     ``input``/``log1p`` scales), so that every gene of the layer is on one scale."""
+    from .io import backed_layer
+
     prepared = PREP_KEY in adata.uns
     if scale == "input" and (prepared or input_kind != "counts"):
-        return adata.layers[layer] if layer and prepared else adata.X
+        return (backed_layer(adata, layer) if layer and prepared else adata.X), "none"
     if scale == "input":
         scale = "log1p"  # raw counts into a model trained on counts: its input scale is log1p(normalised)
     if scale == "log1p" and prepared and layer is None:
-        return adata.X
-    counts = adata.layers["counts"] if PREP_KEY in adata.uns else adata.X
+        return adata.X, "none"
+    counts = _backed_counts(adata) if prepared else adata.X
     if scale == "counts":
-        return counts
-    tmp = AnnData(X=sp.csr_matrix(counts, dtype=np.float32) if sp.issparse(counts) else
-                  np.asarray(counts, dtype=np.float32))
-    import scanpy as sc
+        return counts, "none"
+    return counts, "normalize+log1p" if scale == "log1p" else "normalize"
 
-    sc.pp.normalize_total(tmp, target_sum=target_sum)
-    if scale == "log1p":
-        sc.pp.log1p(tmp)
-    return tmp.X
+
+def _base_rows(M, start: int, stop: int, transform: str, target_sum: float) -> np.ndarray:
+    """Rows ``start:stop`` of ``M`` (in memory or on disk) as dense float32, normalised to ``target_sum`` per row
+    and log1p-transformed as ``transform`` says (scanpy's normalize_total and log1p, row by row as on the whole
+    matrix)."""
+    block = M[start:stop]
+    block = sp.csr_matrix(block, dtype=np.float32) if sp.issparse(block) else np.array(block, dtype=np.float32)
+    if transform != "none":
+        import scanpy as sc
+
+        tmp = AnnData(X=block)
+        sc.pp.normalize_total(tmp, target_sum=target_sum)
+        if transform == "normalize+log1p":
+            sc.pp.log1p(tmp)
+        block = tmp.X
+    return block.toarray() if sp.issparse(block) else np.asarray(block, dtype=np.float32)
 
 
 def _numeric_column(obs: pd.DataFrame, key: str) -> np.ndarray:

@@ -22,7 +22,9 @@ from .errors import UserError
 
 log = logging.getLogger("genodae")
 
-__all__ = ["prepare"]  # the helpers below serve genodae.model; the public API is prepare()
+# The helpers below serve genodae.model; the public API is prepare() (AnnData in, scanpy's conventions) and
+# prepare_h5ad() (file to file, in chunks), which is outside __all__ as it takes paths, not an AnnData.
+__all__ = ["prepare"]
 
 _D = PrepareConfig()
 PREP_KEY = "genodae_prepare"
@@ -184,28 +186,46 @@ def check_batches(adata: AnnData, batch_key: str, src: str = "") -> None:
 
 
 def scaling_params(X, scaling: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-gene (offset, scale) so that model input = (x - offset) / scale. Never densifies X."""
+    """Per-gene (offset, scale) so that model input = (x - offset) / scale. Never densifies or copies X: the
+    statistics are gathered a chunk of rows at a time."""
+    from ._pp_chunked import gene_stats
+
+    if scaling == "none":
+        return scaling_from_stats(scaling, None, None, None, None, n_vars=X.shape[1])
+    stats = gene_stats(X, moments=scaling == "zscore")
+    lo, hi, mom = stats[1], stats[2], stats[3] if scaling == "zscore" else None
+    return scaling_from_stats(scaling, lo, hi, mom.mean if mom else None, mom.var if mom else None)
+
+
+def scaling_from_stats(scaling: str, lo, hi, mean, var, n_vars: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`scaling_params` from per-gene statistics: minimum and maximum (``minmax``), float64 mean and
+    population variance (``zscore``; E[x²]-mean² in float32 would lose the scale of high-mean, low-variance genes)."""
     if scaling == "none":  # the log-normalised values as they are (what scanpy's PCA sees, uncentred)
-        lo, rng = np.zeros(X.shape[1]), np.ones(X.shape[1])
+        n = n_vars if n_vars is not None else len(lo)
+        lo, rng = np.zeros(n), np.ones(n)
     elif scaling == "minmax":
-        if sp.issparse(X):
-            lo = np.asarray(X.min(axis=0).todense()).ravel()
-            hi = np.asarray(X.max(axis=0).todense()).ravel()
-        else:
-            lo, hi = np.asarray(X).min(axis=0), np.asarray(X).max(axis=0)
         rng = hi - lo
     else:
-        # float64 two-pass statistics: E[x²]-mean² in float32 loses the scale of high-mean, low-variance genes
-        if sp.issparse(X):
-            from sklearn.utils.sparsefuncs import mean_variance_axis
-
-            mean, var = mean_variance_axis(sp.csr_matrix(X, dtype=np.float64), axis=0)
-        else:
-            X64 = np.asarray(X, dtype=np.float64)
-            mean, var = X64.mean(axis=0), X64.var(axis=0)
         lo, rng = mean, np.sqrt(np.clip(var, 0, None))
     rng = np.where(rng > 0, rng, 1.0)  # constant genes: input 0, never divide by 0
-    return lo.astype(np.float32), rng.astype(np.float32)
+    return np.asarray(lo).astype(np.float32), np.asarray(rng).astype(np.float32)
+
+
+def prepare_h5ad(path, output, *, chunk_size: int | None = None, **settings) -> None:
+    """:func:`prepare` from an .h5ad file to another, a chunk of rows at a time: for data larger than RAM.
+
+    The file is opened backed; statistics are gathered and the prepared matrix written chunk by chunk, so memory
+    holds a few chunks, never the matrix. Same settings as :func:`prepare` (``seurat_v3`` or ``none`` gene
+    selection); see :mod:`genodae._pp_chunked` for what it computes and how.
+
+    Examples
+    --------
+    >>> genodae.pp.prepare_h5ad("atlas.h5ad", "prepared.h5ad", n_top_genes=3000)  # doctest: +SKIP
+    """
+    from ._pp_chunked import CHUNK
+    from ._pp_chunked import prepare_h5ad as _prepare_h5ad
+
+    _prepare_h5ad(path, output, chunk_size=chunk_size or CHUNK, **settings)
 
 
 def normalize_log(adata: AnnData, target_sum: float) -> None:
@@ -356,7 +376,8 @@ def prepare(
         adata.X = adata.X.astype(np.float32)
 
     used = _select_genes(adata, cfg, kind, src)
-    offset, scale = scaling_params(adata.X[:, used], cfg.scaling)
+    offset, scale = scaling_params(adata.X, cfg.scaling)  # every gene, chunk by chunk: no column copy of X
+    offset, scale = offset[used], scale[used]
     adata.var["genodae_offset"] = np.nan
     adata.var["genodae_scale"] = np.nan
     adata.var.loc[used, "genodae_offset"] = offset
@@ -454,33 +475,10 @@ def _decide(input_kind: str, detected: str, ev: dict, adata: AnnData, src: str, 
 def _select_genes(adata: AnnData, cfg: PrepareConfig, kind: str, src: str = "") -> np.ndarray:
     """Boolean mask of the genes the model uses; also written to ``var["highly_variable"]``."""
 
-    X = adata.X
-    detected = np.asarray((X != 0).sum(axis=0)).ravel() if sp.issparse(X) else (np.asarray(X) != 0).sum(0)
-    # A gene varies when its values are not all equal: compared exactly, since a float32 variance of equal
-    # values is not always 0.
-    if sp.issparse(X):
-        lo, hi = np.asarray(X.min(axis=0).todense()).ravel(), np.asarray(X.max(axis=0).todense()).ravel()
-    else:
-        lo, hi = np.asarray(X).min(axis=0), np.asarray(X).max(axis=0)
-    min_cells = max(cfg.min_cells, 1)
-    varies = hi > lo
-    eligible = (detected >= min_cells) & varies if kind == "counts" else varies
-    if eligible.sum() < 2:
-        n_const = int((~varies).sum())
-        n_few = int((varies & (detected < min_cells)).sum()) if kind == "counts" else 0
-        why = [f"{n_const} have the same value in every sample"] if n_const else []
-        why += [f"{n_few} are detected in fewer than min_cells={min_cells} cells"] if n_few else []
-        raise UserError(f"{src}only {int(eligible.sum())} of {adata.n_vars} gene(s) can be used ({'; '.join(why)}): "
-                        "nothing to learn from; check the input file, or lower min_cells (--min-cells)")
-    flavor = cfg.hvg_flavor
-    if flavor == "auto":
-        flavor = "seurat_v3" if kind == "counts" else "seurat"
-    if flavor == "seurat_v3" and kind != "counts":
-        raise UserError("hvg_flavor='seurat_v3' needs raw counts; use 'seurat' or 'none' for log-scale data")
-    n_drop = int((~eligible).sum())
-    if n_drop:  # after the errors above, so that a failing run prints one line
-        log.warning("%sprepare: %d of %d gene(s) are constant or detected in fewer than %d cells (e.g. %s); "
-                    "not used by the model", src, n_drop, adata.n_vars, min_cells, adata.var_names[~eligible][0])
+    from ._pp_chunked import gene_stats
+
+    detected, lo, hi = gene_stats(adata.X)  # chunk by chunk: no boolean copy, no CSC copy of X
+    eligible, flavor = _eligible(detected, lo, hi, kind, cfg, adata.var_names, src)
     used = eligible.copy()
     if flavor != "none" and cfg.n_top_genes and eligible.sum() > cfg.n_top_genes:
         sub = adata[:, eligible]
@@ -497,6 +495,33 @@ def _select_genes(adata: AnnData, cfg: PrepareConfig, kind: str, src: str = "") 
         log.info("prepare: using all %d genes that vary", int(used.sum()))
     adata.var["highly_variable"] = used
     return used
+
+
+def _eligible(detected: np.ndarray, lo: np.ndarray, hi: np.ndarray, kind: str, cfg: PrepareConfig,
+              var_names: pd.Index, src: str = "") -> tuple[np.ndarray, str]:
+    """(genes the model may use, the gene selection flavour) from each gene's cells detected, minimum and maximum."""
+    # A gene varies when its values are not all equal: compared exactly, since a float32 variance of equal
+    # values is not always 0.
+    min_cells = max(cfg.min_cells, 1)
+    varies = hi > lo
+    eligible = (detected >= min_cells) & varies if kind == "counts" else varies
+    if eligible.sum() < 2:
+        n_const = int((~varies).sum())
+        n_few = int((varies & (detected < min_cells)).sum()) if kind == "counts" else 0
+        why = [f"{n_const} have the same value in every sample"] if n_const else []
+        why += [f"{n_few} are detected in fewer than min_cells={min_cells} cells"] if n_few else []
+        raise UserError(f"{src}only {int(eligible.sum())} of {len(var_names)} gene(s) can be used ({'; '.join(why)}): "
+                        "nothing to learn from; check the input file, or lower min_cells (--min-cells)")
+    flavor = cfg.hvg_flavor
+    if flavor == "auto":
+        flavor = "seurat_v3" if kind == "counts" else "seurat"
+    if flavor == "seurat_v3" and kind != "counts":
+        raise UserError("hvg_flavor='seurat_v3' needs raw counts; use 'seurat' or 'none' for log-scale data")
+    n_drop = int((~eligible).sum())
+    if n_drop:  # after the errors above, so that a failing run prints one line
+        log.warning("%sprepare: %d of %d gene(s) are constant or detected in fewer than %d cells (e.g. %s); "
+                    "not used by the model", src, n_drop, len(var_names), min_cells, var_names[~eligible][0])
+    return eligible, flavor
 
 
 def _hvg_with_fallback(sub: AnnData, cfg: PrepareConfig, flavor: str, src: str = "") -> pd.DataFrame:
@@ -622,6 +647,11 @@ def genes_in_order(X, var_names: pd.Index, genes: pd.Index):
     from ``var_names`` become columns of zeros. Never densifies a sparse ``X``."""
     idx = var_names.get_indexer(genes)
     present = np.flatnonzero(idx >= 0)
+    if len(idx) == X.shape[1] and (idx == np.arange(len(idx))).all():  # every gene, in order: no copy
+        if sp.issparse(X) and X.dtype == np.float32:
+            return X if sp.isspmatrix_csr(X) else sp.csr_matrix(X)
+        if not sp.issparse(X):
+            return np.asarray(X, dtype=np.float32)
     sub = X[:, idx[present]]
     sub = sp.csr_matrix(sub, dtype=np.float32) if sp.issparse(sub) else np.asarray(sub, dtype=np.float32)
     if len(present) == len(genes):

@@ -106,22 +106,34 @@ def high_weight_genes(weights: pd.DataFrame, *, sd_cutoff: float = 2.5, min_gene
 READOUTS = ("correlation", "weights")
 
 
-def activity_loadings(X, Zw: np.ndarray) -> np.ndarray:
+def activity_loadings(X, Zw: np.ndarray, columns: np.ndarray | None = None, chunk: int = 16384) -> np.ndarray:
     """Pearson correlation of every gene (columns of ``X``, dense or sparse, never densified) with every column
-    of ``Zw`` — whitened activities (mean 0, identity covariance). Genes × nodes; constant genes get 0."""
+    of ``Zw`` — whitened activities (mean 0, identity covariance). Genes × nodes; constant genes get 0.
+
+    ``X`` is read ``chunk`` rows at a time (it may be on disk: a backed AnnData's X), ``columns`` of it when
+    given; the sums are float64."""
     import scipy.sparse as sp
 
     n = X.shape[0]
-    if sp.issparse(X):
-        X = sp.csr_matrix(X, dtype=np.float64)
-        mean = np.asarray(X.mean(axis=0)).ravel()
-        var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2
-        xz = np.asarray(X.T @ Zw)
-    else:
-        X = np.asarray(X, dtype=np.float64)
-        mean = X.mean(axis=0)
-        var = X.var(axis=0)
-        xz = X.T @ Zw
+    g = X.shape[1] if columns is None else len(columns)
+    s1, s2, xz = np.zeros(g), np.zeros(g), np.zeros((g, Zw.shape[1]))
+    for s in range(0, n, chunk):
+        B = X[s : s + chunk]
+        if columns is not None:
+            B = B[:, columns]
+        z = Zw[s : s + chunk]
+        if sp.issparse(B):
+            B = sp.csr_matrix(B, dtype=np.float64)
+            s1 += np.asarray(B.sum(axis=0)).ravel()
+            s2 += np.asarray(B.multiply(B).sum(axis=0)).ravel()
+            xz += np.asarray(B.T @ z)
+        else:
+            B = np.asarray(B, dtype=np.float64)
+            s1 += B.sum(axis=0)
+            s2 += np.square(B).sum(axis=0)
+            xz += B.T @ z
+    mean = s1 / n
+    var = s2 / n - mean**2
     sd = np.sqrt(np.clip(var, 0, None))
     sdz = Zw.std(axis=0)
     sdz[sdz == 0] = np.inf
@@ -139,13 +151,18 @@ def _model_data(adata: AnnData, key: str, used: np.ndarray):
     if key in adata.uns and isinstance(adata.uns[key], Mapping):
         layer = adata.uns[key].get("layer")
     layer = None if layer in (None, "X") else str(layer)
-    if layer is not None and layer not in adata.layers:
+    if layer is not None and layer not in adata.layers and not adata.isbacked:
         raise UserError(f"the model {key!r} was trained on layers[{layer!r}], which is not in this AnnData")
-    X = adata.layers[layer] if layer is not None else adata.X
+    if layer is not None and adata.isbacked:
+        from .io import backed_layer
+
+        X = backed_layer(adata, layer)
+    else:
+        X = adata.layers[layer] if layer is not None else adata.X
     if X is None:
         raise UserError("adata has no expression matrix (X); the correlation read-out needs the data; "
                         "use readout='weights'")
-    return X[:, np.flatnonzero(used)]
+    return X, np.flatnonzero(used)  # read in row chunks by activity_loadings: a backed X stays on disk
 
 
 def rotate(
@@ -220,7 +237,8 @@ def rotate(
         if adata.n_obs < 3:
             raise UserError("the correlation read-out needs at least 3 samples; use readout='weights'")
         mu, M = whitening(Z)
-        L = activity_loadings(_model_data(adata, key, used), (Z - mu) @ M)
+        X, columns = _model_data(adata, key, used)
+        L = activity_loadings(X, (Z - mu) @ M, columns)
     else:
         mu, M = np.zeros(k), np.eye(k)
         L = np.asarray(adata.varm[f"{key}_weights"], dtype=np.float64)[used]

@@ -30,7 +30,7 @@ in this list (``_read`` imports ``_multi`` inside :func:`read`, when given sever
 # the option values, and the batches-sheet parser the CLI uses.
 from ._cls import read_cls
 from ._common import SUPPORTED_FORMATS  # noqa: F401
-from ._hdf5 import read_backed  # noqa: F401
+from ._hdf5 import backed_layer, read_backed, read_sharing  # noqa: F401
 from ._multi import _parse_batches_sheet, read_batches_sheet, read_many  # noqa: F401
 from ._orientation import OrientationWarning  # noqa: F401
 from ._read import DUPLICATES, MISSING, ORIENTATIONS, Orientation, read  # noqa: F401

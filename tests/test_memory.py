@@ -1,0 +1,198 @@
+"""Issue 14 (memory): preparing in chunks from disk gives what preparing in memory gives; embedding a prepared
+file streams from file to file with the in-memory result; nothing densifies or copies a whole matrix."""
+
+from __future__ import annotations
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from conftest import make_counts
+
+import genodae
+from genodae.cli import main
+from genodae.errors import UserError
+from genodae.io import read_backed, read_sharing, write_h5ad
+
+
+def _dense(M):
+    return M.toarray() if sp.issparse(M) else np.asarray(M)
+
+
+def _raw_file(tmp_path, n_cells=400, n_genes=300, **kw):
+    a = make_counts(n_cells=n_cells, n_genes=n_genes, seed=3)
+    X = a.X.tolil()
+    X[5, :] = 0  # a cell without counts: dropped by both
+    a.X = X.tocsr()
+    a.obs["batch"] = np.where(np.arange(a.n_obs) % 3 == 0, "b1", "b2")
+    a.layers["spliced"] = a.X.copy()
+    a.obsm["X_other"] = np.arange(a.n_obs * 2, dtype=np.float32).reshape(-1, 2)
+    path = tmp_path / "raw.h5ad"
+    a.write_h5ad(path)
+    return path
+
+
+def _in_memory(path, out, **settings):
+    a = genodae.read(path)
+    genodae.pp.prepare(a, **settings)
+    write_h5ad(a, out)
+    return anndata.read_h5ad(out)
+
+
+@pytest.mark.parametrize("settings", [
+    {"n_top_genes": 100},  # seurat_v3 on counts
+    {"n_top_genes": 100, "batch_key": "batch"},  # seurat_v3 within batches
+    {"n_top_genes": 0, "scaling": "zscore"},  # every gene, z-scores
+    {"hvg_flavor": "none", "scaling": "none", "min_cells": 30},
+])
+def test_chunked_prepare_equals_in_memory(tmp_path, settings):
+    path = _raw_file(tmp_path)
+    ref = _in_memory(path, tmp_path / "mem.h5ad", **settings)
+    genodae.pp.prepare_h5ad(path, tmp_path / "chunked.h5ad", chunk_size=37, **settings)  # chunks cut batches
+    got = anndata.read_h5ad(tmp_path / "chunked.h5ad")
+    assert list(got.obs_names) == list(ref.obs_names) and got.n_obs == 399
+    assert (got.var["highly_variable"] == ref.var["highly_variable"]).all()
+    if settings.get("n_top_genes"):
+        assert got.var["highly_variable"].sum() == 100
+    np.testing.assert_array_equal(_dense(got.X), _dense(ref.X))
+    np.testing.assert_array_equal(_dense(got.layers["counts"]), _dense(ref.layers["counts"]))
+    np.testing.assert_array_equal(_dense(got.layers["spliced"]), _dense(ref.layers["spliced"]))
+    np.testing.assert_array_equal(got.obsm["X_other"], ref.obsm["X_other"])
+    for col in ("genodae_offset", "genodae_scale"):
+        np.testing.assert_allclose(got.var[col], ref.var[col], rtol=1e-6, equal_nan=True)
+    p_got, p_ref = got.uns["genodae_prepare"], ref.uns["genodae_prepare"]
+    for k in ("input_kind", "value_kind", "transform", "source", "n_genes_used"):
+        assert p_got[k] == p_ref[k]
+    assert {k: float(v) for k, v in p_got["evidence"].items()} == pytest.approx(
+        {k: float(v) for k, v in p_ref["evidence"].items()})
+    assert sp.issparse(got.X) and got.X.dtype == np.float32
+
+
+def test_chunked_prepare_samples_the_same_values_as_in_memory(tmp_path, monkeypatch):
+    """Above the sample size (1M stored values; lowered here), the same values are sampled for the evidence."""
+    monkeypatch.setattr(genodae.pp, "_SAMPLE", 500)
+    a = make_counts(n_cells=300, n_genes=100, seed=1)
+    a.X = a.X.astype(np.float32) * 1.5  # non-integers: linear values, the sample decides
+    path = tmp_path / "lin.h5ad"
+    a.write_h5ad(path)
+    ref = genodae.pp.value_evidence(a.X)
+    from genodae._pp_chunked import evidence
+
+    got, _ = evidence(read_backed(path).X, chunk=29)
+    assert got == pytest.approx(ref)
+
+
+def test_cli_prepare_backed_and_default_give_the_in_memory_file(tmp_path):
+    path = _raw_file(tmp_path)
+    ref = _in_memory(path, tmp_path / "mem.h5ad", n_top_genes=100)
+    assert main(["prepare", str(path), "-o", str(tmp_path / "b.h5ad"), "--backed", "--n-top-genes", "100"]) == 0
+    assert main(["prepare", str(path), "-o", str(tmp_path / "d.h5ad"), "--n-top-genes", "100"]) == 0
+    for name in ("b.h5ad", "d.h5ad"):
+        got = anndata.read_h5ad(tmp_path / name)
+        np.testing.assert_array_equal(_dense(got.X), _dense(ref.X))
+        assert (got.var["highly_variable"] == ref.var["highly_variable"]).all()
+
+
+def test_prepare_backed_refuses_what_it_cannot_do(tmp_path, capsys):
+    path = _raw_file(tmp_path)
+    assert main(["prepare", str(path), "-o", str(tmp_path / "x.h5ad"), "--backed", "--hvg-flavor", "seurat"]) == 2
+    assert "--backed cannot use hvg_flavor='seurat'" in capsys.readouterr().err
+    assert not (tmp_path / "x.h5ad").exists()
+    sheet = tmp_path / "s.csv"
+    sheet.write_text("sample,x\ncell0000,1\n")
+    assert main(["prepare", str(path), "-o", str(tmp_path / "x.h5ad"), "--backed", "--obs", str(sheet)]) == 2
+
+
+def test_log_data_falls_back_to_memory_by_default(tmp_path):
+    a = make_counts(n_cells=200, n_genes=120, seed=2)
+    sc_x = a.X.copy()
+    sc_x.data = np.log1p(sc_x.data)
+    a.X = sc_x
+    path = tmp_path / "log.h5ad"
+    a.write_h5ad(path)
+    assert main(["prepare", str(path), "-o", str(tmp_path / "p.h5ad"), "--n-top-genes", "50"]) == 0  # seurat, in memory
+    assert anndata.read_h5ad(tmp_path / "p.h5ad").var["highly_variable"].sum() == 50
+    with pytest.raises(UserError, match="seurat"):
+        genodae.pp.prepare_h5ad(path, tmp_path / "q.h5ad", n_top_genes=50)
+
+
+@pytest.fixture
+def prepared_and_model(tmp_path):
+    path = _raw_file(tmp_path)
+    genodae.pp.prepare_h5ad(path, tmp_path / "prep.h5ad", n_top_genes=100)
+    a = anndata.read_h5ad(tmp_path / "prep.h5ad")
+    model = genodae.DAE(epochs=2, n_latent=4, hidden=(16,), seed=0, device="cpu", num_threads=1).fit(a)
+    return tmp_path / "prep.h5ad", model
+
+
+@pytest.mark.parametrize("scale", ["auto", "counts", "log1p", "input"])
+def test_annotate_h5ad_equals_annotate(tmp_path, prepared_and_model, scale):
+    prep, model = prepared_and_model
+    ref = anndata.read_h5ad(prep)
+    model.annotate(ref, denoised=True, denoised_scale=scale)
+    model.annotate_h5ad(prep, tmp_path / "e.h5ad", denoised=True, denoised_scale=scale)
+    got = anndata.read_h5ad(tmp_path / "e.h5ad")
+    np.testing.assert_array_equal(got.obsm["X_dae"], ref.obsm["X_dae"])
+    np.testing.assert_array_equal(got.varm["dae_weights"], ref.varm["dae_weights"])
+    np.testing.assert_array_equal(got.obs["dae_recon_error"], ref.obs["dae_recon_error"])
+    np.testing.assert_array_equal(got.var["dae_recon_r2"], ref.var["dae_recon_r2"])
+    np.testing.assert_array_equal(got.layers["dae_denoised"], ref.layers["dae_denoised"])
+    np.testing.assert_array_equal(_dense(got.X), _dense(ref.X))
+    assert got.uns["dae"]["denoised_scale"] == ref.uns["dae"]["denoised_scale"]
+
+
+def test_dense_denoised_layer_is_refused_with_its_size(prepared_and_model, monkeypatch):
+    prep, model = prepared_and_model
+    import genodae.model as gm
+
+    monkeypatch.setattr(gm, "_available_memory", lambda: 1000)
+    a = anndata.read_h5ad(prep)
+    with pytest.raises(UserError, match=r"dense denoised layer of 399 cells × 300 genes would take 0\.0 GiB"):
+        model.annotate(a, denoised=True)
+    model.annotate_h5ad(prep, prep.with_name("e.h5ad"), denoised=True)  # written in chunks: no such limit
+
+
+def test_read_backed_leaves_layers_on_disk_and_read_sharing_shares_indices(prepared_and_model):
+    prep, _ = prepared_and_model
+    b = read_backed(prep)
+    assert len(b.layers) == 0 and b.isbacked
+    counts = genodae.io.backed_layer(b, "counts")
+    assert counts.shape == (399, 300)
+    b.file.close()
+    s = read_sharing(prep)
+    assert s.layers["counts"].indices is s.X.indices and s.layers["counts"].indptr is s.X.indptr
+    ref = anndata.read_h5ad(prep)
+    np.testing.assert_array_equal(s.layers["counts"].toarray(), ref.layers["counts"].toarray())
+
+
+def test_scaling_and_gene_stats_never_copy_the_matrix(monkeypatch):
+    """scipy's sparse min/max go through a CSC copy, X != 0 through a boolean matrix: the chunked statistics only
+    convert a chunk of rows at a time, and give the same numbers."""
+    from genodae._pp_chunked import gene_stats
+
+    X = make_counts(n_cells=500, n_genes=50).X
+    seen = []
+    tocsc = sp.csr_matrix.tocsc
+    monkeypatch.setattr(sp.csr_matrix, "tocsc", lambda self, copy=False: seen.append(self.shape[0]) or tocsc(self))
+    det, lo, hi = gene_stats(X, chunk=64)
+    monkeypatch.undo()
+    assert seen and max(seen) <= 64
+    np.testing.assert_array_equal(det, np.asarray((X != 0).sum(0)).ravel())
+    np.testing.assert_array_equal(lo, X.toarray().min(0))
+    np.testing.assert_array_equal(hi, X.toarray().max(0))
+    off, sc = genodae.pp.scaling_params(X, "zscore")
+    np.testing.assert_allclose(off, X.toarray().mean(0), rtol=1e-6)
+    np.testing.assert_allclose(sc, np.where(X.toarray().std(0) > 0, X.toarray().std(0), 1), rtol=1e-5)
+
+
+def test_run_leaves_no_temporary_files(tmp_path):
+    path = _raw_file(tmp_path)
+    out = tmp_path / "run"
+    assert main(["run", str(path), "-o", str(out), "--epochs", "1", "--n-latent", "3", "--n-top-genes", "100",
+                 "--device", "cpu"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert not [n for n in names if n.startswith(".")], names
+    assert {"prepared.h5ad", "embedded.h5ad", "model", "embedding.tsv"} <= set(names)
+    e = pd.read_csv(out / "embedding.tsv", sep="\t", index_col=0)
+    assert e.shape == (399, 3)
