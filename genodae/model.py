@@ -161,9 +161,9 @@ class DAE:
         nodes. The decoder's weights are re-expressed in that basis (``W · transform⁻ᵀ``), so the decoder
         applied to the reported embedding reconstructs exactly as before."""
         t0 = time.perf_counter()
-        Z = embed(self.module, source).astype(np.float64)
+        Z = embed(self.module, source, batch_size=1024)  # cells × k float32: the only per-cell array held
         k = Z.shape[1]
-        basis = readable_basis(Z, lambda Zw: input_correlations(source, Zw))
+        basis = readable_basis(Z, lambda mean, M: input_correlations(source, Z, mean, M))
         if basis["rank"] < k:
             log.warning("gene weights: the %d training cells span only %d of the %d nodes, so the nodes are kept as "
                         "trained (no varimax basis; gene weights = decoder weights); train on more cells or lower "
@@ -179,7 +179,11 @@ class DAE:
         """Bottleneck activations (cells × n_latent) in the reported basis (unchanged without a readout)."""
         if self.readout is None:
             return Z
-        return ((np.asarray(Z, np.float64) - self.readout["mean"]) @ self.readout["transform"]).astype(np.float32)
+        mean, T = self.readout["mean"], self.readout["transform"]
+        out = np.empty(Z.shape, dtype=np.float32)
+        for s in range(0, len(Z), 65536):  # float64 a chunk at a time
+            out[s : s + 65536] = (np.asarray(Z[s : s + 65536], np.float64) - mean) @ T
+        return out
 
     def _build(self, output_activation: str, likelihood: str):
         cov = self.covariates

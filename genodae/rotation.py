@@ -51,25 +51,41 @@ def _skew(L: np.ndarray) -> np.ndarray:
     return out
 
 
-def whitening(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, M) such that ``(Z - mean) @ M`` has identity covariance (symmetric ZCA whitening; a degenerate
-    direction gets weight 0 instead of blowing up)."""
-    Z = np.asarray(Z, dtype=np.float64)
-    mu = Z.mean(axis=0)
-    C = np.cov(Z - mu, rowvar=False, bias=True).reshape(Z.shape[1], Z.shape[1])
-    w, V = np.linalg.eigh(C)
+def _moments(Z: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, covariance with 1/n) of the rows of ``Z``, accumulated in float64 a chunk of rows at a time
+    (no float64 copy of ``Z``)."""
+    n, k = Z.shape
+    s, ss = np.zeros(k), np.zeros((k, k))
+    for i in range(0, n, chunk):
+        z = np.asarray(Z[i : i + chunk], dtype=np.float64)
+        s += z.sum(axis=0)
+        ss += z.T @ z
+    mu = s / max(n, 1)
+    return mu, ss / max(n, 1) - np.outer(mu, mu)
+
+
+def _inverse_sqrt(C: np.ndarray) -> np.ndarray:
+    w, V = np.linalg.eigh((C + C.T) / 2)
     keep = w > 1e-10 * max(w.max(), 1e-300)
     inv = np.zeros_like(w)
     inv[keep] = w[keep] ** -0.5
-    return mu, (V * inv) @ V.T
+    return (V * inv) @ V.T
+
+
+def whitening(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, M) such that ``(Z - mean) @ M`` has identity covariance (symmetric ZCA whitening; a degenerate
+    direction gets weight 0 instead of blowing up). ``Z``: cells × k; moments in float64, row chunk by chunk."""
+    mu, C = _moments(np.asarray(Z))
+    return mu, _inverse_sqrt(C)
 
 
 def readable_basis(Z: np.ndarray, loadings_of) -> dict:
-    """The varimax basis of an embedding: its activities, the map to it, and the genes' correlations with it.
+    """The varimax basis of an embedding: the map to it, and the genes' correlations with it.
 
-    ``Z`` (cells × k) is whitened (:func:`whitening`), ``loadings_of(Zw)`` must return every gene's Pearson
-    correlation with each whitened column (genes × k; the *structure loadings* of factor analysis), and those
-    are varimax-rotated (``R``). Each rotated activity is then scaled by the standard deviation of ``Z`` it
+    ``Z`` (cells × k, any float dtype; never copied whole) is whitened (:func:`whitening`: mean ``mu``,
+    ``M``), ``loadings_of(mu, M)`` must return every gene's Pearson correlation with each column of the
+    whitened ``(Z − mu) @ M`` (genes × k; the *structure loadings* of factor analysis), and those are
+    varimax-rotated (``R``). Each rotated activity is then scaled by the standard deviation of ``Z`` it
     accounts for, ``d_j = sqrt((Rᵀ C R)_jj)`` with ``C`` the covariance of ``Z`` (so the total variance of
     the embedding is unchanged and large programs stay large; correlations do not depend on the scale).
 
@@ -77,12 +93,11 @@ def readable_basis(Z: np.ndarray, loadings_of) -> dict:
     ``weights`` (genes × k: each gene's correlation with each readable node) and ``rank`` (of ``C``).
     Whitening makes the result depend only on the space ``Z`` spans, not on its basis.
     """
-    Z = np.asarray(Z, dtype=np.float64)
-    mu, M = whitening(Z)
-    Zc = Z - mu
-    L = np.asarray(loadings_of(Zc @ M), dtype=np.float64)
+    Z = np.asarray(Z)
+    mu, C = _moments(Z)
+    M = _inverse_sqrt(C)
+    L = np.asarray(loadings_of(mu, M), dtype=np.float64)
     R = varimax(L)
-    C = np.cov(Zc, rowvar=False, bias=True).reshape(Z.shape[1], Z.shape[1])
     d = np.sqrt(np.clip(np.einsum("ij,ik,kj->j", R, C, R), 0, None))
     rank = int(np.linalg.matrix_rank(C, hermitian=True)) if Z.shape[0] > 1 else 0
     return {"mean": mu, "transform": M @ R * d, "weights": L @ R, "rank": rank}

@@ -592,31 +592,38 @@ def embed(module: DenoisingAutoencoder, source: BatchSource, rows: np.ndarray | 
     """Bottleneck activations of clean (uncorrupted) input, cells × n_latent."""
     module.eval()
     rows = np.arange(source.n_obs) if rows is None else rows
-    out = [module.encode(source(rows[s : s + batch_size]), *source.covariates(rows[s : s + batch_size]))
-           .float().cpu().numpy() for s in range(0, len(rows), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, module.n_latent), np.float32)
+    out = np.empty((len(rows), module.n_latent), np.float32)  # filled in place: no list of chunks to concatenate
+    for s in range(0, len(rows), batch_size):
+        r = rows[s : s + batch_size]
+        out[s : s + len(r)] = module.encode(source(r), *source.covariates(r)).float().cpu().numpy()
+    return out
 
 
-def input_correlations(source: BatchSource, scores: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Pearson correlation of every gene of the clean model input with every column of ``scores``.
+def input_correlations(source: BatchSource, Z: np.ndarray, mean: np.ndarray, transform: np.ndarray,
+                       batch_size: int = 1024) -> np.ndarray:
+    """Pearson correlation of every gene of the clean model input with every column of ``(Z − mean) @ transform``.
 
-    ``scores``: cells × k (float64, rows in the order of ``source``). Streams ``source`` in row chunks,
-    accumulating per-gene sums, sums of squares and ``Xᵀ scores`` in float64 (memory: genes × k). Genes or
-    columns with no variance get 0. Returns genes × k.
+    ``Z``: cells × k activations (rows in the order of ``source``; float32 is fine), ``mean`` (k) and
+    ``transform`` (k × k) e.g. a whitening. Streams ``source`` and ``Z`` in row chunks, accumulating per-gene
+    sums, sums of squares and ``Xᵀ scores`` in float64 (memory: genes × k; no copy of ``Z`` or the data).
+    Genes or columns with no variance get 0. Returns genes × k.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    n, k = scores.shape
+    n, k = Z.shape
     g = len(source.offset)  # the model's genes
     sx, sxx, xz = np.zeros(g), np.zeros(g), np.zeros((g, k))
+    sz, szz = np.zeros(k), np.zeros(k)
     for s in range(0, n, batch_size):
         rows = np.arange(s, min(s + batch_size, n))
         x = source(rows).double().cpu().numpy()
+        z = (np.asarray(Z[rows], dtype=np.float64) - mean) @ transform
         sx += x.sum(axis=0)
-        sxx += (x * x).sum(axis=0)
-        xz += x.T @ scores[rows]
-    mx, mz = sx / n, scores.mean(axis=0)
+        sxx += np.einsum("ij,ij->j", x, x)  # no temporary of x's size
+        xz += x.T @ z
+        sz += z.sum(axis=0)
+        szz += np.einsum("ij,ij->j", z, z)
+    mx, mz = sx / n, sz / n
     sdx = np.sqrt(np.clip(sxx / n - mx**2, 0, None))
-    sdz = scores.std(axis=0)
+    sdz = np.sqrt(np.clip(szz / n - mz**2, 0, None))
     cov = xz / n - np.outer(mx, mz)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = cov / np.outer(sdx, sdz)
