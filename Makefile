@@ -43,6 +43,8 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(BENCH_VENV)/bin/python -c "import magic, pandas; print('bench venv: MAGIC', magic.__version__, 'pandas', pandas.__version__)"
 	# bench/integration.py's scorers and baseline (in the bench extra): scib-metrics (jax, CPU) and harmonypy
 	JAX_PLATFORMS=cpu $(BENCH_VENV)/bin/python -c "import scib_metrics, harmonypy; print('bench venv: scib-metrics', scib_metrics.__version__)"
+	# bench/readable.py's cNMF baseline (Kotliar et al. 2019), the authors' package
+	$(BENCH_VENV)/bin/python -m pip install --quiet cnmf==1.7.1
 	touch $@
 
 bench: $(BENCH_VENV)/.installed

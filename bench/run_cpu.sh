@@ -3,8 +3,8 @@
 #
 #   bash bench/run_cpu.sh            # python = $PYTHON or `python`; results in bench/results/
 #
-# Bound: every step runs under `timeout`; along the longest path the caps add up to 235 min (lane A 160, lane B
-# 165 with mcv, 70 for the timing steps). Measured on the 2-core AMD EPYC
+# Bound: every step runs under `timeout`; along the longest path the caps add up to 280 min (lane A 160, lane B
+# 210 with mcv and readable, 70 for the timing steps). Measured on the 2-core AMD EPYC
 # (no GPU) on 2026-11-27: see bench/README.md ("One command") for the wall time of each step.
 # Two lanes run side by side where only accuracy is measured (one torch thread each); the timing steps
 # (speed, throughput, workflow) run alone afterwards so their seconds are not shared with another job.
@@ -33,13 +33,16 @@ echo "[bench] $(date -u +%FT%TZ) on $CORES cores; python: $(command -v "$PY")"
 t_all=$SECONDS
 
 # lane A: embeddings (6 datasets x 6 methods x 3 seeds), the tuning comparison, then integration (batches, scib-metrics);
-# lane B: denoising, then genodae's other presets on the same datasets and seeds, then molecular cross-validation
+# lane B: denoising, then genodae's other presets on the same datasets and seeds, then molecular cross-validation,
+# then readable gene weights (planted programs and bulk pathway coverage)
 ( step baselines 60 "$PY" bench/baselines.py --out $R/baselines || exit 1
   step quality 30 "$PY" bench/quality.py --threads 1 --out $R/quality; rc=$?
   step integration 70 "$PY" bench/integration.py --seeds 0 1 2 --out $R/integration && exit $rc ) & a=$!
 ( step denoise 50 "$PY" bench/denoise.py --out $R/denoise || exit 1
   step presets 40 "$PY" bench/baselines.py --methods genodae_signatures,genodae_adage --out $R/baselines_presets; rc=$?
-  step mcv 75 "$PY" bench/mcv.py --out $R/mcv && exit $rc ) & b=$!
+  step mcv 75 "$PY" bench/mcv.py --out $R/mcv; rc2=$?
+  step readable 45 bash -c "'$PY' bench/readable.py synthetic --seeds 3 && '$PY' bench/readable.py bulk --seeds 3 \
+      && '$PY' bench/readable.py report" && [ $rc -eq 0 ] && exit $rc2 ) & b=$!
 wait $a || status=1
 wait $b || status=1
 
