@@ -451,6 +451,7 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
         _describe,
         _eligible,
         _fmt,
+        _samples_with_counts,
         _unusable_message,
         check_batches,
         decide_value_kind,
@@ -511,16 +512,7 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
         keep = np.ones(adata.n_obs, dtype=bool)
         if kind == "counts":
             totals = extra["rounded_totals"] if transform.startswith("round") else extra["totals"]
-            empty = totals <= 0
-            if empty.all():
-                raise UserError(f"{src}every sample has zero counts ({adata.n_obs} samples × {adata.n_vars} genes, "
-                                "all zeros): check that this is the right file and that it was exported completely")
-            if empty.any():
-                msg = (f"{src}dropping {int(empty.sum())} sample(s) with zero counts (e.g. "
-                       f"{adata.obs_names[empty][0]}); they cannot be normalised")
-                warnings.warn(msg, stacklevel=2)
-                log.warning(msg)
-                keep = ~empty
+            keep = _samples_with_counts(totals, adata, src)
         T = _Transform(kind, transform, keep, cfg.target_sum)
         n_kept = int(keep.sum())
         stats = gene_stats(M, T, chunk_size, moments=cfg.scaling == "zscore")

@@ -354,17 +354,9 @@ def prepare(
             X = np.rint(np.asarray(X, dtype=np.float32))
         adata.X = X
     if kind == "counts":
-        totals = np.asarray(adata.X.sum(axis=1)).ravel()
-        empty = totals <= 0
-        if empty.all():
-            raise UserError(f"{src}every sample has zero counts ({adata.n_obs} samples × {adata.n_vars} genes, "
-                            "all zeros): check that this is the right file and that it was exported completely")
-        if empty.any():
-            msg = (f"{src}dropping {int(empty.sum())} sample(s) with zero counts (e.g. "
-                   f"{adata.obs_names[empty][0]}); they cannot be normalised")
-            warnings.warn(msg, stacklevel=2)
-            log.warning(msg)
-            adata._inplace_subset_obs(~empty)
+        keep = _samples_with_counts(np.asarray(adata.X.sum(axis=1)).ravel(), adata, src)
+        if not keep.all():
+            adata._inplace_subset_obs(keep)
         X = adata.X
         if not np.issubdtype(X.dtype, np.floating):
             adata.X = X.astype(np.float32)
@@ -420,6 +412,20 @@ def _unusable_message(adata: AnnData, src: str, source: str, detected: str, ev: 
         return f"{what}; give the raw counts (or the log-scale values) these were computed from"
     return (f"{what}; give raw counts or log-scale values, or use input_kind='log' (--input-kind log) to use them "
             "as they are")
+
+
+def _samples_with_counts(totals: np.ndarray, adata: AnnData, src: str) -> np.ndarray:
+    """Mask of the samples with a non-zero total; the others are dropped with a warning, all-zero data refused."""
+    empty = totals <= 0
+    if empty.all():
+        raise UserError(f"{src}every sample has zero counts ({adata.n_obs} samples × {adata.n_vars} genes, "
+                        "all zeros): check that this is the right file and that it was exported completely")
+    if empty.any():
+        msg = (f"{src}dropping {int(empty.sum())} sample(s) with zero counts (e.g. "
+               f"{adata.obs_names[empty][0]}); they cannot be normalised")
+        warnings.warn(msg, stacklevel=3)
+        log.warning(msg)
+    return ~empty
 
 
 def _decide(input_kind: str, detected: str, ev: dict, adata: AnnData, src: str, source: str) -> tuple[str, str]:
