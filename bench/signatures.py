@@ -54,6 +54,7 @@ SHARED = C.DATA_DIR
 warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
+from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -87,7 +88,7 @@ def _prototype(zero_init: bool = False, nonneg: bool = False):
                     with torch.no_grad():
                         w.clamp_(min=0)
 
-            handles.append(torch.optim.optimizer.register_optimizer_step_post_hook(project))
+            handles.append(register_optimizer_step_post_hook(project))
 
     return init, handles
 
