@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,13 +83,19 @@ class DAE:
     # --- training -------------------------------------------------------------------------------------
 
     def fit(self, adata: AnnData, *, layer: str | None = None, checkpoint_dir: str | Path | None = None,
-            checkpoint_every: int = 0, resume: bool = False, progress: bool | None = None) -> DAE:
+            checkpoint_every: int = 0, resume: bool = False, progress: bool | None = None,
+            init_module: Callable[[torch.nn.Module], None] | None = None) -> DAE:
         """Train on the genes marked in ``var["highly_variable"]`` of a prepared ``adata``.
 
         With a count likelihood (``gene_likelihood`` ``poisson``/``nb``/``zinb``, or ``auto`` on count input)
         the model reads the normalised, scaled input as always but reconstructs the raw counts of
         ``layers["counts"]`` (written by :func:`genodae.pp.prepare`), each cell's observed total over the
         model's genes being its library size.
+
+        ``init_module``, if given, is called with the freshly built torch module (after the seeded weight
+        initialisation, before training and before any checkpoint is resumed): a place for prototypes of model
+        changes, such as another initialisation or torch hooks that constrain the weights (see
+        bench/signatures.py).
 
         Raises
         ------
@@ -125,6 +132,8 @@ class DAE:
                  f" (auto, for {prep.get('input_kind', 'log')} input)" if cfg.gene_likelihood == "auto" else "")
         torch.manual_seed(cfg.seed)  # weight initialisation
         self.module = self._build(out_act, likelihood)
+        if init_module is not None:
+            init_module(self.module)
         _, world, rank_device = init_distributed()  # torchrun: one rank per process, cells split per batch
         self.device = rank_device if rank_device is not None else resolve_device(cfg.device)
         source = self._source(X, columns=columns, counts=counts, obs=adata.obs)
