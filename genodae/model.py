@@ -25,9 +25,9 @@ from .pp import PREP_KEY, check_batches, check_finite, prepared_matrix, scaling_
 from .rotation import readable_basis
 from .train import (
     COLLAPSED,
-    LogNormalizedCounts,
     BatchSource,
     History,
+    LogNormalizedCounts,
     build_module,
     collapse_ratio,
     denoise_chunks,
@@ -854,7 +854,7 @@ def _training_input(adata: AnnData, layer: str | None):
 
 def _input_from_counts(adata: AnnData, prep: dict, genes: pd.Index, counts):
     """The model input of data read without X (:func:`genodae.io.read_sharing` with ``x_from_counts``):
-    ``log1p(target_sum · counts / cell total)`` of the model's genes, the totals over every gene as
+    ``log1p(counts / (cell total / target_sum))`` of the model's genes, the totals over every gene as
     :func:`genodae.pp.prepare` normalised them, computed one minibatch at a time from the counts the likelihood
     scores (the same matrix: no copy)."""
     if counts is None:
@@ -866,7 +866,7 @@ def _input_from_counts(adata: AnnData, prep: dict, genes: pd.Index, counts):
     if (totals <= 0).any():
         raise UserError(f"{int((totals <= 0).sum())} cell(s) have no counts in layers['counts']; prepare the data "
                         "again (genodae prepare drops them)")
-    X = LogNormalizedCounts(counts, float(prep["params"]["target_sum"]) / totals)
+    X = LogNormalizedCounts(counts, totals / float(prep["params"]["target_sum"]))
     return X, X.counts  # the counts in the canonical form the input is computed from
 
 

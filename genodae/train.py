@@ -265,23 +265,25 @@ class ChunkedSource(BatchSource):
 
 
 class LogNormalizedCounts:
-    """The rows of ``log1p(size_factors[i] · counts[i])`` for a CSR of counts, computed when a block of rows is
-    read: the model input of data prepared from counts (``size_factors = target_sum / cell total``), without a
-    second cells × genes matrix in memory. ``M[rows]`` returns a float32 CSR with the counts' sparsity structure."""
+    """The rows of ``log1p(counts[i] / norm_factors[i])`` for a CSR of counts, computed when a block of rows is
+    read: the model input of data prepared from counts (scanpy's ``normalize_total`` then ``log1p``, whose
+    norm factor is ``cell total / target_sum``; float32 division as scanpy does it, so the values are the prepared
+    X's to the bit), without a second cells × genes matrix in memory. ``M[rows]`` returns a float32 CSR with the
+    counts' sparsity structure."""
 
     dtype = np.dtype(np.float32)
 
-    def __init__(self, counts: sp.csr_matrix, size_factors: np.ndarray):
+    def __init__(self, counts: sp.csr_matrix, norm_factors: np.ndarray):
         self.counts = canonical_csr(counts)
-        self.size_factors = np.asarray(size_factors, dtype=np.float32)
-        if self.size_factors.shape != (self.counts.shape[0],):
-            raise ValueError(f"{self.size_factors.shape[0]} size factors for {self.counts.shape[0]} cells")
+        self.norm_factors = np.asarray(norm_factors, dtype=np.float32)
+        if self.norm_factors.shape != (self.counts.shape[0],):
+            raise ValueError(f"{self.norm_factors.shape[0]} norm factors for {self.counts.shape[0]} cells")
         self.shape = self.counts.shape
 
     def __getitem__(self, rows) -> sp.csr_matrix:
         block = self.counts[rows]
-        s = np.repeat(self.size_factors[rows], np.diff(block.indptr))
-        return sp.csr_matrix((np.log1p(block.data * s), block.indices, block.indptr), shape=block.shape)
+        f = np.repeat(self.norm_factors[rows], np.diff(block.indptr))
+        return sp.csr_matrix((np.log1p(block.data / f), block.indices, block.indptr), shape=block.shape)
 
 
 def read_rows(M, start: int, stop: int):
