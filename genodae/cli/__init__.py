@@ -25,18 +25,30 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import typing
 import warnings
 
 from .. import __version__
 from ..errors import UserError
 from . import _assoc, _enrich, _export, _model, _prepare, _run, _signatures
-from ._common import Parser
 from ._common import read as _read  # noqa: F401  (tests and bench/ read inputs as the commands do)
 from ._common import settings as _settings  # noqa: F401  (tests check the settings precedence)
 
 GROUPS = (_prepare, _model, _export, _run, _signatures, _enrich, _assoc)
 
 __all__ = ["build_parser", "main"]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with usage errors on one line (exit code 2) and no abbreviated flags."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        # no abbreviations: a retired flag (--loss) must not silently become another one (--loss-on)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:  # one line, exit 2 (argparse prints usage too)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

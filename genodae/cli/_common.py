@@ -1,4 +1,4 @@
-"""What the command groups share: the parser class, flags derived from the settings dataclasses, the input
+"""What the command groups share: flags derived from the settings dataclasses, the input
 options, the settings precedence, reading inputs and checking outputs.
 
 Imports only the standard library, :mod:`genodae.config` and :mod:`genodae.errors` at module level: building
@@ -27,16 +27,6 @@ from ..config import (
 from ..errors import UserError
 
 log = logging.getLogger("genodae")
-
-
-class Parser(argparse.ArgumentParser):
-    def __init__(self, *args, **kwargs) -> None:
-        # no abbreviations: a retired flag (--loss) must not silently become another one (--loss-on)
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> typing.NoReturn:  # one line, exit 2 (argparse prints usage too)
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # --- flags ------------------------------------------------------------------------------------------------
