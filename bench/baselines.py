@@ -20,7 +20,7 @@ counts, 2,000 HVGs, min-max scaling for the model). Every method sees the same g
   Only for count data (not the TCGA microarray/RNA-seq log values).
 - ``raw``: the log-normalised HVG matrix itself (dense), no reduction.
 
-Metrics (``bench/quality.score``, identical to the PCA comparison): 15-NN accuracy (stratified 5-fold),
+Metrics (``bench/_common.score_embedding``, identical to the PCA comparison): 15-NN accuracy (stratified 5-fold),
 Leiden ARI/NMI at resolution 1.0 with the number of clusters, silhouette of the labels; seconds per
 embedding. Seeds 0, 1, 2 by default (the seed drives the method and the metric's CV split / Leiden).
 
@@ -33,39 +33,28 @@ python bench/baselines.py --resume                           # skip (dataset, me
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
 import json
 import logging
-import os
 import sys
 import time
 import warnings
-from importlib import metadata
 from pathlib import Path
 
+import _common as C
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(HERE))
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=UserWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-import quality as Q  # noqa: E402  (bench/quality.py: metrics and the first three loaders)
-
 METHODS = ("genodae", "pca", "ica", "nmf", "scvi", "raw")
 PRESET_METHODS = ("genodae_signatures", "genodae_adage")  # genodae's other presets (run separately: slower)
 N_COMPONENTS = 32  # ICA and NMF: genodae's n_latent
-PCA_COMPS = 50
+PCA_COMPS = C.PCA_COMPS
 SCVI_KW: dict = {}  # scvi-tools defaults (n_latent=10, n_hidden=128, n_layers=1, gene_likelihood="zinb")
 
-# name: (label column, kind, description)
+# name: description (loaded by _common.load_raw)
 DATASETS = {
     "pbmc68k": "scanpy pbmc68k_reduced: counts = round(expm1(raw.X) * n_counts / 1e4); labels bulk_labels",
     "pbmc4k": "scrna/pbmc4k_top2000.h5ad; labels obs['cluster']",
@@ -79,107 +68,10 @@ DATASETS = {
 log = logging.getLogger("bench.baselines")
 
 
-def set_threads(n: int = 1) -> None:
-    """One torch thread everywhere (2 shared cores: more threads are much slower under load)."""
-    import torch
-
-    torch.set_num_threads(n)
-    try:
-        torch.set_num_interop_threads(n)
-    except RuntimeError:
-        pass
-    os.environ.setdefault("OMP_NUM_THREADS", str(n))
-    try:  # BLAS (numpy/scikit-learn) too
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(n)
-    except ImportError:
-        pass
-
-
-# --- data ------------------------------------------------------------------------------------------------
-
-
-def load_raw(name: str, data_dir: Path):
-    """AnnData of raw counts (or log values for TCGA) with string labels in ``obs['label']``; None if absent."""
-    import anndata as ad
-
-    import genodae
-
-    if name in Q.DATASETS:
-        return Q.load_raw(name, data_dir)
-    if name == "pbmc3k_cd8_cd14":
-        d = data_dir / "scrna" / "pbmc3k_cd8_cd14_mtx"
-        if not d.exists():
-            return _absent(name, d)
-        adata = genodae.read(d, sample_sheet=d / "cells_metadata.csv")
-        key = "celltype"
-    elif name == "celseq2_5cl":
-        f = data_dir / "scrna" / "sc_celseq2_5cl_p1.count.csv.gz"
-        m = data_dir / "scrna" / "sc_celseq2_5cl_p1.metadata.csv.gz"
-        if not f.exists() or not m.exists():
-            return _absent(name, f)
-        adata = genodae.read(f, sample_sheet=m)  # R write.csv layout: keyed by its row names
-        adata = adata[adata.obs["demuxlet_cls"].astype(str) == "SNG"].copy()
-        key = "cell_line_demuxlet"
-    elif name == "tcga_brca":
-        d = data_dir / "bulk" / "tcga_brca_mixomics"
-        if not d.exists():
-            return _absent(name, d)
-        parts = []
-        for split in ("train", "test"):
-            X = pd.read_csv(d / f"data.{split}.mrna.csv", index_col=0)
-            y = pd.read_csv(d / f"data.{split}.subtype.csv", index_col=0)
-            X.index = [f"{split}_{s}" for s in X.index]
-            y.index = [f"{split}_{s}" for s in y.index]
-            parts.append((X, y.loc[X.index]))
-        X = pd.concat([p[0] for p in parts])
-        obs = pd.concat([p[1] for p in parts])
-        adata = ad.AnnData(X=X.to_numpy(np.float32), obs=obs, var=pd.DataFrame(index=X.columns.astype(str)))
-        key = "subtype"
-    else:
-        raise ValueError(name)
-    adata = adata[adata.obs[key].notna()].copy()
-    adata.obs["label"] = adata.obs[key].astype(str).astype("category")
-    return adata
-
-
-def _absent(name, path):
-    print(f"[baselines] skipping {name}: {path} not found", file=sys.stderr)
-    return None
-
-
-def log_hvg(adata, dense: bool = True):
-    """The log-normalised (or log-scale) values of the genes the model uses, cells × HVG, float32."""
-    used = adata.var["highly_variable"].to_numpy(bool)
-    X = adata.X[:, used]
-    if dense:
-        return (X.toarray() if sp.issparse(X) else np.asarray(X)).astype(np.float32)
-    return sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
-
-
-def counts_hvg(adata):
-    used = adata.var["highly_variable"].to_numpy(bool)
-    return adata.layers["counts"][:, used]
-
-
-def is_count_data(adata) -> bool:
-    return adata.uns["genodae_prepare"]["input_kind"] == "counts"
+log_hvg = C.log_hvg
 
 
 # --- methods ---------------------------------------------------------------------------------------------
-
-
-def embed_genodae(adata, seed: int, threads: int = 1, **settings):
-    """(embedding, info, annotated copy) of genodae with the library defaults (plus ``settings``)."""
-    import genodae
-
-    a = adata.copy()
-    genodae.tl.dae(a, seed=seed, device="cpu", num_threads=threads, **settings)
-    h = a.uns["dae"]["history"]
-    info = {"epochs_run": int(h["epochs_run"]), "best_epoch": int(h["best_epoch"]) + 1,
-            "train_seconds": float(h["seconds"])}
-    return np.asarray(a.obsm["X_dae"], np.float32), info, a
 
 
 def embed_pca(adata, seed: int, n_comps: int = PCA_COMPS):
@@ -214,50 +106,14 @@ def embed_nmf(adata, seed: int, n_comps: int = N_COMPONENTS):
                                   "converged": bool(nmf.n_iter_ < 500), "shift": shift}
 
 
-def train_scvi(adata, seed: int, max_epochs: int, early_stopping: bool = True, batch_size: int = 128,
-               threads: int = 1, **kw):
-    """A trained ``scvi.model.SCVI`` on the raw counts of the HVGs (and the AnnData it was set up on)."""
-    import anndata as ad
-    import scvi
-    import torch
-
-    scvi.settings.seed = seed
-    scvi.settings.num_threads = threads
-    scvi.settings.dl_num_workers = 0
-    torch.set_num_threads(threads)
-    logging.getLogger("scvi").setLevel(logging.WARNING)
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    C = counts_hvg(adata)
-    C = sp.csr_matrix(C, dtype=np.float32) if sp.issparse(C) else sp.csr_matrix(np.asarray(C, np.float32))
-    a = ad.AnnData(X=C, obs=pd.DataFrame(index=adata.obs_names),
-                   var=pd.DataFrame(index=adata.var_names[adata.var["highly_variable"].to_numpy(bool)]))
-    scvi.model.SCVI.setup_anndata(a)
-    model = scvi.model.SCVI(a, **{**SCVI_KW, **kw})
-    t = time.perf_counter()
-    model.train(max_epochs=max_epochs, early_stopping=early_stopping, batch_size=batch_size,
-                accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
-                logger=False, enable_checkpointing=False)
-    secs = time.perf_counter() - t
-    hist = model.history
-    n_ep = len(hist["elbo_train"]) if "elbo_train" in hist else max_epochs
-    return model, a, {"epochs_run": int(n_ep), "max_epochs": max_epochs, "train_seconds": secs,
-                      "n_latent": int(model.module.n_latent)}
-
-
 def embed_scvi(adata, seed: int, max_epochs: int, threads: int = 1):
-    model, a, info = train_scvi(adata, seed, max_epochs, threads=threads)
+    model, a, info = C.train_scvi(adata, seed, max_epochs, threads=threads, **SCVI_KW)
     return np.asarray(model.get_latent_representation(), np.float32), info
 
 
 def embed_raw(adata, seed: int):
     X = log_hvg(adata)
     return X, {"n_features": int(X.shape[1])}
-
-
-def scvi_epochs_for(n_cells: int, cap: int) -> int:
-    """scvi-tools' own default, min(round(20000 / n * 400), 400), bounded by ``cap``."""
-    return int(min(round(20000 / max(n_cells, 1) * 400), 400, cap))
 
 
 # --- running ---------------------------------------------------------------------------------------------
@@ -268,7 +124,7 @@ def run(datasets, seeds, methods, data_dir, scvi_cap, threads=1, done=frozenset(
     variants = variants or {}
     rows = []
     for name in datasets:
-        raw = load_raw(name, data_dir)
+        raw = C.load_raw(name, data_dir)
         if raw is None:
             continue
         import genodae
@@ -277,7 +133,7 @@ def run(datasets, seeds, methods, data_dir, scvi_cap, threads=1, done=frozenset(
         adata = genodae.pp.prepare(raw, copy=True)
         labels = adata.obs["label"]
         n_genes = int(adata.var["highly_variable"].sum())
-        counts = is_count_data(adata)
+        counts = C.is_count_data(adata)
         progress(f"[baselines] {name}: {adata.n_obs} cells × {n_genes} genes used ({'counts' if counts else 'log values'}; "
                  f"prepared in {time.perf_counter() - t0:.1f}s), {labels.nunique()} labels")
         for seed in seeds:
@@ -289,14 +145,14 @@ def run(datasets, seeds, methods, data_dir, scvi_cap, threads=1, done=frozenset(
                     continue
                 t = time.perf_counter()
                 if m == "genodae":
-                    Z, info, _ = embed_genodae(adata, seed, threads)
+                    Z, info, _ = C.embed_genodae(adata, seed, threads)
                 elif m.startswith("genodae_"):
-                    Z, info, _ = embed_genodae(adata, seed, threads, preset=m.removeprefix("genodae_"))
+                    Z, info, _ = C.embed_genodae(adata, seed, threads, preset=m.removeprefix("genodae_"))
                 elif m.startswith("genodae:"):  # --variant NAME=JSON
                     settings = dict(variants[m.partition(":")[2]])
                     scaling = settings.pop("scaling", None)
-                    a = Q._rescale(adata, scaling) if scaling else adata
-                    Z, info, _ = embed_genodae(a, seed, threads, **settings)
+                    a = C.rescale(adata, scaling) if scaling else adata
+                    Z, info, _ = C.embed_genodae(a, seed, threads, **settings)
                 elif m == "pca":
                     Z, info = embed_pca(adata, seed)
                 elif m == "ica":
@@ -304,14 +160,14 @@ def run(datasets, seeds, methods, data_dir, scvi_cap, threads=1, done=frozenset(
                 elif m == "nmf":
                     Z, info = embed_nmf(adata, seed)
                 elif m == "scvi":
-                    Z, info = embed_scvi(adata, seed, scvi_epochs_for(adata.n_obs, scvi_cap), threads)
+                    Z, info = embed_scvi(adata, seed, C.scvi_epochs_for(adata.n_obs, scvi_cap), threads)
                 elif m == "raw":
                     Z, info = embed_raw(adata, seed)
                 else:
                     raise ValueError(m)
                 secs = time.perf_counter() - t
                 r = {"dataset": name, "method": m, "seed": seed, "n_cells": int(adata.n_obs), "n_genes": n_genes,
-                     "n_labels": int(labels.nunique()), **Q.score(Z, labels, seed), "seconds": secs,
+                     "n_labels": int(labels.nunique()), **C.score_embedding(Z, labels, seed), "seconds": secs,
                      "dim": int(Z.shape[1]), **info}
                 rows.append(r)
                 progress(_fmt(r))
@@ -332,33 +188,15 @@ def _fmt(r: dict) -> str:
 
 def summarise(rows: list[dict], metrics=("knn_acc", "ari", "nmi", "n_clusters", "ari_opt", "nmi_opt", "k_opt",
                                         "silhouette", "seconds")):
-    df = pd.DataFrame(rows)
     order = {m: i for i, m in enumerate(METHODS + PRESET_METHODS)}
     dorder = {d: i for i, d in enumerate(DATASETS)}
-    g = df.groupby(["dataset", "method"], sort=False)
-    out = g[[m for m in metrics if m in df]].agg(["mean", "std"])
-    out.columns = [f"{m}_{s}" for m, s in out.columns]
-    out["n_seeds"] = g.size()
-    out = out.reset_index()
+    out = C.mean_sd(pd.DataFrame(rows), ["dataset", "method"], metrics).reset_index()
     out["_d"] = out["dataset"].map(dorder).fillna(99)
     out["_m"] = out["method"].map(order).fillna(99)
     return out.sort_values(["_d", "_m"]).drop(columns=["_d", "_m"]).reset_index(drop=True)
 
 
-def versions(extra=("scvi-tools", "lightning", "jax", "scikit-learn", "pandas")) -> dict:
-    v = Q.versions()
-    for p in extra:
-        try:
-            v[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            v[p] = None
-    return v
-
-
-def pm(r, m, nd=3):
-    mean, sd = r[f"{m}_mean"], r[f"{m}_std"]
-    sd = 0.0 if pd.isna(sd) else sd
-    return f"{mean:.{nd}f} ± {sd:.{nd}f}"
+pm = C.pm
 
 
 def markdown(summary: pd.DataFrame, meta: dict) -> str:
@@ -449,61 +287,44 @@ def write(out: Path, rows, meta):
     for c in ("n_cells", "n_genes", "n_labels", "dim"):
         s = pd.DataFrame(rows).groupby(["dataset", "method"], sort=False)[c].mean()
         summary[f"{c}_mean"] = [s[(d, m)] for d, m in zip(summary["dataset"], summary["method"], strict=True)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{out}.json").write_text(json.dumps(
-        {**meta, "summary": summary.to_dict(orient="records"), "runs": rows}, indent=1, default=str) + "\n")
     md = markdown(summary, meta)
-    Path(f"{out}.md").write_text(md)
+    C.write_results(out, C.run_record(meta, summary, rows), md)
     return md
 
 
-def parse_variants(p: argparse.ArgumentParser, items: list[str]) -> dict[str, dict]:
-    """``--variant NAME=JSON`` options (also used by denoise.py) as {NAME: settings}."""
-    variants = {}
-    for v in items:
-        name, _, js = v.partition("=")
-        try:
-            variants[name] = json.loads(js)
-        except json.JSONDecodeError as e:
-            p.error(f"--variant {v!r}: settings are not JSON ({e})")
-    return variants
-
-
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = C.parser(__doc__)
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated subset of " + ",".join(METHODS + PRESET_METHODS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--scvi-epochs", type=int, default=100, help="cap on scVI's max_epochs (early stopping on)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the machine is shared)")
-    p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "baselines", help="writes OUT.json and OUT.md")
-    p.add_argument("--resume", action="store_true", help="keep the runs in OUT.json and skip them")
-    p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
-                   help="also run genodae with these settings (DAEConfig fields, or scaling) as method "
-                        "genodae:NAME, e.g. 'long={\"epochs\": 1500}' (repeatable)")
+    C.add_seeds(p)
+    C.add_scvi_epochs(p)
+    C.add_threads(p)
+    C.add_data_dir(p)
+    C.add_out(p, "baselines")
+    C.add_resume(p)
+    C.add_variant(p, "also run genodae with these settings (DAEConfig fields, or scaling) as method "
+                     "genodae:NAME, e.g. 'long={\"epochs\": 1500}' (repeatable)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    set_threads(a.threads)
+    C.set_threads(a.threads)
     methods = [m for m in a.methods.split(",") if m]
     bad = set(methods) - set(METHODS + PRESET_METHODS)
     if bad:
         p.error(f"unknown method(s) {', '.join(sorted(bad))}")
-    variants = parse_variants(p, a.variant)
+    variants = C.parse_variants(p, a.variant)
     methods += [f"genodae:{n}" for n in variants]
     old, prev_s = [], 0.0
     if a.resume and Path(f"{a.out}.json").exists():
         prev = json.loads(Path(f"{a.out}.json").read_text())
         old, prev_s = prev["runs"], float(prev.get("total_seconds", 0))
     done = {(r["dataset"], r["method"], r["seed"]) for r in old}
-    t0, load0 = time.perf_counter(), round(os.getloadavg()[0], 1)
-    cmd = "python bench/baselines.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    t0, load0 = time.perf_counter(), C.load1()
+    cmd = C.command("baselines", argv)
 
     def meta():
-        return {"command": cmd, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "machine": Q.machine(), "load_start": load0, "versions": versions(), "seeds": a.seeds,
+        return {"command": cmd, "date": C.utc_now(), "machine": C.machine(torch_threads=True), "load_start": load0,
+                "versions": C.versions(C.SCVI_VERSIONS), "seeds": a.seeds,
                 "datasets": sorted({r["dataset"] for r in old + rows_now}, key=list(DATASETS).index),
                 "data_dir": str(a.data_dir), "total_seconds": prev_s + time.perf_counter() - t0,
                 "methods": {**{k: v for k, v in method_descriptions(a.scvi_epochs).items()

@@ -36,26 +36,15 @@ python bench/denoise.py --datasets pbmc68k --seeds 0 --methods genodae,pca,gene_
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
 import json
 import logging
-import os
 import sys
 import time
-from pathlib import Path
 
+import _common as C
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(HERE))
-
-import baselines as B  # noqa: E402
-import quality as Q  # noqa: E402
 
 METHODS = ("genodae", "pca", "scvi", "gene_mean", "zero")
 COUNT_DATASETS = ("pbmc68k", "pbmc4k", "mouse_bladder", "pbmc3k_cd8_cd14", "celseq2_5cl")
@@ -108,7 +97,7 @@ def run(datasets, seeds, methods, data_dir, frac, scvi_cap, threads=1, on_rows=N
     variants = variants or {}
     rows = []
     for name in datasets:
-        raw = B.load_raw(name, data_dir)
+        raw = C.load_raw(name, data_dir)
         if raw is None:
             continue
         if not genodae.pp.is_counts(raw.X):
@@ -132,7 +121,7 @@ def run(datasets, seeds, methods, data_dir, frac, scvi_cap, threads=1, on_rows=N
             L = L_masked_all[row_of]
             truth = np.log1p(v / L[r] * adata.uns["genodae_prepare"]["params"]["target_sum"])
             target_sum = adata.uns["genodae_prepare"]["params"]["target_sum"]
-            Xlog = B.log_hvg(adata)
+            Xlog = C.log_hvg(adata)
             progress(f"[denoise] {name} seed {seed}: {adata.n_obs} cells × {int(used.sum())} genes; "
                      f"{len(hv)} entries hidden ({frac:.0%} of non-zeros), {len(v)} in the HVGs; "
                      f"mean hidden log value {truth.mean():.3f} (prepared in {time.perf_counter() - t0:.1f}s)")
@@ -141,23 +130,23 @@ def run(datasets, seeds, methods, data_dir, frac, scvi_cap, threads=1, on_rows=N
                 info = {}
                 if m == "genodae" or m.startswith("genodae:"):
                     settings = variants.get(m.partition(":")[2], {}) if ":" in m else {}
-                    _, info, a = B.embed_genodae(adata, seed, threads, denoised=True, denoised_scale="log1p", **settings)
+                    _, info, a = C.embed_genodae(adata, seed, threads, denoised=True, denoised_scale="log1p", **settings)
                     D = a.layers["dae_denoised"][:, used]
                     pred = np.asarray(D[r, c]).ravel()
                 elif m == "pca":
                     from sklearn.decomposition import PCA
 
-                    n = min(B.PCA_COMPS, min(Xlog.shape) - 1)
+                    n = min(C.PCA_COMPS, min(Xlog.shape) - 1)
                     pca = PCA(n_components=n, random_state=seed, svd_solver="arpack")
                     Z = pca.fit_transform(Xlog)
                     R = pca.inverse_transform(Z)
                     pred = R[r, c]
                     info = {"n_components": n, "explained_variance": float(pca.explained_variance_ratio_.sum())}
                 elif m == "scvi":
-                    model, _, info = B.train_scvi(adata, seed, B.scvi_epochs_for(adata.n_obs, scvi_cap), threads=threads)
+                    model, _, info = C.train_scvi(adata, seed, C.scvi_epochs_for(adata.n_obs, scvi_cap), threads=threads)
                     rho = np.asarray(model.get_normalized_expression(library_size=1, n_samples=10, return_mean=True,
                                                                      return_numpy=True))
-                    L_hvg = np.asarray(B.counts_hvg(adata).sum(axis=1)).ravel()
+                    L_hvg = np.asarray(C.counts_hvg(adata).sum(axis=1)).ravel()
                     pred = np.log1p(rho[r, c] * L_hvg[r] / L[r] * target_sum)
                 elif m == "gene_mean":
                     pred = Xlog.mean(axis=0)[c]
@@ -181,16 +170,14 @@ def run(datasets, seeds, methods, data_dir, frac, scvi_cap, threads=1, on_rows=N
 def summarise(rows):
     df = pd.DataFrame(rows)
     g = df.groupby(["dataset", "method"], sort=False)
-    out = g[list(METRICS)].agg(["mean", "std"])
-    out.columns = [f"{m}_{s}" for m, s in out.columns]
-    out["n_seeds"] = g.size()
+    out = C.mean_sd(df, ["dataset", "method"], METRICS)
     for c in ("n_cells", "n_genes", "n_hidden"):
         out[f"{c}_mean"] = g[c].mean()
     return out.reset_index()
 
 
 def markdown(summary, meta) -> str:
-    pm = B.pm
+    pm = C.pm
     lines = [
         "# Denoising: recovering hidden counts",
         "",
@@ -231,33 +218,31 @@ def markdown(summary, meta) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = C.parser(__doc__)
     p.add_argument("--datasets", nargs="+", default=["pbmc68k", "pbmc4k", "mouse_bladder"], choices=COUNT_DATASETS)
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    C.add_seeds(p)
     p.add_argument("--fraction", type=float, default=0.1, help="fraction of the non-zero entries hidden")
-    p.add_argument("--scvi-epochs", type=int, default=100, help="cap on scVI's max_epochs (early stopping on)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
-                   help="also run genodae with these settings as method genodae:NAME, e.g. "
-                        "'masked={\"loss_on\": \"masked\"}' (repeatable)")
-    p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "denoise")
+    C.add_scvi_epochs(p)
+    C.add_threads(p, help=None)
+    C.add_variant(p, "also run genodae with these settings as method genodae:NAME, e.g. "
+                     "'masked={\"loss_on\": \"masked\"}' (repeatable)")
+    C.add_data_dir(p)
+    C.add_out(p, "denoise", help=None)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    B.set_threads(a.threads)
+    C.set_threads(a.threads)
     methods = [m for m in a.methods.split(",") if m]
     if set(methods) - set(METHODS):
         p.error(f"unknown method(s) {set(methods) - set(METHODS)}")
-    variants = B.parse_variants(p, a.variant)
+    variants = C.parse_variants(p, a.variant)
     at = methods.index("genodae") + 1 if "genodae" in methods else 0
     methods[at:at] = [f"genodae:{n}" for n in variants]
-    t0, load0 = time.perf_counter(), round(os.getloadavg()[0], 1)
-    cmd = "python bench/denoise.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    t0, load0 = time.perf_counter(), C.load1()
+    cmd = C.command("denoise", argv)
     descr = {
         "genodae": "genodae.tl.dae library defaults (num_threads=1, device=cpu, seed), layers['dae_denoised'] (denoised_scale='log1p')",
-        "pca": f"sklearn PCA({B.PCA_COMPS}) on the dense log-normalised HVG matrix; mean + Z @ components",
+        "pca": f"sklearn PCA({C.PCA_COMPS}) on the dense log-normalised HVG matrix; mean + Z @ components",
         "scvi": f"scvi.model.SCVI defaults (n_latent 10) on masked HVG counts, max_epochs = min(scvi default, "
                 f"{a.scvi_epochs}), early stopping; get_normalized_expression(library_size=1, n_samples=10) "
                 "-> log1p(rho * L_hvg / L_masked * 1e4)",
@@ -267,16 +252,13 @@ def main(argv=None) -> int:
     }
 
     def write(rows):
-        meta = {"command": cmd, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "machine": Q.machine(), "load_start": load0, "versions": B.versions(), "seeds": a.seeds, "fraction": a.fraction,
+        meta = {"command": cmd, "date": C.utc_now(), "machine": C.machine(torch_threads=True), "load_start": load0,
+                "versions": C.versions(C.SCVI_VERSIONS), "seeds": a.seeds, "fraction": a.fraction,
                 "datasets": a.datasets, "total_seconds": time.perf_counter() - t0,
                 "methods": {m: descr[m] for m in methods}}
         summary = summarise(rows)
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{a.out}.json").write_text(json.dumps(
-            {**meta, "summary": summary.to_dict(orient="records"), "runs": rows}, indent=1, default=str) + "\n")
         md = markdown(summary, meta)
-        Path(f"{a.out}.md").write_text(md)
+        C.write_results(a.out, C.run_record(meta, summary, rows), md)
         return md
 
     rows = run(a.datasets, a.seeds, methods, a.data_dir, a.fraction, a.scvi_epochs, a.threads, on_rows=write,

@@ -15,22 +15,17 @@ exercised where there is no GPU (tests/test_scale.py does this).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import machine, make_csr, parser, utc_now
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import machine, make_csr  # noqa: E402
-
-from genodae.config import DAEConfig  # noqa: E402
-from genodae.nn import corrupt, noise_seed  # noqa: E402
-from genodae.train import (  # noqa: E402
+from genodae.config import DAEConfig
+from genodae.nn import corrupt, noise_seed
+from genodae.train import (
     build_module,
     embed,
     evaluate_loss,
@@ -179,7 +174,7 @@ def throughput(gpu: torch.device, n_cells: int, batch_sizes: list[int], epochs: 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__, full=True)
     p.add_argument("--cells", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 8192])
     p.add_argument("--epochs", type=int, default=3)
@@ -212,7 +207,7 @@ def main() -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "gpu": name,
+            "date": utc_now(), "gpu": name,
             "torch": torch.__version__, "machine": machine(), "correctness": check, "throughput": tp,
         }, indent=1))
 

@@ -55,9 +55,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_
 for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
-import argparse  # noqa: E402
 import dataclasses  # noqa: E402
-import datetime as _dt  # noqa: E402
 import inspect  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
@@ -66,21 +64,14 @@ import traceback  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import _common as C  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(HERE))
-
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=UserWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
-
-import baselines as B  # noqa: E402
-import quality as Q  # noqa: E402
 
 DATA_SEED = 0  # the random split and the gene factors of the simulated batches (fixed for every method seed)
 LIB_FACTOR = 0.5  # s: batch 2's library-size factor
@@ -111,16 +102,11 @@ SCORES = ("bio", "batch", "total", "knn_label_acc", "knn_label_acc_unshared", "k
 log = logging.getLogger("bench.integration")
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get("GENODAE_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
 # --- data ------------------------------------------------------------------------------------------------
 
 
 def _absent(name, path):
-    print(f"[integration] skipping {name}: {path} not found", file=sys.stderr)
-    return None
+    return C.absent(name, path, "integration")
 
 
 def load_celseq2(data_dir: Path):
@@ -249,28 +235,10 @@ def embed_harmony(a, pcs: np.ndarray, seed: int):
 
 
 def embed_scvi(a, seed: int, cap: int, threads: int = 1):
-    import anndata as ad
-    import scvi
-    import torch
-
-    scvi.settings.seed = seed
-    scvi.settings.num_threads = threads
-    scvi.settings.dl_num_workers = 0
-    torch.set_num_threads(threads)
-    for n in ("scvi", "lightning", "lightning.pytorch"):
-        logging.getLogger(n).setLevel(logging.ERROR)
-    used = a.var["highly_variable"].to_numpy(bool)
-    s = ad.AnnData(X=sp.csr_matrix(a.layers["counts"][:, used], dtype=np.float32),
-                   obs=a.obs[["batch"]].copy(), var=pd.DataFrame(index=a.var_names[used]))
-    scvi.model.SCVI.setup_anndata(s, batch_key="batch")
-    model = scvi.model.SCVI(s, n_latent=SCVI_LATENT)
-    max_epochs = B.scvi_epochs_for(s.n_obs, cap)
-    model.train(max_epochs=max_epochs, early_stopping=True, batch_size=128, accelerator="cpu", devices=1,
-                enable_progress_bar=False, enable_model_summary=False, logger=False, enable_checkpointing=False)
-    hist = model.history
-    n_ep = len(hist["elbo_train"]) if "elbo_train" in hist else max_epochs
+    model, _, info = C.train_scvi(a, seed, C.scvi_epochs_for(a.n_obs, cap), threads=threads, batch_key="batch",
+                                  n_latent=SCVI_LATENT)
     return (np.asarray(model.get_latent_representation(), np.float32),
-            {"dim": SCVI_LATENT, "epochs_run": int(n_ep), "max_epochs": max_epochs})
+            {"dim": SCVI_LATENT, "epochs_run": info["epochs_run"], "max_epochs": info["max_epochs"]})
 
 
 def genodae_has_batch() -> tuple[bool, str]:
@@ -423,11 +391,7 @@ def _fmt(r: dict) -> str:
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     ok = df[df["error"].isna()] if "error" in df else df
-    g = ok.groupby(["dataset", "method"], sort=False)
-    out = g[[c for c in SCORES if c in ok]].agg(["mean", "std"])
-    out.columns = [f"{m}_{s}" for m, s in out.columns]
-    out["n_seeds"] = g.size()
-    return out.reset_index()
+    return C.mean_sd(ok, ["dataset", "method"], SCORES).reset_index()
 
 
 def _pm(r, m, nd=3):
@@ -546,9 +510,9 @@ def git_state() -> str:
     import subprocess
 
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=C.REPO, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "genodae"], cwd=REPO, capture_output=True,
+        dirty = subprocess.run(["git", "status", "--porcelain", "genodae"], cwd=C.REPO, capture_output=True,
                                text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -590,17 +554,15 @@ def method_descriptions(scvi_cap: int) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = C.parser(__doc__)
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--scvi-epochs", type=int, default=100, help="cap on scVI's max_epochs (early stopping on)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the machine is shared)")
-    p.add_argument("--data-dir", type=Path, default=default_data_dir(),
-                   help="shared data (env GENODAE_SHARED_DATA overrides the default)")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "integration", help="writes OUT.tsv and OUT.md")
-    p.add_argument("--resume", action="store_true", help="keep the rows in OUT.tsv and skip them")
+    C.add_seeds(p, default=[0])
+    C.add_scvi_epochs(p)
+    C.add_threads(p)
+    C.add_data_dir(p, default=C.shared_data_dir(), help="shared data (env GENODAE_SHARED_DATA overrides the default)")
+    C.add_out(p, "integration", help="writes OUT.tsv and OUT.md")
+    C.add_resume(p, "the rows in OUT.tsv")
     p.add_argument("--notes", type=Path, default=None, help="a markdown file appended as the 'Reading' section")
     p.add_argument("--report", action="store_true", help="only rewrite OUT.md from OUT.tsv")
     a = p.parse_args(argv)
@@ -610,19 +572,19 @@ def main(argv=None) -> int:
         p.error(f"unknown method(s) {', '.join(sorted(bad))}")
     notes = a.notes.read_text() if a.notes else ""
     tsv, mdp = Path(f"{a.out}.tsv"), Path(f"{a.out}.md")
-    cmd = "python bench/integration.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = C.command("integration", argv)
     old, old_meta = read_tsv(tsv) if (a.resume or a.report) and tsv.exists() else (pd.DataFrame(), {})
     if a.report:
         mdp.write_text(markdown(old, old_meta, notes))
         print(f"[integration] rewrote {mdp} from {len(old)} rows of {tsv}")
         return 0
     logging.basicConfig(level=logging.WARNING)
-    B.set_threads(a.threads)
+    C.set_threads(a.threads)
     if len(old) and "error" in old:
         old = old[old["error"].isna()]
     done = {(r["dataset"], r["method"], int(r["seed"])) for _, r in old.iterrows()}
     rows: list[dict] = []
-    t0, load0 = time.perf_counter(), round(os.getloadavg()[0], 1)
+    t0, load0 = time.perf_counter(), C.load1()
     descr = method_descriptions(a.scvi_epochs)
     git_now = git_state()  # at the start (the working tree may change under a long run)
 
@@ -630,10 +592,8 @@ def main(argv=None) -> int:
         allsets = set(old["dataset"]) if len(old) else set()
         allsets |= {r["dataset"] for r in rows}
         return {"command": cmd, "commands": [*old_meta.get("commands", []), cmd], "git": git_now,
-                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "machine": Q.machine(), "load_start": load0,
-                "versions": B.versions(extra=("scvi-tools", "lightning", "jax", "scikit-learn", "pandas",
-                                              "scib-metrics", "harmonypy")),
+                "date": C.utc_now(), "machine": C.machine(torch_threads=True), "load_start": load0,
+                "versions": C.versions((*C.SCVI_VERSIONS, "scib-metrics", "harmonypy")),
                 "seeds": a.seeds, "datasets": [d for d in DATASETS if d in allsets],
                 "methods": {m: descr[m] for m in METHODS
                             if m in methods or (len(old) and m in set(old["method"]))}}

@@ -35,13 +35,10 @@ import resource
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
+import _common as C
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import machine, make_csr, write_backed  # noqa: E402  (bench/ helper, numpy/scipy only)
 
 METHODS = ("genodae-memory", "genodae-backed", "annbatch-zarr", "annbatch-memory")
 ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
@@ -191,7 +188,7 @@ def run_method(args, method: str, source_tree: str | None) -> dict:
     cmd = ["taskset", "-c", str(args.cpu), py, __file__, "--one", method, "--repeats", "1"]
     for k in ("cells", "genes", "batch_size", "batches", "warmup", "seed", "chunk_size", "preload_nchunks", "data"):
         cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
-    root = source_tree or str(Path(__file__).resolve().parents[1])
+    root = source_tree or str(C.REPO)
     env = {**os.environ, **ONE_THREAD, "PYTHONPATH": root}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
@@ -212,7 +209,7 @@ def warm(paths) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = C.parser(__doc__, full=True)
     p.add_argument("--cells", type=int, default=1_000_000)
     p.add_argument("--genes", type=int, default=2000)
     p.add_argument("--density", type=float, default=0.1)
@@ -254,7 +251,7 @@ def main() -> None:
     setup = {}
     if not args.h5ad.exists():
         t0 = time.perf_counter()
-        write_backed(make_csr(args.cells, args.genes, args.density, seed=0), args.h5ad)
+        C.write_backed(C.make_csr(args.cells, args.genes, args.density, seed=0), args.h5ad)
         setup["write_h5ad_seconds"] = time.perf_counter() - t0
     setup["h5ad_bytes"] = args.h5ad.stat().st_size
     methods = list(args.methods)
@@ -297,11 +294,11 @@ def main() -> None:
                   f"{', '.join(f'{x:,.0f}' for x in speeds)}; open {r['open_seconds']:.1f} s; "
                   f"peak RSS {r['peak_rss_bytes'] / 1e9:.2f} GB; load {' | '.join(r['load_after'])})", flush=True)
 
-    out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+    out = {"date": C.utc_now(), "machine": C.machine(),
            "command": "python bench/loader.py " + " ".join(sys.argv[1:]), "threads": 1,
            "pinned_cpu": args.cpu, "data": {"cells": args.cells, "genes": args.genes, "density": args.density,
                                             "seed": 0, **setup},
-           "annbatch_note": annbatch_note, "before_label": args.before_label, "load_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+           "annbatch_note": annbatch_note, "before_label": args.before_label, "load_end": C.load_average(2),
            "results": rows}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -39,27 +39,17 @@ python bench/mcv.py --variant 'c40={"gene_likelihood": "nb", "corruption": 0.4}'
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
 import json
 import logging
-import os
 import sys
 import time
 import traceback
 from pathlib import Path
 
+import _common as C
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(HERE))
-
-import baselines as B  # noqa: E402
-import quality as Q  # noqa: E402
 
 # genodae variants: method name -> DAE settings (on top of the library defaults)
 _PLAIN = {"corruption_rescale": False}  # masking noise without the inverted-dropout rescaling (before 2026-11-29)
@@ -123,7 +113,7 @@ def load_counts(name: str, data_dir: Path):
         adata = genodae.read(f, sample_sheet=m)  # as bench/baselines.py loads plate 1 (celseq2_5cl)
         adata = adata[adata.obs["demuxlet_cls"].astype(str) == "SNG"].copy()
     else:
-        adata = B.load_raw(name, data_dir)
+        adata = C.load_raw(name, data_dir)
         if adata is None:
             return None
     X = sp.csr_matrix(adata.X)
@@ -250,7 +240,7 @@ def run_scvi(Xtr, genes: pd.Index, seed: int, threads: int, cap: int, **kw):
     a = _adata(Xtr, genes)
     a.layers["counts"] = a.X.copy()
     a.var["highly_variable"] = True
-    model, _, info = B.train_scvi(a, seed, B.scvi_epochs_for(a.n_obs, cap), threads=threads, **kw)
+    model, _, info = C.train_scvi(a, seed, C.scvi_epochs_for(a.n_obs, cap), threads=threads, **kw)
     rho = model.get_normalized_expression(library_size=1, n_samples=10, return_mean=True, return_numpy=True)
     info["s_per_epoch"] = info["train_seconds"] / max(info["epochs_run"], 1)
     return np.asarray(rho, np.float64), info
@@ -272,7 +262,7 @@ def run_magic(Xtr, seed: int):
     return np.clip(Y, 0.0, None) ** 2, {"n_pca": n_pca, "negatives_clipped": n_neg}
 
 
-def run_pca(Xtr, seed: int, n_comps: int = B.PCA_COMPS):
+def run_pca(Xtr, seed: int, n_comps: int = C.PCA_COMPS):
     from sklearn.decomposition import PCA
 
     X = sp.csr_matrix(Xtr, dtype=np.float64)
@@ -387,8 +377,7 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
         return pd.DataFrame()
     df = pd.DataFrame(rows)
     g = df.groupby(["kind", "dataset", "method"], sort=False)
-    out = g[list(METRICS)].agg(["mean", "std"])
-    out.columns = [f"{m}_{s}" for m, s in out.columns]
+    out = C.mean_sd(df, ["kind", "dataset", "method"], METRICS)
     out["n_seeds"] = g["nll"].apply(lambda s: int(s.notna().sum()))
     out["n_errors"] = g["error"].apply(lambda s: int(s.notna().sum())) if "error" in df else 0
     for c in ("n_cells", "n_genes", "n_cells_scored"):
@@ -576,7 +565,7 @@ def method_descriptions(scvi_cap: int, variants: dict) -> dict:
         "scvi_nb": "as scvi with gene_likelihood='nb'",
         "magic": "Open Problems recipe: per-cell proportions, sqrt, magic.MAGIC(random_state=seed, n_jobs=1; knn 5, "
                  "t 3, decay 1, n_pca 100, exact solver), clip at 0, square, rows renormalised",
-        "pca": f"log1p(1e4 × train proportions), sklearn PCA({B.PCA_COMPS}, arpack; fewer when the data are smaller), "
+        "pca": f"log1p(1e4 × train proportions), sklearn PCA({C.PCA_COMPS}, arpack; fewer when the data are smaller), "
                "reconstruction mean + Z @ components, expm1, clip at 0, rows renormalised",
         "gene_mean": "every cell gets the pooled train proportions (sum over cells / total)",
         "no_denoising": "each cell's own train proportions",
@@ -585,22 +574,20 @@ def method_descriptions(scvi_cap: int, variants: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = C.parser(__doc__)
     p.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS), choices=list(DATASETS))
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(ALL_METHODS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    C.add_seeds(p)
     p.add_argument("--truth-seeds", nargs="*", type=int, default=None,
                    help="seeds of the known-truth check (default: --seeds)")
     p.add_argument("--truth-methods", default=",".join(TRUTH_METHODS))
     p.add_argument("--no-truth", action="store_true", help="skip the known-truth check")
-    p.add_argument("--scvi-epochs", type=int, default=100, help="cap on scVI's max_epochs (early stopping on)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the machine is shared)")
-    p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
-                   help="also run genodae with these DAE settings as method genodae:NAME (repeatable)")
-    p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "mcv", help="writes OUT.json and OUT.md")
-    p.add_argument("--resume", action="store_true", help="keep the runs in OUT.json and skip them")
+    C.add_scvi_epochs(p)
+    C.add_threads(p)
+    C.add_variant(p, "also run genodae with these DAE settings as method genodae:NAME (repeatable)")
+    C.add_data_dir(p)
+    C.add_out(p, "mcv")
+    C.add_resume(p)
     p.add_argument("--report", action="store_true", help="only rewrite OUT.md from the runs in OUT.json")
     a = p.parse_args(argv)
     if a.report:
@@ -610,13 +597,13 @@ def main(argv=None) -> int:
         print(f"[mcv] rewrote {a.out}.md from {len(prev['runs'])} runs in {a.out}.json")
         return 0
     logging.basicConfig(level=logging.WARNING)
-    B.set_threads(a.threads)
+    C.set_threads(a.threads)
     methods = [m for m in a.methods.split(",") if m]
     tmethods = [] if a.no_truth else [m for m in a.truth_methods.split(",") if m]
     bad = (set(methods) | set(tmethods)) - set(ALL_METHODS) - {"truth"}
     if bad or "truth" in methods:
         p.error(f"unknown method(s) {', '.join(sorted(bad or {'truth'}))}")
-    variants = B.parse_variants(p, a.variant)
+    variants = C.parse_variants(p, a.variant)
     at = max([i + 1 for i, m in enumerate(methods) if m.startswith("genodae")], default=0)
     methods[at:at] = [f"genodae:{n}" for n in variants]
     truth_seeds = [] if a.no_truth else (a.seeds if a.truth_seeds is None else a.truth_seeds)
@@ -626,28 +613,25 @@ def main(argv=None) -> int:
         old, prev_s = prev["runs"], float(prev.get("total_seconds", 0))
     done = {(r["dataset"], r["method"], r["seed"]) for r in old if "error" not in r}
     old = [r for r in old if (r["dataset"], r["method"], r["seed"]) in done]
-    t0, load0 = time.perf_counter(), round(os.getloadavg()[0], 1)
-    cmd = "python bench/mcv.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    t0, load0 = time.perf_counter(), C.load1()
+    cmd = C.command("mcv", argv)
     descr = method_descriptions(a.scvi_epochs, variants)
     rows: list[dict] = []
 
     def write() -> str:
         allrows = old + rows
-        meta = {"command": cmd, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "machine": Q.machine(), "load_start": load0, "load_now": round(os.getloadavg()[0], 1),
-                "versions": B.versions(extra=("scvi-tools", "lightning", "scikit-learn", "pandas", "magic-impute",
-                                              "graphtools")),
+        meta = {"command": cmd, "date": C.utc_now(), "machine": C.machine(torch_threads=True),
+                "load_start": load0, "load_now": C.load1(),
+                "versions": C.versions(("scvi-tools", "lightning", "scikit-learn", "pandas", "magic-impute",
+                                        "graphtools")),
                 "seeds": a.seeds, "truth_seeds": truth_seeds,
                 "datasets": [d for d in a.datasets if any(r["dataset"] == d for r in allrows)],
                 "data_dir": str(a.data_dir), "scvi_cap": a.scvi_epochs, "train_fraction": TRAIN_FRACTION,
                 "n_top_genes": N_TOP_GENES, "rate_floor": RATE_FLOOR, "total_seconds": prev_s + time.perf_counter() - t0,
                 "methods": {m: descr[m] for m in dict.fromkeys(methods + tmethods)}}
         summary = summarise(allrows)
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{a.out}.json").write_text(json.dumps(
-            {**meta, "summary": summary.to_dict(orient="records"), "runs": allrows}, indent=1, default=str) + "\n")
         md = markdown(summary, meta, allrows)
-        Path(f"{a.out}.md").write_text(md)
+        C.write_results(a.out, C.run_record(meta, summary, allrows), md)
         return md
 
     run(a.datasets, a.seeds, methods, a.data_dir, a.threads, a.scvi_epochs, variants, rows, done, on_rows=write,

@@ -27,44 +27,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import _common as C  # standard library only at import: this process stays small
+
 CG_NAME = "genodae-bench-mem"
 STEPS = ("baseline", "prepare", "train", "embed", "export", "signatures", "run")
 MiB = 2**20
 
 
-def counts_file(path: Path, cells: int, genes: int, density: float = 0.1, seed: int = 0, chunk: int = 20_000) -> int:
-    """Write generated counts (float32 CSR, ``density`` non-zeros per row) as .h5ad; return the CSR's bytes.
-
-    Built chunk by chunk (a dense random matrix of 1M × 2,000 would need 8 GB); the values are those of
-    ``bench/threads.py``'s generator (gamma gene means, a gamma size factor per cell, Poisson + 1)."""
-    import anndata as ad
-    import numpy as np
-    import pandas as pd
-    import scipy.sparse as sp
-
-    rng = np.random.default_rng(seed)
-    k = int(genes * density)
-    mu = rng.gamma(0.6, 3.0, size=genes)
-    data = np.empty(cells * k, np.float32)
-    indices = np.empty(cells * k, np.int32)
-    for s in range(0, cells, chunk):
-        n = min(chunk, cells - s)
-        idx = np.sort(np.argpartition(rng.random((n, genes), dtype=np.float32), k, axis=1)[:, :k], axis=1)
-        vals = rng.poisson(mu[idx] * rng.gamma(2.0, 0.5, size=(n, 1))) + 1
-        data[s * k : (s + n) * k] = vals.ravel()
-        indices[s * k : (s + n) * k] = idx.ravel()
-    X = sp.csr_matrix((data, indices, np.arange(0, cells * k + 1, k, dtype=np.int64)), shape=(cells, genes))
-    a = ad.AnnData(X=X, obs=pd.DataFrame(index=[f"c{i}" for i in range(cells)]),
-                   var=pd.DataFrame(index=[f"g{j}" for j in range(genes)]))
+def counts_file(path: Path, cells: int, genes: int, density: float = 0.1, seed: int = 0) -> int:
+    """Write generated counts (``_common.generated_counts``: float32 CSR, ``density`` non-zeros per row) as .h5ad;
+    return the CSR's bytes."""
+    X = C.generated_counts(cells, genes, density, seed)
+    a = C.as_anndata(X)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.h5ad")
     a.write_h5ad(tmp)
@@ -76,14 +56,14 @@ def csr_bytes(X) -> int:
     return int(X.data.nbytes + X.indices.nbytes + X.indptr.nbytes)
 
 
-class MemoryLimit:
+class MemoryLimit(C.Cgroup):
     """A cgroup with a memory limit (v2 ``memory.max``, else v1 ``memory.limit_in_bytes``, without swap), created
     below this process's own cgroup; ``join`` (in the child, before exec) moves a process into it."""
 
     def __init__(self, limit: int):
         v2 = Path("/sys/fs/cgroup")
         if (v2 / "cgroup.controllers").exists():
-            base = v2 / _own_cgroup("")
+            base = v2 / C.own_cgroup("")
             if "memory" not in (base / "cgroup.subtree_control").read_text().split():
                 (base / "cgroup.subtree_control").write_text("+memory")
             self.dir = base / CG_NAME
@@ -92,13 +72,10 @@ class MemoryLimit:
             (self.dir / "memory.swap.max").write_text("0") if (self.dir / "memory.swap.max").exists() else None
             self.kind, self.peak_file = "cgroup v2 memory.max", "memory.peak"
         else:
-            self.dir = Path("/sys/fs/cgroup/memory") / _own_cgroup("memory").lstrip("/") / CG_NAME
+            self.dir = Path("/sys/fs/cgroup/memory") / C.own_cgroup("memory").lstrip("/") / CG_NAME
             self.dir.mkdir(exist_ok=True)
             (self.dir / "memory.limit_in_bytes").write_text(str(limit))
             self.kind, self.peak_file = "cgroup v1 memory.limit_in_bytes", "memory.max_usage_in_bytes"
-
-    def join(self) -> None:
-        (self.dir / "cgroup.procs").write_text(str(os.getpid()))
 
     def reset_peak(self) -> None:
         if self.peak_file == "memory.max_usage_in_bytes":
@@ -107,22 +84,6 @@ class MemoryLimit:
     def peak(self) -> int | None:
         f = self.dir / self.peak_file
         return int(f.read_text()) if f.exists() else None
-
-    def remove(self) -> None:
-        for _ in range(50):
-            try:
-                self.dir.rmdir()
-                return
-            except OSError:
-                time.sleep(0.1)
-
-
-def _own_cgroup(controller: str) -> str:
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, ctrls, path = line.split(":", 2)
-        if (controller == "" and ctrls == "") or controller in ctrls.split(","):
-            return path.lstrip("/")
-    return ""
 
 
 def measure(cmd: list[str], env: dict, limit: MemoryLimit | None, log: Path, timeout: float) -> dict:
@@ -149,16 +110,6 @@ def measure(cmd: list[str], env: dict, limit: MemoryLimit | None, log: Path, tim
     if limit is not None:
         rec["cgroup_peak_mib"] = (limit.peak() or 0) / MiB
     return rec
-
-
-def machine() -> str:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, no swap, {platform.platform()}"
 
 
 def versions(env: dict) -> str:
@@ -217,17 +168,12 @@ def write_md(records: list[dict], path: Path) -> None:
         lines.append(f"| {r['label']} | {r['cells']:,} | {r['csr_mib']:,.0f} | {r['file_mib']:,.0f} | {r['step']} | "
                      f"{r['peak_rss_mib']:,.0f} | {'' if over is None else f'{over:,.0f}'} | {ratio} | "
                      f"{r['seconds']:,.0f} | {r['load']:.2f} | {res} |")
-    notes = ""
-    if path.exists() and "\n## Reading" in path.read_text():  # hand-written notes below the table are kept
-        notes = "\n## Reading" + path.read_text().split("\n## Reading", 1)[1]
-    path.write_text("\n".join(lines) + "\n" + notes)
+    C.write_keeping_notes(path, "\n".join(lines) + "\n")  # hand-written notes below the table are kept
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--label", default="after")
-    p.add_argument("--src", type=Path, default=ROOT, help="folder holding the genodae package to measure")
-    p.add_argument("--git", default=None, help="what to record as the measured version (default: HEAD of this tree)")
+    p = C.parser(__doc__, full=True)
+    C.add_source_tree(p)
     p.add_argument("--cells", type=int, nargs="+", default=[10_000, 100_000, 300_000])
     p.add_argument("--genes", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=1)
@@ -238,8 +184,8 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=3600, help="seconds per step")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/genodae_mem"))
     p.add_argument("--keep", action="store_true", help="keep the step outputs (default: removed after each size)")
-    p.add_argument("--out", type=Path, default=ROOT / "bench/results/memory.json")
-    p.add_argument("--md", type=Path, default=ROOT / "bench/results/memory.md")
+    p.add_argument("--out", type=Path, default=C.RESULTS / "memory.json")
+    p.add_argument("--md", type=Path, default=C.RESULTS / "memory.md")
     p.add_argument("--generate", nargs=3, default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.generate:
@@ -249,12 +195,10 @@ def main() -> None:
         return
     env = {**os.environ, "PYTHONPATH": str(a.src.resolve()), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True).stdout.strip()
-    git = a.git or (git if a.src.resolve() == ROOT else f"{git} (--src {a.src})")
+    git = C.measured_version(a, a.src.resolve())
     opts = ", ".join(x for x in ("prepare/train --backed" if a.backed else "in memory",
                                  f"memory limit {a.limit_gib:g} GiB" if a.limit_gib else "") if x)
-    meta = {"machine": machine(), "versions": versions(env), "threads": a.threads, "epochs": a.epochs, "options": opts}
+    meta = {"machine": C.machine_line("GiB RAM, no swap"), "versions": versions(env), "threads": a.threads, "epochs": a.epochs, "options": opts}
     records = json.loads(a.out.read_text()) if a.out.exists() else []
     limit = MemoryLimit(int(a.limit_gib * 2**30)) if a.limit_gib else None
     if limit:
@@ -277,7 +221,7 @@ def main() -> None:
                 rec.update(label=a.label, git=git, cells=cells, genes=a.genes, step=step, load=ld,
                            csr_mib=csr / MiB, file_mib=data.stat().st_size / MiB, meta=meta,
                            command=" ".join(map(str, cmds[step][1:])).replace(sys.executable, "python"),
-                           time=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                           time=C.utc_now())
                 if step == "prepare" and (work / "prepared.h5ad").exists():
                     rec["prepared_mib"] = (work / "prepared.h5ad").stat().st_size / MiB
                 if limit:

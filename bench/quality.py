@@ -30,23 +30,17 @@ python bench/quality.py --datasets pbmc68k --seeds 0 --variants default,zscore -
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
 import json
 import logging
-import os
 import sys
 import time
 import warnings
-from importlib import metadata
 from pathlib import Path
 
+import _common as C
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a source checkout without installing
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=UserWarning, module="anndata")
@@ -73,18 +67,10 @@ VARIANTS: dict[str, dict] = {
     "adage": {"preset": "adage"},
 }
 PCA_METHODS = ("pca_log", "pca_minmax", "pca_zscore")
-DATASETS = {
-    # name: (file under --data-dir or None for scanpy's built-in, label column)
-    "pbmc68k": (None, "bulk_labels"),
-    "pbmc4k": ("scrna/pbmc4k_top2000.h5ad", "cluster"),
-    "mouse_bladder": ("scrna/mouse_bladder_top2000.h5ad", "cell_type"),
-    # a sparser stress set: pbmc4k with every count binomially thinned to 20% (seeded), like a shallower run
-    "pbmc4k_thin20": ("scrna/pbmc4k_top2000.h5ad", "cluster"),
-    "mouse_bladder_thin20": ("scrna/mouse_bladder_top2000.h5ad", "cell_type"),  # not run by default
-}
+# the data sets (loaded by _common.load_raw); mouse_bladder_thin20 is not run by default
+DATASETS = ("pbmc68k", "pbmc4k", "mouse_bladder", "pbmc4k_thin20", "mouse_bladder_thin20")
 CORE = ("pbmc68k", "pbmc4k", "mouse_bladder")  # the headline mean is over these
 DEFAULT_DATASETS = (*CORE, "pbmc4k_thin20")
-THIN = {"pbmc4k_thin20": 0.2, "mouse_bladder_thin20": 0.2}
 METRICS = ("knn_acc", "ari", "nmi", "n_clusters", "ari_opt", "nmi_opt", "k_opt", "silhouette", "seconds")
 
 log = logging.getLogger("bench.quality")
@@ -101,52 +87,11 @@ def import_genodae():
 # --- data ------------------------------------------------------------------------------------------------
 
 
-def load_raw(name: str, data_dir: Path):
-    """Raw counts AnnData with string labels in obs['label'], or None when the file is absent."""
-    import anndata as ad
-    import scanpy as sc
-
-    path, key = DATASETS[name]
-    if path is None:  # pbmc68k_reduced: X is z-scored; recover counts exactly from raw and n_counts
-        ref = sc.datasets.pbmc68k_reduced()
-        logn = ref.raw.X.toarray() if sp.issparse(ref.raw.X) else np.asarray(ref.raw.X)
-        counts = np.round(np.expm1(logn) * ref.obs["n_counts"].to_numpy()[:, None] / 1e4)
-        adata = ad.AnnData(X=sp.csr_matrix(counts.astype(np.float32)), obs=ref.obs[[key]].copy(),
-                           var=pd.DataFrame(index=ref.raw.var_names))
-    else:
-        f = data_dir / path
-        if not f.exists():
-            print(f"[quality] skipping {name}: {f} not found", file=sys.stderr)
-            return None
-        adata = ad.read_h5ad(f)
-        if name in THIN:  # keep each count with probability p (fixed seed): same cells, shallower sequencing
-            X = sp.csr_matrix(adata.X)
-            X.data = np.random.default_rng(0).binomial(X.data.astype(np.int64), THIN[name]).astype(np.float32)
-            X.eliminate_zeros()
-            adata.X = X
-            adata = adata[np.asarray(X.sum(axis=1)).ravel() > 0].copy()
-    adata.obs["label"] = adata.obs[key].astype(str).astype("category")
-    return adata
-
-
 def prepare(adata, scaling: str | None = None):
     """A prepared copy (library defaults, or another per-gene scaling of the same genes)."""
     genodae = import_genodae()
     kw = {} if scaling is None else {"scaling": scaling}
     return genodae.pp.prepare(adata, copy=True, **kw)
-
-
-def scaled_input(adata) -> np.ndarray:
-    """Dense model input exactly as genodae builds it: (x - offset) / scale on the used genes (clipped for minmax)."""
-    used = adata.var["highly_variable"].to_numpy(bool)
-    X = adata.X[:, used]
-    X = X.toarray() if sp.issparse(X) else np.asarray(X)
-    off = adata.var["genodae_offset"].to_numpy(np.float32)[used]
-    scl = adata.var["genodae_scale"].to_numpy(np.float32)[used]
-    Z = (X.astype(np.float32) - off) / scl
-    if adata.uns["genodae_prepare"]["params"]["scaling"] == "minmax":
-        Z = np.clip(Z, 0, 1)
-    return Z
 
 
 # --- methods ---------------------------------------------------------------------------------------------
@@ -160,7 +105,7 @@ def embed_pca(adata, method: str, seed: int, n_comps: int = 50) -> np.ndarray:
         X = adata.X[:, used]
         X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
     elif method == "pca_minmax":
-        X = scaled_input(adata)  # adata prepared with minmax (the default)
+        X = C.scaled_input(adata)  # adata prepared with minmax (the default)
     elif method == "pca_zscore":
         X = adata.X[:, used]
         X = X.toarray() if sp.issparse(X) else np.asarray(X)
@@ -191,7 +136,7 @@ def embed_dae(prepared: dict, settings: dict, seed: int, epochs: int | None = No
     adata = prepared[scaling or "default"] if (scaling or "default") in prepared else None
     if adata is None:
         base = prepared["default"]
-        adata = prepared.setdefault(scaling, _rescale(base, scaling))
+        adata = prepared.setdefault(scaling, C.rescale(base, scaling))
     if epochs is not None:
         s["epochs"] = epochs
     s["seed"] = seed
@@ -201,58 +146,14 @@ def embed_dae(prepared: dict, settings: dict, seed: int, epochs: int | None = No
     ad = adata.copy()
     genodae.tl.dae(ad, **s)
     h = ad.uns["dae"]["history"]
-    info = {"epochs_run": int(h["epochs_run"]), "best_epoch": int(h["best_epoch"]) + 1,
-            "train_seconds": float(h["seconds"]), "best_val_loss": float(np.min(h["val_loss"]))}
+    info = {**C.history_info(h), "best_val_loss": float(np.min(h["val_loss"]))}
     return np.asarray(ad.obsm["X_dae"]), info
-
-
-def _rescale(base, scaling: str):
-    """The same prepared genes with another per-gene scaling (what prepare(scaling=...) would compute)."""
-    from genodae.pp import scaling_params
-
-    ad = base.copy()
-    used = ad.var["highly_variable"].to_numpy(bool)
-    off, scl = scaling_params(ad.X[:, used], scaling)
-    ad.var.loc[used, "genodae_offset"] = off
-    ad.var.loc[used, "genodae_scale"] = scl
-    prep = dict(ad.uns["genodae_prepare"])
-    prep["params"] = {**prep["params"], "scaling": scaling}
-    ad.uns["genodae_prepare"] = prep
-    return ad
 
 
 # --- metrics ---------------------------------------------------------------------------------------------
 
 
-def score(Z: np.ndarray, labels: pd.Series, seed: int) -> dict:
-    import anndata as ad
-    import scanpy as sc
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.neighbors import KNeighborsClassifier
-
-    y = labels.astype(str).to_numpy()
-    Z = np.asarray(Z, dtype=np.float32)
-    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-    acc = cross_val_score(KNeighborsClassifier(n_neighbors=15), Z, y, cv=cv).mean()
-    tmp = ad.AnnData(X=np.zeros((Z.shape[0], 1), np.float32), obsm={"X_emb": Z})
-    sc.pp.neighbors(tmp, use_rep="X_emb", n_neighbors=15, random_state=seed)
-    def leiden(res: float) -> np.ndarray:
-        sc.tl.leiden(tmp, resolution=res, flavor="igraph", n_iterations=2, random_state=seed, directed=False)
-        return tmp.obs["leiden"].to_numpy()
-
-    # resolutions 0.1-2.0; 1.0 is the fixed-resolution score. scib's "cluster-optimal" scores: the resolution
-    # whose clusters have the best NMI with the labels, then ARI and NMI of those clusters. A fixed resolution
-    # rewards embeddings whose noise happens to give about as many clusters as there are labels; this removes
-    # that (scib: Luecken et al. 2022).
-    grid = {r: leiden(r / 10) for r in range(1, 21)}
-    cl = grid[10]
-    best = max(((normalized_mutual_info_score(y, c), c) for c in grid.values()), key=lambda t: t[0])
-    sil = silhouette_score(Z, y) if np.isfinite(Z).all() and Z.std(0).max() > 0 else float("nan")
-    return {"knn_acc": float(acc), "ari": float(adjusted_rand_score(y, cl)),
-            "nmi": float(normalized_mutual_info_score(y, cl)), "n_clusters": int(len(set(cl))),
-            "ari_opt": float(adjusted_rand_score(y, best[1])), "nmi_opt": float(best[0]),
-            "k_opt": int(len(set(best[1]))), "silhouette": float(sil)}
+score = C.score_embedding  # bench/_common.py: 15-NN, Leiden ARI/NMI (fixed and cluster-optimal), silhouette
 
 
 # --- running ---------------------------------------------------------------------------------------------
@@ -262,7 +163,7 @@ def run(datasets, seeds, variants, pca_methods, data_dir: Path, epochs=None, thr
         progress=print) -> list[dict]:
     rows = []
     for name in datasets:
-        raw = load_raw(name, data_dir)
+        raw = C.load_raw(name, data_dir)
         if raw is None:
             continue
         t0 = time.perf_counter()
@@ -300,44 +201,11 @@ def _fmt(r: dict) -> str:
 
 
 def summarise(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows)
-    g = df.groupby(["dataset", "method"], sort=False)
-    out = g[[m for m in METRICS if m in df]].agg(["mean", "std"])
-    out.columns = [f"{m}_{s}" for m, s in out.columns]
-    out["n_seeds"] = g.size()
-    return out.reset_index()
-
-
-def machine() -> dict:
-    """throughput.machine() (platform, CPU, cores, memory) plus the torch threads of this run."""
-    import torch
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from throughput import machine as base_machine
-
-    return {**base_machine(), "torch_threads": torch.get_num_threads(),
-            "load_average": " ".join(f"{x:.1f}" for x in os.getloadavg())}
-
-
-def versions() -> dict:
-    out = {}
-    for p in ("genodae", "torch", "numpy", "scipy", "scikit-learn", "scanpy", "anndata", "igraph", "leidenalg"):
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            out[p] = None
-    try:
-        out["genodae"] = import_genodae().__version__
-    except SystemExit:
-        pass
-    return out
+    return C.mean_sd(pd.DataFrame(rows), ["dataset", "method"], METRICS).reset_index()
 
 
 def markdown(summary: pd.DataFrame, meta: dict) -> str:
-    def pm(r, m, nd=3):
-        mean, sd = r[f"{m}_mean"], r[f"{m}_std"]
-        sd = 0.0 if pd.isna(sd) else sd
-        return f"{mean:.{nd}f} ± {sd:.{nd}f}"
+    pm = C.pm
 
     def opt(r, m, nd=3):  # absent from runs recorded before the metric existed
         return pm(r, m, nd) if f"{m}_mean" in r and not pd.isna(r[f"{m}_mean"]) else "–"
@@ -440,19 +308,17 @@ def dedupe(variants: list, aliases: dict | None = None) -> list:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = C.parser(__doc__)
     p.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS), choices=list(DATASETS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    C.add_seeds(p)
     p.add_argument("--variants", default="before,tuned,default",
                    help=f"comma-separated genodae variants: {', '.join(VARIANTS)}; or one JSON dict of settings")
     p.add_argument("--pca", default=",".join(PCA_METHODS), help="comma-separated PCA inputs ('' for none)")
     p.add_argument("--epochs", type=int, default=None, help="override every variant's epochs (quick runs)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads for everything (0 = torch's default: all cores)")
-    p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "quality",
-                   help="output prefix: writes OUT.json and OUT.md")
+    C.add_data_dir(p)
+    C.add_out(p, "quality", help="output prefix: writes OUT.json and OUT.md")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     variants = [a.variants] if a.variants.strip().startswith("{") else [v for v in a.variants.split(",") if v]
@@ -470,16 +336,12 @@ def main(argv=None) -> int:
     total = time.perf_counter() - t0
     summary = summarise(rows)
     meta = {
-        "command": "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "versions": versions(), "seeds": a.seeds, "datasets": a.datasets,
+        "command": C.command("quality", argv), "date": C.utc_now(),
+        "machine": C.machine(torch_threads=True), "versions": C.versions(), "seeds": a.seeds, "datasets": a.datasets,
         "data_dir": str(a.data_dir), "total_seconds": total, "methods": method_descriptions(variants, a.epochs),
         "same_settings": {f"dae:{k}": f"dae:{v}" for k, v in aliases.items()},
     }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{a.out}.json").write_text(json.dumps(
-        {**meta, "summary": summary.to_dict(orient="records"), "runs": rows}, indent=1, default=str) + "\n")
-    Path(f"{a.out}.md").write_text(markdown(summary, meta))
+    C.write_results(a.out, C.run_record(meta, summary, rows), markdown(summary, meta))
     print(markdown(summary, meta))
     print(f"[quality] wrote {a.out}.json and {a.out}.md in {total / 60:.1f} min")
     return 0

@@ -29,24 +29,20 @@ python bench/readable.py bulk --seeds 3            # bench/results/readable_bulk
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import platform
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+import _common as C
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-OUT = REPO / "bench" / "results"
-SHARED = Path(os.environ.get("GENODAE_SHARED_DATA", REPO.parent / "shared" / "data"))
+OUT = C.RESULTS
+SHARED = C.shared_data_dir()
 
 warnings.filterwarnings("ignore")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -184,12 +180,12 @@ def run_synthetic(args) -> None:
 
 
 def machine() -> dict:
-    return {"machine": platform.node(), "cpu": platform.processor() or platform.machine(), "threads": 1,
-            "torch": torch.__version__, "genodae": genodae.__version__, "load": os.getloadavg()}
+    return {**C.machine(), "threads": 1, "torch": torch.__version__, "genodae": genodae.__version__,
+            "load": os.getloadavg()}
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = C.parser(__doc__, full=True)
     p.add_argument("part", choices=["synthetic", "bulk", "embedding", "report"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n-latent", type=int, default=32)
@@ -293,17 +289,13 @@ EMBEDDING_SETS = ("pbmc4k", "mouse_bladder", "pbmc3k_cd8_cd14", "celseq2_5cl", "
 
 def run_embedding(args) -> None:
     """Does the readable basis cost the embedding anything? The same trained model's bottleneck as trained
-    (``rotation="none"``) and in the readable basis, scored by bench/quality.py's ``score`` (5-fold 15-NN label
+    (``rotation="none"``) and in the readable basis, scored by ``_common.score_embedding`` (bench/quality.py's score) (5-fold 15-NN label
     accuracy, Leiden ARI/NMI at resolution 1 and cluster-optimal, silhouette) on the labelled sets."""
-    sys.path.insert(0, str(REPO / "bench"))
-    import baselines as B
-    import quality as Q
-
     from genodae.train import embed
 
     rows = []
     for name in EMBEDDING_SETS:
-        raw = B.load_raw(name, SHARED)
+        raw = C.load_raw(name, SHARED)
         if raw is None:
             continue
         prep = genodae.pp.prepare(raw, copy=True)
@@ -312,7 +304,7 @@ def run_embedding(args) -> None:
             readable = model.embed(prep)
             trained = embed(model.module, model._input(prep, False))
             for basis, Z in (("trained (rotation none)", trained), ("readable (varimax, default)", readable)):
-                rows.append({"set": name, "seed": seed, "basis": basis, **Q.score(Z, prep.obs["label"], seed)})
+                rows.append({"set": name, "seed": seed, "basis": basis, **C.score_embedding(Z, prep.obs["label"], seed)})
                 log.info("%s seed %d %s: %s", name, seed, basis, {k: round(v, 3) for k, v in rows[-1].items()
                                                                    if isinstance(v, float)})
     t = pd.DataFrame(rows)
@@ -323,12 +315,7 @@ def run_embedding(args) -> None:
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
 
 
-def _md(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in df.itertuples(index=False):
-        out.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
-    return "\n".join(out)
+_md = C.md_table
 
 
 def report(args) -> None:

@@ -11,7 +11,7 @@ Methods (each with ``n_latent`` nodes/components, seeds 0…9):
 - ``dae_signatures``: the ``signatures`` preset (linear encoder, lr 1e-2, up to 300 epochs).
 - ``adage``: the ``adage`` preset (tied sigmoid layer, SGD, batch 10), epochs capped (``--adage-epochs``).
 - ``dae_nonneg``: prototype, ``signatures`` preset + non-negative decoder weights (projected after each
-  optimiser step; not in the library: monkeypatched here).
+  optimiser step; not in the library: set up through ``DAE.fit(init_module=...)`` and a torch optimiser hook).
 - ``dae_zeroinit``: prototype of a model change, the *default* architecture with the linear decoder
   initialised at zero and trained like the ``signatures`` preset's schedule (lr 1e-3, 300 epochs, patience 30).
 - ``pca``, ``ica`` (FastICA), ``nmf``: scikit-learn on the same input; "seed" = random_state and a 90%
@@ -39,72 +39,62 @@ python bench/signatures.py sweep                     # n_latent sweep on synthet
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 import time
 import warnings
-from pathlib import Path
 
+import _common as C
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-OUT = REPO / "bench" / "results"
-SHARED = REPO.parent / "shared" / "data"
+OUT = C.RESULTS
+SHARED = C.DATA_DIR
 
 warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
+from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
 torch.set_num_threads(1)
 
 import genodae  # noqa: E402
 import genodae.assoc  # noqa: E402
-import genodae.model as gmodel  # noqa: E402
-import genodae.train as gtrain  # noqa: E402
 from genodae import signatures as S  # noqa: E402
 from genodae import synthetic  # noqa: E402
 
 log = logging.getLogger("bench")
 
 
-# --- prototypes of model changes (monkeypatched; the library itself is not changed) ---------------------
-
-_ORIG_BUILD, _ORIG_OPT = gtrain.build_module, gtrain.make_optimizer
+# --- prototypes of model changes (through DAE.fit(init_module=...); the library itself is not changed) ------
 
 
-def _patched(zero_init: bool = False, nonneg: bool = False):
-    def build(n, cfg, out, gene_likelihood="normal"):
-        m = _ORIG_BUILD(n, cfg, out, gene_likelihood)
-        if zero_init and m.decoder is not None and cfg.decoder == "linear":
-            torch.nn.init.zeros_(m.decoder.weight)
-        return m
+def _prototype(zero_init: bool = False, nonneg: bool = False):
+    """(``init_module`` for ``DAE.fit``, a list that receives the torch hook handles to remove after training).
 
-    def opt(module, cfg):
-        o = _ORIG_OPT(module, cfg)
-        if not nonneg:
-            return o
-        step = o.step
+    ``zero_init``: the linear decoder's weights start at zero. ``nonneg``: after every optimiser step that updates
+    the decoder's weights they are projected onto >= 0 (torch's global optimiser step post-hook)."""
+    handles = []
 
-        def new_step(*a, **k):
-            r = step(*a, **k)
-            with torch.no_grad():
-                module.decoder.weight.clamp_(min=0)
-            return r
+    def init(module):
+        dec = getattr(module, "decoder", None)
+        if zero_init and isinstance(dec, torch.nn.Linear):
+            torch.nn.init.zeros_(dec.weight)
+        if nonneg:
+            w = module.decoder.weight
 
-        o.step = new_step
-        return o
+            def project(optimizer, args, kwargs):
+                if any(p is w for g in optimizer.param_groups for p in g["params"]):
+                    with torch.no_grad():
+                        w.clamp_(min=0)
 
-    return build, opt
+            handles.append(register_optimizer_step_post_hook(project))
+
+    return init, handles
 
 
 def train_dae(adata, seed: int, n_latent: int, kind: str, adage_epochs: int):
-    build, opt = _patched(zero_init=kind == "dae_zeroinit", nonneg=kind == "dae_nonneg")
-    gtrain.build_module = gmodel.build_module = build
-    gtrain.make_optimizer = opt
+    init, handles = _prototype(zero_init=kind == "dae_zeroinit", nonneg=kind == "dae_nonneg")
     try:
         if kind == "dae_default":
             m = genodae.DAE(n_latent=n_latent, seed=seed, num_threads=1)
@@ -116,10 +106,10 @@ def train_dae(adata, seed: int, n_latent: int, kind: str, adage_epochs: int):
             m = genodae.DAE(preset="adage", n_latent=n_latent, seed=seed, num_threads=1, epochs=adage_epochs)
         else:
             raise ValueError(kind)
-        m.fit(adata, progress=False)
+        m.fit(adata, progress=False, init_module=init)
     finally:
-        gtrain.build_module = gmodel.build_module = _ORIG_BUILD
-        gtrain.make_optimizer = _ORIG_OPT
+        for h in handles:
+            h.remove()
     return m.gene_weights(), m.embed(adata), m.history
 
 
@@ -358,7 +348,7 @@ def run_sweep(args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = C.parser(__doc__, full=True)
     p.add_argument("part", choices=("synthetic", "pbmc", "luad", "sweep"))
     p.add_argument("--methods", default="dae_default,dae_signatures,adage,dae_nonneg,dae_zeroinit,pca,ica,nmf")
     p.add_argument("--settings", default="standard,hard")

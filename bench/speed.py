@@ -29,22 +29,17 @@ python bench/speed.py --dataset pbmc68k --epochs 5 --repeats 1 --out /tmp/s
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import logging
+import os
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import _common as C
 import numpy as np
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(HERE))
-
 
 METHODS = ("genodae", "scvi", "genodae_normal", "genodae_nb", "genodae_zinb")  # alternating in this order
 
@@ -61,12 +56,10 @@ def peak_rss_mb() -> float:
 
 
 def worker(method: str, dataset: str, epochs: int, batch_size: int, threads: int, data_dir: Path) -> dict:
-    import baselines as B
-
-    B.set_threads(threads)
+    C.set_threads(threads)
     import genodae
 
-    raw = B.load_raw(dataset, data_dir)
+    raw = C.load_raw(dataset, data_dir)
     adata = genodae.pp.prepare(raw, copy=True)
     n_train = adata.n_obs - int(round(adata.n_obs * 0.1))
     import torch  # noqa: F401  (imported by both; counted in the baseline RSS)
@@ -112,8 +105,8 @@ def worker(method: str, dataset: str, epochs: int, batch_size: int, threads: int
             def on_train_epoch_end(self, trainer, module):
                 self.times.append(time.perf_counter() - self._t)
 
-        C = sp.csr_matrix(B.counts_hvg(adata), dtype=np.float32)
-        a = ad.AnnData(X=C, obs=pd.DataFrame(index=adata.obs_names))
+        counts = sp.csr_matrix(C.counts_hvg(adata), dtype=np.float32)
+        a = ad.AnnData(X=counts, obs=pd.DataFrame(index=adata.obs_names))
         scvi.model.SCVI.setup_anndata(a)
         model = scvi.model.SCVI(a)
         timer = EpochTimer()
@@ -187,15 +180,14 @@ def markdown(runs, summary, meta) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = C.parser(__doc__)
     p.add_argument("--dataset", default="pbmc4k")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=2, help="runs per method (alternating)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "speed")
+    C.add_threads(p, help=None)
+    C.add_data_dir(p)
+    C.add_out(p, "speed", help=None)
     p.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -207,9 +199,6 @@ def main(argv=None) -> int:
         print("SPEED_RESULT " + json.dumps(r), flush=True)
         return 0
 
-    import baselines as B
-    import quality as Q
-
     load0 = Path("/proc/loadavg").read_text().split()[:3]
     t0 = time.perf_counter()
     runs = []
@@ -219,7 +208,7 @@ def main(argv=None) -> int:
                    "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--threads", str(a.threads),
                    "--data-dir", str(a.data_dir)]
             t = time.perf_counter()
-            res = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ,
+            res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
                                                                              "OMP_NUM_THREADS": str(a.threads)})
             line = [x for x in res.stdout.splitlines() if x.startswith("SPEED_RESULT ")]
             if res.returncode != 0 or not line:
@@ -245,16 +234,14 @@ def main(argv=None) -> int:
     for m in ("genodae_nb", "genodae_zinb"):
         summary[m]["epoch_cost"] = (summary["genodae_normal"]["cells_per_s_epoch_median"]
                                     / summary[m]["cells_per_s_epoch_median"])
-    meta = {"command": "python bench/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": Q.machine(), "versions": B.versions(), "dataset": a.dataset, "epochs": a.epochs,
+    meta = {"command": C.command("speed", argv), "date": C.utc_now(),
+            "machine": C.machine(torch_threads=True), "versions": C.versions(C.SCVI_VERSIONS), "dataset": a.dataset,
+            "epochs": a.epochs,
             "batch_size": a.batch_size, "threads": a.threads, "repeats": a.repeats,
             "loadavg_start": " ".join(load0), "loadavg_end": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
             "total_seconds": time.perf_counter() - t0}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{a.out}.json").write_text(json.dumps({**meta, "summary": summary, "runs": runs}, indent=1) + "\n")
     md = markdown(runs, summary, meta)
-    Path(f"{a.out}.md").write_text(md)
+    C.write_results(a.out, {**meta, "summary": summary, "runs": runs}, md)
     print(md)
     print(f"[speed] wrote {a.out}.json and {a.out}.md in {meta['total_seconds'] / 60:.1f} min")
     return 0

@@ -13,7 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+import _common as C
+
+HERE = C.HERE
 
 
 def load(results: Path, name: str) -> dict | None:
@@ -22,11 +24,7 @@ def load(results: Path, name: str) -> dict | None:
 
 
 def pm(r: dict, m: str, nd: int = 3) -> str:
-    mean, sd = r.get(f"{m}_mean"), r.get(f"{m}_std")
-    if mean is None or mean != mean:
-        return "–"
-    sd = 0.0 if sd is None or sd != sd else sd
-    return f"{mean:.{nd}f} ± {sd:.{nd}f}"
+    return C.pm(r, m, nd, blank="–")
 
 
 def when(d: dict) -> str:

@@ -14,49 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
+import _common as C
 import numpy as np
-
-
-def make_csr(n_cells: int, n_genes: int, density: float, seed: int):
-    """Random CSR with ``density`` non-zeros per row, float32 values, int32 indices.
-
-    Filled block by block into preallocated arrays, so generating it never holds two copies.
-    """
-    import scipy.sparse as sp
-
-    rng = np.random.default_rng(seed)
-    k = max(1, int(round(n_genes * density)))
-    data = np.empty(n_cells * k, dtype=np.float32)
-    indices = np.empty(n_cells * k, dtype=np.int32)
-    step = 10_000
-    for start in range(0, n_cells, step):
-        n = min(step, n_cells - start)
-        keys = rng.random((n, n_genes), dtype=np.float32)
-        idx = np.sort(np.argpartition(keys, k, axis=1)[:, :k], axis=1)
-        del keys
-        indices[start * k : (start + n) * k] = idx.ravel()
-        data[start * k : (start + n) * k] = np.log1p(rng.gamma(1.0, 4.0, size=n * k)).astype(np.float32)
-    indptr = np.arange(0, n_cells * k + 1, k, dtype=np.int64)
-    return sp.csr_matrix((data, indices, indptr), shape=(n_cells, n_genes), copy=False)
-
-
-def write_backed(X, path: Path) -> None:
-    """Write X as an .h5ad (anndata) so the backed path can be timed; not run on the GPU machine."""
-    import anndata as ad
-    import pandas as pd
-
-    a = ad.AnnData(X=X, obs=pd.DataFrame(index=[f"c{i}" for i in range(X.shape[0])]),
-                   var=pd.DataFrame(index=[f"g{j}" for j in range(X.shape[1])]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    a.write_h5ad(path)
 
 
 def run_one(args) -> dict:
@@ -80,7 +45,7 @@ def run_one(args) -> dict:
         file_bytes = path.stat().st_size
         csr_bytes = args.one * round(args.genes * args.density) * 8 + (args.one + 1) * 8
     else:
-        X = make_csr(args.one, args.genes, args.density, seed=0)
+        X = C.make_csr(args.one, args.genes, args.density, seed=0)
         csr_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
     t_data = time.perf_counter() - t0
     rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -108,22 +73,8 @@ def run_one(args) -> dict:
     }
 
 
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "memory_bytes": mem,
-            "python": platform.python_version()}
-
-
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = C.parser(__doc__, full=True)
     p.add_argument("--cells", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--genes", type=int, default=2000)
     p.add_argument("--density", type=float, default=0.1)
@@ -141,7 +92,7 @@ def main() -> None:
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # internal: one size, in-process
     args = p.parse_args()
     if args.write:
-        write_backed(make_csr(args.one, args.genes, args.density, seed=0), Path(args.write))
+        C.write_backed(C.make_csr(args.one, args.genes, args.density, seed=0), Path(args.write))
         return
     if args.one is not None:
         print(json.dumps(run_one(args)))
@@ -153,7 +104,7 @@ def main() -> None:
                "--threads", str(args.threads), "--val-fraction", str(args.val_fraction), "--placement", args.placement]
         if args.backed:
             cmd += ["--backed", args.backed]
-        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(C.REPO)})
         if res.returncode != 0:
             print(res.stderr, file=sys.stderr)
             raise SystemExit(f"size {n} failed")
@@ -166,8 +117,7 @@ def main() -> None:
                      f"({r['placement']}) | {r['batch_size']} | {r['epochs']} | {r['cells_per_s_per_epoch']:,.0f} | "
                      f"{r['peak_rss_bytes'] / 1e9:.2f} | {r['csr_bytes'] / 1e9:.2f} | {fb} |")
     print("\n".join(lines))
-    out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-           "load_end": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+    out = {"date": C.utc_now(), "machine": C.machine(), "load_end": C.load_average(),
            "command": "python bench/throughput.py " + " ".join(sys.argv[1:]), "results": rows}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -11,21 +11,18 @@ files) and the machine. Writes ``OUT.json`` and ``OUT.md``.
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
+import _common as C
+
+REPO = C.REPO
 
 
 def tracked_copy(dest: Path) -> None:
@@ -49,17 +46,16 @@ def job_benchmarks(work: Path) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = C.parser(__doc__)
     p.add_argument("--cores", default="all")
     p.add_argument("--keep", action="store_true", help="keep the temporary copy (its path is printed)")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "workflow_time")
+    C.add_out(p, "workflow_time", help=None)
     a = p.parse_args(argv)
-    from throughput import machine
 
     work = Path(tempfile.mkdtemp(prefix="genodae-workflow-"))
     tracked_copy(work)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    load0 = round(os.getloadavg()[0], 1)
+    load0 = C.load1()
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(a.cores)], cwd=work, env=env,
                           capture_output=True, text=True)
@@ -72,14 +68,12 @@ def main(argv=None) -> int:
     done = [ln for ln in proc.stderr.splitlines() if ln.strip().startswith("Finished job")]
     outputs = sorted(str(f.relative_to(work)) for f in (work / "results").rglob("*") if f.is_file())
     res = {
-        "command": "python bench/workflow_time.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "command": C.command("workflow_time", argv), "date": C.utc_now(), "machine": C.machine(),
         "load_start": load0, "cores": a.cores, "wall_seconds": round(wall, 1), "jobs_finished": len(done),
         "max_job_rss_mb": max((j["max_rss_mb"] or 0 for j in jobs), default=None), "jobs": jobs,
         "outputs": outputs,
     }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{a.out}.json").write_text(json.dumps(res, indent=1) + "\n")
+    C.write_results(a.out, res)
     m = res["machine"]
     lines = [
         "# Workflow on the built-in example",

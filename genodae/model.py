@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .train import (
     COLLAPSED,
     BatchSource,
     History,
+    LogNormalizedCounts,
     build_module,
     collapse_ratio,
     denoise_chunks,
@@ -80,13 +82,19 @@ class DAE:
     # --- training -------------------------------------------------------------------------------------
 
     def fit(self, adata: AnnData, *, layer: str | None = None, checkpoint_dir: str | Path | None = None,
-            checkpoint_every: int = 0, resume: bool = False, progress: bool | None = None) -> DAE:
+            checkpoint_every: int = 0, resume: bool = False, progress: bool | None = None,
+            init_module: Callable[[torch.nn.Module], None] | None = None) -> DAE:
         """Train on the genes marked in ``var["highly_variable"]`` of a prepared ``adata``.
 
         With a count likelihood (``gene_likelihood`` ``poisson``/``nb``/``zinb``, or ``auto`` on count input)
         the model reads the normalised, scaled input as always but reconstructs the raw counts of
         ``layers["counts"]`` (written by :func:`genodae.pp.prepare`), each cell's observed total over the
         model's genes being its library size.
+
+        ``init_module``, if given, is called with the freshly built torch module (after the seeded weight
+        initialisation, before training and before any checkpoint is resumed): a place for prototypes of model
+        changes, such as another initialisation or torch hooks that constrain the weights (see
+        bench/signatures.py).
 
         Raises
         ------
@@ -102,6 +110,9 @@ class DAE:
         counts = None
         if likelihood in COUNT_LIKELIHOODS:
             counts = _training_counts(adata, layer, prep, likelihood, genes, columns)
+        if X is None:
+            X, C = _input_from_counts(adata, prep, genes, counts)
+            counts = C if counts is not None else None
         if cfg.n_latent > len(genes):
             raise UserError(f"n_latent={cfg.n_latent} is larger than the {len(genes)} genes the model uses; "
                             "choose n_latent <= the number of genes")
@@ -120,6 +131,8 @@ class DAE:
                  f" (auto, for {prep.get('input_kind', 'log')} input)" if cfg.gene_likelihood == "auto" else "")
         torch.manual_seed(cfg.seed)  # weight initialisation
         self.module = self._build(out_act, likelihood)
+        if init_module is not None:
+            init_module(self.module)
         _, world, rank_device = init_distributed()  # torchrun: one rank per process, cells split per batch
         self.device = rank_device if rank_device is not None else resolve_device(cfg.device)
         source = self._source(X, columns=columns, counts=counts, obs=adata.obs)
@@ -817,6 +830,12 @@ def _training_input(adata: AnnData, layer: str | None):
             raise UserError("a backed .h5ad must be prepared (genodae prepare) before training from disk")
         X, columns = adata.X, np.flatnonzero(used)  # read chunk by chunk during training; checked at prepare
         log.info("training from disk (backed .h5ad): rows are read in chunks")
+    elif layer is None and adata.X is None:
+        if not prepared or not str(prep.get("transform", "")).endswith("normalize_total+log1p") \
+                or "counts" not in adata.layers:
+            raise UserError("adata.X is empty (None): give data with X, or data prepared from counts by genodae "
+                            "prepare, whose input is computed from layers['counts']")
+        X = None  # computed from the counts one minibatch at a time (_input_from_counts)
     else:
         X = adata.layers[layer] if layer is not None else adata.X
         if not used.all():  # a column subset copies the matrix: only when some genes are left out
@@ -830,6 +849,24 @@ def _training_input(adata: AnnData, layer: str | None):
         offset, scale = scaling_params(X, prep["params"]["scaling"])
     prep["n_genes_used"] = int(len(genes))
     return X, genes, offset, scale, prep, columns
+
+
+def _input_from_counts(adata: AnnData, prep: dict, genes: pd.Index, counts):
+    """The model input of data read without X (:func:`genodae.io.read_sharing` with ``x_from_counts``):
+    ``log1p(target_sum · counts / cell total)`` of the model's genes, the totals over every gene as
+    :func:`genodae.pp.prepare` normalised them, computed one minibatch at a time from the counts the likelihood
+    scores (the same matrix: no copy)."""
+    if counts is None:
+        counts = _model_counts(adata, genes)
+    C = adata.layers["counts"]
+    totals = np.zeros(C.shape[0])
+    for s in range(0, C.shape[0], 65536):
+        totals[s : s + 65536] = np.asarray(C[s : s + 65536].sum(axis=1), dtype=np.float64).ravel()
+    if (totals <= 0).any():
+        raise UserError(f"{int((totals <= 0).sum())} cell(s) have no counts in layers['counts']; prepare the data "
+                        "again (genodae prepare drops them)")
+    X = LogNormalizedCounts(counts, float(prep["params"]["target_sum"]) / totals)
+    return X, X.counts  # the counts in the canonical form the input is computed from
 
 
 def _training_counts(adata: AnnData, layer: str | None, prep: dict, likelihood: str, genes: pd.Index,

@@ -264,6 +264,26 @@ class ChunkedSource(BatchSource):
         return self._coo(canonical_csr(stacked))
 
 
+class LogNormalizedCounts:
+    """The rows of ``log1p(size_factors[i] · counts[i])`` for a CSR of counts, computed when a block of rows is
+    read: the model input of data prepared from counts (``size_factors = target_sum / cell total``), without a
+    second cells × genes matrix in memory. ``M[rows]`` returns a float32 CSR with the counts' sparsity structure."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, counts: sp.csr_matrix, size_factors: np.ndarray):
+        self.counts = canonical_csr(counts)
+        self.size_factors = np.asarray(size_factors, dtype=np.float32)
+        if self.size_factors.shape != (self.counts.shape[0],):
+            raise ValueError(f"{self.size_factors.shape[0]} size factors for {self.counts.shape[0]} cells")
+        self.shape = self.counts.shape
+
+    def __getitem__(self, rows) -> sp.csr_matrix:
+        block = self.counts[rows]
+        s = np.repeat(self.size_factors[rows], np.diff(block.indptr))
+        return sp.csr_matrix((np.log1p(block.data * s), block.indices, block.indptr), shape=block.shape)
+
+
 def read_rows(M, start: int, stop: int):
     """Rows ``start:stop`` of an on-disk matrix. A backed CSR (anndata's sparse dataset of a backed .h5ad) is read
     straight from its ``indptr``, ``indices`` and ``data`` arrays: the same three reads anndata's slicing makes,

@@ -196,3 +196,55 @@ def test_run_leaves_no_temporary_files(tmp_path):
     assert {"prepared.h5ad", "embedded.h5ad", "model", "embedding.tsv"} <= set(names)
     e = pd.read_csv(out / "embedding.tsv", sep="\t", index_col=0)
     assert e.shape == (399, 3)
+
+
+def test_lognormalized_counts_rows_equal_log1p_of_scaled_counts():
+    from genodae.train import LogNormalizedCounts
+
+    C = make_counts(n_cells=50, n_genes=30, seed=1).X
+    s = np.linspace(0.5, 2.0, 50)
+    M = LogNormalizedCounts(C, s)
+    rows = np.array([7, 3, 3, 49])
+    np.testing.assert_allclose(M[rows].toarray(), np.log1p(C[rows].toarray() * s[rows, None]), rtol=1e-6)
+    assert M.shape == C.shape
+    with pytest.raises(ValueError, match="49 size factors for 50 cells"):
+        LogNormalizedCounts(C, s[:49])
+
+
+@pytest.mark.parametrize("likelihood", ["nb", "normal"])
+def test_training_reads_only_the_counts_and_learns_what_it_learns_from_x(tmp_path, likelihood):
+    """``read_sharing(x_from_counts=True)`` (genodae train / run) leaves X on disk when it is the log1p-normalised
+    counts, and the model computes it per minibatch: the same weights as training on X."""
+    path = _raw_file(tmp_path)
+    genodae.pp.prepare_h5ad(path, tmp_path / "p.h5ad", n_top_genes=100)
+    lean = read_sharing(tmp_path / "p.h5ad", x_from_counts=True)
+    assert lean.X is None and lean.layers["counts"].shape == (399, 300)
+    full = read_sharing(tmp_path / "p.h5ad")
+    settings = dict(n_latent=4, epochs=3, seed=0, gene_likelihood=likelihood)
+    a = genodae.DAE(**settings).fit(full)
+    b = genodae.DAE(**settings).fit(lean)
+    np.testing.assert_allclose(b.weights, a.weights, atol=1e-4)
+    np.testing.assert_allclose(b.history.val_loss, a.history.val_loss, rtol=1e-5)
+
+
+def test_training_reads_x_when_it_is_not_the_normalised_counts(tmp_path):
+    path = _raw_file(tmp_path)
+    genodae.pp.prepare_h5ad(path, tmp_path / "p.h5ad", n_top_genes=100)
+    a = anndata.read_h5ad(tmp_path / "p.h5ad")
+    a.X = a.X * 1.01  # changed after prepare: X is what the user means
+    a.write_h5ad(tmp_path / "changed.h5ad")
+    assert read_sharing(tmp_path / "changed.h5ad", x_from_counts=True).X is not None
+    logs = make_counts(n_cells=100, n_genes=40, seed=2)
+    logs.X = np.log1p(logs.X.toarray())
+    genodae.pp.prepare(logs)  # log-scale input: no counts to compute X from
+    write_h5ad(logs, tmp_path / "log.h5ad")
+    assert read_sharing(tmp_path / "log.h5ad", x_from_counts=True).X is not None
+
+
+def test_fit_without_x_needs_counts_to_compute_it(tmp_path):
+    path = _raw_file(tmp_path)
+    genodae.pp.prepare_h5ad(path, tmp_path / "p.h5ad", n_top_genes=100)
+    a = read_sharing(tmp_path / "p.h5ad", x_from_counts=True)
+    del a.layers["counts"]
+    with pytest.raises(UserError, match=r"adata.X is empty \(None\)"):
+        genodae.DAE(n_latent=4, epochs=1, gene_likelihood="normal").fit(a)

@@ -616,3 +616,20 @@ def test_count_model_with_absent_genes_shares_the_library_among_those_present(nb
     a = partial.copy()
     nb_model.annotate(a, allow_missing_genes=True)
     assert np.isfinite(a.obs["dae_recon_error"]).all()
+
+
+def test_init_module_sees_the_built_module_before_training(prepared):
+    """``DAE.fit(init_module=...)`` (used by bench/signatures.py's prototypes): called once with the module the
+    model then trains; what it changes before training persists (a frozen decoder at zero stays zero)."""
+    seen = []
+
+    def init(module):
+        seen.append(module)
+        torch.nn.init.zeros_(module.decoder.weight)
+        module.decoder.weight.requires_grad_(False)
+
+    model = DAE(**FAST).fit(prepared, init_module=init)
+    assert len(seen) == 1 and seen[0] is model.module
+    assert not model.module.decoder.weight.any()
+    unfrozen = DAE(**FAST).fit(prepared)
+    assert unfrozen.module.decoder.weight.any()

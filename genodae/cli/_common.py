@@ -300,13 +300,14 @@ def _read_inputs(args: argparse.Namespace, prep: dict[str, Any] | None = None):
 
 def read_h5ad(path: str | Path, backed: bool = False, sharing: bool = False):
     """An .h5ad written by genodae; ``backed``: X and the layers stay on disk (:func:`genodae.io.read_backed`);
-    ``sharing``: in memory, layers with X's sparsity structure share its index arrays (read-only use: training)."""
+    ``sharing``: in memory, layers with X's sparsity structure share its index arrays, and X of a file prepared
+    from counts is not read (the model computes it from the counts; read-only use: training)."""
     from ..io import read, read_backed, read_sharing
 
     if not str(path).endswith(".h5ad"):
         raise UserError(f"{path}: expected an .h5ad written by genodae")
     if sharing:
-        return read_sharing(path)
+        return read_sharing(path, x_from_counts=True)
     return read_backed(path) if backed else read(path)
 
 

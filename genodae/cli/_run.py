@@ -61,6 +61,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     prep, dae = settings(args)
     model = make_model(dae)
     use_threads(model)
+    _fixed_mmap_threshold()
     chunked = prepare_chunked(args, prep)  # one .h5ad: prepared from disk in chunks, as genodae prepare does
     if chunked:
         from ..io import read_backed
@@ -119,6 +120,19 @@ def cmd_run(args: argparse.Namespace) -> None:
     _tables_and_plots(out, args.color)
     log.info("wrote %s: prepared.h5ad, model/, embedded.h5ad, embedding.tsv, gene_weights.tsv, genes.tsv, plots",
              out)
+
+
+def _fixed_mmap_threshold() -> None:
+    """Keep large arrays in their own memory mappings, handed back to the system when freed. glibc raises its mmap
+    threshold to the size of every large block freed (up to 32 MiB); blocks below it then come from the heap, where
+    what an earlier step of ``run`` freed leaves holes (measured at 300,000 cells: 250 MiB more during training
+    than ``genodae train`` alone). Setting the threshold (1 MiB) turns that adjustment off."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _release_memory() -> None:

@@ -69,17 +69,23 @@ def _open_backed(path: Path) -> anndata.AnnData:
         raise
 
 
-def read_sharing(path: str | os.PathLike) -> anndata.AnnData:
+def read_sharing(path: str | os.PathLike, *, x_from_counts: bool = False) -> anndata.AnnData:
     """Read an .h5ad into memory, with every CSR layer whose sparsity structure equals X's (a prepared file's
     ``layers["counts"]`` and its log-normalised X) sharing X's ``indices`` and ``indptr`` arrays instead of holding
     a copy: a third less memory for the two matrices. For read-only use (training): an in-place change of the
-    structure of one (``sort_indices``, ``eliminate_zeros``) would change the other."""
+    structure of one (``sort_indices``, ``eliminate_zeros``) would change the other.
+
+    ``x_from_counts``: when X of a file prepared from counts is exactly what it would be recomputed from
+    ``layers["counts"]`` (``log1p(target_sum · counts / cell total)``, checked entry by entry, reading X from disk in
+    chunks), X is not read at all: the AnnData comes back with ``X=None`` and only the counts in memory, half the
+    bytes, and :meth:`genodae.DAE.fit` computes the input one minibatch at a time. Otherwise (another transform,
+    a changed X) X is read as usual."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Input file not found: {path}. Check the path in your command or config.")
     _check_hdf5(path, "h5ad")
     try:
-        return _read_sharing(path)
+        return _read_sharing(path, x_from_counts)
     except UserError:
         raise
     except Exception as err:  # h5py/anndata raise many types for damaged files
@@ -92,14 +98,61 @@ def _same(dataset, array: np.ndarray, chunk: int = 1 << 22) -> bool:
     return all(np.array_equal(dataset[s : s + chunk], array[s : s + chunk]) for s in range(0, len(array), chunk))
 
 
-def _read_sharing(path: Path) -> anndata.AnnData:
+def _same_datasets(a, b, chunk: int = 1 << 22) -> bool:
+    return a.shape == b.shape and all(np.array_equal(a[s : s + chunk], b[s : s + chunk])
+                                      for s in range(0, a.shape[0], chunk))
+
+
+def _x_is_lognormalized_counts(f, uns: dict, chunk: int = 1 << 22) -> bool:
+    """Whether X of the open .h5ad ``f`` equals ``log1p(target_sum · counts / cell total)`` of its
+    ``layers["counts"]`` (float32 rounding: within 1e-5), read a chunk of rows at a time."""
+    from ..pp import PREP_KEY
+
+    prep = uns.get(PREP_KEY) or {}
+    counts = f["layers"].get("counts") if "layers" in f else None
+    X = f["X"]
+    if (not str(prep.get("transform", "")).endswith("normalize_total+log1p") or counts is None
+            or X.attrs.get("encoding-type") != "csr_matrix" or counts.attrs.get("encoding-type") != "csr_matrix"
+            or tuple(X.attrs["shape"]) != tuple(counts.attrs["shape"])
+            or not _same_datasets(X["indptr"], counts["indptr"]) or not _same_datasets(X["indices"], counts["indices"])):
+        return False
+    target_sum = float(prep["params"]["target_sum"])
+    indptr = X["indptr"][...]
+    start = 0
+    while start < len(indptr) - 1:  # rows start:stop hold about `chunk` stored values
+        stop = max(int(np.searchsorted(indptr, indptr[start] + chunk, side="right")) - 1, start + 1)
+        lo, hi = int(indptr[start]), int(indptr[stop])
+        c = np.asarray(counts["data"][lo:hi], dtype=np.float64)
+        per_row = np.diff(indptr[start : stop + 1])
+        rows = np.repeat(np.arange(stop - start), per_row)
+        totals = np.bincount(rows, weights=c, minlength=stop - start)
+        if (totals[per_row > 0] <= 0).any():
+            return False
+        expected = np.log1p(c * (target_sum / totals[rows]))
+        if not np.allclose(np.asarray(X["data"][lo:hi], dtype=np.float64), expected, rtol=1e-5, atol=1e-5):
+            return False
+        start = stop
+    return True
+
+
+def _read_sharing(path: Path, x_from_counts: bool = False) -> anndata.AnnData:
     import h5py
     from anndata.io import read_elem
 
     with h5py.File(path, "r") as f:
         if "encoding-type" not in f.attrs or "X" not in f:
             return _read_h5ad(path)
-        d = {k: read_elem(f[k]) for k in ("obs", "var", "obsm", "varm", "obsp", "varp", "uns", "X") if k in f}
+        uns = read_elem(f["uns"]) if "uns" in f else {}
+        if x_from_counts and _x_is_lognormalized_counts(f, uns):
+            C = read_elem(f["layers"]["counts"])
+            if C.nnz < np.iinfo(np.int32).max:
+                C.indptr, C.indices = C.indptr.astype(np.int32), C.indices.astype(np.int32, copy=False)
+            d = {k: read_elem(f[k]) for k in ("obs", "var", "obsm", "varm", "obsp", "varp") if k in f}
+            logger.info("%s: X is log1p-normalised layers['counts']; reading the counts only (the input is computed "
+                     "from them one minibatch at a time)", path)
+            return anndata.AnnData(**d, uns=uns, layers={"counts": C})
+        d = {k: read_elem(f[k]) for k in ("obs", "var", "obsm", "varm", "obsp", "varp", "X") if k in f}
+        d["uns"] = uns
         X = d["X"]
         if sparse.issparse(X) and X.indptr.dtype != X.indices.dtype and X.nnz < np.iinfo(np.int32).max:
             X.indptr = X.indptr.astype(np.int32)  # scipy would upcast the indices on every row selection
