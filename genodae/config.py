@@ -27,6 +27,7 @@ SCALINGS = ("minmax", "zscore", "none")
 AUTO_EPOCHS, MIN_STEPS = 100, 2000  # epochs=None: at least 100 epochs and at least 2,000 minibatch updates
 HVG_FLAVORS = ("auto", "seurat_v3", "seurat", "cell_ranger", "none")
 INPUT_KINDS = ("auto", "counts", "log", "linear")
+DENOISED_SCALES = ("auto", "counts", "normalized", "log1p", "input")  # DAE.annotate(denoised_scale=...)
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """Errors that are the user's to fix: the CLI prints their one-line message and exits with code 2."""
 
 
-class UserError(Exception):
-    """A problem with the user's input or options; the message names it and says what to do."""
+class UserError(ValueError):
+    """A problem with the user's input or options; the message names it and says what to do.
+
+    A :class:`ValueError`, so library users catch it as they catch scanpy's errors (``except ValueError``).
+    """
 
     def __init__(self, message: str) -> None:
         # One line, always: the CLI prints it as is.

@@ -19,7 +19,7 @@ from anndata import AnnData
 
 from . import __version__
 from ._threads import configure as configure_threads
-from .config import COUNT_LIKELIHOODS, DAEConfig, PrepareConfig, make_config
+from .config import COUNT_LIKELIHOODS, DENOISED_SCALES, DAEConfig, PrepareConfig, make_config
 from .errors import UserError
 from .pp import PREP_KEY, check_batches, check_finite, prepared_matrix, scaling_params
 from .rotation import readable_basis
@@ -46,7 +46,6 @@ from .train import (
 log = logging.getLogger("genodae")
 
 FORMAT_VERSION = 4  # 4: readable basis (rotation); 3: covariates (batch_key); 2: gene_likelihood; version-1/2 folders still load
-DENOISED_SCALES = ("auto", "counts", "normalized", "log1p", "input")
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 
@@ -146,7 +145,7 @@ class DAE:
             self.history = fit(self.module, source, cfg, train_idx=train_idx, val_idx=self.val_idx,
                                checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                                resume=resume, progress=progress)
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:  # the same class as torch.OutOfMemoryError (torch >= 2.5)
             raise UserError(f"out of GPU memory with batch_size={cfg.batch_size}; lower --batch-size, stream "
                             "minibatches from host memory (--data-placement host), or train on CPU (--device cpu)") from None
         self.decoder_weights = self.weights = gene_weights(self.module, source, seed=cfg.seed)

@@ -103,7 +103,7 @@ def test_km_split_separates_high_and_low(cohort):
 
 
 def test_cli_associate_and_survival(cohort, tmp_path, capsys):
-    from genodae.cli_signatures import main
+    from genodae.cli import main
 
     p = tmp_path / "c.h5ad"
     clinical = cohort.obs[["time", "status"]].copy()

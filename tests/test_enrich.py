@@ -128,7 +128,7 @@ def weights_h5ad(tmp_path_factory):
 
 
 def test_cli_enrich(weights_h5ad, tmp_path):
-    from genodae.cli_signatures import main
+    from genodae.cli import main
 
     gmt = _gmt(tmp_path, ["UP\td\t" + "\t".join(BG[:15]), "DOWN\td\t" + "\t".join(BG[100:115]),
                           "OTHER\td\t" + "\t".join(BG[150:170])])
@@ -145,7 +145,7 @@ def test_cli_enrich(weights_h5ad, tmp_path):
 
 
 def test_cli_enrich_unmatched_gene_sets_exit_2(weights_h5ad, tmp_path, capsys):
-    from genodae.cli_signatures import main
+    from genodae.cli import main
 
     gmt = _gmt(tmp_path, ["S\td\t" + "\t".join(f"ENSG{i}" for i in range(20))])
     out = tmp_path / "enr.tsv"

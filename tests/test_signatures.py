@@ -10,7 +10,7 @@ import torch
 import genodae
 from genodae import UserError
 from genodae import signatures as S
-from genodae.cli_signatures import main as cli_main
+from genodae.cli import main as cli_main
 from genodae.synthetic import planted_programs
 
 torch.set_num_threads(1)

@@ -1,0 +1,107 @@
+"""Results of an embedded AnnData as plain tables and files, for use outside AnnData: what ``genodae export``,
+``signatures --transform``, ``ensemble --support`` and ``sweep-summary`` write, and the activity transform that
+``genodae score --transform`` reads back.
+
+Torch-free: the tables come from ``obsm``/``varm``/``var``/``uns`` of a file written by ``genodae embed``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .errors import UserError
+from .signatures import node_labels
+
+TRANSFORM_FORMAT = "genodae-transform"
+
+
+def export_tables(adata: AnnData, *, key: str = "dae", source: str | Path | None = None) -> dict[str, pd.DataFrame]:
+    """The three tables of ``genodae export``: ``embedding`` (cells × nodes), ``weights`` (genes used × nodes)
+    and ``genes`` (every gene: used, reconstruction R², scaling offset and scale).
+
+    ``source`` names the file in the error when the model ``key`` is missing (default: "the data").
+    """
+    if f"X_{key}" not in adata.obsm or f"{key}_weights" not in adata.varm:
+        raise UserError(f"{source or 'the data'} has no obsm['X_{key}'] / varm['{key}_weights']; run genodae embed "
+                        "first (or pass the right --key)")
+    Z, W = adata.obsm[f"X_{key}"], adata.varm[f"{key}_weights"]
+    nodes = node_labels(None, key, Z.shape[1])  # node0, node1, … as genodae.model.node_names
+    used = adata.var_names.isin(list(adata.uns[key]["genes_used"])) if key in adata.uns else (W != 0).any(1)
+    return {
+        "embedding": pd.DataFrame(Z, index=adata.obs_names.rename("cell"), columns=nodes),
+        "weights": pd.DataFrame(W[used], index=adata.var_names[used].rename("gene"), columns=nodes),
+        "genes": pd.DataFrame({
+            "used": used,
+            "recon_r2": adata.var.get(f"{key}_recon_r2"),
+            "offset": adata.var.get("genodae_offset"),
+            "scale": adata.var.get("genodae_scale"),
+        }, index=adata.var_names.rename("gene")),
+    }
+
+
+def transform_record(adata: AnnData, key: str, *, source_key: str, readout: str) -> dict[str, Any]:
+    """The activity transform of the rotated model ``key`` (made from ``source_key``) as a JSON-ready dict: mean,
+    whitening, rotation and node names, for :func:`genodae.tl.score` on new samples."""
+    info = adata.uns[key]
+    return {"format": TRANSFORM_FORMAT, "source_key": source_key, "readout": readout,
+            **{n: np.asarray(info[n]).tolist() for n in ("mean", "whitening", "rotation")},
+            "node_names": list(map(str, info["node_names"]))}
+
+
+def read_transform(path: str | Path) -> dict[str, Any]:
+    """A transform written by ``genodae signatures --transform`` (:func:`transform_record` as JSON)."""
+    path = Path(path)
+    try:
+        transform = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"transform {path} cannot be read ({e}); give the file of 'genodae signatures "
+                        "--transform'") from None
+    if not isinstance(transform, dict) or transform.get("format") != TRANSFORM_FORMAT:
+        raise UserError(f"{path} is not a transform written by 'genodae signatures --transform'")
+    return transform
+
+
+def ensemble_support(adata: AnnData, key: str, labels: Sequence[str]) -> pd.DataFrame:
+    """Members of each consensus node of :func:`genodae.tl.ensemble` with its support, the models (``model0``,
+    ``model1``, …) named by ``labels`` in the order they were given."""
+    info = adata.uns[key]
+    support = info["members"].merge(info["support"], left_on="cluster", right_index=True)
+    support["model"] = [labels[int(m[5:])] if str(m).startswith("model") else m for m in support["model"]]
+    return support
+
+
+def sweep_run(adata: AnnData, *, run: str, key: str = "dae", rotation: str = "varimax",
+              readout: str = "correlation", gene_sets: Mapping[str, Sequence[str]] | None = None,
+              id_map=None) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """One model of a sweep, for :func:`genodae.signatures.sweep_summary`: its row of the runs table (``run``,
+    ``n_latent``, ``seed``, gene ``weights`` after ``rotation``, mean ``recon_r2``, best ``val_loss``) and, with
+    ``gene_sets``, the enrichment of its high-weight genes (a ``run`` column added). Rotates ``adata`` in place."""
+    from .enrich import enrich
+    from .signatures import gene_weights, high_weight_genes, rotate
+
+    if f"{key}_weights" not in adata.varm or key not in adata.uns:
+        raise UserError(f"{run} has no model {key!r}; pass the right --key")
+    info = adata.uns[key]
+    read_key = key
+    if rotation != "none":
+        rotate(adata, key=key, method=rotation, readout=readout)
+        read_key = f"{key}_varimax"
+    W = gene_weights(adata, read_key)
+    r2 = adata.var.get(f"{key}_recon_r2")
+    hist = info.get("history", {})
+    val = np.asarray(hist.get("val_loss", []), dtype=float)
+    row = dict(run=run, n_latent=int(info["params"]["n_latent"]), seed=int(info["params"]["seed"]),
+               weights=W, recon_r2=float(np.nanmean(r2)) if r2 is not None else np.nan,
+               val_loss=float(val.min()) if val.size else np.nan)
+    enr = None
+    if gene_sets is not None:
+        enr = enrich(high_weight_genes(W), gene_sets, background=W.index, id_map=id_map)
+        enr["run"] = run
+    return row, enr
