@@ -157,7 +157,7 @@ def evidence(M, chunk: int = CHUNK, rounded: bool = True) -> tuple[dict, dict]:
     """:func:`genodae.pp.value_evidence`'s numbers read in chunks (the same stored values sampled), and what the
     chunked preparation needs besides: row totals (of the rounded values too), the first negative and the first
     non-finite entry."""
-    from .pp import _SAMPLE
+    from ._values import _SAMPLE
 
     n, g = M.shape
     n_total = n * g
@@ -228,7 +228,7 @@ def evidence(M, chunk: int = CHUNK, rounded: bool = True) -> tuple[dict, dict]:
     q10, q90 = (np.percentile(pos, [10, 90]) if pos.size else (0.0, 0.0))
     ev["library_fold_q90_q10"] = float(q90 / q10) if q10 > 0 else 0.0
     if mom is not None:
-        from .pp import ZSCORE_MEAN, ZSCORE_SD
+        from ._values import ZSCORE_MEAN, ZSCORE_SD
 
         sd = np.sqrt(np.clip(mom.var, 0, None))
         varies = sd > 0
@@ -359,7 +359,7 @@ class _Transform:
     def __call__(self, B, s: int):
         from anndata import AnnData
 
-        from .pp import _log1p, normalize_log
+        from ._values import _log1p, normalize_log
 
         if self.kind == "counts":
             tmp = AnnData(X=self.counts(B, s))
@@ -442,9 +442,7 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
     import h5py
     from anndata.io import write_elem
 
-    from .io import atomic_path, backed_layer, read_backed
-    from .io._write import _check_file_target
-    from .pp import (
+    from ._values import (
         PREP_KEY,
         VALUE_KINDS,
         _decide,
@@ -457,6 +455,8 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
         decide_value_kind,
         scaling_from_stats,
     )
+    from .io import atomic_path, backed_layer, read_backed
+    from .io._write import _check_file_target
 
     cfg = PrepareConfig(**settings)
     why = supports(cfg)

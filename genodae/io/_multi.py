@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ._common import _TABLE_EXTS, _examples, _split_ext
-from ._read import read
+from ._read import read_file
 from ._sheets import _open_sheet
 from ._text import _read_csv
 
@@ -250,7 +250,7 @@ def _read_many(
     sheets = _per_file(sample_sheets, n, "sample sheets", paths)
     metadata = metadata or [{} for _ in paths]
 
-    adatas = [read(p, sample_sheet=sh, **read_kwargs) for p, sh in zip(paths, sheets, strict=True)]
+    adatas = [read_file(p, sample_sheet=sh, **read_kwargs) for p, sh in zip(paths, sheets, strict=True)]
     _check_same_kind(adatas, paths)
     for a, p, name, meta in zip(adatas, paths, names, metadata, strict=True):
         if batch_key in a.obs.columns:
@@ -321,7 +321,7 @@ def _read_many(
 
 
 def _check_same_kind(adatas: list[anndata.AnnData], paths: list[Path]) -> None:
-    from ..pp import is_counts
+    from .._values import is_counts
 
     kinds = [bool(is_counts(a.X)) for a in adatas]
     if len(set(kinds)) > 1:
