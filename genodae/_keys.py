@@ -141,15 +141,20 @@ def node_labels(uns: Mapping | None, key: str, n: int) -> list[str]:
     return node_names(n)
 
 
-def model_keys_added(key: str, *, decoder_weights: bool = True, denoised: bool = False) -> list[str]:
-    """What :meth:`genodae.DAE.annotate` adds, as ``"obsm['X_dae']"``-style strings (for the log)."""
-    added = [f"obsm[{embedding_key(key)!r}]", f"varm[{weights_key(key)!r}]"]
-    if decoder_weights:
-        added.append(f"varm[{decoder_weights_key(key)!r}]")
-    added += [f"var[{recon_r2_key(key)!r}]", f"obs[{recon_error_key(key)!r}]", f"uns[{params_key(key)!r}]"]
-    if denoised:
-        added.append(f"layers[{denoised_key(key)!r}]")
-    return added
+_WHERE = {"obsm": embedding_key, "varm": weights_key, "decoder": decoder_weights_key, "var": recon_r2_key,
+          "obs": recon_error_key, "layers": denoised_key, "uns": params_key}
+
+
+def keys_added(key: str, *where: str) -> list[str]:
+    """``["varm['dae_weights']", "obsm['X_dae']", …]`` for the log line of a writer; ``where`` from ``obsm``,
+    ``varm``, ``decoder`` (``varm`` of the decoder weights), ``var``, ``obs``, ``layers``, ``uns``."""
+    return [f"{'varm' if w == 'decoder' else w}[{_WHERE[w](key)!r}]" for w in where]
+
+
+def model_keys_added(key: str, *, denoised: bool = False) -> list[str]:
+    """What :meth:`genodae.DAE.annotate` adds (for the log): embedding, weights, decoder weights, recon r2 and
+    error, the record, and the denoised layer when asked."""
+    return keys_added(key, "obsm", "varm", "decoder", "var", "obs", "uns", *(("layers",) if denoised else ()))
 
 
 def resolve_key_added(key_added: str | None, key: str | None, *, default: str = DEFAULT, where: str = "") -> str:
@@ -167,7 +172,7 @@ def resolve_key_added(key_added: str | None, key: str | None, *, default: str = 
 __all__ = [
     "COUNTS_LAYER", "CONSENSUS_NODE", "DEFAULT", "ENSEMBLE", "HIGHLY_VARIABLE", "NODE", "OFFSET", "PREP", "READ",
     "ROTATED_NODE", "SCALE", "decoder_weights_key", "denoised_key", "embedding_key", "embedding_keys",
-    "enrichment_key", "model_keys_added", "node_labels", "node_names", "params_key", "recon_error_key",
+    "enrichment_key", "keys_added", "model_keys_added", "node_labels", "node_names", "params_key", "recon_error_key",
     "recon_r2_key", "resolve_key_added", "rotated_key", "rotated_source", "signatures_key", "weights_key",
     "weights_keys",
 ]

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import __version__
+from . import __version__, _keys
 from .config import PrepareConfig
 from .errors import UserError
 
@@ -536,13 +536,13 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
                                            mom.var[used] if mom else None)
         obs = adata.obs[keep] if not keep.all() else adata.obs
         var = adata.var.copy()
-        var["highly_variable"] = used
-        var["genodae_offset"] = np.nan
-        var["genodae_scale"] = np.nan
-        var.loc[used, "genodae_offset"] = offset
-        var.loc[used, "genodae_scale"] = scale
+        var[_keys.HIGHLY_VARIABLE] = used
+        var[_keys.OFFSET] = np.nan
+        var[_keys.SCALE] = np.nan
+        var.loc[used, _keys.OFFSET] = offset
+        var.loc[used, _keys.SCALE] = scale
         uns = dict(adata.uns)
-        uns.setdefault("genodae_read", {"path": str(path), "format": "h5ad", "orientation": "samples_by_genes",
+        uns.setdefault(_keys.READ, {"path": str(path), "format": "h5ad", "orientation": "samples_by_genes",
                                         "orientation_reason": "h5ad files store samples × genes"})
         uns[PREP_KEY] = {
             "params": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
@@ -564,9 +564,9 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
                 if "layers" not in f:
                     write_elem(f, "layers", {})
                 if kind == "counts":
-                    _write_rows(f["layers"], "counts", M, T.counts, chunk_size)
+                    _write_rows(f["layers"], _keys.COUNTS_LAYER, M, T.counts, chunk_size)
                 for name in layer_names:
-                    if name == "counts" and kind == "counts":
+                    if name == _keys.COUNTS_LAYER and kind == "counts":
                         continue  # replaced by the counts prepared from X (or from the layer prepared)
                     _write_rows(f["layers"], name, backed_layer(adata, name),
                                 lambda B, s: B[keep[s : s + B.shape[0]]] if not keep.all() else B, chunk_size)

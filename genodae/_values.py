@@ -128,7 +128,7 @@ def _counts_layers(adata: AnnData) -> list[str]:
 
 def _source(adata: AnnData) -> str:
     """``"<file>: "`` when ``adata`` was read by :func:`genodae.read` (so messages name the file), else ``""``."""
-    info = adata.uns.get("genodae_read")
+    info = adata.uns.get(_keys.READ)
     path = info.get("path") if isinstance(info, dict) else None
     return f"{path}: " if path else ""
 

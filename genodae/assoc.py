@@ -15,22 +15,12 @@ from anndata import AnnData
 
 from .enrich import bh
 from .errors import UserError
-from .signatures import node_labels
+from .get import activities  # noqa: F401  (re-exported: genodae.assoc.activities, public since 0.1)
 
 log = logging.getLogger("genodae")
 
 TWO_GROUP_TESTS = ("mannwhitney", "ttest")
 MULTI_GROUP_TESTS = ("kruskal", "anova")
-
-
-def activities(adata: AnnData, key: str = "dae") -> pd.DataFrame:
-    """Cells × nodes activity table from ``obsm[f"X_{key}"]``."""
-    rep = f"X_{key}"
-    if rep not in adata.obsm:
-        raise UserError(f"obsm[{rep!r}] not found; run genodae.tl.dae / tl.signatures / tl.ensemble first or pass "
-                        f"the right key (available: {', '.join(k[2:] for k in adata.obsm if k.startswith('X_')) or 'none'})")
-    Z = np.asarray(adata.obsm[rep], dtype=np.float64)
-    return pd.DataFrame(Z, index=adata.obs_names, columns=node_labels(adata, key, Z.shape[1]))
 
 
 def _obs_column(adata: AnnData, col: str, what: str) -> pd.Series:

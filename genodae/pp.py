@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from . import __version__
+from . import __version__, _keys
 from ._values import (  # noqa: F401  (re-exported: genodae.pp is where they were, and are still found)
     _SAMPLE,
     LIBRARY_FOLD,
@@ -181,10 +181,10 @@ def prepare(
     detected = decide_value_kind(ev)
     if cfg.input_kind == "auto" and detected in ("zscore", "linear_negative"):
         usable = [k for k in _counts_layers(adata) if f"layers[{k!r}]" != source]
-        if detected == "zscore" and "counts" in usable and cfg.layer is None:
+        if detected == "zscore" and _keys.COUNTS_LAYER in usable and cfg.layer is None:
             log.warning("%sprepare: X holds %s (%s), not expression on a usable scale; using layers['counts'] "
                         "(raw counts) instead", src, VALUE_KINDS[detected], _describe(ev))
-            adata.X = adata.layers["counts"].copy()
+            adata.X = adata.layers[_keys.COUNTS_LAYER].copy()
             source = "layers['counts']"
             ev = value_evidence(adata.X)
             detected = decide_value_kind(ev)
@@ -209,7 +209,7 @@ def prepare(
         X = adata.X
         if not np.issubdtype(X.dtype, np.floating):
             adata.X = X.astype(np.float32)
-        adata.layers["counts"] = adata.X.copy()
+        adata.layers[_keys.COUNTS_LAYER] = adata.X.copy()
         normalize_log(adata, cfg.target_sum)
     elif transform == "log1p":
         adata.X = _log1p(adata.X)
@@ -219,10 +219,10 @@ def prepare(
     used = _select_genes(adata, cfg, kind, src)
     offset, scale = scaling_params(adata.X, cfg.scaling)  # every gene, chunk by chunk: no column copy of X
     offset, scale = offset[used], scale[used]
-    adata.var["genodae_offset"] = np.nan
-    adata.var["genodae_scale"] = np.nan
-    adata.var.loc[used, "genodae_offset"] = offset
-    adata.var.loc[used, "genodae_scale"] = scale
+    adata.var[_keys.OFFSET] = np.nan
+    adata.var[_keys.SCALE] = np.nan
+    adata.var.loc[used, _keys.OFFSET] = offset
+    adata.var.loc[used, _keys.SCALE] = scale
     adata.uns[PREP_KEY] = {
         "params": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "input_kind": kind,
@@ -253,7 +253,7 @@ def _select_genes(adata: AnnData, cfg: PrepareConfig, kind: str, src: str = "") 
         obs = pd.DataFrame(index=adata.obs_names)
         if cfg.batch_key is not None:
             obs[cfg.batch_key] = adata.obs[cfg.batch_key].astype(str).to_numpy()
-        sub = AnnData(X=sub.X, layers={"counts": sub.layers["counts"]} if kind == "counts" else None,
+        sub = AnnData(X=sub.X, layers={_keys.COUNTS_LAYER: sub.layers[_keys.COUNTS_LAYER]} if kind == "counts" else None,
                       obs=obs, var=pd.DataFrame(index=sub.var_names))
         hv = _hvg_with_fallback(sub, cfg, flavor, src)
         used[np.flatnonzero(eligible)] = np.asarray(hv["highly_variable"], dtype=bool)
@@ -261,7 +261,7 @@ def _select_genes(adata: AnnData, cfg: PrepareConfig, kind: str, src: str = "") 
                  f", within each batch of {cfg.batch_key!r}" if cfg.batch_key else "", int(eligible.sum()))
     else:
         log.info("prepare: using all %d genes that vary", int(used.sum()))
-    adata.var["highly_variable"] = used
+    adata.var[_keys.HIGHLY_VARIABLE] = used
     return used
 
 
@@ -274,7 +274,7 @@ def _hvg_with_fallback(sub: AnnData, cfg: PrepareConfig, flavor: str, src: str =
     tries = [(flavor, 0.3)] + ([(flavor, 0.6), (flavor, 1.0), ("seurat", None)] if flavor == "seurat_v3" else [])
     last = None
     for fl, span in tries:
-        kwargs = dict(span=span, layer="counts") if fl == "seurat_v3" else {}
+        kwargs = dict(span=span, layer=_keys.COUNTS_LAYER) if fl == "seurat_v3" else {}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

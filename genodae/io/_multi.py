@@ -14,6 +14,7 @@ import anndata
 import numpy as np
 import pandas as pd
 
+from .. import _keys
 from ..errors import UserError
 from ._common import _TABLE_EXTS, _examples, _split_ext
 from ._read import read_file
@@ -279,7 +280,7 @@ def _read_many(
         )
         for a, name in zip(adatas, names, strict=True):
             a.obs_names = [f"{x}-{name}" for x in a.obs_names]
-    formats = [str(a.uns.get("genodae_read", {}).get("format", "")) for a in adatas]
+    formats = [str(a.uns.get(_keys.READ, {}).get("format", "")) for a in adatas]
     _drop_unshared(adatas, "layers")
     _drop_unshared(adatas, "obsm")
     for a in adatas:
@@ -312,7 +313,7 @@ def _read_many(
     }
     if batches_sheet is not None:
         info["batches_sheet"] = str(batches_sheet)
-    out.uns["genodae_read"] = info
+    out.uns[_keys.READ] = info
     logger.info(
         "Read %d files into %d samples × %d genes; batches in obs[%r]: %s",
         n, out.n_obs, out.n_vars, batch_key, ", ".join(levels),

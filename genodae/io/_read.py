@@ -13,6 +13,7 @@ from typing import Literal
 import anndata
 from scipy import sparse
 
+from .. import _keys
 from ..errors import UserError
 from ._clean import _as_float32, _handle_duplicates, _handle_nonfinite
 from ._cls import _find_cls, read_cls
@@ -116,7 +117,7 @@ def read_file(
         _join_sample_sheet(adata, sheet, path)
         info["sample_sheet"] = str(sheet.attrs["path"])
 
-    adata.uns["genodae_read"] = info
+    adata.uns[_keys.READ] = info
     logger.info(
         "Read %s (%s): %d samples × %d genes, %s X",
         path,
