@@ -65,6 +65,7 @@ import genodae  # noqa: E402
 import genodae.assoc  # noqa: E402
 import genodae.model as gmodel  # noqa: E402
 import genodae.train as gtrain  # noqa: E402
+from bench._signature_helpers import factor_loadings  # noqa: E402
 from genodae import signatures as S  # noqa: E402
 from genodae import synthetic  # noqa: E402
 
@@ -145,7 +146,7 @@ def run_synthetic(args) -> None:
             for s in seeds:
                 t0 = time.perf_counter()
                 if method in ("pca", "ica", "nmf"):
-                    W, Z = S.factor_loadings(X, genes, method, args.n_latent, seed=s, subsample=0.9)
+                    W, Z = factor_loadings(X, genes, method, args.n_latent, seed=s, subsample=0.9)
                     epochs = 0
                 else:
                     W, Z, h = train_dae(adata, s, args.n_latent, method, args.adage_epochs)
@@ -263,13 +264,13 @@ def run_pbmc(args) -> None:
                             adata.uns["dae_ens"]["support"]["support"].tolist()}
     X, genes = S.model_input(adata)
     for method in ("pca", "ica", "nmf"):
-        Ls = [S.factor_loadings(X, genes, method, args.n_latent, seed=s, subsample=0.9)[0].to_numpy()
+        Ls = [factor_loadings(X, genes, method, args.n_latent, seed=s, subsample=0.9)[0].to_numpy()
               for s in range(args.n_seeds)]
         summary["stability"][f"{method}_raw"] = S.stability(Ls)["stability"].mean()
         summary["stability"][f"{method}_varimax"] = S.stability([L @ S.varimax(L) for L in Ls])["stability"].mean()
         Cs = []
         for s in range(args.n_seeds):
-            _, Zs = S.factor_loadings(X, genes, method, args.n_latent, seed=s, subsample=0.9)
+            _, Zs = factor_loadings(X, genes, method, args.n_latent, seed=s, subsample=0.9)
             mu, M = S.whitening(Zs)
             C = S.activity_loadings(X, (Zs - mu) @ M)
             Cs.append(C @ S.varimax(C))
