@@ -354,7 +354,7 @@ def run_sweep(args) -> None:
     table = S.sweep_summary(runs, enrichment=pd.concat(enr))
     table = table.merge(runs.groupby("n_latent")[["module_auroc", "module_f1"]].mean().reset_index(), on="n_latent")
     table.to_csv(OUT / "signatures_sweep.tsv", sep="\t", index=False, float_format="%.4f")
-    S.plot_sweep(table, save=OUT / "signatures_sweep.png")
+    genodae.pl.plot_sweep(table, save=OUT / "signatures_sweep.png")
     print(table.round(3).to_string(index=False))
 
 

@@ -33,6 +33,7 @@ from .errors import UserError
 
 DEFAULT = "dae"  # the prefix of a model's keys unless key_added says otherwise
 ENSEMBLE = "dae_ensemble"  # default prefix of tl.ensemble's consensus nodes
+DEFAULT_VARIMAX = "dae_varimax"  # rotated_key(DEFAULT): what tl.signatures reads by default, so enrich/pl read it
 PREP = "genodae_prepare"  # uns: what pp.prepare did (settings, value evidence, genes used)
 READ = "genodae_read"  # uns: what genodae.read did (path, format, orientation)
 COUNTS_LAYER = "counts"  # layers: raw counts kept by pp.prepare
@@ -170,7 +171,7 @@ def resolve_key_added(key_added: str | None, key: str | None, *, default: str = 
 
 
 __all__ = [
-    "COUNTS_LAYER", "CONSENSUS_NODE", "DEFAULT", "ENSEMBLE", "HIGHLY_VARIABLE", "NODE", "OFFSET", "PREP", "READ",
+    "COUNTS_LAYER", "CONSENSUS_NODE", "DEFAULT", "DEFAULT_VARIMAX", "ENSEMBLE", "HIGHLY_VARIABLE", "NODE", "OFFSET", "PREP", "READ",
     "ROTATED_NODE", "SCALE", "decoder_weights_key", "denoised_key", "embedding_key", "embedding_keys",
     "enrichment_key", "keys_added", "model_keys_added", "node_labels", "node_names", "params_key", "recon_error_key",
     "recon_r2_key", "resolve_key_added", "rotated_key", "rotated_source", "signatures_key", "weights_key",

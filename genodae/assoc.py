@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from . import _keys
 from .enrich import bh
 from .errors import UserError
 from .get import activities  # noqa: F401  (re-exported: genodae.assoc.activities, public since 0.1)
@@ -33,7 +34,7 @@ def associate(
     adata: AnnData,
     *,
     groupby: str,
-    key: str = "dae",
+    key: str = _keys.DEFAULT,
     groups: list[str] | None = None,
     test: str = "auto",
 ) -> pd.DataFrame:
@@ -151,7 +152,7 @@ def cox(
     *,
     duration: str,
     event: str,
-    key: str = "dae",
+    key: str = _keys.DEFAULT,
     event_value: str | None = None,
     covariates: list[str] | None = None,
     penalizer: float = 0.0,
@@ -219,7 +220,7 @@ def km_split(
     node: str,
     duration: str,
     event: str,
-    key: str = "dae",
+    key: str = _keys.DEFAULT,
     event_value: str | None = None,
     quantile: float = 0.5,
 ) -> dict:

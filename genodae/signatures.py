@@ -76,7 +76,7 @@ def _model_data(adata: AnnData, key: str, used: np.ndarray):
 def rotate(
     adata: AnnData,
     *,
-    key: str = "dae",
+    key: str = _keys.DEFAULT,
     method: str = "varimax",
     readout: str = "correlation",
     key_added: str | None = None,
@@ -170,7 +170,7 @@ def rotate(
 def signatures(
     adata: AnnData,
     *,
-    key: str = "dae",
+    key: str = _keys.DEFAULT,
     sd_cutoff: float = 2.5,
     rotation: str = "varimax",
     readout: str = "correlation",

@@ -180,7 +180,7 @@ def enrich(
     adata: AnnData,
     *,
     gene_sets,
-    key: str = "dae_varimax",
+    key: str = _keys.DEFAULT_VARIMAX,
     id_map=None,
     sd_cutoff: float = 2.5,
     min_size: int = 5,
