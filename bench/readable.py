@@ -51,6 +51,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+
 import genodae  # noqa: E402
 from genodae import signatures as S  # noqa: E402
 from genodae import synthetic  # noqa: E402
@@ -148,7 +149,7 @@ def run_synthetic(args) -> None:
             X, genes = S.model_input(prep)
             found = genodae_weights(prep, seed, args.n_latent)
             for method in BASELINES:
-                L, sc = S.factor_loadings(X, genes, method, args.n_latent, seed=seed, subsample=0.9)
+                L, sc = C.factor_loadings(X, genes, method, args.n_latent, seed=seed, subsample=0.9)
                 found[f"{method} (raw)"] = L
                 found[f"{method} (corr+varimax)"] = corr_varimax(X, sc, genes)
             if args.cnmf and seed == 0:  # cNMF's own 20 replicates are its seeds; one run per generator (time)
@@ -254,7 +255,7 @@ def run_bulk(args) -> None:
             t0 = time.perf_counter()
             found = genodae_weights(prep, seed, k)
             for method in BASELINES:
-                L, sc = S.factor_loadings(X, genes, method, k, seed=seed, subsample=0.9)
+                L, sc = C.factor_loadings(X, genes, method, k, seed=seed, subsample=0.9)
                 found[f"{method} (raw)"] = L
                 found[f"{method} (corr+varimax)"] = corr_varimax(X, sc, genes)
             for method, W in found.items():

@@ -58,6 +58,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E40
 
 torch.set_num_threads(1)
 
+
 import genodae  # noqa: E402
 import genodae.assoc  # noqa: E402
 from genodae import signatures as S  # noqa: E402
@@ -135,7 +136,7 @@ def run_synthetic(args) -> None:
             for s in seeds:
                 t0 = time.perf_counter()
                 if method in ("pca", "ica", "nmf"):
-                    W, Z = S.factor_loadings(X, genes, method, args.n_latent, seed=s, subsample=0.9)
+                    W, Z = C.factor_loadings(X, genes, method, args.n_latent, seed=s, subsample=0.9)
                     epochs = 0
                 else:
                     W, Z, h = train_dae(adata, s, args.n_latent, method, args.adage_epochs)
@@ -253,16 +254,16 @@ def run_pbmc(args) -> None:
                             adata.uns["dae_ens"]["support"]["support"].tolist()}
     X, genes = S.model_input(adata)
     for method in ("pca", "ica", "nmf"):
-        Ls = [S.factor_loadings(X, genes, method, args.n_latent, seed=s, subsample=0.9)[0].to_numpy()
+        Ls = [C.factor_loadings(X, genes, method, args.n_latent, seed=s, subsample=0.9)[0].to_numpy()
               for s in range(args.n_seeds)]
         summary["stability"][f"{method}_raw"] = S.stability(Ls)["stability"].mean()
         summary["stability"][f"{method}_varimax"] = S.stability([L @ S.varimax(L) for L in Ls])["stability"].mean()
         Cs = []
         for s in range(args.n_seeds):
-            _, Zs = S.factor_loadings(X, genes, method, args.n_latent, seed=s, subsample=0.9)
+            _, Zs = C.factor_loadings(X, genes, method, args.n_latent, seed=s, subsample=0.9)
             mu, M = S.whitening(Zs)
-            C = S.activity_loadings(X, (Zs - mu) @ M)
-            Cs.append(C @ S.varimax(C))
+            L = S.activity_loadings(X, (Zs - mu) @ M)
+            Cs.append(L @ S.varimax(L))
         summary["stability"][f"{method}_corr_varimax"] = S.stability(Cs)["stability"].mean()
     print(json.dumps(summary["stability"], indent=1))
     (OUT / "signatures_pbmc_summary.json").write_text(json.dumps(summary, indent=1, default=str))
@@ -343,7 +344,7 @@ def run_sweep(args) -> None:
     table = S.sweep_summary(runs, enrichment=pd.concat(enr))
     table = table.merge(runs.groupby("n_latent")[["module_auroc", "module_f1"]].mean().reset_index(), on="n_latent")
     table.to_csv(OUT / "signatures_sweep.tsv", sep="\t", index=False, float_format="%.4f")
-    S.plot_sweep(table, save=OUT / "signatures_sweep.png")
+    genodae.pl.plot_sweep(table, save=OUT / "signatures_sweep.png")
     print(table.round(3).to_string(index=False))
 
 

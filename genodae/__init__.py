@@ -21,6 +21,7 @@ _LAZY = {
     "pl": (".pl", None),
     "io": (".io", None),
     "datasets": (".datasets", None),
+    "get": (".get", None),
     "signatures": (".signatures", None),
     "enrich": (".enrich", None),
     "assoc": (".assoc", None),

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import __version__
+from . import __version__, _keys
 from .config import PrepareConfig
 from .errors import UserError
 
@@ -157,7 +157,7 @@ def evidence(M, chunk: int = CHUNK, rounded: bool = True) -> tuple[dict, dict]:
     """:func:`genodae.pp.value_evidence`'s numbers read in chunks (the same stored values sampled), and what the
     chunked preparation needs besides: row totals (of the rounded values too), the first negative and the first
     non-finite entry."""
-    from .pp import _SAMPLE
+    from ._values import _SAMPLE
 
     n, g = M.shape
     n_total = n * g
@@ -228,7 +228,7 @@ def evidence(M, chunk: int = CHUNK, rounded: bool = True) -> tuple[dict, dict]:
     q10, q90 = (np.percentile(pos, [10, 90]) if pos.size else (0.0, 0.0))
     ev["library_fold_q90_q10"] = float(q90 / q10) if q10 > 0 else 0.0
     if mom is not None:
-        from .pp import ZSCORE_MEAN, ZSCORE_SD
+        from ._values import ZSCORE_MEAN, ZSCORE_SD
 
         sd = np.sqrt(np.clip(mom.var, 0, None))
         varies = sd > 0
@@ -359,7 +359,7 @@ class _Transform:
     def __call__(self, B, s: int):
         from anndata import AnnData
 
-        from .pp import _log1p, normalize_log
+        from ._values import _log1p, normalize_log
 
         if self.kind == "counts":
             tmp = AnnData(X=self.counts(B, s))
@@ -442,9 +442,7 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
     import h5py
     from anndata.io import write_elem
 
-    from .io import atomic_path, backed_layer, read_backed
-    from .io._write import _check_file_target
-    from .pp import (
+    from ._values import (
         PREP_KEY,
         VALUE_KINDS,
         _decide,
@@ -457,6 +455,8 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
         decide_value_kind,
         scaling_from_stats,
     )
+    from .io import atomic_path, backed_layer, read_backed
+    from .io._write import _check_file_target
 
     cfg = PrepareConfig(**settings)
     why = supports(cfg)
@@ -536,13 +536,13 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
                                            mom.var[used] if mom else None)
         obs = adata.obs[keep] if not keep.all() else adata.obs
         var = adata.var.copy()
-        var["highly_variable"] = used
-        var["genodae_offset"] = np.nan
-        var["genodae_scale"] = np.nan
-        var.loc[used, "genodae_offset"] = offset
-        var.loc[used, "genodae_scale"] = scale
+        var[_keys.HIGHLY_VARIABLE] = used
+        var[_keys.OFFSET] = np.nan
+        var[_keys.SCALE] = np.nan
+        var.loc[used, _keys.OFFSET] = offset
+        var.loc[used, _keys.SCALE] = scale
         uns = dict(adata.uns)
-        uns.setdefault("genodae_read", {"path": str(path), "format": "h5ad", "orientation": "samples_by_genes",
+        uns.setdefault(_keys.READ, {"path": str(path), "format": "h5ad", "orientation": "samples_by_genes",
                                         "orientation_reason": "h5ad files store samples × genes"})
         uns[PREP_KEY] = {
             "params": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
@@ -564,9 +564,9 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
                 if "layers" not in f:
                     write_elem(f, "layers", {})
                 if kind == "counts":
-                    _write_rows(f["layers"], "counts", M, T.counts, chunk_size)
+                    _write_rows(f["layers"], _keys.COUNTS_LAYER, M, T.counts, chunk_size)
                 for name in layer_names:
-                    if name == "counts" and kind == "counts":
+                    if name == _keys.COUNTS_LAYER and kind == "counts":
                         continue  # replaced by the counts prepared from X (or from the layer prepared)
                     _write_rows(f["layers"], name, backed_layer(adata, name),
                                 lambda B, s: B[keep[s : s + B.shape[0]]] if not keep.all() else B, chunk_size)

@@ -13,24 +13,15 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from . import _keys
 from .enrich import bh
 from .errors import UserError
-from .signatures import node_labels
+from .get import activities  # noqa: F401  (re-exported: genodae.assoc.activities, public since 0.1)
 
 log = logging.getLogger("genodae")
 
 TWO_GROUP_TESTS = ("mannwhitney", "ttest")
 MULTI_GROUP_TESTS = ("kruskal", "anova")
-
-
-def activities(adata: AnnData, key: str = "dae") -> pd.DataFrame:
-    """Cells × nodes activity table from ``obsm[f"X_{key}"]``."""
-    rep = f"X_{key}"
-    if rep not in adata.obsm:
-        raise UserError(f"obsm[{rep!r}] not found; run genodae.tl.dae / tl.signatures / tl.ensemble first or pass "
-                        f"the right key (available: {', '.join(k[2:] for k in adata.obsm if k.startswith('X_')) or 'none'})")
-    Z = np.asarray(adata.obsm[rep], dtype=np.float64)
-    return pd.DataFrame(Z, index=adata.obs_names, columns=node_labels(adata, key, Z.shape[1]))
 
 
 def _obs_column(adata: AnnData, col: str, what: str) -> pd.Series:
@@ -43,7 +34,7 @@ def associate(
     adata: AnnData,
     *,
     groupby: str,
-    key: str = "dae",
+    key: str = _keys.DEFAULT,
     groups: list[str] | None = None,
     test: str = "auto",
 ) -> pd.DataFrame:
@@ -161,7 +152,7 @@ def cox(
     *,
     duration: str,
     event: str,
-    key: str = "dae",
+    key: str = _keys.DEFAULT,
     event_value: str | None = None,
     covariates: list[str] | None = None,
     penalizer: float = 0.0,
@@ -229,7 +220,7 @@ def km_split(
     node: str,
     duration: str,
     event: str,
-    key: str = "dae",
+    key: str = _keys.DEFAULT,
     event_value: str | None = None,
     quantile: float = 0.5,
 ) -> dict:

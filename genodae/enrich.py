@@ -228,7 +228,13 @@ def enrich(
 
 
 def bh(pvalues: np.ndarray, *, n_tests: int | None = None) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values; ``n_tests`` ≥ len(pvalues) counts tests not listed (p = 1)."""
+    """Benjamini–Hochberg adjusted p-values; ``n_tests`` ≥ len(pvalues) counts tests not listed (p = 1).
+
+    scipy's :func:`scipy.stats.false_discovery_control` (``method="bh"``), on the p-values padded with ones for
+    the tests not listed (which is what counting them means: their p is 1, so they rank last). NaN p-values give
+    NaN throughout, as before."""
+    from scipy.stats import false_discovery_control
+
     p = np.asarray(pvalues, dtype=np.float64)
     n = len(p)
     m = n if n_tests is None else int(n_tests)
@@ -236,12 +242,10 @@ def bh(pvalues: np.ndarray, *, n_tests: int | None = None) -> np.ndarray:
         raise ValueError("n_tests must be at least the number of p-values")
     if n == 0:
         return p
-    order = np.argsort(p)
-    ranked = p[order] * m / np.arange(1, n + 1)
-    adj = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(n)
-    out[order] = np.minimum(adj, 1.0)
-    return out
+    if np.isnan(p).any():
+        return np.full(n, np.nan)
+    padded = np.concatenate([np.clip(p, 0.0, 1.0), np.ones(m - n)])
+    return false_discovery_control(padded, method="bh")[:n]
 
 
 __all__ = ["bh", "enrich", "map_ids", "read_gmt", "read_id_map"]

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from . import __version__
+from . import __version__, _keys
 from ._threads import configure as configure_threads
 from .config import COUNT_LIKELIHOODS, DENOISED_SCALES, DAEConfig, PrepareConfig, make_config
 from .errors import UserError
@@ -398,9 +398,9 @@ class DAE:
         W = self.decoder_weights if decoder else self.weights
         return pd.DataFrame(W, index=self.genes, columns=node_names(self.config.n_latent))
 
-    def annotate(self, adata: AnnData, *, key: str = "dae", denoised: bool = False, denoised_scale: str = "auto",
-                 transform_batch: str | None = None, allow_missing_genes: bool = False,
-                 r2_rows: np.ndarray | None = None) -> None:
+    def annotate(self, adata: AnnData, *, key_added: str | None = None, denoised: bool = False,
+                 denoised_scale: str = "auto", transform_batch: str | None = None, allow_missing_genes: bool = False,
+                 r2_rows: np.ndarray | None = None, key: str | None = None) -> None:
         """Write the embedding, gene weights, reconstruction scores and parameters into ``adata``.
 
         Adds ``obsm[f"X_{key}"]`` (cells × n_latent), ``varm[f"{key}_weights"]`` (genes × n_latent, zero rows
@@ -410,29 +410,33 @@ class DAE:
         Poisson deviance explained; NaN for genes not used) and ``uns[key]``; with ``denoised``, also
         ``layers[f"{key}_denoised"]`` on ``denoised_scale`` (see :meth:`denoise`; genes the model does not
         use keep their input values on that scale; with ``transform_batch``, every cell as if from that batch).
+        ``key_added`` is that prefix (default ``"dae"``); ``key`` is its deprecated name (a ``FutureWarning``).
         """
+        key = _keys.resolve_key_added(key_added, key, where="DAE.annotate")
         t0 = time.perf_counter()
         ann = self._annotations(adata, key=key, denoised=denoised, denoised_scale=denoised_scale,
                                 transform_batch=transform_batch, allow_missing_genes=allow_missing_genes,
                                 r2_rows=r2_rows)
-        adata.obsm[f"X_{key}"] = ann["obsm"]
+        adata.obsm[_keys.embedding_key(key)] = ann["obsm"]
         for name, value in ann["varm"].items():
             adata.varm[name] = value
-        adata.var[f"{key}_recon_r2"] = ann["var"]
-        adata.obs[f"{key}_recon_error"] = ann["obs"]
+        adata.var[_keys.recon_r2_key(key)] = ann["var"]
+        adata.obs[_keys.recon_error_key(key)] = ann["obs"]
         if denoised:
-            adata.layers[f"{key}_denoised"] = self._denoised_layer(adata, *ann["denoised"])
-        adata.uns[key] = ann["uns"]
+            adata.layers[_keys.denoised_key(key)] = self._denoised_layer(adata, *ann["denoised"])
+        adata.uns[_keys.params_key(key)] = ann["uns"]
         log.info("embedded %d cells in %.1fs; added %s", adata.n_obs, time.perf_counter() - t0, ", ".join(ann["added"]))
 
-    def annotate_h5ad(self, path: str | Path, output: str | Path, *, key: str = "dae", denoised: bool = False,
-                      denoised_scale: str = "auto", transform_batch: str | None = None,
-                      allow_missing_genes: bool = False, r2_rows: np.ndarray | None = None) -> None:
+    def annotate_h5ad(self, path: str | Path, output: str | Path, *, key_added: str | None = None,
+                      denoised: bool = False, denoised_scale: str = "auto", transform_batch: str | None = None,
+                      allow_missing_genes: bool = False, r2_rows: np.ndarray | None = None,
+                      key: str | None = None) -> None:
         """:meth:`annotate` from file to file, in chunks: ``output`` is a copy of the .h5ad ``path`` with the
         annotations added, written atomically. Neither X, the layers nor the denoised layer are ever held in
         memory whole: rows are read from ``path`` chunk by chunk and the denoised layer is written to ``output``
         chunk by chunk (dense float32 cells × genes, as :meth:`annotate` stores it). For a prepared .h5ad (or any
-        .h5ad whose genes include the model's); other inputs: read them and use :meth:`annotate`.
+        .h5ad whose genes include the model's); other inputs: read them and use :meth:`annotate`. ``key_added``:
+        as there (``key`` is its deprecated name).
         """
         import shutil
 
@@ -441,6 +445,7 @@ class DAE:
 
         from .io import atomic_path, read_backed
 
+        key = _keys.resolve_key_added(key_added, key, where="DAE.annotate_h5ad")
         t0 = time.perf_counter()
         adata = read_backed(path)
         try:
@@ -448,13 +453,13 @@ class DAE:
                                     transform_batch=transform_batch, allow_missing_genes=allow_missing_genes,
                                     r2_rows=r2_rows)
             obs, var = adata.obs.copy(), adata.var.copy()
-            obs[f"{key}_recon_error"] = ann["obs"]
-            var[f"{key}_recon_r2"] = ann["var"]
+            obs[_keys.recon_error_key(key)] = ann["obs"]
+            var[_keys.recon_r2_key(key)] = ann["var"]
             with atomic_path(output) as tmp:
                 shutil.copyfile(path, tmp)
                 with h5py.File(tmp, "r+") as f:
-                    items = [("obsm", f"X_{key}", ann["obsm"]), *(("varm", n, v) for n, v in ann["varm"].items()),
-                             ("uns", key, ann["uns"])]
+                    items = [("obsm", _keys.embedding_key(key), ann["obsm"]),
+                             *(("varm", n, v) for n, v in ann["varm"].items()), ("uns", _keys.params_key(key), ann["uns"])]
                     for group, name, value in items:
                         if group not in f:
                             write_elem(f, group, {})
@@ -466,7 +471,7 @@ class DAE:
                     if denoised:
                         if "layers" not in f:
                             write_elem(f, "layers", {})
-                        name = f"{key}_denoised"
+                        name = _keys.denoised_key(key)
                         if name in f["layers"]:
                             del f["layers"][name]
                         ds = f["layers"].create_dataset(name, shape=(adata.n_obs, adata.n_vars), dtype=np.float32,
@@ -495,8 +500,8 @@ class DAE:
         err, r2_all = reconstruction_scores(self.module, source, all_rows)
         n_empty = int(np.isnan(err).sum())
         if n_empty:
-            log.warning("%d cell(s) have no counts in the model's %d genes: their %s_recon_error is NaN (nothing to "
-                        "score) and their denoised values are 0", n_empty, len(self.genes), key)
+            log.warning("%d cell(s) have no counts in the model's %d genes: their %s is NaN (nothing to "
+                        "score) and their denoised values are 0", n_empty, len(self.genes), _keys.recon_error_key(key))
         rows = r2_rows if r2_rows is not None and len(r2_rows) else all_rows
         _, r2 = reconstruction_scores(self.module, source, rows) if rows is not all_rows else (None, r2_all)
         W = np.zeros((adata.n_vars, self.config.n_latent), dtype=np.float32)
@@ -508,16 +513,16 @@ class DAE:
         D = np.zeros_like(W)
         D[pos[ok]] = self.decoder_weights[ok]
         record = self.params_record(r2_on="validation cells" if rows is not all_rows else "all cells")
-        added = [f"obsm['X_{key}']", f"varm['{key}_weights']", f"varm['{key}_decoder_weights']", f"var['{key}_recon_r2']",
-                 f"obs['{key}_recon_error']", f"uns['{key}']"]
-        ann = {"obsm": Z, "varm": {f"{key}_weights": W, f"{key}_decoder_weights": D}, "var": R2, "obs": err.astype(np.float32), "uns": record, "added": added}
+        added = _keys.model_keys_added(key)
+        ann = {"obsm": Z, "varm": {_keys.weights_key(key): W, _keys.decoder_weights_key(key): D}, "var": R2,
+               "obs": err.astype(np.float32), "uns": record, "added": added}
         if denoised:
             self._transform(source, transform_batch)
             ann["denoised"] = (source, pos, ok, scale)
             record["denoised_scale"] = scale
             if transform_batch is not None:
                 record["transform_batch"] = str(transform_batch)
-            added.append(f"layers['{key}_denoised']")
+            added += _keys.keys_added(key, "layers")
         return ann
 
     def _denoised_scale(self, scale: str) -> str:
@@ -798,7 +803,7 @@ def _load_grown(module: torch.nn.Module, reference: dict[str, torch.Tensor]) -> 
 
 
 def node_names(n: int) -> list[str]:
-    return [f"node{i}" for i in range(n)]
+    return _keys.node_names(n)
 
 
 def _training_input(adata: AnnData, layer: str | None):
@@ -811,14 +816,14 @@ def _training_input(adata: AnnData, layer: str | None):
     if prepared:
         prep = dict(adata.uns[PREP_KEY])
         prep["params"] = dict(prep["params"])
-        used = adata.var["highly_variable"].to_numpy(bool)
+        used = adata.var[_keys.HIGHLY_VARIABLE].to_numpy(bool)
     else:
         log.warning("adata was not prepared with genodae.pp.prepare: using %s as log-scale input as it is, "
                     "with min-max scaling", f"layers[{layer!r}]" if layer else "X")
         prep = {"params": PrepareConfig().__dict__ | {"scaling": "minmax"}, "input_kind": "log",
                 "n_genes_used": 0, "version": __version__}
-        if "highly_variable" in adata.var:
-            used = adata.var["highly_variable"].to_numpy(bool)
+        if _keys.HIGHLY_VARIABLE in adata.var:
+            used = adata.var[_keys.HIGHLY_VARIABLE].to_numpy(bool)
         else:
             used = np.ones(adata.n_vars, dtype=bool)
     if used.sum() == 0:
@@ -843,8 +848,8 @@ def _training_input(adata: AnnData, layer: str | None):
         X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
         check_finite(X, f"layers[{layer!r}]" if layer else "X")
     if prepared and layer is None:
-        offset = adata.var["genodae_offset"].to_numpy(np.float32)[used]
-        scale = adata.var["genodae_scale"].to_numpy(np.float32)[used]
+        offset = adata.var[_keys.OFFSET].to_numpy(np.float32)[used]
+        scale = adata.var[_keys.SCALE].to_numpy(np.float32)[used]
     else:
         offset, scale = scaling_params(X, prep["params"]["scaling"])
     prep["n_genes_used"] = int(len(genes))
@@ -889,14 +894,14 @@ def _backed_counts(adata: AnnData):
     """layers['counts'] of a backed .h5ad as an on-disk matrix (rows read on demand), all genes."""
     from .io import backed_layer
 
-    return backed_layer(adata, "counts")
+    return backed_layer(adata, _keys.COUNTS_LAYER)
 
 
 def _has_counts(adata: AnnData) -> bool:
     """Whether ``adata`` has ``layers["counts"]`` (in memory, or in the file of a backed AnnData)."""
     if adata.isbacked:
         return _backed_counts(adata) is not None
-    return "counts" in adata.layers
+    return _keys.COUNTS_LAYER in adata.layers
 
 
 def _available_memory() -> int | None:
@@ -934,10 +939,10 @@ def _model_counts(adata: AnnData, genes: pd.Index):
     )
 
     if PREP_KEY in adata.uns:
-        if "counts" not in adata.layers:
+        if _keys.COUNTS_LAYER not in adata.layers:
             raise UserError("this model scores raw counts, but the prepared data have no layers['counts']; give "
                             "the raw counts, or data prepared from counts by genodae prepare")
-        M = adata.layers["counts"]
+        M = adata.layers[_keys.COUNTS_LAYER]
     else:
         M = adata.X
         if not is_counts(M):

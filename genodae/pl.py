@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 from anndata import AnnData
 
+from . import _keys
 from .errors import UserError
+from .get import activities, gene_weights
 
 
 def _plt():
@@ -21,12 +23,14 @@ def _plt():
 
 
 def _history(adata: AnnData, key: str) -> dict:
-    if key not in adata.uns or "history" not in adata.uns[key]:
-        raise UserError(f"uns[{key!r}] has no loss history; run genodae.tl.dae (or genodae embed) first")
-    return adata.uns[key]["history"]
+    rec = adata.uns.get(_keys.params_key(key))
+    if rec is None or "history" not in rec:
+        raise UserError(f"uns[{_keys.params_key(key)!r}] has no loss history; run genodae.tl.dae (or genodae embed) "
+                        "first")
+    return rec["history"]
 
 
-def loss(adata: AnnData, *, key: str = "dae", save: str | Path | None = None, ax=None):
+def loss(adata: AnnData, *, key: str = _keys.DEFAULT, save: str | Path | None = None, ax=None):
     """Training and validation loss per epoch, the best epoch marked."""
     h = _history(adata, key)
     plt = _plt()
@@ -57,12 +61,12 @@ def _check_labels(adata: AnnData, color: list[str], *, added: tuple[str, ...] = 
         raise UserError(f"label column(s) {', '.join(absent)} not in obs; available: {', '.join(adata.obs.columns)}")
 
 
-def umap(adata: AnnData, *, key: str = "dae", color: list[str] | None = None, save: str | Path | None = None,
+def umap(adata: AnnData, *, key: str = _keys.DEFAULT, color: list[str] | None = None, save: str | Path | None = None,
          seed: int = 0):
     """UMAP of ``obsm["X_<key>"]`` coloured by ``obs`` columns (computed on a copy; ``adata`` is unchanged)."""
     import scanpy as sc
 
-    rep = f"X_{key}"
+    rep = _keys.embedding_key(key)
     if rep not in adata.obsm:
         raise UserError(f"obsm[{rep!r}] not found; run genodae.tl.dae first (or pass the right key)")
     color = list(color or [])
@@ -88,17 +92,15 @@ def _save(fig, save, plt) -> None:
         plt.close(fig)
 
 
-def signature_heatmap(adata: AnnData, *, table=None, key: str = "dae_varimax", n_genes: int = 5,
+def signature_heatmap(adata: AnnData, *, table=None, key: str = _keys.DEFAULT_VARIMAX, n_genes: int = 5,
                       nodes: list[str] | None = None, save: str | Path | None = None):
     """Heatmap of the top ``n_genes`` positive and negative genes of each node (weights z-scored per node).
 
     ``table`` is a :func:`genodae.tl.signatures` table (default: ``uns[f"{key}_signatures"]``); the colour
     is each gene's weight z-score in every node shown, so shared genes and mixed nodes stand out.
     """
-    from .signatures import gene_weights
-
     if table is None:
-        tkey = f"{key}_signatures"
+        tkey = _keys.signatures_key(key)
         if tkey not in adata.uns:
             raise UserError(f"uns[{tkey!r}] not found; run genodae.tl.signatures first or pass the table")
         table = adata.uns[tkey]
@@ -128,14 +130,14 @@ def signature_heatmap(adata: AnnData, *, table=None, key: str = "dae_varimax", n
     return fig
 
 
-def enrichment_dotplot(adata: AnnData, *, key: str = "dae_varimax", table=None, fdr: float = 0.05,
+def enrichment_dotplot(adata: AnnData, *, key: str = _keys.DEFAULT_VARIMAX, table=None, fdr: float = 0.05,
                        n_terms: int = 20, save: str | Path | None = None, ax=None):
     """Dot plot of enriched gene sets (rows) per signature (columns): size = overlap, colour = −log10 FDR.
 
     ``table``: a :func:`genodae.tl.enrich` table (default: ``uns[f"{key}_enrichment"]``).
     """
     if table is None:
-        tkey = f"{key}_enrichment"
+        tkey = _keys.enrichment_key(key)
         if tkey not in adata.uns:
             raise UserError(f"uns[{tkey!r}] not found; run genodae.tl.enrich first or pass the table")
         table = adata.uns[tkey]
@@ -169,7 +171,7 @@ def enrichment_dotplot(adata: AnnData, *, key: str = "dae_varimax", table=None, 
     return ax
 
 
-def node_activity(adata: AnnData, *, key: str = "dae_varimax", nodes: list[str] | None = None,
+def node_activity(adata: AnnData, *, key: str = _keys.DEFAULT_VARIMAX, nodes: list[str] | None = None,
                   basis: str | None = None, groupby: str | None = None, save: str | Path | None = None,
                   seed: int = 0):
     """Cells on a 2-D embedding coloured by node activity (one panel per node), plus activity by group.
@@ -177,8 +179,6 @@ def node_activity(adata: AnnData, *, key: str = "dae_varimax", nodes: list[str] 
     ``basis``: an ``obsm`` key with ≥ 2 columns (e.g. ``X_umap``); by default a UMAP of ``X_{key}`` is
     computed on a copy. With ``groupby``, a last panel shows each node's activity per group (box plot).
     """
-    from .assoc import activities
-
     A = activities(adata, key)
     nodes = list(nodes) if nodes is not None else list(A.columns[:4])
     absent = [n for n in nodes if n not in A.columns]
@@ -227,7 +227,7 @@ def node_activity(adata: AnnData, *, key: str = "dae_varimax", nodes: list[str] 
     return fig
 
 
-def km(adata: AnnData, *, node: str, duration: str, event: str, key: str = "dae_varimax",
+def km(adata: AnnData, *, node: str, duration: str, event: str, key: str = _keys.DEFAULT_VARIMAX,
        event_value: str | None = None, quantile: float = 0.5, save: str | Path | None = None, ax=None):
     """Kaplan–Meier curves of samples with high vs low activity of ``node`` (split at ``quantile``), log-rank p."""
     from .assoc import km_split
@@ -246,3 +246,32 @@ def km(adata: AnnData, *, node: str, duration: str, event: str, key: str = "dae_
     if fig is not None:
         _save(fig, save, plt)
     return ax
+
+
+def plot_sweep(table, *, save=None):
+    """Reconstruction, stability and enriched gene sets against ``n_latent`` (a sweep-summary table).
+
+    ``table``: :func:`genodae.signatures.sweep_summary`'s. Not in ``__all__``: it plots a table, not an AnnData.
+    """
+    plt = _plt()
+    cols = [c for c in ("recon_r2", "stability", "n_enriched_sets") if c in table and table[c].notna().any()]
+    if not cols:
+        raise UserError("the sweep table has no recon_r2, stability or n_enriched_sets values to plot")
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.4 * len(cols), 3.0), squeeze=False)
+    titles = {"recon_r2": "validation R² (mean over genes)", "stability": "stability across seeds",
+              "n_enriched_sets": "distinct enriched gene sets"}
+    for ax, c in zip(axes[0], cols, strict=True):
+        ax.plot(table["n_latent"], table[c], marker="o")
+        if c == "stability" and "stability_sd" in table:
+            ax.fill_between(table["n_latent"], table[c] - table["stability_sd"], table[c] + table["stability_sd"],
+                            alpha=0.2)
+        ax.set_xlabel("n_latent")
+        ax.set_title(titles[c], fontsize=9)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(table["n_latent"], [str(v) for v in table["n_latent"]])
+    _save(fig, save, plt)
+    return fig
+
+
+# plot_sweep is left out: it takes a table, not an AnnData (scanpy's conventions for pl are tested on these)
+__all__ = ["enrichment_dotplot", "km", "loss", "node_activity", "signature_heatmap", "umap"]

@@ -1,10 +1,12 @@
-"""Rotations of latent nodes: the maths of genodae's readable gene weights (numpy only; a leaf module).
+"""Rotations of latent nodes: the maths of genodae's readable gene weights (numpy and scipy; a leaf module).
 
 :func:`varimax` (Kaiser 1958, as R's ``stats::varimax``), :func:`whitening` (ZCA) and :func:`readable_basis`,
 which combines them into the basis genodae's models report their nodes in (``DAEConfig.rotation``).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -42,13 +44,12 @@ def varimax(W: np.ndarray, *, normalize: bool = True, max_iter: int = 500, tol: 
 
 
 def _skew(L: np.ndarray) -> np.ndarray:
-    c = L - L.mean(axis=0)
-    m2 = (c**2).mean(axis=0)
-    m3 = (c**3).mean(axis=0)
-    out = np.zeros(L.shape[1])
-    ok = m2 > 1e-300
-    out[ok] = m3[ok] / m2[ok] ** 1.5
-    return out
+    """Skewness of each column (scipy's, biased as a moment ratio); 0 for a column without spread."""
+    from scipy.stats import skew
+
+    with warnings.catch_warnings():  # a (near-)constant column: "precision loss", and nan, which is 0 here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nan_to_num(skew(np.asarray(L, dtype=np.float64), axis=0), nan=0.0)
 
 
 def _moments(Z: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from . import _keys as K
 from .errors import UserError
 from .signatures import node_labels
 
@@ -28,10 +29,11 @@ def export_tables(adata: AnnData, *, key: str = "dae", source: str | Path | None
 
     ``source`` names the file in the error when the model ``key`` is missing (default: "the data").
     """
-    if f"X_{key}" not in adata.obsm or f"{key}_weights" not in adata.varm:
-        raise UserError(f"{source or 'the data'} has no obsm['X_{key}'] / varm['{key}_weights']; run genodae embed "
+    emb, wkey = K.embedding_key(key), K.weights_key(key)
+    if emb not in adata.obsm or wkey not in adata.varm:
+        raise UserError(f"{source or 'the data'} has no obsm[{emb!r}] / varm[{wkey!r}]; run genodae embed "
                         "first (or pass the right --key)")
-    Z, W = adata.obsm[f"X_{key}"], adata.varm[f"{key}_weights"]
+    Z, W = adata.obsm[emb], adata.varm[wkey]
     nodes = node_labels(None, key, Z.shape[1])  # node0, node1, … as genodae.model.node_names
     used = adata.var_names.isin(list(adata.uns[key]["genes_used"])) if key in adata.uns else (W != 0).any(1)
     return {
@@ -39,9 +41,9 @@ def export_tables(adata: AnnData, *, key: str = "dae", source: str | Path | None
         "weights": pd.DataFrame(W[used], index=adata.var_names[used].rename("gene"), columns=nodes),
         "genes": pd.DataFrame({
             "used": used,
-            "recon_r2": adata.var.get(f"{key}_recon_r2"),
-            "offset": adata.var.get("genodae_offset"),
-            "scale": adata.var.get("genodae_scale"),
+            "recon_r2": adata.var.get(K.recon_r2_key(key)),
+            "offset": adata.var.get(K.OFFSET),
+            "scale": adata.var.get(K.SCALE),
         }, index=adata.var_names.rename("gene")),
     }
 
@@ -86,15 +88,15 @@ def sweep_run(adata: AnnData, *, run: str, key: str = "dae", rotation: str = "va
     from .enrich import enrich
     from .signatures import gene_weights, high_weight_genes, rotate
 
-    if f"{key}_weights" not in adata.varm or key not in adata.uns:
+    if K.weights_key(key) not in adata.varm or key not in adata.uns:
         raise UserError(f"{run} has no model {key!r}; pass the right --key")
     info = adata.uns[key]
     read_key = key
     if rotation != "none":
         rotate(adata, key=key, method=rotation, readout=readout)
-        read_key = f"{key}_varimax"
+        read_key = K.rotated_key(key)
     W = gene_weights(adata, read_key)
-    r2 = adata.var.get(f"{key}_recon_r2")
+    r2 = adata.var.get(K.recon_r2_key(key))
     hist = info.get("history", {})
     val = np.asarray(hist.get("val_loss", []), dtype=float)
     row = dict(run=run, n_latent=int(info["params"]["n_latent"]), seed=int(info["params"]["seed"]),

@@ -8,6 +8,7 @@ from typing import Any
 
 from anndata import AnnData
 
+from . import _keys
 from .errors import UserError
 from .model import DAE
 
@@ -104,7 +105,7 @@ def dae(
     if transform_batch is not None and not denoised:
         raise UserError("transform_batch changes only the denoised layer: add denoised=True")
     model.fit(adata, layer=layer)
-    model.annotate(adata, key=key_added or "dae", denoised=denoised, denoised_scale=denoised_scale,
+    model.annotate(adata, key_added=key_added or _keys.DEFAULT, denoised=denoised, denoised_scale=denoised_scale,
                    transform_batch=transform_batch, r2_rows=model.val_idx)
     if model_dir is not None:
         model.save(model_dir)
@@ -116,16 +117,16 @@ def dae(
 from .signatures import ensemble, rotate, signatures  # noqa: E402
 
 
-def score(adata: AnnData, *, model: str | Path | DAE, key: str = "dae", rotation: str = "varimax",
-          transform=None, allow_missing_genes: bool = False):
+def score(adata: AnnData, *, model: str | Path | DAE, key_added: str | None = None, rotation: str = "varimax",
+          transform=None, allow_missing_genes: bool = False, key: str | None = None):
     """Project new samples onto a saved model and return their node (signature) activities.
 
     Embeds ``adata`` (raw or prepared) with the model (``genodae.DAE.load(model).annotate``, which re-applies
-    the model's own preparation) into ``obsm[f"X_{key}"]``. With ``rotation="varimax"`` the activities are
-    then put in the basis of the signatures: pass ``transform`` = ``uns[f"{key}_varimax"]`` of the AnnData the
+    the model's own preparation) into ``obsm[f"X_{key_added}"]``. With ``rotation="varimax"`` the activities
+    are then put in the basis of the signatures: pass ``transform`` = ``uns["dae_varimax"]`` of the AnnData the
     signatures were read from (its ``mean``/``whitening``/``rotation``; needed for the default correlation
     read-out); without it the rotation is recomputed from the model's weights (the ``weights`` read-out,
-    which depends on the model only). Adds ``obsm[f"X_{key}_varimax"]`` then.
+    which depends on the model only). Adds ``obsm[f"X_{key_added}_varimax"]`` then.
 
     Parameters
     ----------
@@ -133,14 +134,16 @@ def score(adata: AnnData, *, model: str | Path | DAE, key: str = "dae", rotation
         New samples, raw or prepared; genes aligned to the model by name.
     model
         A saved model folder or a :class:`genodae.DAE`.
-    key
-        Prefix of the keys written.
+    key_added
+        Prefix of the keys written (default ``"dae"``).
     rotation
         ``varimax`` or ``none`` (the model's own nodes).
     transform
         ``uns[f"{key}_varimax"]`` of the signatures' AnnData (a mapping with mean, whitening, rotation).
     allow_missing_genes
         Fill model genes absent from ``adata`` (their input becomes 0).
+    key
+        Deprecated name of ``key_added`` (a ``FutureWarning``).
 
     Returns
     -------
@@ -153,21 +156,23 @@ def score(adata: AnnData, *, model: str | Path | DAE, key: str = "dae", rotation
     """
     import numpy as np
 
-    from .assoc import activities
-    from .signatures import apply_transform
+    from .get import activities
+    from .kernels import apply_transform
 
+    key = _keys.resolve_key_added(key_added, key, where="genodae.tl.score")
     m = model if isinstance(model, DAE) else DAE.load(model)
-    m.annotate(adata, key=key, allow_missing_genes=allow_missing_genes)
+    m.annotate(adata, key_added=key, allow_missing_genes=allow_missing_genes)
     if rotation == "none":
         return activities(adata, key)
-    out = f"{key}_{rotation}"
+    out = _keys.rotated_key(key, rotation)
     if transform is None:
         rotate(adata, key=key, method=rotation, readout="weights", key_added=out)
     else:
-        adata.obsm[f"X_{out}"] = apply_transform(adata.obsm[f"X_{key}"], transform).astype(np.float32)
-        k = adata.obsm[f"X_{out}"].shape[1]
-        adata.uns[out] = {**{n: transform[n] for n in ("mean", "whitening", "rotation") if n in transform},
-                          "node_names": np.asarray([f"vnode{j}" for j in range(k)]), "source_key": key}
+        Z = apply_transform(adata.obsm[_keys.embedding_key(key)], transform).astype(np.float32)
+        adata.obsm[_keys.embedding_key(out)] = Z
+        adata.uns[_keys.params_key(out)] = {
+            **{n: transform[n] for n in ("mean", "whitening", "rotation") if n in transform},
+            "node_names": np.asarray(_keys.node_names(Z.shape[1], _keys.ROTATED_NODE)), "source_key": key}
     return activities(adata, out)
 
 
@@ -175,7 +180,7 @@ def enrich(
     adata: AnnData,
     *,
     gene_sets,
-    key: str = "dae_varimax",
+    key: str = _keys.DEFAULT_VARIMAX,
     id_map=None,
     sd_cutoff: float = 2.5,
     min_size: int = 5,
@@ -218,15 +223,16 @@ def enrich(
     >>> genodae.tl.enrich(adata, gene_sets="h.all.v7.0.symbols.gmt").query("fdr < 0.05")
     """
     from . import enrich as _enrich
-    from .signatures import gene_weights, genes_used, high_weight_genes
+    from .get import gene_weights, genes_used
+    from .kernels import high_weight_genes
 
     used = genes_used(adata, key)
-    table = adata.uns.get(f"{key}_signatures")
+    table = adata.uns.get(_keys.signatures_key(key))
     if table is None:
         table = high_weight_genes(gene_weights(adata, key), sd_cutoff=sd_cutoff)
     res = _enrich.enrich(table, gene_sets, background=adata.var_names[used], id_map=id_map, min_size=min_size,
                          max_size=max_size, correction=correction)
-    adata.uns[key_added or f"{key}_enrichment"] = res
+    adata.uns[key_added or _keys.enrichment_key(key)] = res
     return res
 
 

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from conftest import make_counts
 
 import genodae
+import genodae._values
 from genodae.cli import main
 from genodae.errors import UserError
 from genodae.io import read_backed, read_sharing, write_h5ad
@@ -71,7 +72,7 @@ def test_chunked_prepare_equals_in_memory(tmp_path, settings):
 
 def test_chunked_prepare_samples_the_same_values_as_in_memory(tmp_path, monkeypatch):
     """Above the sample size (1M stored values; lowered here), the same values are sampled for the evidence."""
-    monkeypatch.setattr(genodae.pp, "_SAMPLE", 500)
+    monkeypatch.setattr(genodae._values, "_SAMPLE", 500)  # where value_evidence and the chunked evidence read it
     a = make_counts(n_cells=300, n_genes=100, seed=1)
     a.X = a.X.astype(np.float32) * 1.5  # non-integers: linear values, the sample decides
     path = tmp_path / "lin.h5ad"

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .. import _keys as K
 from ..config import (
     DENOISED_SCALES,
     PRESETS,
@@ -374,14 +375,15 @@ def ensure_key(adata, key: str, need: str = "varm") -> None:
     """
     from ..signatures import rotate
 
-    if f"{key}_weights" in adata.varm or (need == "obsm" and f"X_{key}" in adata.obsm):
+    if K.weights_key(key) in adata.varm or (need == "obsm" and K.embedding_key(key) in adata.obsm):
         return
-    if key.endswith("_varimax") and f"{key[:-8]}_weights" in adata.varm:
-        rotate(adata, key=key[:-8], key_added=key)
+    source = K.rotated_source(key)
+    if source is not None and K.weights_key(source) in adata.varm:
+        rotate(adata, key=source, key_added=key)
         return
-    have = sorted(k[:-8] for k in adata.varm if k.endswith("_weights"))
-    raise UserError(f"no model {key!r} in the file (varm['{key}_weights'] missing); available keys: "
-                    f"{', '.join(have + [h + '_varimax' for h in have]) or 'none'}")
+    have = sorted(K.weights_keys(adata.varm))
+    raise UserError(f"no model {key!r} in the file (varm[{K.weights_key(key)!r}] missing); available keys: "
+                    f"{', '.join(have + [K.rotated_key(h) for h in have]) or 'none'}")
 
 
 def gene_sets(paths: list[str]) -> dict[str, list[str]]:

@@ -93,7 +93,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     check_denoised_flags(args)
     model = DAE.load(args.model, device=args.device)
     use_threads(model, args.num_threads)
-    opts = dict(key=args.key, denoised=args.denoised, denoised_scale=args.denoised_scale,
+    opts = dict(key_added=args.key, denoised=args.denoised, denoised_scale=args.denoised_scale,
                 transform_batch=args.transform_batch, allow_missing_genes=args.allow_missing_genes)
     if _streams(args, model):  # a prepared .h5ad: read and written in chunks, never whole in memory
         model.annotate_h5ad(args.input, out, **opts)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from .. import _keys as K
 from ..errors import UserError
 from ._common import (
     ensure_key,
@@ -141,8 +142,8 @@ def cmd_ensemble(args: argparse.Namespace) -> None:
         raise UserError("an ensemble needs at least 2 models (embedded .h5ad files)")
     adatas = [read_embedded(p) for p in args.inputs]
     for a, p in zip(adatas, args.inputs, strict=True):
-        if f"{args.key}_weights" not in a.varm:
-            raise UserError(f"{p} has no model {args.key!r} (varm['{args.key}_weights']); pass the right --key")
+        if K.weights_key(args.key) not in a.varm:
+            raise UserError(f"{p} has no model {args.key!r} (varm[{K.weights_key(args.key)!r}]); pass the right --key")
     target = ensemble(adatas, keys=[args.key] * len(adatas), rotation=args.rotation, readout=args.readout,
                       min_corr=args.min_corr,
                       min_support=args.min_support, key_added="dae_ensemble")

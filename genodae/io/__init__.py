@@ -12,7 +12,7 @@ target folder and rename it into place on success, so an interrupted job (or a S
 fails half-way) never leaves a truncated output that looks finished.
 
 The package is organised by responsibility (as anndata's ``_io``); each module imports only those above it
-in this list (``_read`` imports ``_multi`` inside :func:`read`, when given several paths):
+in this list:
 
 - ``_common``: supported formats, table extensions, gzip errors, file-name extensions, examples in messages;
 - ``_text``: opening (gzipped) text files, their first lines and separator, ``read_csv`` with clear errors;
@@ -21,8 +21,9 @@ in this list (``_read`` imports ``_multi`` inside :func:`read`, when given sever
 - ``_table``, ``_gct``, ``_hdf5``, ``_mtx``, ``_cls``: one reader per format family (CSV/TSV/GSEA txt; GCT;
   h5ad, loom and 10x .h5; 10x mtx folders; GSEA .cls);
 - ``_sheets``: sample sheets, read and joined into ``obs``;
-- ``_read``: format detection and :func:`read`;
+- ``_read``: format detection and :func:`read_file` (one file);
 - ``_multi``: several files, :func:`read_many` and :func:`read_batches_sheet`;
+- ``_dispatch``: :func:`read`, one path or several;
 - ``_write``: :func:`atomic_path`, :func:`write_h5ad`, :func:`write_table`.
 """
 
@@ -30,10 +31,11 @@ in this list (``_read`` imports ``_multi`` inside :func:`read`, when given sever
 # the option values, and the batches-sheet parser the CLI uses.
 from ._cls import read_cls
 from ._common import SUPPORTED_FORMATS  # noqa: F401
+from ._dispatch import read
 from ._hdf5 import backed_layer, read_backed, read_sharing  # noqa: F401
 from ._multi import _parse_batches_sheet, read_batches_sheet, read_many  # noqa: F401
 from ._orientation import OrientationWarning  # noqa: F401
-from ._read import DUPLICATES, MISSING, ORIENTATIONS, Orientation, read  # noqa: F401
+from ._read import DUPLICATES, MISSING, ORIENTATIONS, Orientation, read_file  # noqa: F401
 from ._write import atomic_path, write_h5ad, write_table
 
 __all__ = ["atomic_path", "read", "read_batches_sheet", "read_cls", "read_many", "write_h5ad", "write_table"]

@@ -106,7 +106,7 @@ def _same_datasets(a, b, chunk: int = 1 << 22) -> bool:
 def _x_is_lognormalized_counts(f, uns: dict, chunk: int = 1 << 22) -> bool:
     """Whether X of the open .h5ad ``f`` equals ``log1p(target_sum · counts / cell total)`` of its
     ``layers["counts"]`` (float32 rounding: within 1e-5), read a chunk of rows at a time."""
-    from ..pp import PREP_KEY
+    from .._keys import PREP as PREP_KEY
 
     prep = uns.get(PREP_KEY) or {}
     counts = f["layers"].get("counts") if "layers" in f else None

@@ -14,9 +14,10 @@ import anndata
 import numpy as np
 import pandas as pd
 
+from .. import _keys
 from ..errors import UserError
 from ._common import _TABLE_EXTS, _examples, _split_ext
-from ._read import read
+from ._read import read_file
 from ._sheets import _open_sheet
 from ._text import _read_csv
 
@@ -250,7 +251,7 @@ def _read_many(
     sheets = _per_file(sample_sheets, n, "sample sheets", paths)
     metadata = metadata or [{} for _ in paths]
 
-    adatas = [read(p, sample_sheet=sh, **read_kwargs) for p, sh in zip(paths, sheets, strict=True)]
+    adatas = [read_file(p, sample_sheet=sh, **read_kwargs) for p, sh in zip(paths, sheets, strict=True)]
     _check_same_kind(adatas, paths)
     for a, p, name, meta in zip(adatas, paths, names, metadata, strict=True):
         if batch_key in a.obs.columns:
@@ -279,7 +280,7 @@ def _read_many(
         )
         for a, name in zip(adatas, names, strict=True):
             a.obs_names = [f"{x}-{name}" for x in a.obs_names]
-    formats = [str(a.uns.get("genodae_read", {}).get("format", "")) for a in adatas]
+    formats = [str(a.uns.get(_keys.READ, {}).get("format", "")) for a in adatas]
     _drop_unshared(adatas, "layers")
     _drop_unshared(adatas, "obsm")
     for a in adatas:
@@ -312,7 +313,7 @@ def _read_many(
     }
     if batches_sheet is not None:
         info["batches_sheet"] = str(batches_sheet)
-    out.uns["genodae_read"] = info
+    out.uns[_keys.READ] = info
     logger.info(
         "Read %d files into %d samples × %d genes; batches in obs[%r]: %s",
         n, out.n_obs, out.n_vars, batch_key, ", ".join(levels),
@@ -321,7 +322,7 @@ def _read_many(
 
 
 def _check_same_kind(adatas: list[anndata.AnnData], paths: list[Path]) -> None:
-    from ..pp import is_counts
+    from .._values import is_counts
 
     kinds = [bool(is_counts(a.X)) for a in adatas]
     if len(set(kinds)) > 1:

@@ -1,20 +1,19 @@
-"""Format detection and dispatch: :func:`read` checks its options, detects the format from the path,
-calls that format's reader, and applies orientation, cleaning, ``.cls`` phenotypes and the sample sheet.
-A list of several paths goes to :func:`~genodae.io.read_many` (imported when called: ``_multi`` builds on
-this module)."""
+"""Format detection and dispatch of one file: :func:`read_file` checks its options, detects the format from the
+path, calls that format's reader, and applies orientation, cleaning, ``.cls`` phenotypes and the sample sheet.
+:func:`genodae.io.read` (``_dispatch``) sends one path here and several to :func:`~genodae.io.read_many`."""
 
 from __future__ import annotations
 
 import logging
 import os
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import anndata
 from scipy import sparse
 
+from .. import _keys
 from ..errors import UserError
 from ._clean import _as_float32, _handle_duplicates, _handle_nonfinite
 from ._cls import _find_cls, read_cls
@@ -34,8 +33,8 @@ MISSING = ("error", "drop", "impute")
 DUPLICATES = ("make_unique", "error")
 
 
-def read(
-    path: str | os.PathLike | Sequence[str | os.PathLike],
+def read_file(
+    path: str | os.PathLike,
     *,
     orientation: Orientation = "auto",
     sample_sheet: str | os.PathLike | None = None,
@@ -46,79 +45,7 @@ def read(
     decimal: str | None = None,
     genome: str | None = None,
 ) -> anndata.AnnData:
-    """Read an expression matrix into AnnData, cells/samples × genes.
-
-    The format is detected from the path: ``.h5ad``, ``.loom``, a 10x directory (or its
-    ``matrix.mtx[.gz]``), a 10x ``.h5``, ``.gct``, a GSEA ``.txt`` (header ``NAME DESCRIPTION``)
-    or a CSV/TSV table (``.csv``, ``.tsv``, ``.tab``, ``.txt``, each optionally ``.gz``) with a
-    header row and a first column of identifiers. A table may be genes × samples or samples ×
-    genes: the orientation is decided from the identifiers (Ensembl IDs, probe IDs and gene
-    symbols look like genes; barcodes, GSM/TCGA IDs, ``sample_3``-style names and IDs sharing one
-    scheme look like samples), or by which axis a ``sample_sheet`` matches.
-
-    Parameters
-    ----------
-    path
-        File or 10x directory to read. It is never modified. A list of several paths is read by
-        :func:`read_many` (one AnnData, genes in every file, ``obs["batch"]`` naming each file's
-        batch); a list of one path is that path.
-    orientation
-        ``"auto"`` detects the orientation of tables. ``"genes_by_samples"`` or
-        ``"samples_by_genes"`` says how the file is laid out (for AnnData-native formats, which
-        are samples × genes by definition, ``"genes_by_samples"`` transposes a file that was saved
-        the wrong way round).
-    sample_sheet
-        CSV/TSV (optionally gzipped) of per-sample metadata, keyed by its first column or by a
-        column named ``sample``, ``barcode``, ``cell`` or ``obs_names``; left-joined into ``obs``.
-    cls
-        GSEA ``.cls`` phenotype file, stored in ``obs["phenotype"]`` (categorical) or, for a
-        continuous ``#numeric`` file, one float column per phenotype. Found automatically next
-        to a GSEA ``.txt`` or ``.gct`` file with the same stem.
-    missing
-        What to do with NaN values: ``"error"``, ``"drop"`` genes that have any, or ``"impute"``
-        each with that gene's mean across samples. Infinite values are always an error.
-    duplicates
-        Duplicate sample or gene names: ``"make_unique"`` (warn, then append ``-1``, ``-2``…)
-        or ``"error"``.
-    delimiter
-        Field separator of a CSV/TSV table (one character, or ``"comma"``, ``"semicolon"``, ``"tab"``,
-        ``"space"``, ``"pipe"``); by default from the extension and the header line (``;`` is detected).
-    decimal
-        Decimal mark of a table's numbers, ``"."`` or ``","`` (``"point"``/``"comma"``); by default ``","``
-        when a ``;``-separated table writes numbers like ``1,5`` (European Excel CSV), else ``"."``.
-
-    genome
-        Which genome of a 10x ``.h5`` (or Cell Ranger 1–2 ``*_gene_bc_matrices/`` folder) holding several, e.g.
-        ``"GRCh38"`` of a human–mouse mix. By default all are read as one matrix with ``var["genome"]`` (as Cell
-        Ranger 3+ writes mixed species); a file of one genome just reads.
-
-    Returns
-    -------
-    AnnData with ``X`` in float32 (CSR when the input is sparse, or an integer count table with
-    more than half zeros) and provenance in ``uns["genodae_read"]`` (``path``, ``format``,
-    ``orientation`` of the file and why).
-
-    Raises
-    ------
-    UserError
-        Missing, empty, truncated or corrupt file; unknown format; non-numeric, NaN or infinite
-        values; duplicate names (with ``duplicates="error"``); a sample sheet or ``.cls`` that does
-        not match the samples.
-
-    Examples
-    --------
-    >>> import genodae
-    >>> adata = genodae.read("counts.csv.gz", sample_sheet="samples.tsv")  # doctest: +SKIP
-    >>> adata = genodae.read("P53.txt")  # GSEA format, P53.cls found next to it  # doctest: +SKIP
-    >>> adata = genodae.read(["plate1.csv.gz", "plate2.csv.gz"])  # see read_many  # doctest: +SKIP
-    """
-    if isinstance(path, (list, tuple)):
-        if len(path) != 1:
-            from ._multi import read_many  # here, not at the top: _multi imports this module
-
-            return read_many(path, sample_sheets=sample_sheet, orientation=orientation, cls=cls, missing=missing,
-                             duplicates=duplicates, genome=genome, delimiter=delimiter, decimal=decimal)
-        path = path[0]
+    """Read one expression-matrix file (or 10x folder) into AnnData: :func:`genodae.io.read` for one path."""
     _check_choice("orientation", orientation, ORIENTATIONS)
     _check_choice("missing", missing, MISSING)
     _check_choice("duplicates", duplicates, DUPLICATES)
@@ -190,7 +117,7 @@ def read(
         _join_sample_sheet(adata, sheet, path)
         info["sample_sheet"] = str(sheet.attrs["path"])
 
-    adata.uns["genodae_read"] = info
+    adata.uns[_keys.READ] = info
     logger.info(
         "Read %s (%s): %d samples × %d genes, %s X",
         path,

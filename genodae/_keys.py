@@ -1,0 +1,179 @@
+"""The AnnData key contract: every key name genodae reads or writes, and the node-label rules (a leaf module).
+
+A model's results live under one prefix, ``key`` (``"dae"`` by default; ``key_added`` of the function that writes
+them), as in scanpy and scvi-tools' ``REGISTRY_KEYS``:
+
+============================  =====================================  ==========================================
+where                         name                                   built by
+============================  =====================================  ==========================================
+``obsm``                      ``X_<key>`` (cells × nodes)            :func:`embedding_key`
+``varm``                      ``<key>_weights`` (genes × nodes)      :func:`weights_key`
+``varm``                      ``<key>_decoder_weights``              :func:`decoder_weights_key`
+``obs``                       ``<key>_recon_error``                  :func:`recon_error_key`
+``var``                       ``<key>_recon_r2``                     :func:`recon_r2_key`
+``layers``                    ``<key>_denoised``                     :func:`denoised_key`
+``uns``                       ``<key>`` (settings, history …)        :func:`params_key`
+``uns``                       ``<key>_signatures`` / ``_enrichment``  :func:`signatures_key`, :func:`enrichment_key`
+rotated nodes                 ``<key>_varimax`` (a new prefix)       :func:`rotated_key`, parsed by :func:`rotated_source`
+============================  =====================================  ==========================================
+
+Node labels: ``node0`` … for a model's own nodes, ``vnode0`` … for rotated nodes, ``cnode0`` … for consensus
+nodes of an ensemble; ``uns[<key>]["node_names"]`` overrides them (:func:`node_labels`). The prepared data's keys
+(``uns["genodae_prepare"]``, ``layers["counts"]``, ``var["highly_variable"]``, ``var["genodae_offset"]``,
+``var["genodae_scale"]``) are the constants below. Functions take ``key`` to read and ``key_added`` to write;
+:func:`resolve_key_added` keeps an old ``key=`` of a writer working, with a ``FutureWarning``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+
+from .errors import UserError
+
+DEFAULT = "dae"  # the prefix of a model's keys unless key_added says otherwise
+ENSEMBLE = "dae_ensemble"  # default prefix of tl.ensemble's consensus nodes
+DEFAULT_VARIMAX = "dae_varimax"  # rotated_key(DEFAULT): what tl.signatures reads by default, so enrich/pl read it
+PREP = "genodae_prepare"  # uns: what pp.prepare did (settings, value evidence, genes used)
+READ = "genodae_read"  # uns: what genodae.read did (path, format, orientation)
+COUNTS_LAYER = "counts"  # layers: raw counts kept by pp.prepare
+HIGHLY_VARIABLE = "highly_variable"  # var: the genes the model uses
+OFFSET = "genodae_offset"  # var: model input = (x - offset) / scale
+SCALE = "genodae_scale"
+
+NODE, ROTATED_NODE, CONSENSUS_NODE = "node", "vnode", "cnode"  # label prefixes
+
+_EMBEDDING_PREFIX = "X_"
+_WEIGHTS = "_weights"
+_DECODER_WEIGHTS = "_decoder_weights"
+_RECON_ERROR = "_recon_error"
+_RECON_R2 = "_recon_r2"
+_DENOISED = "_denoised"
+_SIGNATURES = "_signatures"
+_ENRICHMENT = "_enrichment"
+
+
+def embedding_key(key: str) -> str:
+    """``obsm`` key of the node activities: ``X_<key>`` (what ``sc.pp.neighbors(use_rep=...)`` takes)."""
+    return f"{_EMBEDDING_PREFIX}{key}"
+
+
+def weights_key(key: str) -> str:
+    """``varm`` key of the gene weights: ``<key>_weights``."""
+    return f"{key}{_WEIGHTS}"
+
+
+def decoder_weights_key(key: str) -> str:
+    """``varm`` key of the decoder's weights in the reported basis: ``<key>_decoder_weights``."""
+    return f"{key}{_DECODER_WEIGHTS}"
+
+
+def recon_error_key(key: str) -> str:
+    """``obs`` column of the per-cell reconstruction error: ``<key>_recon_error``."""
+    return f"{key}{_RECON_ERROR}"
+
+
+def recon_r2_key(key: str) -> str:
+    """``var`` column of the per-gene reconstruction score: ``<key>_recon_r2``."""
+    return f"{key}{_RECON_R2}"
+
+
+def denoised_key(key: str) -> str:
+    """``layers`` key of the denoised expression: ``<key>_denoised``."""
+    return f"{key}{_DENOISED}"
+
+
+def params_key(key: str) -> str:
+    """``uns`` key of a model's record (settings, history, genes used, node names): ``<key>`` itself."""
+    return key
+
+
+def signatures_key(key: str) -> str:
+    """``uns`` key of a signatures table read from the weights ``key``: ``<key>_signatures``."""
+    return f"{key}{_SIGNATURES}"
+
+
+def enrichment_key(key: str) -> str:
+    """``uns`` key of an enrichment table of the signatures of ``key``: ``<key>_enrichment``."""
+    return f"{key}{_ENRICHMENT}"
+
+
+def rotated_key(key: str, method: str = "varimax") -> str:
+    """Prefix of the rotated nodes of ``key``: ``<key>_<method>``."""
+    return f"{key}_{method}"
+
+
+def rotated_source(key: str, method: str = "varimax") -> str | None:
+    """The model prefix a rotated prefix was made from (``dae_varimax`` → ``dae``), or None if ``key`` is not one."""
+    suffix = f"_{method}"
+    return key[: -len(suffix)] if key.endswith(suffix) and len(key) > len(suffix) else None
+
+
+def _prefixes(names: Iterable[str], *, prefix: str = "", suffix: str = "") -> list[str]:
+    n0, n1 = len(prefix), len(suffix)
+    return [n[n0 : len(n) - n1] for n in map(str, names)
+            if n.startswith(prefix) and n.endswith(suffix) and len(n) > n0 + n1]
+
+
+def weights_keys(varm: Iterable[str]) -> list[str]:
+    """The prefixes that have gene weights in ``varm`` (``dae_weights`` → ``dae``), in ``varm``'s order."""
+    return _prefixes(varm, suffix=_WEIGHTS)
+
+
+def embedding_keys(obsm: Iterable[str]) -> list[str]:
+    """The prefixes that have node activities in ``obsm`` (``X_dae`` → ``dae``; ``X_umap`` → ``umap``)."""
+    return _prefixes(obsm, prefix=_EMBEDDING_PREFIX)
+
+
+def node_names(n: int, prefix: str = NODE) -> list[str]:
+    """``["node0", "node1", …]`` (or another label prefix: :data:`ROTATED_NODE`, :data:`CONSENSUS_NODE`)."""
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def node_labels(uns: Mapping | None, key: str, n: int) -> list[str]:
+    """Labels of the ``n`` nodes of ``key``: ``uns[key]["node_names"]`` when stored with ``n`` names, else
+    ``node0`` …. ``uns`` is an AnnData's ``uns`` (or an AnnData, or None)."""
+    uns = getattr(uns, "uns", uns)
+    rec = uns.get(params_key(key)) if uns is not None else None
+    if isinstance(rec, Mapping) and "node_names" in rec:
+        names = list(map(str, rec["node_names"]))
+        if len(names) == n:
+            return names
+    return node_names(n)
+
+
+_WHERE = {"obsm": embedding_key, "varm": weights_key, "decoder": decoder_weights_key, "var": recon_r2_key,
+          "obs": recon_error_key, "layers": denoised_key, "uns": params_key}
+
+
+def keys_added(key: str, *where: str) -> list[str]:
+    """``["varm['dae_weights']", "obsm['X_dae']", …]`` for the log line of a writer; ``where`` from ``obsm``,
+    ``varm``, ``decoder`` (``varm`` of the decoder weights), ``var``, ``obs``, ``layers``, ``uns``."""
+    return [f"{'varm' if w == 'decoder' else w}[{_WHERE[w](key)!r}]" for w in where]
+
+
+def model_keys_added(key: str, *, denoised: bool = False) -> list[str]:
+    """What :meth:`genodae.DAE.annotate` adds (for the log): embedding, weights, decoder weights, recon r2 and
+    error, the record, and the denoised layer when asked."""
+    return keys_added(key, "obsm", "varm", "decoder", "var", "obs", "uns", *(("layers",) if denoised else ()))
+
+
+def resolve_key_added(key_added: str | None, key: str | None, *, default: str = DEFAULT, where: str = "") -> str:
+    """The prefix a writer writes under: ``key_added``, else the deprecated ``key`` (with a ``FutureWarning``),
+    else ``default``. Both given and different is an error."""
+    if key is not None:
+        if key_added is not None and key_added != key:
+            raise UserError(f"{where}: give key_added only (key={key!r} is its old name), not both")
+        warnings.warn(f"{where}: key= names the keys written; it is now key_added= (key= will be removed)",
+                      FutureWarning, stacklevel=3)
+        return key
+    return key_added if key_added is not None else default
+
+
+__all__ = [
+    "COUNTS_LAYER", "CONSENSUS_NODE", "DEFAULT", "DEFAULT_VARIMAX", "ENSEMBLE", "HIGHLY_VARIABLE", "NODE", "OFFSET", "PREP", "READ",
+    "ROTATED_NODE", "SCALE", "decoder_weights_key", "denoised_key", "embedding_key", "embedding_keys",
+    "enrichment_key", "keys_added", "model_keys_added", "node_labels", "node_names", "params_key", "recon_error_key",
+    "recon_r2_key", "resolve_key_added", "rotated_key", "rotated_source", "signatures_key", "weights_key",
+    "weights_keys",
+]
