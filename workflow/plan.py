@@ -303,7 +303,7 @@ def load_datasets(sheet: str, *, prepare_schema: dict, colors=()) -> dict[str, d
         raise ConfigError(f"dataset sheet {sheet} lists no datasets")
     sheet_schema = load_schema(SHEET_SCHEMA_PATH)
     datasets = {}
-    for i, row in zip(line_numbers, rows):
+    for i, row in zip(line_numbers, rows, strict=False):  # (a quoted cell may span lines)
         record = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
         if None in row:
             raise ConfigError(f"dataset sheet {sheet}, line {i}: more cells than columns (use tabs)")
@@ -360,7 +360,7 @@ def expand_sweep(model: dict, sweep: dict) -> dict[str, dict]:
     named = [k for k in keys if k not in ALWAYS_PASSED]
     runs = {}
     for combo in itertools.product(*(sweep[k] for k in keys)):
-        settings = {**model, **dict(zip(keys, combo))}
+        settings = {**model, **dict(zip(keys, combo, strict=True))}
         runs[run_id(settings, named)] = settings
     return runs
 
