@@ -6,7 +6,7 @@ include: "workflow/Snakefile"
 
 
 rule all:
-    """Every final output of every dataset and run (see workflow/rules/common.smk: final_outputs)."""
+    """Every final output of every dataset and run (workflow/plan.py: Plan.final_outputs)."""
     input:
         final_outputs(),
     default_target: True

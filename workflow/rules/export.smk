@@ -6,19 +6,13 @@ rule export:
     input:
         "results/{dataset}/{run}/embedded.h5ad",
     output:
-        embedding=report(
+        embedding=reported(
             "results/{dataset}/{run}/embedding.tsv",
-            caption="../report/embedding.rst",
-            category="{dataset}",
-            subcategory="{run}",
-            labels={"dataset": "{dataset}", "run": "{run}", "file": "embedding"},
+            "embedding", "{run}", run="{run}", file="embedding",
         ),
-        weights=report(
+        weights=reported(
             "results/{dataset}/{run}/gene_weights.tsv",
-            caption="../report/gene_weights.rst",
-            category="{dataset}",
-            subcategory="{run}",
-            labels={"dataset": "{dataset}", "run": "{run}", "file": "gene weights"},
+            "gene_weights", "{run}", run="{run}", file="gene weights",
         ),
     log:
         "logs/{dataset}/{run}/export.log",

@@ -11,19 +11,13 @@ rule plot:
     input:
         "results/{dataset}/{run}/embedded.h5ad",
     output:
-        loss=report(
+        loss=reported(
             "results/{dataset}/{run}/figures/loss.png",
-            caption="../report/loss.rst",
-            category="{dataset}",
-            subcategory="{run}",
-            labels={"dataset": "{dataset}", "run": "{run}", "figure": "loss curves"},
+            "loss", "{run}", run="{run}", figure="loss curves",
         ),
-        umap=report(
+        umap=reported(
             "results/{dataset}/{run}/figures/umap.png",
-            caption="../report/umap.rst",
-            category="{dataset}",
-            subcategory="{run}",
-            labels={"dataset": "{dataset}", "run": "{run}", "figure": "UMAP"},
+            "umap", "{run}", run="{run}", figure="UMAP",
         ),
     log:
         "logs/{dataset}/{run}/plot.log",
@@ -47,12 +41,7 @@ rule gather_runs:
     input:
         run_table_inputs,
     output:
-        report(
-            "results/{dataset}/runs.tsv",
-            caption="../report/runs.rst",
-            category="{dataset}",
-            labels={"dataset": "{dataset}", "table": "all runs"},
-        ),
+        reported("results/{dataset}/runs.tsv", "runs", table="all runs"),
     log:
         "logs/{dataset}/gather_runs.log",
     benchmark:
@@ -65,7 +54,7 @@ rule gather_runs:
         runtime=config["resources"]["gather"]["runtime"],
     params:
         runs=lambda wildcards: list(RUNS),
-        swept=swept_keys(),
+        swept=PLAN.swept_keys(),
     script:
         "../scripts/gather_runs.py"
 
@@ -76,12 +65,7 @@ rule integration:
     input:
         integration_inputs,
     output:
-        report(
-            "results/{dataset}/integration.tsv",
-            caption="../report/integration.rst",
-            category="{dataset}",
-            labels={"dataset": "{dataset}", "table": "integration"},
-        ),
+        reported("results/{dataset}/integration.tsv", "integration", table="integration"),
     log:
         "logs/{dataset}/integration.log",
     benchmark:

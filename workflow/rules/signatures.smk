@@ -1,8 +1,8 @@
 # Molecular signatures, after embed: the high-weight genes of every node (genodae signatures), gene-set
 # enrichment (genodae enrich), consensus nodes over seeds (genodae ensemble), a summary per latent size
 # (genodae sweep-summary) and the association of node activities with sample groups and survival
-# (genodae associate, genodae survival). Which of them run is decided in common.smk (ENSEMBLES, SWEEPS,
-# signature_outputs) from the config's `signatures` section and the sweep.
+# (genodae associate, genodae survival). Which of them run is decided in workflow/plan.py (Plan.ensembles,
+# Plan.sweeps, Plan.signature_outputs) from the config's `signatures` section and the sweep.
 #
 # {src} is a model whose signatures are read: a run (k{n}/seed{s}[/{settings}], its embedded.h5ad) or an
 # ensemble (k{n}/ensemble[/{settings}], the consensus.h5ad of rule ensemble). Everything read off a model goes
@@ -15,21 +15,15 @@ rule signatures:
     input:
         "results/{dataset}/{run}/embedded.h5ad",
     output:
-        table=report(
+        table=reported(
             "results/{dataset}/{run}/signatures/signatures.tsv",
-            caption="../report/signatures.rst",
-            category="{dataset}",
-            subcategory="{run}",
-            labels={"dataset": "{dataset}", "model": "{run}", "table": "signatures"},
+            "signatures", "{run}", model="{run}", table="signatures",
         ),
         weights="results/{dataset}/{run}/signatures/weights.tsv",
         activities="results/{dataset}/{run}/signatures/activities.tsv",
-        heatmap=report(
+        heatmap=reported(
             "results/{dataset}/{run}/signatures/heatmap.png",
-            caption="../report/signature_heatmap.rst",
-            category="{dataset}",
-            subcategory="{run}",
-            labels={"dataset": "{dataset}", "model": "{run}", "figure": "signature heatmap"},
+            "signature_heatmap", "{run}", model="{run}", figure="signature heatmap",
         ),
         # the transform of the activities exists only for a rotation
         **(
@@ -48,10 +42,7 @@ rule signatures:
         mem_mb=config["resources"]["signatures"]["mem_mb"],
         runtime=config["resources"]["signatures"]["runtime"],
     params:
-        options=(
-            f"--sd-cutoff {config['signatures']['sd_cutoff']} --rotation {config['signatures']['rotation']} "
-            f"--min-genes {config['signatures']['min_genes']} --n-genes {config['signatures']['heatmap_genes']}"
-        ),
+        options=PLAN.signature_options(),
         transform=lambda wildcards, output: (
             f"--transform {shlex.quote(output.transform)}" if "transform" in output.keys() else ""
         ),
@@ -68,27 +59,18 @@ rule ensemble:
     input:
         ensemble_inputs,
     output:
-        weights=report(
+        weights=reported(
             "results/{dataset}/{ens}/consensus_weights.tsv",
-            caption="../report/consensus_weights.rst",
-            category="{dataset}",
-            subcategory="{ens}",
-            labels={"dataset": "{dataset}", "model": "{ens}", "table": "consensus gene weights"},
+            "consensus_weights", "{ens}", model="{ens}", table="consensus gene weights",
         ),
         activities="results/{dataset}/{ens}/consensus_activities.tsv",
-        support=report(
+        support=reported(
             "results/{dataset}/{ens}/support.tsv",
-            caption="../report/support.rst",
-            category="{dataset}",
-            subcategory="{ens}",
-            labels={"dataset": "{dataset}", "model": "{ens}", "table": "consensus support"},
+            "support", "{ens}", model="{ens}", table="consensus support",
         ),
-        stability=report(
+        stability=reported(
             "results/{dataset}/{ens}/stability.tsv",
-            caption="../report/stability.rst",
-            category="{dataset}",
-            subcategory="{ens}",
-            labels={"dataset": "{dataset}", "model": "{ens}", "table": "stability across seeds"},
+            "stability", "{ens}", model="{ens}", table="stability across seeds",
         ),
         h5ad="results/{dataset}/{ens}/consensus.h5ad",
     log:
@@ -102,14 +84,7 @@ rule ensemble:
         mem_mb=config["resources"]["ensemble"]["mem_mb"],
         runtime=config["resources"]["ensemble"]["runtime"],
     params:
-        options=(
-            f"--rotation {config['signatures']['rotation']} --min-corr {config['signatures']['min_corr']}"
-            + (
-                f" --min-support {config['signatures']['min_support']}"
-                if config["signatures"]["min_support"] is not None
-                else ""
-            )
-        ),
+        options=PLAN.ensemble_options(),
     shell:
         "python -m genodae ensemble {input:q} -o {output.weights:q} --key dae {params.options} "
         "--embedding {output.activities:q} --support {output.support:q} --stability {output.stability:q} "
@@ -122,21 +97,15 @@ rule ensemble_signatures:
     input:
         "results/{dataset}/{ens}/consensus.h5ad",
     output:
-        table=report(
+        table=reported(
             "results/{dataset}/{ens}/signatures/signatures.tsv",
-            caption="../report/signatures.rst",
-            category="{dataset}",
-            subcategory="{ens}",
-            labels={"dataset": "{dataset}", "model": "{ens}", "table": "signatures"},
+            "signatures", "{ens}", model="{ens}", table="signatures",
         ),
         weights="results/{dataset}/{ens}/signatures/weights.tsv",
         activities="results/{dataset}/{ens}/signatures/activities.tsv",
-        heatmap=report(
+        heatmap=reported(
             "results/{dataset}/{ens}/signatures/heatmap.png",
-            caption="../report/signature_heatmap.rst",
-            category="{dataset}",
-            subcategory="{ens}",
-            labels={"dataset": "{dataset}", "model": "{ens}", "figure": "signature heatmap"},
+            "signature_heatmap", "{ens}", model="{ens}", figure="signature heatmap",
         ),
     log:
         "logs/{dataset}/{ens}/signatures.log",
@@ -149,10 +118,7 @@ rule ensemble_signatures:
         mem_mb=config["resources"]["signatures"]["mem_mb"],
         runtime=config["resources"]["signatures"]["runtime"],
     params:
-        options=(
-            f"--sd-cutoff {config['signatures']['sd_cutoff']} --min-genes {config['signatures']['min_genes']} "
-            f"--n-genes {config['signatures']['heatmap_genes']} --rotation none"
-        ),
+        options=PLAN.signature_options(rotate=False),
     shell:
         "python -m genodae signatures {input:q} -o {output.table:q} --key dae_ensemble {params.options} "
         "--weights {output.weights:q} --embedding {output.activities:q} --heatmap {output.heatmap:q} > {log} 2>&1"
@@ -164,21 +130,15 @@ rule enrich:
     input:
         data=source_h5ad,
         table="results/{dataset}/{src}/signatures/signatures.tsv",
-        gene_sets=gene_set_inputs(),
+        gene_sets=PLAN.gene_set_inputs(),
     output:
-        table=report(
+        table=reported(
             "results/{dataset}/{src}/signatures/enrichment.tsv",
-            caption="../report/enrichment.rst",
-            category="{dataset}",
-            subcategory="{src}",
-            labels={"dataset": "{dataset}", "model": "{src}", "table": "enrichment"},
+            "enrichment", "{src}", model="{src}", table="enrichment",
         ),
-        dotplot=report(
+        dotplot=reported(
             "results/{dataset}/{src}/signatures/enrichment.png",
-            caption="../report/enrichment_dotplot.rst",
-            category="{dataset}",
-            subcategory="{src}",
-            labels={"dataset": "{dataset}", "model": "{src}", "figure": "enrichment"},
+            "enrichment_dotplot", "{src}", model="{src}", figure="enrichment",
         ),
     log:
         "logs/{dataset}/{src}/enrich.log",
@@ -192,11 +152,8 @@ rule enrich:
         runtime=config["resources"]["enrich"]["runtime"],
     params:
         key=source_key,
-        gene_sets=gene_set_flags(),
-        options=(
-            f"--min-size {config['signatures']['min_set_size']} --max-size {config['signatures']['max_set_size']} "
-            f"--correction {config['signatures']['correction']}"
-        ),
+        gene_sets=PLAN.gene_set_flags(),
+        options=PLAN.enrich_options(),
     shell:
         "python -m genodae enrich {input.data:q} -o {output.table:q} --key {params.key} "
         "--signatures {input.table:q} {params.gene_sets} {params.options} --dotplot {output.dotplot:q} "
@@ -211,19 +168,13 @@ rule associate:
         # the node names of the table are those of the signatures (same read-out)
         table="results/{dataset}/{src}/signatures/signatures.tsv",
     output:
-        table=report(
+        table=reported(
             "results/{dataset}/{src}/signatures/association_{groupby}.tsv",
-            caption="../report/association.rst",
-            category="{dataset}",
-            subcategory="{src}",
-            labels={"dataset": "{dataset}", "model": "{src}", "table": "association with {groupby}"},
+            "association", "{src}", model="{src}", table="association with {groupby}",
         ),
-        plot=report(
+        plot=reported(
             "results/{dataset}/{src}/signatures/association_{groupby}.png",
-            caption="../report/association_plot.rst",
-            category="{dataset}",
-            subcategory="{src}",
-            labels={"dataset": "{dataset}", "model": "{src}", "figure": "activity by {groupby}"},
+            "association_plot", "{src}", model="{src}", figure="activity by {groupby}",
         ),
     log:
         "logs/{dataset}/{src}/associate_{groupby}.log",
@@ -249,19 +200,13 @@ rule survival:
         data=source_h5ad,
         table="results/{dataset}/{src}/signatures/signatures.tsv",
     output:
-        table=report(
+        table=reported(
             "results/{dataset}/{src}/signatures/survival.tsv",
-            caption="../report/survival.rst",
-            category="{dataset}",
-            subcategory="{src}",
-            labels={"dataset": "{dataset}", "model": "{src}", "table": "survival (Cox)"},
+            "survival", "{src}", model="{src}", table="survival (Cox)",
         ),
-        km=report(
+        km=reported(
             "results/{dataset}/{src}/signatures/km.png",
-            caption="../report/km.rst",
-            category="{dataset}",
-            subcategory="{src}",
-            labels={"dataset": "{dataset}", "model": "{src}", "figure": "Kaplan-Meier"},
+            "km", "{src}", model="{src}", figure="Kaplan-Meier",
         ),
     log:
         "logs/{dataset}/{src}/survival.log",
@@ -275,7 +220,7 @@ rule survival:
         runtime=config["resources"]["survival"]["runtime"],
     params:
         key=source_key,
-        options=survival_flags() if config["signatures"]["survival"]["duration"] else "",
+        options=PLAN.survival_flags(),
     shell:
         "python -m genodae survival {input.data:q} -o {output.table:q} --key {params.key} {params.options} "
         "--km {output.km:q} > {log} 2>&1"
@@ -286,21 +231,15 @@ rule sweep_summary:
     gene sets per latent size (BioBombe), as a table and a plot."""
     input:
         models=sweep_inputs,
-        gene_sets=gene_set_inputs(),
+        gene_sets=PLAN.gene_set_inputs(),
     output:
-        table=report(
+        table=reported(
             "results/{dataset}/{sweep}/summary.tsv",
-            caption="../report/sweep_summary.rst",
-            category="{dataset}",
-            subcategory="{sweep}",
-            labels={"dataset": "{dataset}", "model": "{sweep}", "table": "sweep summary"},
+            "sweep_summary", "{sweep}", model="{sweep}", table="sweep summary",
         ),
-        plot=report(
+        plot=reported(
             "results/{dataset}/{sweep}/summary.png",
-            caption="../report/sweep_summary.rst",
-            category="{dataset}",
-            subcategory="{sweep}",
-            labels={"dataset": "{dataset}", "model": "{sweep}", "figure": "sweep summary"},
+            "sweep_summary", "{sweep}", model="{sweep}", figure="sweep summary",
         ),
     log:
         "logs/{dataset}/{sweep}/sweep_summary.log",
@@ -313,8 +252,8 @@ rule sweep_summary:
         mem_mb=config["resources"]["sweep_summary"]["mem_mb"],
         runtime=config["resources"]["sweep_summary"]["runtime"],
     params:
-        gene_sets=gene_set_flags(for_sweep=True),
-        options=f"--rotation {config['signatures']['rotation']} --fdr {config['signatures']['fdr']}",
+        gene_sets=PLAN.gene_set_flags(for_sweep=True),
+        options=PLAN.sweep_summary_options(),
     shell:
         "python -m genodae sweep-summary {input.models:q} -o {output.table:q} --key dae {params.options} "
         "{params.gene_sets} --plot {output.plot:q} > {log} 2>&1"
