@@ -27,7 +27,7 @@ example: install
 	@echo "done: see results/ (embeddings, gene weights, figures) and report with: $(BIN)/snakemake --report report.html"
 
 test: install
-	$(BIN)/ruff check genodae tests bench
+	$(BIN)/ruff check genodae tests bench workflow
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # the CPU benchmark suite (not part of the tests): its own venv, because scvi-tools is a baseline, not a
