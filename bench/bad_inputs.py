@@ -1,14 +1,17 @@
 """Run every bad-input case of tests/test_bad_input.py through the real CLI and tabulate what a user sees.
 
-    python bench/bad_inputs.py                      # writes bench/results/bad_inputs.md
+    python bench/bad_inputs.py                      # writes bench/results/bad_inputs.md (about 2 min on 2 cores)
     python bench/bad_inputs.py --jobs 4 --out x.md
 
-Each case runs as ``python -m genodae -q …`` in its own process (as a user or a Snakemake rule would run
-it), on inputs built by ``build_inputs`` from the test module (the 300 × 200 synthetic counts of
-tests/conftest.py). The table records the exit code, the exact stderr (``<in>`` = the inputs folder,
-``<out>`` = the output path that must not appear), whether an output was left behind, and whether the
-inputs stayed byte-identical. A second table shows the recoverable oddities: exit code 0, what the output
-holds, and their warnings; it ends with the inputs of issue 13 (``ODDITIES`` of the test module).
+The test module is the one source of the cases, and this script imports nothing from tests/: it runs the test
+``test_cases_export_for_the_bench`` in a pytest process with ``$GENODAE_BAD_INPUTS_EXPORT`` set to a scratch
+folder, which builds the inputs there (``build_inputs``, on the 300 × 200 synthetic counts of tests/conftest.py)
+and writes the cases, resolved on them, to ``cases.json`` beside them. Each case then runs as
+``python -m genodae -q …`` in its own process (as a user or a Snakemake rule would run it). The table records
+the exit code, the exact stderr (``<in>`` = the inputs folder, ``<out>`` = the output path that must not
+appear), whether an output was left behind, and whether the inputs stayed byte-identical. A second table shows
+the recoverable oddities: exit code 0, what the output holds, and their warnings; it ends with the inputs of
+issue 13 (``ODDITIES`` of the test module).
 Resource errors are included: an absent CUDA device asked for by name (on a machine without CUDA), and GPU
 out-of-memory, produced by a torch forward pre-hook (torch's global, public one; genodae itself is not patched)
 that raises ``torch.OutOfMemoryError`` in the first forward pass, i.e. in the first training step.
@@ -17,10 +20,10 @@ that raises ``torch.OutOfMemoryError`` in the first forward pass, i.e. in the fi
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import hashlib
+import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import _common
+
+REPO = _common.REPO
+CASES_TEST = "tests/test_bad_input.py::test_cases_export_for_the_bench"  # run by pytest, never imported
+EXPORT_ENV = "GENODAE_BAD_INPUTS_EXPORT"
 
 # `python -m genodae ARGS` in which torch raises OOM in the first forward pass (the first training step of
 # `genodae train`), through torch's global forward pre-hook: genodae itself is not patched
@@ -43,12 +50,20 @@ OOM_RUNNER = (
 )
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+def _export_cases(work: Path) -> dict:
+    """The cases of the test module and their inputs, built in ``work/in`` by pytest; the contents of cases.json."""
+    env = {**os.environ, EXPORT_ENV: str(work), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", CASES_TEST],
+                       capture_output=True, text=True, env=env, timeout=1800, cwd=REPO)
+    if r.returncode != 0 or not (work / "cases.json").exists():
+        sys.exit(f"pytest {CASES_TEST} failed (exit code {r.returncode}):\n{r.stdout[-4000:]}{r.stderr[-4000:]}")
+    return json.loads((work / "cases.json").read_text())
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """md5 of every file under ``folder`` (names included): any write, rename or leftover shows."""
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}
 
 
 def _run(argv: list[str], runner: str | None = None) -> tuple[int, str, float]:
@@ -86,24 +101,26 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="cases run in parallel (default 2)")
     args = ap.parse_args()
 
-    sys.path.insert(0, str(REPO))
-    sys.path.insert(0, str(REPO / "tests"))  # the test module imports the generators of other test modules
-    conftest = _load("_genodae_conftest", REPO / "tests" / "conftest.py")
-    cases_mod = _load("_genodae_bad_input", REPO / "tests" / "test_bad_input.py")
+    import anndata
     import torch
 
     import genodae
 
     work = Path(tempfile.mkdtemp(prefix="genodae-bad-inputs-"))
-    inp = cases_mod.build_inputs(work / "in", conftest.make_counts())
+    exported = _export_cases(work)
+    inp = {k: Path(v) for k, v in exported["inputs"].items()}
+    shared = exported["shared_data"]
 
-    FAST = cases_mod.FAST
+    def at(argv: list[str], out_dir: Path) -> list[str]:
+        return [a.replace("{out}", str(out_dir / "out")) for a in argv]
+
+    FAST = exported["fast"]
     jobs: list[tuple[str, list[str], Path, str | None, str]] = []  # name, argv, out dir, runner, note
-    for i, (name, case) in enumerate(cases_mod.CASES.items()):
+    for i, case in enumerate(exported["cases"]):
         out_dir = work / f"out{i:02d}"
         out_dir.mkdir()
-        note = "known gap: " + (case.xfail_cli or case.xfail_lib) if (case.xfail_cli or case.xfail_lib) else ""
-        jobs.append((name, cases_mod.cli_args(case, inp, out_dir / "out"), out_dir, None, note))
+        jobs.append((case["name"], at(case["argv"], out_dir), out_dir, None,
+                     "known gap: " + case["gap"] if case["gap"] else ""))
     extra = [
         ("CUDA device asked for by name, none present",
          ["train", str(inp["prepared.h5ad"]), "-o", "{out}", *FAST, "--device", "cuda"], None,
@@ -114,15 +131,15 @@ def main() -> int:
     for j, (name, argv, runner, note) in enumerate(extra):
         out_dir = work / f"extra{j}"
         out_dir.mkdir()
-        jobs.append((name, [a.replace("{out}", str(out_dir / "out")) for a in argv], out_dir, runner, note))
+        jobs.append((name, at(argv, out_dir), out_dir, runner, note))
 
-    zero = conftest.make_counts()
+    zero = anndata.read_h5ad(inp["counts.h5ad"])  # the synthetic counts of the tests, as build_inputs wrote them
     X = zero.X.tolil()
     X[:, [3, 50, 120]] = 0
     X[[7, 8], :] = 0
     zero.X = X.tocsr()
     genodae.io.write_h5ad(zero, inp["dir"] / "zero_genes_cells.h5ad")
-    before = cases_mod.snapshot(inp["dir"])
+    before = _snapshot(inp["dir"])
     d = inp["dir"]
     recoverable = [
         ("NaN with --missing drop", ["prepare", f"{d}/nan.csv", "-o", "{out}.h5ad", "--missing", "drop"]),
@@ -138,15 +155,13 @@ def main() -> int:
         ("model genes absent, with --allow-missing-genes",
          ["embed", f"{d}/partial.h5ad", f"{d}/model", "-o", "{out}.h5ad", "--allow-missing-genes"]),
     ]
-    for name, odd in cases_mod.ODDITIES.items():  # issue 13: what users really have
-        keys = {k for a in odd.cli for k in re.findall(r"\{([^{}]+)\}", a)} - {"out"}
-        if keys <= set(inp):  # the shared data may be absent
-            recoverable.append((name, cases_mod.cli_args(odd, inp, Path("{out}"))))
+    # issue 13: what users really have (those whose inputs exist: the shared data may be absent)
+    recoverable += [(odd["name"], odd["argv"]) for odd in exported["oddities"]]
     rec_jobs = []
     for k, (name, argv) in enumerate(recoverable):
         out_dir = work / f"ok{k}"
         out_dir.mkdir()
-        rec_jobs.append((name, [a.replace("{out}", str(out_dir / "out")) for a in argv], out_dir, None, ""))
+        rec_jobs.append((name, at(argv, out_dir), out_dir, None, ""))
 
     def go(job):
         name, argv, out_dir, runner, note = job
@@ -157,11 +172,11 @@ def main() -> int:
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         results = list(pool.map(go, jobs + rec_jobs))
     wall = time.perf_counter() - t0
-    unchanged = cases_mod.snapshot(inp["dir"]) == before
+    unchanged = _snapshot(inp["dir"]) == before
 
     def shown(text: str, out_dir: Path) -> str:
         return (text.replace(str(out_dir / "out"), "<out>").replace(str(inp["dir"]), "<in>")
-                .replace(str(cases_mod.SHARED_DATA), "<shared>"))
+                .replace(shared, "<shared>"))
 
     lines = [
         "# Bad inputs: what the CLI says",

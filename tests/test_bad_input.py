@@ -8,8 +8,10 @@ interpreters, to show that no traceback reaches a terminal. Recoverable oddities
 documented behaviour instead; each is tested below the table. Known gaps in files owned by other
 modules are strict xfails whose reason names the fix.
 
-``bench/bad_inputs.py`` imports :data:`CASES` and :func:`build_inputs` from here and writes the table
-of exact messages to ``bench/results/bad_inputs.md``.
+``bench/bad_inputs.py`` runs every case as a real ``genodae`` process and writes the table of exact messages
+to ``bench/results/bad_inputs.md``. It imports nothing from here: it runs
+:func:`test_cases_export_for_the_bench` with ``$GENODAE_BAD_INPUTS_EXPORT=FOLDER`` set, which builds the inputs in
+``FOLDER/in`` and writes the cases, resolved on them, to ``FOLDER/cases.json`` (:func:`export_cases`).
 """
 
 from __future__ import annotations
@@ -318,9 +320,13 @@ def snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*"))}
 
 
+EXPORT_ENV = "GENODAE_BAD_INPUTS_EXPORT"  # a folder: the inputs are built in FOLDER/in, the cases go to FOLDER/cases.json
+
+
 @pytest.fixture(scope="module")
 def inp(_counts_adata_session, tmp_path_factory) -> dict[str, Path]:
-    return build_inputs(tmp_path_factory.mktemp("inputs"), _counts_adata_session.copy())
+    base = Path(os.environ[EXPORT_ENV]) if os.environ.get(EXPORT_ENV) else tmp_path_factory.mktemp("bad_inputs")
+    return build_inputs(base / "in", _counts_adata_session.copy())
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -711,9 +717,36 @@ ODDITIES: dict[str, Oddity] = {
 # --------------------------------------------------------------------------------------------------------
 
 
-def cli_args(case: Case, files: dict[str, Path], out: Path) -> list[str]:
+def cli_args(case: Case | Oddity, files: dict[str, Path], out: Path) -> list[str]:
     subs = {k: str(v) for k, v in files.items()} | {"out": str(out)}
     return [re.sub(r"\{([^{}]+)\}", lambda m: subs[m.group(1)], a) for a in case.cli]
+
+
+def absent_inputs(case: Case | Oddity, files: dict[str, Path]) -> set[str]:
+    """The inputs a command names that ``files`` lacks (the shared data may be absent)."""
+    return {k for a in case.cli for k in re.findall(r"\{([^{}]+)\}", a)} - {"out"} - set(files)
+
+
+def export_cases(files: dict[str, Path], path: Path) -> dict:
+    """Write the cases, resolved on ``files``, as JSON to ``path`` (for ``bench/bad_inputs.py``); returns the data.
+
+    ``{out}`` stays in each command for the output path the runner chooses. ``cases`` are the error cases of
+    :data:`CASES` in order (``gap``: the reason of a strict xfail, else empty), ``oddities`` those of
+    :data:`ODDITIES` whose inputs exist, ``inputs`` maps every input name to its path (``dir``: their folder),
+    and ``fast`` is the training flags of the CLI cases.
+    """
+    out = Path("{out}")
+    data = {
+        "inputs": {k: str(v) for k, v in files.items()},
+        "shared_data": str(SHARED_DATA),
+        "fast": FAST,
+        "cases": [{"name": name, "argv": cli_args(case, files, out), "gap": case.xfail_cli or case.xfail_lib}
+                  for name, case in CASES.items()],
+        "oddities": [{"name": name, "argv": cli_args(odd, files, out)}
+                     for name, odd in ODDITIES.items() if not absent_inputs(odd, files)],
+    }
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return data
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str]:
@@ -822,6 +855,26 @@ def test_cli_exit_2_one_line_no_output_inputs_unchanged(name, inp, tmp_path, cap
 
 def test_there_are_at_least_20_cases():
     assert len(CASES) >= 20
+
+
+def test_cases_export_for_the_bench(inp):
+    """What bench/bad_inputs.py reads (run with ``$GENODAE_BAD_INPUTS_EXPORT=FOLDER``: ``FOLDER/cases.json``, the
+    inputs in ``FOLDER/in``): every case in order with its gap, commands that point into the inputs, whole JSON."""
+    path = inp["dir"].parent / "cases.json"
+    data = export_cases(inp, path)
+    assert json.loads(path.read_text()) == data
+    assert [c["name"] for c in data["cases"]] == list(CASES)
+    assert [c["gap"] for c in data["cases"]] == [c.xfail_cli or c.xfail_lib for c in CASES.values()]
+    kept = [o["name"] for o in data["oddities"]]
+    assert kept == [n for n in ODDITIES if not absent_inputs(ODDITIES[n], inp)] and len(kept) >= len(ODDITIES) - 1
+    assert data["fast"] == FAST and data["inputs"]["dir"] == str(inp["dir"])
+    assert all(Path(p).exists() for p in data["inputs"].values())
+    roots = (str(inp["dir"]) + os.sep, str(SHARED_DATA) + os.sep)
+    for entry in [*data["cases"], *data["oddities"]]:
+        argv = entry["argv"]
+        assert argv[0] in {"prepare", "train", "embed", "run", "plot"}, argv
+        assert set(re.findall(r"\{([^{}]+)\}", " ".join(argv))) <= {"out"}, argv  # every input resolved
+        assert all(a.startswith(roots) or a.startswith("{out}") for a in argv if os.path.isabs(a)), argv
 
 
 def _env() -> dict[str, str]:
@@ -951,9 +1004,8 @@ def test_allow_missing_genes_embeds_with_a_warning(inp, tmp_path, capsys, caplog
 def test_oddities_exit_0_with_their_warnings(name, inp, tmp_path, capsys):
     """Issue 13's recoverable inputs: read (or embedded), exit code 0, the warning a user sees, no traceback."""
     odd = ODDITIES[name]
-    keys = {k for a in odd.cli for k in re.findall(r"\{([^{}]+)\}", a)} - {"out"}
-    if not keys <= set(inp):
-        pytest.skip(f"input absent: {', '.join(sorted(keys - set(inp)))} (shared data)")
+    if absent := absent_inputs(odd, inp):
+        pytest.skip(f"input absent: {', '.join(sorted(absent))} (shared data)")
     before = snapshot(inp["dir"])
     err = _ok(cli_args(odd, inp, tmp_path / "out"), capsys)
     assert "Traceback" not in err and "error" not in err.lower(), err

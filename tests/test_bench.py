@@ -17,9 +17,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 SCRIPTS = sorted(p for p in BENCH.glob("*.py") if p.name != "_common.py")
-# bad_inputs.py tabulates the cases of tests/test_bad_input.py and still loads that module (and conftest.py):
-# the one script allowed to read tests/, until the case catalogue has a home outside tests/
-READS_TESTS = {"bad_inputs.py"}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +39,7 @@ def test_scripts_neither_touch_sys_path_nor_import_each_other(path):
     others = {p.stem for p in SCRIPTS}
     for node in ast.walk(_tree(path)):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            if node.value.id == "sys" and node.attr == "path" and path.name not in READS_TESTS:
+            if node.value.id == "sys" and node.attr == "path":
                 pytest.fail(f"{path.name}:{node.lineno} uses sys.path (bench/_common.py is the one place)")
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -52,8 +49,10 @@ def test_scripts_neither_touch_sys_path_nor_import_each_other(path):
             continue
         bad = [n for n in names if n.split(".")[0] in others or n.split(".")[0].startswith(("test_", "conftest"))]
         assert not bad, f"{path.name}:{node.lineno} imports {bad}: shared helpers belong in bench/_common.py"
-    if path.name not in READS_TESTS:
-        assert '"tests"' not in path.read_text(), f"{path.name} reads from tests/"
+    text = path.read_text()
+    assert '"tests"' not in text, f"{path.name} reads from tests/"
+    # nor loads a file as a module (bad_inputs.py gets the cases of tests/ as data, from a pytest run)
+    assert "spec_from_file_location" not in text and "run_path(" not in text, f"{path.name} loads a file as a module"
 
 
 @pytest.mark.parametrize("path", [*SCRIPTS, BENCH / "_common.py"], ids=lambda p: p.name)
