@@ -25,11 +25,14 @@ from _common import machine, make_csr, parser, utc_now
 
 from genodae.config import DAEConfig
 from genodae.nn import corrupt, noise_seed
+from genodae.rotation import readable_basis
 from genodae.train import (
+    LogNormalizedCounts,
     build_module,
     embed,
     evaluate_loss,
     fit,
+    input_correlations,
     library_size,
     make_source,
     split_cells,
@@ -122,6 +125,17 @@ def correctness(gpu: torch.device, n_cells: int = 20_000, likelihoods=LIKELIHOOD
         res[f"{key}_same_weights_embedding_rel_err_fp32"] = rel(z_gpu, z_cpu)
         res[f"{key}_same_weights_embedding_rel_err_bf16"] = rel(zb, z_cpu)
         res[f"{key}_val_loss_cpu"] = evaluate_loss(m_cpu, src_cpu, va, cfg)
+        if key == "nb":  # the readable basis (DAE.fit's last step) from the GPU: same gene weights as on CPU
+            bases = {}
+            for name, m, src in (("cpu", m_cpu, src_cpu), ("gpu", m_gpu, src_gpu)):
+                Z = embed(m, src, batch_size=1024)
+                bases[name] = readable_basis(Z, lambda mean, M, src=src, Z=Z: input_correlations(src, Z, mean, M))
+            res["nb_readable_weights_max_abs_diff_gpu_vs_cpu"] = float(np.abs(bases["gpu"]["weights"]
+                                                                             - bases["cpu"]["weights"]).max())
+            # training input computed from the counts (what genodae train reads from a prepared file) on the GPU
+            lognorm = make_source(LogNormalizedCounts(C, np.ones(C.shape[0])), lo, hi, gpu, clip=True, counts=C)
+            res["counts_input_max_abs_diff_vs_x"] = float((lognorm(va) - src_gpu(va)).abs().max())
+            res["counts_input_placement"] = lognorm.placement
         for name in ("cpu", "gpu_fp32", "gpu_bf16"):
             res[f"{key}_trained_final_val_loss_{name}"] = runs[name][1].val_loss[-1]
         v = {k: runs[k][1].val_loss[-1] for k in runs}
@@ -193,7 +207,7 @@ def main() -> None:
     check = correctness(gpu, args.check_cells)
     print("correctness (GPU vs CPU):")
     for k, v in check.items():
-        print(f"  {k:48s} {v:.3g}")
+        print(f"  {k:48s} {v:.3g}" if isinstance(v, float) else f"  {k:48s} {v}")
     tp = []
     for n in args.cells:
         for lik in args.likelihoods:
