@@ -278,7 +278,7 @@ class DenoisingAutoencoder(nn.Module):
         log_theta = self.cell_log_theta(cats)
         if self.gene_likelihood == "nb":
             return -log_nb(y, log_mu, log_theta)
-        return -log_zinb(y, log_mu, log_theta, self.dropout_head(z).float())
+        return -log_zinb(y, log_mu, log_theta, self.dropout_head(z.float()))  # z is bfloat16 under CUDA autocast
 
     def forward(self, x: torch.Tensor, cats: torch.Tensor | None = None, cont: torch.Tensor | None = None,
                 decode_cats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
