@@ -96,6 +96,11 @@ class DAE:
         changes, such as another initialisation or torch hooks that constrain the weights (see
         bench/signatures.py).
 
+        ``adata.X`` may be None for data prepared from counts (:func:`genodae.io.read_sharing` with
+        ``x_from_counts=True``, as ``genodae train`` reads a prepared file): the input is then computed from
+        ``layers["counts"]`` one minibatch at a time, ``log1p(counts / (cell total / target_sum))``, the prepared X
+        to the bit, without holding it.
+
         Raises
         ------
         UserError
