@@ -183,7 +183,8 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_sweep_summary(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from ..signatures import plot_sweep, sweep_summary
+    from ..pl import plot_sweep
+    from ..signatures import sweep_summary
     from ..tables import sweep_run
 
     sets = gene_sets(args.gene_sets) if args.gene_sets else None
