@@ -25,6 +25,7 @@ signatures enriched for at least one set.
 
 python bench/readable.py synthetic --seeds 3       # bench/results/readable_synthetic.{tsv,md}
 python bench/readable.py bulk --seeds 3            # bench/results/readable_bulk.{tsv,md}
+python bench/readable.py rank --seeds 3            # probe: n_latent = the signal rank (readable_rank.tsv)
 """
 
 from __future__ import annotations
@@ -180,6 +181,54 @@ def run_synthetic(args) -> None:
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
 
 
+def signal_rank(X, seed: int = 0) -> tuple[int, np.ndarray, float]:
+    """Horn's parallel analysis: how many eigenvalues of the genes' correlation matrix exceed the largest one of
+    the same data with every gene permuted across cells independently. Returns (rank, top eigenvalues, null top)."""
+    X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
+    X = X - X.mean(axis=0)
+    sd = X.std(axis=0)
+    X = X[:, sd > 0] / sd[sd > 0]
+    n = X.shape[0]
+    ev = np.linalg.eigvalsh(X.T @ X / n)[::-1]
+    rng = np.random.default_rng(seed)
+    P = np.column_stack([rng.permutation(X[:, j]) for j in range(X.shape[1])])
+    null = float(np.linalg.eigvalsh(P.T @ P / n)[-1])
+    return int((ev > null).sum()), ev[:12], null
+
+
+def run_rank(args) -> None:
+    """Probe: is the DAE better with as many nodes as the data have programs above the noise (parallel analysis)
+    instead of the default 32? The default and the nb model at that n_latent, seeds 0 … --seeds-1."""
+    rows = []
+    for gen in args.generators:
+        adata = make(gen)
+        modules = {k: list(v) for k, v in adata.uns["synthetic"]["modules"].items()}
+        prep = genodae.pp.prepare(adata, copy=True)
+        X, genes = S.model_input(prep)
+        k, ev, null = signal_rank(X)
+        k = max(k, 2)
+        log.info("%s: %d eigenvalues above the permutation null %.2f (top: %s)", gen, k, null,
+                 ", ".join(f"{v:.2f}" for v in ev))
+        variants = {"genodae": {}, "genodae nb": {"gene_likelihood": "nb"}}
+        Ws = {}
+        for seed in range(args.seeds):
+            for label, W in genodae_weights(prep, seed, k, variants).items():
+                Ws.setdefault(label, []).append(W)
+                rows.append({"generator": gen, "n_latent": k, "null_top": null, "seed": seed, "method": label,
+                             **score(W, modules)})
+        for label, W in Ws.items():
+            if len(W) > 1:
+                stab = float(S.stability(W)["stability"].mean())
+                for r in rows:
+                    if r["generator"] == gen and r["method"] == label:
+                        r["stab"] = stab
+    per_seed = pd.DataFrame(rows)
+    summary = per_seed.groupby(["generator", "n_latent", "method"], sort=False)[["auroc", "f1", "stab"]].mean()
+    per_seed.to_csv(OUT / f"readable_rank_per_seed{args.suffix}.tsv", sep="\t", index=False)
+    summary.reset_index().to_csv(OUT / f"readable_rank{args.suffix}.tsv", sep="\t", index=False, float_format="%.4f")
+    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
 def machine() -> dict:
     return {**C.machine(), "threads": 1, "torch": torch.__version__, "genodae": genodae.__version__,
             "load": os.getloadavg()}
@@ -187,7 +236,7 @@ def machine() -> dict:
 
 def main() -> None:
     p = C.parser(__doc__, full=True)
-    p.add_argument("part", choices=["synthetic", "bulk", "embedding", "report"])
+    p.add_argument("part", choices=["synthetic", "bulk", "embedding", "rank", "report"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n-latent", type=int, default=32)
     p.add_argument("--generators", nargs="+", default=list(GENERATORS))
@@ -203,6 +252,8 @@ def main() -> None:
         run_bulk(args)
     elif args.part == "embedding":
         run_embedding(args)
+    elif args.part == "rank":
+        run_rank(args)
     else:
         report(args)
 
@@ -345,6 +396,11 @@ def report(args) -> None:
         parts.append("## Pathway coverage on bulk sets (eADAGE: ±2.5 SD, Fisher + BH per node, FDR < 0.05)\n")
         for (name, gs), g in t.groupby(["set", "gene_sets"], sort=False):
             parts.append(f"### {name}, {gs}\n\n" + _md(g.drop(columns=["set", "gene_sets"])) + "\n")
+    rank = OUT / f"readable_rank{args.suffix}.tsv"
+    if rank.is_file():
+        parts.append("## Probe: as many nodes as the data have programs above the noise (`rank` part; Horn's parallel "
+                     "analysis on the prepared input, 3 seeds; compare with the 32-node rows above)\n\n"
+                     + _md(pd.read_csv(rank, sep="\t")) + "\n")
     emb = OUT / f"readable_embedding{args.suffix}.tsv"
     if emb.is_file():
         parts.append("## The embedding in the readable basis vs as trained (same models; bench/quality.py's scores, "
