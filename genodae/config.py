@@ -40,7 +40,7 @@ class PrepareConfig:
     target_sum: float = field(default=1e4, metadata={"help": "library size after normalisation (fixed, so projection is reproducible)"})
     scaling: str = field(default="minmax", metadata={"help": "per-gene 0-1 (masking to 0 = \"not expressed\", as in ADAGE), zscore, or none (log values as they are)"})
     min_cells: int = field(default=1, metadata={"help": "drop genes detected (non-zero) in fewer cells"})
-    batch_key: str | None = field(default=None, metadata={"help": "obs column of batches (samples, plates, technologies): highly variable genes are chosen within each batch (scanpy's batch_key) and the scaling is computed per batch; with several input files, the column that names each file's batch"})
+    batch_key: str | None = field(default=None, metadata={"help": "obs column of batches (samples, plates, technologies): highly variable genes are chosen within each batch (scanpy's batch_key); the scaling is computed over all cells; with several input files, the column that names each file's batch"})
     layer: str | None = field(default=None, metadata={"help": "prepare this layer (e.g. counts of a processed .h5ad) instead of X"})
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ from . import __version__, _keys
 from ._threads import configure as configure_threads
 from .config import COUNT_LIKELIHOODS, DENOISED_SCALES, DAEConfig, PrepareConfig, make_config
 from .errors import UserError
-from .pp import PREP_KEY, check_batches, check_finite, prepared_matrix, scaling_params
+from .pp import PREP_KEY, check_batches, check_finite, is_counts, prepared_matrix, scaling_params
 from .rotation import readable_basis
 from .train import (
     COLLAPSED,
@@ -815,6 +815,9 @@ def _training_input(adata: AnnData, layer: str | None):
     """(X, genes, offset, scale, prep record) for training, from a prepared (or log-scale) AnnData."""
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise UserError(f"the matrix is empty ({adata.n_obs} × {adata.n_vars}); check the input")
+    if layer is not None and adata.isbacked:
+        raise UserError(f"training from disk (backed, --backed) reads X, not layers[{layer!r}]; train on the layer "
+                        "in memory (without --backed), or prepare the file from that layer (prepare --layer)")
     if layer is not None and layer not in adata.layers:
         raise UserError(f"layer {layer!r} not found; available layers: {', '.join(adata.layers) or 'none'}")
     prepared = PREP_KEY in adata.uns
@@ -848,6 +851,10 @@ def _training_input(adata: AnnData, layer: str | None):
         X = None  # computed from the counts one minibatch at a time (_input_from_counts)
     else:
         X = adata.layers[layer] if layer is not None else adata.X
+        if not prepared and _raw_counts(X):
+            what = f"layers[{layer!r}]" if layer else "X"
+            raise UserError(f"{what} holds raw counts (non-negative integers) and the data were not prepared: run "
+                            "genodae prepare (genodae.pp.prepare) first, which normalises and log-transforms them")
         if not used.all():  # a column subset copies the matrix: only when some genes are left out
             X = X[:, np.flatnonzero(used)]
         X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
@@ -861,6 +868,13 @@ def _training_input(adata: AnnData, layer: str | None):
     return X, genes, offset, scale, prep, columns
 
 
+def _raw_counts(X) -> bool:
+    """Whether ``X`` holds counts (non-negative integers beyond 0/1, which may be binary input) in its first
+    100,000 stored values: unprepared data that must not be read as log-scale input."""
+    data = X.data[:100_000] if sp.issparse(X) else np.asarray(X).ravel()[:100_000]
+    return data.size > 0 and float(data.max()) > 1 and is_counts(data)
+
+
 def _input_from_counts(adata: AnnData, prep: dict, genes: pd.Index, counts):
     """The model input of data read without X (:func:`genodae.io.read_sharing` with ``x_from_counts``):
     ``log1p(counts / (cell total / target_sum))`` of the model's genes, the totals over every gene as
@@ -871,10 +885,8 @@ def _input_from_counts(adata: AnnData, prep: dict, genes: pd.Index, counts):
     C = adata.layers["counts"]
     totals = np.zeros(C.shape[0])
     for s in range(0, C.shape[0], 65536):
-        totals[s : s + 65536] = np.asarray(C[s : s + 65536].sum(axis=1), dtype=np.float64).ravel()
-    if (totals <= 0).any():
-        raise UserError(f"{int((totals <= 0).sum())} cell(s) have no counts in layers['counts']; prepare the data "
-                        "again (genodae prepare drops them)")
+        totals[s : s + 65536] = np.asarray(C[s : s + 65536].sum(axis=1, dtype=np.float64)).ravel()
+    totals[totals <= 0] = 1.0  # a cell without counts has no stored values: its input is 0, as in X
     X = LogNormalizedCounts(counts, totals / float(prep["params"]["target_sum"]))
     return X, X.counts  # the counts in the canonical form the input is computed from
 
@@ -939,7 +951,6 @@ def _model_counts(adata: AnnData, genes: pd.Index):
         _round,
         decide_value_kind,
         genes_in_order,
-        is_counts,
         value_evidence,
     )
 

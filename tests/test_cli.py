@@ -303,3 +303,37 @@ def test_output_that_is_the_input_is_refused(files, tmp_path, capsys, step):
     assert cli(*args) == 2
     assert "is the input file" in _one_line(capsys.readouterr().err)
     assert src.read_bytes() == before
+
+
+# --- found by a newcomer trying to break the counts-only training reader and the outputs ------------------
+
+
+def test_train_on_a_layer_of_a_prepared_file(files, tmp_path):
+    """A layer given with --layer is read (the counts-only reader is for training on X)."""
+    a = anndata.read_h5ad(files["prepared"])
+    a.layers["lognorm"] = a.X.copy()
+    write_h5ad(a, tmp_path / "p.h5ad")
+    assert cli("train", tmp_path / "p.h5ad", "-o", tmp_path / "m", "--layer", "lognorm", *FAST) == 0
+    assert DAE.load(tmp_path / "m").layer == "lognorm"
+
+
+def test_train_backed_with_a_layer_says_backed_reads_x(files, tmp_path, capsys):
+    assert cli("train", files["prepared"], "-o", tmp_path / "m", "--backed", "--layer", "counts", *FAST) == 2
+    msg = _one_line(capsys.readouterr().err)
+    assert "training from disk (backed, --backed) reads X, not layers['counts']" in msg
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_refuses_unprepared_raw_counts(files, tmp_path, capsys):
+    assert cli("train", files["counts"], "-o", tmp_path / "m", *FAST) == 2
+    msg = _one_line(capsys.readouterr().err)
+    assert "X holds raw counts (non-negative integers) and the data were not prepared: run genodae prepare" in msg
+    assert not (tmp_path / "m").exists()
+
+
+def test_prepare_output_must_be_h5ad_and_a_failure_leaves_no_folder(files, tmp_path, capsys):
+    assert cli("prepare", files["counts"], "-o", tmp_path / "out.csv") == 2
+    assert "out.csv must end in .h5ad" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "out.csv").exists()
+    assert cli("prepare", tmp_path / "missing.h5ad", "-o", tmp_path / "new" / "out.h5ad") == 2
+    assert not (tmp_path / "new").exists()  # the output's folder is made only when there is something to write

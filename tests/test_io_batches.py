@@ -389,3 +389,17 @@ def test_batch_names_skip_pipeline_folder_names(path, name):
     from genodae.io._multi import _batch_name_from_path
 
     assert _batch_name_from_path(Path(path)) == name
+
+
+def test_read_many_refuses_a_file_given_twice_and_prepared_files(tmp_path):
+    from conftest import make_counts
+
+    a = make_counts(n_cells=60, n_genes=40, seed=1)
+    a.write_h5ad(tmp_path / "a.h5ad")
+    make_counts(n_cells=50, n_genes=40, seed=2).write_h5ad(tmp_path / "b.h5ad")
+    with pytest.raises(UserError, match=r"a\.h5ad is given twice \(also as .*a\.h5ad\): every cell would be read twice"):
+        genodae.read_many([tmp_path / "a.h5ad", tmp_path / "." / "a.h5ad"])
+    genodae.pp.prepare(a)
+    genodae.io.write_h5ad(a, tmp_path / "prepared.h5ad")
+    with pytest.raises(UserError, match=r"prepared\.h5ad is already prepared \(uns\['genodae_prepare'\]\); give the raw"):
+        genodae.read_many([tmp_path / "prepared.h5ad", tmp_path / "b.h5ad"])

@@ -249,3 +249,29 @@ def test_fit_without_x_needs_counts_to_compute_it(tmp_path):
     del a.layers["counts"]
     with pytest.raises(UserError, match=r"adata.X is empty \(None\)"):
         genodae.DAE(n_latent=4, epochs=1, gene_likelihood="normal").fit(a)
+
+
+def test_the_counts_only_reader_needs_x_to_the_bit(tmp_path):
+    """X edited by as little as 5e-6 is what the user means: read it."""
+    path = _raw_file(tmp_path)
+    genodae.pp.prepare_h5ad(path, tmp_path / "p.h5ad", n_top_genes=100)
+    a = anndata.read_h5ad(tmp_path / "p.h5ad")
+    a.X.data[0] += 5e-6
+    a.write_h5ad(tmp_path / "edited.h5ad")
+    assert read_sharing(tmp_path / "edited.h5ad", x_from_counts=True).X is not None
+
+
+def test_a_cell_without_counts_trains_as_from_x(tmp_path):
+    """A prepared file edited to hold a cell with no counts trains the same way from X and from the counts."""
+    path = _raw_file(tmp_path)
+    genodae.pp.prepare_h5ad(path, tmp_path / "p.h5ad", n_top_genes=100)
+    a = anndata.read_h5ad(tmp_path / "p.h5ad")
+    for M in (a.X, a.layers["counts"]):
+        M.data[M.indptr[7] : M.indptr[8]] = 0
+        M.eliminate_zeros()
+    a.write_h5ad(tmp_path / "zero.h5ad")
+    lean = read_sharing(tmp_path / "zero.h5ad", x_from_counts=True)
+    assert lean.X is None
+    settings = dict(n_latent=4, epochs=2, seed=0, gene_likelihood="normal")
+    np.testing.assert_array_equal(genodae.DAE(**settings).fit(lean).weights,
+                                  genodae.DAE(**settings).fit(read_sharing(tmp_path / "zero.h5ad")).weights)

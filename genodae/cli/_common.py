@@ -299,7 +299,7 @@ def _read_inputs(args: argparse.Namespace, prep: dict[str, Any] | None = None):
     return read_many(paths, batch_key=key, sample_sheets=sample_sheets, **opts)
 
 
-def read_h5ad(path: str | Path, backed: bool = False, sharing: bool = False):
+def read_h5ad(path: str | Path, backed: bool = False, sharing: bool = False, layer: str | None = None):
     """An .h5ad written by genodae; ``backed``: X and the layers stay on disk (:func:`genodae.io.read_backed`);
     ``sharing``: in memory, layers with X's sparsity structure share its index arrays, and X of a file prepared
     from counts is not read (the model computes it from the counts; read-only use: training)."""
@@ -307,8 +307,8 @@ def read_h5ad(path: str | Path, backed: bool = False, sharing: bool = False):
 
     if not str(path).endswith(".h5ad"):
         raise UserError(f"{path}: expected an .h5ad written by genodae")
-    if sharing:
-        return read_sharing(path, x_from_counts=True)
+    if sharing:  # training on a layer needs that layer: X is left out only when training reads X
+        return read_sharing(path, x_from_counts=layer is None)
     return read_backed(path) if backed else read(path)
 
 
@@ -328,8 +328,10 @@ def read_embedded(path: str | Path, sheet: str | None = None, backed: bool = Fal
 # --- outputs ----------------------------------------------------------------------------------------------
 
 
-def check_output(path: str | Path, *, folder: bool = False, inputs: tuple = ()) -> Path:
-    """The output path, its parent folder made: never one of ``inputs``; a folder (a model) or a file as asked."""
+def check_output(path: str | Path, *, folder: bool = False, inputs: tuple = (), suffix: str | None = None) -> Path:
+    """The output path: never one of ``inputs``; a folder (a model) or a file as asked, ending in ``suffix`` when
+    given. Its parent folder is made by the writer (:func:`genodae.io.atomic_path`), only when there is something
+    to write: a failed command leaves no empty folder behind."""
     path = Path(path)
     for given in inputs:
         if given is not None and Path(given).exists() and path.exists() and path.resolve() == Path(given).resolve():
@@ -340,7 +342,9 @@ def check_output(path: str | Path, *, folder: bool = False, inputs: tuple = ()) 
                         "or remove the file")
     if not folder and path.is_dir():
         raise UserError(f"output {path} is a folder; give a file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix and not path.name.endswith(suffix):
+        raise UserError(f"output {path} must end in {suffix} (genodae writes an AnnData .h5ad); e.g. "
+                        f"{path.with_name(path.name.split('.')[0] + suffix)}")
     return path
 
 

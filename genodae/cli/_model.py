@@ -68,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
         adata = read_backed(args.input)
     else:
-        adata = read_h5ad(args.input, sharing=True)
+        adata = read_h5ad(args.input, sharing=True, layer=args.layer)
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".ckpt")
     model.fit(adata, layer=args.layer, checkpoint_dir=ckpt if args.checkpoint_every or args.resume else None,
               checkpoint_every=args.checkpoint_every, resume=args.resume)
@@ -89,7 +89,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     from ..io import write_h5ad
     from ..model import DAE
 
-    out = check_output(args.output, inputs=(args.input,))
+    out = check_output(args.output, inputs=(args.input,), suffix=".h5ad")
     check_denoised_flags(args)
     model = DAE.load(args.model, device=args.device)
     use_threads(model, args.num_threads)

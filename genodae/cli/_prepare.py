@@ -44,7 +44,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from ..io import write_h5ad
     from ..pp import prepare
 
-    out = check_output(args.output, inputs=tuple(inputs(args)))
+    out = check_output(args.output, inputs=tuple(inputs(args)), suffix=".h5ad")
     prep, _ = settings(args)
     if prepare_chunked(args, prep):
         from .._pp_chunked import Unsupported

@@ -104,8 +104,9 @@ def _same_datasets(a, b, chunk: int = 1 << 22) -> bool:
 
 
 def _x_is_lognormalized_counts(f, uns: dict, chunk: int = 1 << 22) -> bool:
-    """Whether X of the open .h5ad ``f`` equals ``log1p(target_sum · counts / cell total)`` of its
-    ``layers["counts"]`` (float32 rounding: within 1e-5), read a chunk of rows at a time."""
+    """Whether X of the open .h5ad ``f`` is exactly (to the bit) what training computes from its ``layers["counts"]``
+    (:class:`genodae.train.LogNormalizedCounts`: ``log1p(counts / float32(cell total / target_sum))`` in float32),
+    read a chunk of rows at a time; any other X (edited after prepare, another transform or precision) is not."""
     from .._keys import PREP as PREP_KEY
 
     prep = uns.get(PREP_KEY) or {}
@@ -122,14 +123,13 @@ def _x_is_lognormalized_counts(f, uns: dict, chunk: int = 1 << 22) -> bool:
     while start < len(indptr) - 1:  # rows start:stop hold about `chunk` stored values
         stop = max(int(np.searchsorted(indptr, indptr[start] + chunk, side="right")) - 1, start + 1)
         lo, hi = int(indptr[start]), int(indptr[stop])
-        c = np.asarray(counts["data"][lo:hi], dtype=np.float64)
+        c = np.asarray(counts["data"][lo:hi], dtype=np.float32)
         per_row = np.diff(indptr[start : stop + 1])
         rows = np.repeat(np.arange(stop - start), per_row)
-        totals = np.bincount(rows, weights=c, minlength=stop - start)
-        if (totals[per_row > 0] <= 0).any():
-            return False
-        expected = np.log1p(c * (target_sum / totals[rows]))
-        if not np.allclose(np.asarray(X["data"][lo:hi], dtype=np.float64), expected, rtol=1e-5, atol=1e-5):
+        totals = np.bincount(rows, weights=c.astype(np.float64), minlength=stop - start)
+        factors = (totals / target_sum).astype(np.float32)
+        x = X["data"][lo:hi]
+        if x.dtype != np.float32 or not np.array_equal(x, np.log1p(c / factors[rows])):
             return False
         start = stop
     return True

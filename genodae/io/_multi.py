@@ -240,6 +240,12 @@ def _read_many(
             f"Input file(s) not found: {', '.join(map(str, absent))} (relative paths start from {Path.cwd()}). "
             "Check the paths."
         )
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        if p.resolve() in seen:
+            raise UserError(f"{p} is given twice (also as {seen[p.resolve()]}): every cell would be read twice; give "
+                            "each file once")
+        seen[p.resolve()] = p
     n = len(paths)
     names = _per_file(batch_names, n, "batch names", paths)
     if batch_names is None:
@@ -252,6 +258,10 @@ def _read_many(
     metadata = metadata or [{} for _ in paths]
 
     adatas = [read_file(p, sample_sheet=sh, **read_kwargs) for p, sh in zip(paths, sheets, strict=True)]
+    prepared = [p for a, p in zip(adatas, paths, strict=True) if _keys.PREP in a.uns]
+    if prepared:  # concatenating would drop uns and read the prepared values as raw data
+        raise UserError(f"{prepared[0]} is already prepared (uns[{_keys.PREP!r}]); give the raw files to combine "
+                        "them, or embed prepared files one at a time")
     _check_same_kind(adatas, paths)
     for a, p, name, meta in zip(adatas, paths, names, metadata, strict=True):
         if batch_key in a.obs.columns:
