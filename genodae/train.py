@@ -36,12 +36,26 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 _VAL_EPOCH = 2**31 - 1  # the validation noise is drawn once, from its own key, and reused every epoch
 
 
+def _gpu_requested() -> bool:
+    """Whether the environment says this process was given a GPU (a scheduler's or the user's CUDA_VISIBLE_DEVICES,
+    SLURM's GPU variables), so that running on CPU is a surprise rather than the expected."""
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    return (cvd not in ("", "-1", "none", "NoDevFiles")
+            or any(os.environ.get(v) for v in ("SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS")))
+
+
 def resolve_device(spec: str = "auto", *, warn: bool = True) -> torch.device:
-    """``auto`` → CUDA when present, else CPU (with a warning); an absent CUDA device asked for by name is an error."""
+    """``auto`` → CUDA when present, else CPU (a warning when the environment says a GPU was given, e.g.
+    ``CUDA_VISIBLE_DEVICES`` or SLURM's GPU variables; else logged at info level); an absent CUDA device asked for
+    by name is an error."""
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        (log.warning if warn else log.info)("device auto: no CUDA device found, running on CPU")
+        if warn and _gpu_requested():
+            log.warning("device auto: a GPU was given (CUDA_VISIBLE_DEVICES or SLURM) but torch finds no CUDA device "
+                        "(a CPU build of torch, or a driver problem); running on CPU")
+        else:
+            log.info("device auto: no CUDA device found, running on CPU")
         return torch.device("cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():

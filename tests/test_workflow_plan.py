@@ -168,6 +168,7 @@ def test_sheet_rows_options_labels_and_batches(tmp_path, monkeypatch):
         ("name\tpath\nx\texample\nx\texample\n", "line 3 (x): dataset name 'x' appears twice"),
         ("name\tpath\tcolour\nx\texample\tred\n", "unknown column(s) colour; the columns are name, path,"),
         ("name\nx\n", "missing column(s) path"),
+        ("name,path\nx,example\n", "is not tab-separated (its header line is 'name,path'): separate the columns"),
         ("name\tpath\n", "lists no datasets"),
         ("name\tpath\nx\texample\tsurplus\n", "line 2: more cells than columns (use tabs)"),
         ("name\tpath\toptions\nx\texample\tmissing=ignore\n", "option missing must be one of error, drop, impute"),

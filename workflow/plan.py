@@ -294,6 +294,11 @@ def load_datasets(sheet: str, *, prepare_schema: dict, colors=()) -> dict[str, d
     header = [c.strip() for c in (csv.DictReader(lines, delimiter="\t").fieldnames or [])]
     unknown = [c for c in header if c not in SHEET_COLUMNS]
     missing = [c for c in ("name", "path") if c not in header]
+    if missing and len(header) == 1 and ("," in header[0] or ";" in header[0]):
+        raise ConfigError(
+            f"dataset sheet {sheet} is not tab-separated (its header line is {header[0]!r}): separate the columns "
+            "with tabs, as in config/datasets.tsv"
+        )
     if missing or unknown:
         problem = f"missing column(s) {', '.join(missing)}" if missing else f"unknown column(s) {', '.join(unknown)}"
         raise ConfigError(
