@@ -452,6 +452,7 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
         _samples_with_counts,
         _unusable_message,
         check_batches,
+        check_preparable,
         decide_value_kind,
         scaling_from_stats,
     )
@@ -468,15 +469,7 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
     adata = read_backed(path)
     src = f"{path}: "
     try:
-        if PREP_KEY in adata.uns:
-            raise UserError("this AnnData is already prepared (uns['genodae_prepare'] exists); prepare raw data")
-        if adata.n_obs == 0 or adata.n_vars == 0:
-            raise UserError(f"{src}the matrix is empty ({adata.n_obs} samples × {adata.n_vars} genes); "
-                            "check the input file")
-        if adata.n_obs < 2:
-            raise UserError(f"{src}only 1 sample ({adata.obs_names[0]!r}): preparing and training need at least 2 "
-                            "(genes are chosen and scaled across samples); to embed a single sample, use a saved "
-                            "model (genodae embed SAMPLE MODEL, or DAE.load(MODEL).embed(adata))")
+        check_preparable(adata, src)
         source, M = "X", adata.X
         if cfg.layer is not None:
             M = backed_layer(adata, cfg.layer)

@@ -226,6 +226,20 @@ def _unusable_message(adata: AnnData, src: str, source: str, detected: str, ev: 
             "as they are")
 
 
+def check_preparable(adata: AnnData, src: str) -> None:
+    """The refusals both preparations (in memory and in chunks) make first: data already prepared, an empty
+    matrix, a single sample."""
+    if PREP_KEY in adata.uns:
+        raise UserError("this AnnData is already prepared (uns['genodae_prepare'] exists); prepare raw data")
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise UserError(f"{src}the matrix is empty ({adata.n_obs} samples × {adata.n_vars} genes); "
+                        "check the input file")
+    if adata.n_obs < 2:
+        raise UserError(f"{src}only 1 sample ({adata.obs_names[0]!r}): preparing and training need at least 2 "
+                        "(genes are chosen and scaled across samples); to embed a single sample, use a saved "
+                        "model (genodae embed SAMPLE MODEL, or DAE.load(MODEL).embed(adata))")
+
+
 def _samples_with_counts(totals: np.ndarray, adata: AnnData, src: str) -> np.ndarray:
     """Mask of the samples with a non-zero total; the others are dropped with a warning, all-zero data refused."""
     empty = totals <= 0

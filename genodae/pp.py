@@ -39,6 +39,7 @@ from ._values import (  # noqa: F401  (re-exported: genodae.pp is where they wer
     _unusable_message,
     check_batches,
     check_finite,
+    check_preparable,
     decide_value_kind,
     is_counts,
     normalize_log,
@@ -157,16 +158,8 @@ def prepare(
                         target_sum=target_sum, scaling=scaling, min_cells=min_cells, batch_key=batch_key, layer=layer)
     t0 = time.perf_counter()
     adata = adata.copy() if copy else adata
-    if PREP_KEY in adata.uns:
-        raise UserError("this AnnData is already prepared (uns['genodae_prepare'] exists); prepare raw data")
     src = _source(adata)
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise UserError(f"{src}the matrix is empty ({adata.n_obs} samples × {adata.n_vars} genes); "
-                        "check the input file")
-    if adata.n_obs < 2:
-        raise UserError(f"{src}only 1 sample ({adata.obs_names[0]!r}): preparing and training need at least 2 "
-                        "(genes are chosen and scaled across samples); to embed a single sample, use a saved "
-                        "model (genodae embed SAMPLE MODEL, or DAE.load(MODEL).embed(adata))")
+    check_preparable(adata, src)
     source = "X"
     if cfg.layer is not None:
         if cfg.layer not in adata.layers:

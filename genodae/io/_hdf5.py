@@ -92,15 +92,11 @@ def read_sharing(path: str | os.PathLike, *, x_from_counts: bool = False) -> ann
         raise _corrupt(path, "h5ad", err) from err
 
 
-def _same(dataset, array: np.ndarray, chunk: int = 1 << 22) -> bool:
-    if dataset.shape != array.shape:
+def _same(a, b, chunk: int = 1 << 22) -> bool:
+    """Whether two 1-d arrays or HDF5 datasets hold the same values, read a chunk at a time."""
+    if a.shape != b.shape:
         return False
-    return all(np.array_equal(dataset[s : s + chunk], array[s : s + chunk]) for s in range(0, len(array), chunk))
-
-
-def _same_datasets(a, b, chunk: int = 1 << 22) -> bool:
-    return a.shape == b.shape and all(np.array_equal(a[s : s + chunk], b[s : s + chunk])
-                                      for s in range(0, a.shape[0], chunk))
+    return all(np.array_equal(a[s : s + chunk], b[s : s + chunk]) for s in range(0, a.shape[0], chunk))
 
 
 def _x_is_lognormalized_counts(f, uns: dict, chunk: int = 1 << 22) -> bool:
@@ -115,7 +111,7 @@ def _x_is_lognormalized_counts(f, uns: dict, chunk: int = 1 << 22) -> bool:
     if (not str(prep.get("transform", "")).endswith("normalize_total+log1p") or counts is None
             or X.attrs.get("encoding-type") != "csr_matrix" or counts.attrs.get("encoding-type") != "csr_matrix"
             or tuple(X.attrs["shape"]) != tuple(counts.attrs["shape"])
-            or not _same_datasets(X["indptr"], counts["indptr"]) or not _same_datasets(X["indices"], counts["indices"])):
+            or not _same(X["indptr"], counts["indptr"]) or not _same(X["indices"], counts["indices"])):
         return False
     target_sum = float(prep["params"]["target_sum"])
     indptr = X["indptr"][...]
