@@ -16,14 +16,17 @@ their loadings raw and with genodae's read-out (correlation with whitened scores
 Metrics (``genodae.signatures.module_recovery``, averaged over modules): ``auroc`` = best node's AUROC of
 |weight| for membership; ``f1`` (precision, recall) of the best-matching ±2.5 SD signature; ``stab`` = mean
 pairwise best-match |r| of weight vectors across seeds (baselines: random_state and a 90 % subsample of
-cells, as the DAE's seed changes its 90 % training split); ``ens_*`` = eADAGE consensus of the seeds.
+cells, as the DAE's seed changes its 90 % training split); ``ens_*`` = eADAGE consensus of the seeds (4+
+seeds: each half's consensus scored, ``ens_stab`` = best-match |r| between the two halves' consensus nodes).
+``oracle (true activities)``: each gene's correlation with the planted activities, the read-out's ceiling.
+Per module (``readable_synthetic_modules.tsv``): which modules no method recovers.
 
 Part ``bulk``: eADAGE's pathway coverage on the bulk sets of ../shared/data (``GENODAE_SHARED_DATA``
 overrides) with Hallmark and GO BP: ±2.5 SD signatures per node, one-sided Fisher test, BH per node
 (``genodae.enrich``), coverage = gene sets significant (FDR < 0.05) for at least one signature; share of
 signatures enriched for at least one set.
 
-python bench/readable.py synthetic --seeds 3       # bench/results/readable_synthetic.{tsv,md}
+python bench/readable.py synthetic --seeds 6       # bench/results/readable_synthetic{,_modules}.tsv
 python bench/readable.py bulk --seeds 3            # bench/results/readable_bulk.{tsv,md}
 python bench/readable.py rank --seeds 3            # probe: n_latent = the signal rank (readable_rank.tsv)
 """
@@ -139,15 +142,29 @@ def score(weights: pd.DataFrame, modules) -> dict:
     return {m: float(r[m].mean()) for m in ("auroc", "precision", "recall", "f1")}
 
 
+def oracle_loadings(adata, X, genes) -> pd.DataFrame:
+    """The ceiling of the read-out: each gene's correlation with the *true* program activities (known only for
+    planted data). What any method's signatures could reach if it found the programs exactly."""
+    act = np.asarray(adata.obsm["program_activity"], dtype=np.float64)
+    L = S.activity_loadings(X, (act - act.mean(axis=0)) / act.std(axis=0))
+    return pd.DataFrame(L, index=pd.Index(genes), columns=[f"P{k}" for k in range(L.shape[1])])
+
+
 def run_synthetic(args) -> None:
-    rows, weights_by = [], {}
+    """Per generator and seed: every method's weights scored against the planted modules (module means in
+    ``readable_synthetic``, each module in ``readable_synthetic_modules``). Stability over the seeds; with 4 or
+    more seeds the seeds are also split in two halves and each half's eADAGE consensus is scored (``ens_auroc``,
+    ``ens_f1``: mean of the halves) and compared with the other's (``ens_stab``: can two independent ensembles
+    agree?). Fewer seeds: the consensus of all seeds, no ``ens_stab``."""
+    rows, module_rows, weights_by = [], [], {}
     for gen in args.generators:
+        adata = make(gen)
+        modules = {k: list(v) for k, v in adata.uns["synthetic"]["modules"].items()}
+        prep = genodae.pp.prepare(adata, copy=True)
+        X, genes = S.model_input(prep)
+        rank, _, _ = signal_rank(X)
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            adata = make(gen)
-            modules = {k: list(v) for k, v in adata.uns["synthetic"]["modules"].items()}
-            prep = genodae.pp.prepare(adata, copy=True)
-            X, genes = S.model_input(prep)
             found = genodae_weights(prep, seed, args.n_latent)
             for method in BASELINES:
                 L, sc = C.factor_loadings(X, genes, method, args.n_latent, seed=seed, subsample=0.9)
@@ -157,9 +174,17 @@ def run_synthetic(args) -> None:
                 W = cnmf_loadings(adata, args.n_latent, seed, genes)
                 if W is not None:
                     found["cnmf (spectra scores)"] = W
+            if seed == 0:
+                found["oracle (true activities)"] = oracle_loadings(adata, X, genes)
             for method, W in found.items():
-                rows.append({"generator": gen, "seed": seed, "method": method, **score(W, modules)})
-                weights_by.setdefault((gen, method), []).append(W)
+                per_module = S.module_recovery(W, modules)
+                rows.append({"generator": gen, "seed": seed, "method": method,
+                             **{m: float(per_module[m].mean()) for m in ("auroc", "precision", "recall", "f1")}})
+                module_rows += [{"generator": gen, "seed": seed, "method": method, "module": r.module,
+                                 "size": len(modules[r.module]), "auroc": r.auroc, "f1": r.f1, "signal_rank": rank}
+                                for r in per_module.itertuples()]
+                if not method.startswith("oracle"):
+                    weights_by.setdefault((gen, method), []).append(W)
             log.info("%s seed %d: %.0fs; %s", gen, seed, time.perf_counter() - t0,
                      ", ".join(f"{r['method']} {r['auroc']:.3f}/{r['f1']:.2f}" for r in rows[-len(found):]))
     per_seed = pd.DataFrame(rows)
@@ -169,16 +194,36 @@ def run_synthetic(args) -> None:
         if len(Ws) > 1:
             stab[(gen, method)] = float(S.stability(Ws)["stability"].mean())
             modules = {k: list(v) for k, v in make(gen).uns["synthetic"]["modules"].items()}
-            cons = S.consensus(Ws)
-            ens[(gen, method)] = score(cons["weights"], modules) if cons["weights"].shape[1] else {"auroc": 0.5, "f1": 0}
+            ens[(gen, method)] = ensemble_scores(Ws, modules)
     summary["stab"] = [stab.get(i, np.nan) for i in summary.index]
-    summary["ens_auroc"] = [ens.get(i, {}).get("auroc", np.nan) for i in summary.index]
-    summary["ens_f1"] = [ens.get(i, {}).get("f1", np.nan) for i in summary.index]
+    for col in ("ens_auroc", "ens_f1", "ens_stab"):
+        summary[col] = [ens.get(i, {}).get(col, np.nan) for i in summary.index]
     summary = summary.reset_index()
+    by_module = (pd.DataFrame(module_rows).groupby(["generator", "method", "module"], sort=False)
+                 [["size", "signal_rank", "auroc", "f1"]].mean().reset_index())
     OUT.mkdir(parents=True, exist_ok=True)
     per_seed.to_csv(OUT / f"readable_synthetic_per_seed{args.suffix}.tsv", sep="\t", index=False)
     summary.to_csv(OUT / f"readable_synthetic{args.suffix}.tsv", sep="\t", index=False, float_format="%.4f")
+    by_module.to_csv(OUT / f"readable_synthetic_modules{args.suffix}.tsv", sep="\t", index=False,
+                     float_format="%.4f")
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+def ensemble_scores(Ws: list[pd.DataFrame], modules) -> dict:
+    """eADAGE consensus read-out of several seeds' weights: its module recovery, and (4+ seeds) the agreement
+    of the consensus of one half of the seeds with that of the other half."""
+    def scored(W):
+        return score(W, modules) if W.shape[1] else {"auroc": 0.5, "f1": 0.0}
+
+    if len(Ws) < 4:
+        s = scored(S.consensus(Ws)["weights"])
+        return {"ens_auroc": s["auroc"], "ens_f1": s["f1"]}
+    h = len(Ws) // 2
+    A, B = S.consensus(Ws[:h])["weights"], S.consensus(Ws[h:2 * h])["weights"]
+    sa, sb = scored(A), scored(B)
+    both = A.shape[1] and B.shape[1]
+    return {"ens_auroc": (sa["auroc"] + sb["auroc"]) / 2, "ens_f1": (sa["f1"] + sb["f1"]) / 2,
+            "ens_stab": float(S.stability([A, B])["stability"].mean()) if both else 0.0}
 
 
 def signal_rank(X, seed: int = 0) -> tuple[int, np.ndarray, float]:
@@ -382,6 +427,17 @@ def report(args) -> None:
         parts.append("## Planted programs (mean of seeds; ens = consensus of the seeds)\n")
         for gen, g in t.groupby("generator", sort=False):
             parts.append(f"### {gen}: {GENERATORS[gen]}\n\n" + _md(g.drop(columns="generator")) + "\n")
+    mods = OUT / f"readable_synthetic_modules{args.suffix}.tsv"
+    if mods.is_file():
+        t = pd.read_csv(mods, sep="\t")
+        keep = [m for m in ("oracle (true activities)", "genodae", "genodae nb", "genodae signatures preset",
+                            "pca (corr+varimax)", "ica (corr+varimax)", "nmf (corr+varimax)", "cnmf (spectra scores)")
+                if m in set(t["method"])]
+        wide = t[t["method"].isin(keep)].pivot_table(index=["generator", "module", "size", "signal_rank"],
+                                                     columns="method", values="auroc", sort=False)[keep]
+        parts.append("## Each module: best-node AUROC (mean of seeds; oracle = correlation with the true activities, "
+                     "the read-out's ceiling; signal_rank = eigenvalues of the input's gene correlation above a "
+                     "permutation null, Horn's parallel analysis)\n\n" + _md(wide.reset_index()) + "\n")
     draws = OUT / "readable_synthetic_dataseeds.tsv"
     if draws.is_file():
         t = pd.read_csv(draws, sep="\t")[["generator", "method", "auroc", "precision", "recall", "f1"]]

@@ -166,6 +166,9 @@ def enrich(
 
     if correction not in ("node", "signature", "all"):
         raise UserError(f"correction must be node, signature or all, not {correction!r}")
+    if min_size < 1 or max_size < min_size:
+        raise UserError(f"min_size must be >= 1 and max_size >= min_size (got min_size={min_size}, "
+                        f"max_size={max_size})")
     t0 = time.perf_counter()
     if isinstance(gene_sets, (str, Path)):
         gene_sets = read_gmt(gene_sets)
@@ -188,10 +191,17 @@ def enrich(
     if not tested:
         example_bg = ", ".join(list(bg[:3]))
         example_set = ", ".join(next(iter(gene_sets.values()))[:3]) if gene_sets else ""
-        best = max((len(g) for g in sets.values()), default=0)
-        raise UserError(f"none of the {len(gene_sets)} gene sets has {min_size}-{max_size} genes among the model's "
-                        f"{len(bg_set)} genes (largest overlap {best}; model genes look like {example_bg}, set genes "
-                        f"like {example_set}); map identifiers with an id map or use matching gene sets")
+        sizes = [len(g) for g in sets.values()]
+        best = max(sizes, default=0)
+        head = f"none of the {len(gene_sets)} gene sets has {min_size}-{max_size} genes among the model's {len(bg_set)} genes"
+        if best == 0 or best < min(min_size, 3):  # (next to) no overlap at all: the identifiers do not match
+            raise UserError(f"{head} (largest overlap {best}; model genes look like {example_bg}, set genes like "
+                            f"{example_set}); map identifiers with an id map or use matching gene sets")
+        if best < min_size:
+            raise UserError(f"{head}: the largest overlap is {best} genes, below min_size={min_size}; lower min_size "
+                            "(genodae enrich --min-size) or train on more genes")
+        raise UserError(f"{head}: every overlapping set has more than max_size={max_size} genes (smallest "
+                        f"{min(x for x in sizes if x >= min_size)}); raise max_size (genodae enrich --max-size)")
     rows = []
     n_tests: dict[str, int] = {}
     for s in sigs.itertuples(index=False):

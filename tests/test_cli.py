@@ -331,6 +331,20 @@ def test_train_refuses_unprepared_raw_counts(files, tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("backed", [False, True])
+def test_prepare_require_obs_fails_before_any_work(files, tmp_path, capsys, backed):
+    """A misspelt label column is named at prepare (both the chunked and the in-memory path), not after training."""
+    have = list(genodae.read(files["counts"]).obs.columns)
+    out = tmp_path / "p.h5ad"
+    extra = ["--backed"] if backed else ["--n-top-genes", "150"]
+    assert cli("prepare", files["counts"], "-o", out, *extra, "--require-obs", "cell_typ", "other") == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "obs has no column 'cell_typ', 'other'" in err and "labels" in err
+    assert not out.exists()
+    assert cli("prepare", files["counts"], "-o", out, *extra, "--require-obs", *have) == 0
+    assert out.exists()
+
+
 def test_prepare_output_must_be_h5ad_and_a_failure_leaves_no_folder(files, tmp_path, capsys):
     assert cli("prepare", files["counts"], "-o", tmp_path / "out.csv") == 2
     assert "out.csv must end in .h5ad" in _one_line(capsys.readouterr().err)

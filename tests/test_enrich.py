@@ -106,6 +106,20 @@ def test_gene_sets_that_do_not_match_are_a_user_error():
         enrich({"s": ["ZZZ"]}, {"A": BG[:10]}, background=BG)
 
 
+def test_size_limits_are_named_when_they_exclude_every_set():
+    """A set that matches but is too small or too large for the limits: the message names the limit, not the
+    identifiers (which are fine)."""
+    with pytest.raises(UserError, match=r"identifiers") as e:
+        enrich({"s": BG[:10]}, {"A": [f"ENSG{i}" for i in range(30)]}, background=BG)
+    with pytest.raises(UserError, match=r"largest overlap is 4 genes, below min_size=5.*--min-size") as e:
+        enrich({"s": BG[:10]}, {"A": BG[:4]}, background=BG)
+    assert "identifiers" not in str(e.value)
+    with pytest.raises(UserError, match=r"more than max_size=20 genes \(smallest 30\).*--max-size"):
+        enrich({"s": BG[:10]}, {"A": BG[:30], "B": BG[:40]}, background=BG, max_size=20)
+    with pytest.raises(UserError, match="max_size >= min_size"):
+        enrich({"s": BG[:10]}, {"A": BG[:30]}, background=BG, min_size=10, max_size=5)
+
+
 # --- CLI -----------------------------------------------------------------------------------------------
 
 

@@ -273,9 +273,12 @@ def test_prepare_flags_merge_config_and_sheet_options(tmp_path, monkeypatch):
     p = make_plan(tmp_path, monkeypatch, sheet, prepare={"scaling": "zscore", "layer": None})
     assert p.prepare_flags("two") == (
         "--scaling zscore --n-top-genes 0 --hvg-flavor auto --input-kind auto --target-sum 10000.0 --min-cells 1 "
-        "--orientation samples_by_genes --batch-key batch --obs '' --obs 'd/b obs.tsv'")
+        "--orientation samples_by_genes --batch-key batch --obs '' --obs 'd/b obs.tsv' --require-obs group")
     assert "--layer counts" in make_plan(tmp_path, monkeypatch, sheet, prepare={"layer": "counts"}).prepare_flags("two")
     assert p.plot_colors("two") == "--color group batch"
+    # the label columns and signatures.groupby are checked when the data are read, not at the plot after training
+    assert make_plan(tmp_path, monkeypatch, signatures={"groupby": ["donor"]}).prepare_flags("pbmc68k").endswith(
+        "--require-obs bulk_labels donor")
     assert make_plan(tmp_path, monkeypatch, plots={"color": ["a b"]}).plot_colors("pbmc68k") == "--color bulk_labels 'a b'"
 
 

@@ -515,6 +515,9 @@ class Plan:
             flags.append(flag("batch_key", ds["batch_key"]))
         if ds["batches"] is None and any(ds["sample_sheets"]):
             flags += [f"--obs {shlex.quote(s or '')}" for s in ds["sample_sheets"]]
+        needed = list(dict.fromkeys([*ds["labels"], *self.groupby_columns(dataset)]))
+        if needed:  # a misspelt label column fails here, not after training at the plot
+            flags.append("--require-obs " + " ".join(shlex.quote(c) for c in needed))
         return " ".join(flags)
 
     def prepare_inputs(self, dataset: str) -> str:

@@ -27,6 +27,10 @@ def register(sub) -> None:
                    help="read an .h5ad from disk and write the prepared file in chunks, never holding the matrix "
                         "(data larger than RAM; seurat_v3 or no gene selection). Without it, a single .h5ad is "
                         "prepared this way too when the settings allow, else in memory")
+    p.add_argument("--require-obs", nargs="+", default=[], metavar="COLUMN",
+                   help="obs columns the data must have (after joining sample sheets and batches): a missing one "
+                        "is an error before any work (the workflow passes the sheet's labels, plots.color and "
+                        "signatures.groupby)")
     settings_arg(p)
     add_dataclass_flags(p, PrepareConfig, "preparation settings")
     p.set_defaults(func=cmd_prepare)
@@ -48,8 +52,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     prep, _ = settings(args)
     if prepare_chunked(args, prep):
         from .._pp_chunked import Unsupported
+        from ..io import read_backed
         from ..pp import prepare_h5ad
 
+        backed = read_backed(args.input[0])
+        try:
+            require_obs(backed.obs.columns, args.require_obs, args.input[0])
+        finally:
+            backed.file.close()
         try:
             prepare_h5ad(args.input[0], out, **prep)
             return
@@ -58,8 +68,19 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                 raise
             log.info("prepare: %s; preparing in memory", e)
     adata = read(args, prep)
+    require_obs(adata.obs.columns, args.require_obs, ", ".join(map(str, inputs(args))))
     prepare(adata, **prep)
     write_h5ad(adata, out)
+
+
+def require_obs(columns, required, source: str) -> None:
+    """``--require-obs``: every required obs column is present, else one error naming them all and what exists."""
+    missing = [c for c in dict.fromkeys(required) if c not in set(map(str, columns))]
+    if missing:
+        have = ", ".join(map(str, columns)) or "none"
+        raise UserError(f"{source}: obs has no column {', '.join(map(repr, missing))} (asked for by --require-obs; "
+                        f"its obs columns: {have}); fix the column name (in the workflow: the datasets sheet's "
+                        "labels, plots.color or signatures.groupby) or add it with a sample sheet")
 
 
 def prepare_chunked(args: argparse.Namespace, prep: dict[str, Any]) -> bool:
