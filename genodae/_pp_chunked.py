@@ -169,6 +169,7 @@ def evidence(M, chunk: int = CHUNK, rounded: bool = True) -> tuple[dict, dict]:
     lo, hi, n_nonzero, n_negative, offset = np.inf, -np.inf, 0, 0, 0
     first_negative = first_bad = None
     mom = None
+    gene_max = np.full(g, -np.inf)  # stored values; implicit zeros below
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
         B = _rows(M, s, e)
@@ -193,6 +194,9 @@ def evidence(M, chunk: int = CHUNK, rounded: bool = True) -> tuple[dict, dict]:
             sample.append(np.asarray(data[pick[i0:i1] - offset], dtype=np.float64))
         offset += data.size
         totals[s:e] = np.asarray(B.sum(axis=1), dtype=np.float64).ravel()
+        if e > s:
+            bmax = B.max(axis=0).toarray() if sp.issparse(B) else np.max(B, axis=0)
+            gene_max = np.maximum(gene_max, np.asarray(bmax, dtype=np.float64).ravel())
         if rounded:
             R = B.copy()
             if sp.issparse(R):
@@ -228,13 +232,9 @@ def evidence(M, chunk: int = CHUNK, rounded: bool = True) -> tuple[dict, dict]:
     q10, q90 = (np.percentile(pos, [10, 90]) if pos.size else (0.0, 0.0))
     ev["library_fold_q90_q10"] = float(q90 / q10) if q10 > 0 else 0.0
     if mom is not None:
-        from ._values import ZSCORE_MEAN, ZSCORE_SD
+        from ._values import zscore_evidence
 
-        sd = np.sqrt(np.clip(mom.var, 0, None))
-        varies = sd > 0
-        unit = np.minimum(np.abs(sd - 1), np.abs(sd * np.sqrt(n / max(n - 1, 1)) - 1)) < ZSCORE_SD
-        ok = (np.abs(mom.mean) < ZSCORE_MEAN) & unit & varies
-        ev["fraction_genes_mean0_sd1"] = float(ok.sum() / max(varies.sum(), 1))
+        ev.update(zscore_evidence(mom.mean, mom.var, gene_max, hi, n))
     return ev, {"totals": totals, "rounded_totals": rtotals, "first_negative": first_negative}
 
 

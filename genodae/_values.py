@@ -89,14 +89,31 @@ def value_evidence(X) -> dict:
         else:
             X64 = np.asarray(X, dtype=np.float64)
             mean, var = X64.mean(axis=0), X64.var(axis=0)
-        sd = np.sqrt(np.clip(var, 0, None))
-        varies = sd > 0
-        # the sample sd (ddof=1) of a z-scored gene is 1 for scanpy's scale (ddof=1) and sqrt(n/(n-1)) otherwise
-        n = X.shape[0]
-        unit = np.minimum(np.abs(sd - 1), np.abs(sd * np.sqrt(n / max(n - 1, 1)) - 1)) < ZSCORE_SD
-        ok = (np.abs(mean) < ZSCORE_MEAN) & unit & varies
-        ev["fraction_genes_mean0_sd1"] = float(ok.sum() / max(varies.sum(), 1))
+        gene_max = X.max(axis=0).toarray() if sp.issparse(X) else np.max(X, axis=0)
+        ev.update(zscore_evidence(mean, var, gene_max, hi, X.shape[0]))
     return ev
+
+
+def zscore_evidence(mean: np.ndarray, var: np.ndarray, gene_max: np.ndarray, hi: float, n: int) -> dict:
+    """How many genes look z-scored (mean 0, sd 1), from per-gene moments (population variance) and maxima.
+
+    The sample sd (ddof=1) of a z-scored gene is 1 for scanpy's ``scale`` and sqrt(n/(n-1)) for others. scanpy's
+    ``scale(max_value=...)`` clips: a rare gene's z-scores exceed the cap and its mean and sd move off 0 and 1,
+    so genes that reach the matrix's maximum, when two or more do (a cap, not one largest value), are judged
+    by the other genes, as long as those are at least half of the genes that vary."""
+    mean, var = np.asarray(mean, dtype=np.float64).ravel(), np.asarray(var, dtype=np.float64).ravel()
+    gene_max = np.asarray(gene_max, dtype=np.float64).ravel()
+    sd = np.sqrt(np.clip(var, 0, None))
+    varies = sd > 0
+    unit = np.minimum(np.abs(sd - 1), np.abs(sd * np.sqrt(n / max(n - 1, 1)) - 1)) < ZSCORE_SD
+    ok = (np.abs(mean) < ZSCORE_MEAN) & unit & varies
+    at_max = gene_max >= hi
+    capped = varies & at_max if np.count_nonzero(at_max) >= 2 else np.zeros_like(varies)
+    judged = varies & ~capped
+    if judged.sum() < 0.5 * varies.sum():
+        judged = varies
+    return {"fraction_genes_mean0_sd1": float((ok & judged).sum() / max(judged.sum(), 1)),
+            "fraction_genes_capped": float(capped.sum() / max(varies.sum(), 1))}
 
 
 def decide_value_kind(ev: dict) -> str:

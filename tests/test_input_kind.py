@@ -115,6 +115,41 @@ def test_value_kind_of_generated_data(make, kind):
     assert decide_value_kind(value_evidence(make().X)) == kind
 
 
+def clipped_rare_gene_zscores() -> anndata.AnnData:
+    """scanpy's scale(max_value=10) of data where 40 % of the genes are rare (in 3 of 1,000 cells): their z-scores
+    (~18) are clipped at 10, so their mean and sd are no longer 0 and 1."""
+    import scanpy as sc
+
+    rng = np.random.default_rng(3)
+    n, g = 1000, 100
+    X = rng.poisson(rng.uniform(1, 20, g), size=(n, g)).astype(np.float32)
+    for j in range(60, 100):
+        X[:, j] = 0
+        X[rng.choice(n, 3, replace=False), j] = rng.integers(1, 5, 3)
+    a = _frame(X)
+    sc.pp.log1p(a)
+    sc.pp.scale(a, max_value=10)
+    return a
+
+
+def test_clipped_zscores_of_rare_genes_are_still_zscores(tmp_path):
+    a = clipped_rare_gene_zscores()
+    ev = value_evidence(a.X)
+    assert ev["fraction_genes_capped"] == pytest.approx(0.4)  # the rare genes reach the cap
+    assert ev["fraction_genes_mean0_sd1"] == 1.0 and decide_value_kind(ev) == "zscore"
+    # without the cap rule only 60 % of the genes would pass the 90 % rule
+    sd = a.X.std(axis=0)
+    assert np.mean((np.abs(a.X.mean(axis=0)) < 0.05) & (np.abs(sd - 1) < 0.1)) == pytest.approx(0.6)
+    with pytest.raises(UserError, match="per-gene z-scores"):
+        prepare(a.copy())
+    path = tmp_path / "z.h5ad"
+    a.write_h5ad(path)
+    with pytest.raises(UserError, match="per-gene z-scores"):  # the chunked preparation decides alike
+        genodae.pp.prepare_h5ad(path, tmp_path / "out.h5ad")
+    # one largest value shared by nobody else is not a cap: unclipped z-scores are judged on every gene
+    assert value_evidence(zscores().X)["fraction_genes_capped"] == 0.0
+
+
 def test_sparse_single_cell_counts_and_log_normalised():
     a = make_counts()
     assert decide_value_kind(value_evidence(a.X)) == "counts"
