@@ -29,6 +29,7 @@ signatures enriched for at least one set.
 python bench/readable.py synthetic --seeds 6       # bench/results/readable_synthetic{,_modules}.tsv
 python bench/readable.py bulk --seeds 3            # bench/results/readable_bulk.{tsv,md}
 python bench/readable.py rank --seeds 3            # probe: n_latent = the signal rank (readable_rank.tsv)
+python bench/readable.py synthetic --seeds 3 --variants "genodae patience 0" --suffix _patience   # probe
 """
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ VARIANTS = {  # label → tl.dae settings; "genodae" = the library defaults, as 
     "genodae nb": {"gene_likelihood": "nb"},
     "genodae signatures preset": {"preset": "signatures"},
 }
+PROBES = {  # run only when named with --variants (not part of the default comparison)
+    "genodae patience 0": {"patience": 0},  # no early stopping: the whole epoch budget, best validation epoch kept
+}
 
 
 def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[str, pd.DataFrame]:
@@ -163,14 +167,15 @@ def run_synthetic(args) -> None:
         prep = genodae.pp.prepare(adata, copy=True)
         X, genes = S.model_input(prep)
         rank, _, _ = signal_rank(X)
+        variants = {v: {**VARIANTS, **PROBES}[v] for v in args.variants} if args.variants else VARIANTS
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            found = genodae_weights(prep, seed, args.n_latent)
-            for method in BASELINES:
+            found = genodae_weights(prep, seed, args.n_latent, variants)
+            for method in BASELINES if not args.variants else ():
                 L, sc = C.factor_loadings(X, genes, method, args.n_latent, seed=seed, subsample=0.9)
                 found[f"{method} (raw)"] = L
                 found[f"{method} (corr+varimax)"] = corr_varimax(X, sc, genes)
-            if args.cnmf and seed == 0:  # cNMF's own 20 replicates are its seeds; one run per generator (time)
+            if args.cnmf and not args.variants and seed == 0:  # cNMF's own 20 replicates are its seeds; one run per generator (time)
                 W = cnmf_loadings(adata, args.n_latent, seed, genes)
                 if W is not None:
                     found["cnmf (spectra scores)"] = W
@@ -287,6 +292,8 @@ def main() -> None:
     p.add_argument("--generators", nargs="+", default=list(GENERATORS))
     p.add_argument("--no-cnmf", dest="cnmf", action="store_false")
     p.add_argument("--suffix", default="")
+    p.add_argument("--variants", nargs="+", choices=[*VARIANTS, *PROBES], default=None,
+                   help="synthetic: only these genodae settings (no baselines), e.g. the probe 'genodae patience 0'")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("genodae").setLevel(logging.WARNING)
@@ -433,6 +440,7 @@ def report(args) -> None:
         keep = [m for m in ("oracle (true activities)", "genodae", "genodae nb", "genodae signatures preset",
                             "pca (corr+varimax)", "ica (corr+varimax)", "nmf (corr+varimax)", "cnmf (spectra scores)")
                 if m in set(t["method"])]
+        t[["size", "signal_rank"]] = t[["size", "signal_rank"]].round().astype(int)
         wide = t[t["method"].isin(keep)].pivot_table(index=["generator", "module", "size", "signal_rank"],
                                                      columns="method", values="auroc", sort=False)[keep]
         parts.append("## Each module: best-node AUROC (mean of seeds; oracle = correlation with the true activities, "
