@@ -92,7 +92,7 @@ class DAEConfig:
     batch_size: int = field(default=128, metadata={"help": "cells per minibatch"})
     epochs: int | None = field(default=None, metadata={"help": "maximum passes over the training cells; auto (None): 100, more on small data so that training can make at least 2,000 minibatch updates"})
     val_fraction: float = field(default=0.1, metadata={"help": "cells held out for early stopping and the reconstruction scores"})
-    patience: int = field(default=10, metadata={"help": "epochs without validation improvement before stopping (0 = never stop early)"})
+    patience: int = field(default=0, metadata={"help": "epochs without validation improvement before stopping early; 0 (default) = train the whole epoch budget, and either way keep the epoch with the best validation loss (stopping after 10 flat epochs ended training in validation plateaus: bench/results/mcv_patience.md)"})
     grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
     # execution
     seed: int = field(default=0, metadata={"help": "seeds the split, initialisation, shuffling and noise"})
