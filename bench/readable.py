@@ -440,6 +440,11 @@ def report(args) -> None:
                      "--suffix _patience`). The `genodae` and `genodae nb` rows above were measured with the former "
                      "default, `patience` 10 (the signatures preset sets its own, 30; the baselines have none)\n\n"
                      + _md(pd.read_csv(pat, sep="\t")) + "\n")
+    pat6 = OUT / f"readable_synthetic_patience6{args.suffix}.tsv"
+    if pat6.is_file():
+        parts.append("## The default (`patience` 0), 6 model seeds: ens_stab = agreement of the consensus of seeds 0-2 "
+                     "with that of seeds 3-5 (`--seeds 6 --variants \"genodae patience 0\" --generators groups "
+                     "bulk_like sizes --no-cnmf --suffix _patience6`)\n\n" + _md(pd.read_csv(pat6, sep="\t")) + "\n")
     mods = OUT / f"readable_synthetic_modules{args.suffix}.tsv"
     if mods.is_file():
         t = pd.read_csv(mods, sep="\t")
