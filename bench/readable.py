@@ -141,8 +141,9 @@ def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[
     return out
 
 
-def score(weights: pd.DataFrame, modules) -> dict:
-    r = S.module_recovery(weights, modules)
+def score(weights: pd.DataFrame, modules, recovery: pd.DataFrame | None = None) -> dict:
+    """Module means of ``module_recovery`` (pass ``recovery`` when it is already computed)."""
+    r = S.module_recovery(weights, modules) if recovery is None else recovery
     return {m: float(r[m].mean()) for m in ("auroc", "precision", "recall", "f1")}
 
 
@@ -183,8 +184,7 @@ def run_synthetic(args) -> None:
                 found["oracle (true activities)"] = oracle_loadings(adata, X, genes)
             for method, W in found.items():
                 per_module = S.module_recovery(W, modules)
-                rows.append({"generator": gen, "seed": seed, "method": method,
-                             **{m: float(per_module[m].mean()) for m in ("auroc", "precision", "recall", "f1")}})
+                rows.append({"generator": gen, "seed": seed, "method": method, **score(W, modules, per_module)})
                 module_rows += [{"generator": gen, "seed": seed, "method": method, "module": r.module,
                                  "size": len(modules[r.module]), "auroc": r.auroc, "f1": r.f1, "signal_rank": rank}
                                 for r in per_module.itertuples()]

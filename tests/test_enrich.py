@@ -109,7 +109,7 @@ def test_gene_sets_that_do_not_match_are_a_user_error():
 def test_size_limits_are_named_when_they_exclude_every_set():
     """A set that matches but is too small or too large for the limits: the message names the limit, not the
     identifiers (which are fine)."""
-    with pytest.raises(UserError, match=r"identifiers") as e:
+    with pytest.raises(UserError, match=r"identifiers"):
         enrich({"s": BG[:10]}, {"A": [f"ENSG{i}" for i in range(30)]}, background=BG)
     with pytest.raises(UserError, match=r"largest overlap is 4 genes, below min_size=5.*--min-size") as e:
         enrich({"s": BG[:10]}, {"A": BG[:4]}, background=BG)

@@ -55,11 +55,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         from ..io import read_backed
         from ..pp import prepare_h5ad
 
-        backed = read_backed(args.input[0])
-        try:
-            require_obs(backed.obs.columns, args.require_obs, args.input[0])
-        finally:
-            backed.file.close()
+        if args.require_obs:  # only obs is read; the matrix stays on disk
+            backed = read_backed(args.input[0])
+            try:
+                require_obs(backed.obs.columns, args.require_obs, args.input[0])
+            finally:
+                backed.file.close()
         try:
             prepare_h5ad(args.input[0], out, **prep)
             return
