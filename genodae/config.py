@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+
+DEVICE_PATTERN = r"auto|cpu|cuda|cuda:[0-9]+"  # also the workflow schema's pattern for model.device
 
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "tanh", "sigmoid", "leaky_relu", "linear")
 NORMS = ("none", "batch", "layer")
@@ -162,10 +165,8 @@ class DAEConfig:
             raise UserError("norm='batch' needs batch_size >= 2 (batch statistics of one cell are undefined)")
         if self.loss_on == "masked" and self.corruption == 0:
             raise UserError("loss_on='masked' needs corruption > 0: with no masked entries there is no loss")
-        if not isinstance(self.device, str) or not (
-            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
-        ):
-            raise UserError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        if not isinstance(self.device, str) or re.fullmatch(DEVICE_PATTERN, self.device) is None:
+            raise UserError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index: 0, 1, …), not {self.device!r}")
 
     def max_epochs(self, n_train: int) -> int:
         """``epochs``, or for ``epochs=None`` (auto) 100 raised so that training can make ``MIN_STEPS`` updates.

@@ -57,9 +57,19 @@ def node_labels(adata: AnnData | None, key: str, n: int) -> list[str]:
 
 
 def params(adata: AnnData, key: str = _keys.DEFAULT) -> dict:
-    """The settings the model ``key`` was trained with (``uns[key]["params"]``; empty when not recorded)."""
+    """The settings the model ``key`` was trained with (``uns[key]["params"]``).
+
+    Empty when ``key`` names gene weights without recorded settings (an ensemble's consensus, weights written
+    by hand). Raises :class:`~genodae.UserError` when ``adata`` has neither a record nor weights for ``key``
+    (a misspelt key), naming the keys it has.
+    """
     rec = adata.uns.get(_keys.params_key(key))
-    return dict(rec.get("params", {})) if isinstance(rec, Mapping) else {}
+    if isinstance(rec, Mapping):
+        return dict(rec.get("params", {}))
+    if _keys.weights_key(key) in adata.varm:
+        return {}
+    raise UserError(f"no model {key!r} in this AnnData (no uns[{key!r}] and no varm[{_keys.weights_key(key)!r}]); "
+                    f"pass the right key (models with weights: {', '.join(_keys.weights_keys(adata.varm)) or 'none'})")
 
 
 __all__ = ["activities", "gene_weights", "genes_used", "node_labels", "params"]

@@ -224,6 +224,19 @@ def test_the_old_loss_setting_is_refused_with_its_new_name():
         DAE(loss="bce")
 
 
+@pytest.mark.parametrize("device", ["cuda:x", "cuda:", "cuda:-1", "gpu", "CUDA"])
+def test_a_malformed_device_is_refused_as_the_workflow_schema_refuses_it(device):
+    import re
+
+    from genodae.config import DEVICE_PATTERN, DAEConfig
+
+    assert re.fullmatch(DEVICE_PATTERN, device) is None  # the schema's pattern (workflow/schema.py) agrees
+    with pytest.raises(UserError, match=r"device must be auto, cpu, cuda or cuda:N"):
+        DAEConfig(device=device)
+    for ok in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
+        assert DAEConfig(device=ok).device == ok
+
+
 def test_zscore_model_has_a_linear_output_and_trains(raw):
     adata = raw.copy()
     pp.prepare(adata, n_top_genes=0, scaling="zscore")

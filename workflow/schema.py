@@ -68,7 +68,7 @@ CONSTRAINTS = {
     "seed": {"minimum": 0},
     "dispersion": {"enum": ["auto", "gene", "gene-batch"]},
     "batch_mmd": {"minimum": 0},
-    "device": {"pattern": "^(auto|cpu|cuda|cuda:[0-9]+)$"},
+    "device": {"pattern": f"^({gc.DEVICE_PATTERN})$"},
     "data_placement": {"enum": ["auto", "device", "host"]},
 }
 # Dataclass fields the workflow sets itself instead of taking them from the config.
