@@ -544,14 +544,14 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
         }
         from anndata import AnnData
 
-        from .io import write_h5ad
+        from .io._write import _write_h5ad
 
         skeleton = AnnData(obs=obs, var=var, uns=uns, obsm={k: np.asarray(v)[keep] for k, v in adata.obsm.items()},
                            varm=dict(adata.varm))
         in_file = adata.file._file
         layer_names = list(in_file["layers"].keys()) if "layers" in in_file else []
         with atomic_path(output) as tmp, _naming(tmp, output):
-            write_h5ad(skeleton, tmp)  # obs, var, uns … made storable as in memory; then the matrices, by chunks
+            _write_h5ad(skeleton, tmp, shown_as=output)  # obs, var, uns … made storable as in memory; then the matrices, by chunks
             with h5py.File(tmp, "r+") as f:
                 _write_rows(f, "X", M, T, chunk_size)
                 if "layers" not in f:

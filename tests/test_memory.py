@@ -3,6 +3,8 @@ file streams from file to file with the in-memory result; nothing densifies or c
 
 from __future__ import annotations
 
+import logging
+
 import anndata
 import numpy as np
 import pandas as pd
@@ -84,10 +86,13 @@ def test_chunked_prepare_samples_the_same_values_as_in_memory(tmp_path, monkeypa
     assert got == pytest.approx(ref)
 
 
-def test_cli_prepare_backed_and_default_give_the_in_memory_file(tmp_path):
+def test_cli_prepare_backed_and_default_give_the_in_memory_file(tmp_path, caplog):
     path = _raw_file(tmp_path)
     ref = _in_memory(path, tmp_path / "mem.h5ad", n_top_genes=100)
-    assert main(["prepare", str(path), "-o", str(tmp_path / "b.h5ad"), "--backed", "--n-top-genes", "100"]) == 0
+    with caplog.at_level(logging.INFO, logger="genodae"):
+        assert main(["prepare", str(path), "-o", str(tmp_path / "b.h5ad"), "--backed", "--n-top-genes", "100"]) == 0
+    log = caplog.text
+    assert f"wrote {tmp_path / 'b.h5ad'}" in log and ".tmp-" not in log  # the file the user asked for, no temp name
     assert main(["prepare", str(path), "-o", str(tmp_path / "d.h5ad"), "--n-top-genes", "100"]) == 0
     for name in ("b.h5ad", "d.h5ad"):
         got = anndata.read_h5ad(tmp_path / name)

@@ -120,14 +120,23 @@ def write_h5ad(
     --------
     >>> write_h5ad(adata, "results/pbmc/embedded.h5ad")  # doctest: +SKIP
     """
+    _write_h5ad(adata, path, compression=compression)
+    logger.info("Wrote %s (%d × %d)", path, adata.n_obs, adata.n_vars)
+
+
+def _write_h5ad(adata: anndata.AnnData, path: str | os.PathLike, *, compression: Literal["gzip", "lzf"] | None = None,
+                shown_as: str | os.PathLike | None = None) -> None:
+    """:func:`write_h5ad` without its "Wrote" line, for a file that is only a first part (the chunked prepare
+    writes obs/var/uns this way, then the matrices); ``shown_as`` = the name its messages give the file."""
     _check_file_target(path)
+    name = shown_as or path
     notes: list[str] = []
     obs = _storable_frame(adata.obs, "obs", notes)
     var = _storable_frame(adata.var, "var", notes)
     uns = _storable(dict(adata.uns), "uns", notes)
     if notes:
         shown = "; ".join(notes[:6]) + (f"; and {len(notes) - 6} more" if len(notes) > 6 else "")
-        logger.warning("%s: converted for .h5ad (anndata cannot store them as they were): %s", path, shown)
+        logger.warning("%s: converted for .h5ad (anndata cannot store them as they were): %s", name, shown)
         if adata.is_view:
             adata = adata.copy()
     saved = (adata.obs, adata.var, adata.uns) if notes else None
@@ -138,15 +147,14 @@ def write_h5ad(
             try:
                 adata.write_h5ad(tmp, compression=compression)
             except OSError as e:
-                raise UserError(f"Cannot write {path}: {e.strerror or e}; check the free space and permissions "
+                raise UserError(f"Cannot write {name}: {e.strerror or e}; check the free space and permissions "
                                 "of its folder") from None
             except Exception as e:  # anndata's writer: whatever the conversions above did not cover
-                raise UserError(f"Cannot write {path}: anndata cannot store {_writer_where(e)} "
+                raise UserError(f"Cannot write {name}: anndata cannot store {_writer_where(e)} "
                                 f"({_first_line(e)}); convert it to text or numbers, or remove it") from None
     finally:
         if saved:
             adata.obs, adata.var, adata.uns = saved
-    logger.info("Wrote %s (%d × %d)", path, adata.n_obs, adata.n_vars)
 
 
 def _first_line(e: BaseException) -> str:
