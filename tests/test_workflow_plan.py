@@ -84,7 +84,9 @@ def test_plan_imports_and_plans_the_example_without_snakemake():
         ({"sweep": {"n_latent": []}}, "invalid config: sweep.n_latent: [] should be non-empty"),
         ({"sweep": {"device": ["cpu"]}}, "unknown key sweep.device"),
         ({"sweep": {"hidden": [[0]]}}, "invalid config: sweep.hidden.0.0: 0 is less than the minimum of 1"),
-        ({"signatures": {"groupby": ["a/b"]}}, "invalid config: signatures.groupby.0: 'a/b' does not match"),
+        ({"signatures": {"groupby": ["a/b"]}},
+         "invalid config: signatures.groupby.0: 'a/b' is not allowed here: an obs column name, without '/'"),
+        ({"model": {"device": "gpu"}}, "model.device: 'gpu' is not allowed here: auto = cuda when"),
     ],
 )
 def test_invalid_config_names_the_key(cfg, expected):
@@ -176,7 +178,10 @@ def test_sheet_rows_options_labels_and_batches(tmp_path, monkeypatch):
         ("name\tpath\toptions\nx\texample\tn_top_genes=-5\n", "option n_top_genes: -5 is less than the minimum"),
         ("name\tpath\toptions\nx\texample\tscaling\n", "option 'scaling' is not key=value"),
         ("name\tpath\toptions\nx\texample\tbatch_key=plate\n", "batch_key is a column of its own"),
-        ("name\tpath\nbad name\texample\n", "line 2 (bad name): column name: 'bad name' does not match"),
+        ("name\tpath\nbad name\texample\n", "line 2 (bad name): column name: 'bad name' is not allowed here: "
+         "Unique dataset name; becomes results/{name}/ (letters, digits, _ . -, starting with a letter or digit)"),
+        ("name\tpath\tbatch_key\nx\texample\ta/b\n", "column batch_key: 'a/b' is not allowed here: Optional obs "
+         "column (a name without '/')"),
         ("name\tpath\nx\texample;\n", "has an empty entry"),
         ("name\tpath\nx\tconfig/datasets.tsv;config/datasets.tsv\n", "names a file twice"),
         ("name\tpath\tsample_sheet\nx\tconfig/datasets.tsv\tno/such.tsv\n", "sample_sheet 'no/such.tsv' not found"),

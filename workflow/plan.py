@@ -73,7 +73,14 @@ def _schema_error_message(error, where: str) -> str:
             return (f"{where}: {key} is now gene_likelihood "
                     "(mse → normal, bce → bernoulli; or poisson, nb, zinb for counts)")
         return f"{where}: unknown key {keys} (known here: {known})"
-    return f"{where}: {_key_path(error)}: {error.message}"
+    return f"{where}: {_key_path(error)}: {_in_words(error)}"
+
+
+def _in_words(error) -> str:
+    """jsonschema's message, but a failed ``pattern`` is explained by the setting's description, not the regex."""
+    if error.validator == "pattern" and error.schema.get("description"):
+        return f"{error.instance!r} is not allowed here: {' '.join(str(error.schema['description']).split())}"
+    return error.message
 
 
 def _resolve(schema: dict, root: dict) -> dict:
@@ -316,7 +323,7 @@ def load_datasets(sheet: str, *, prepare_schema: dict, colors=()) -> dict[str, d
         where = f"dataset sheet {sheet}, line {i} ({record.get('name') or 'no name'})"
         error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(sheet_schema).iter_errors(record))
         if error is not None:
-            raise ConfigError(f"{where}: column {_key_path(error)}: {error.message}")
+            raise ConfigError(f"{where}: column {_key_path(error)}: {_in_words(error)}")
         name = record["name"]
         if name in datasets:
             raise ConfigError(f"{where}: dataset name {name!r} appears twice")

@@ -119,8 +119,10 @@ def _key(type_, default, description: str, **constraints) -> dict:
     return {"type": type_, **constraints, "default": default, "description": description}
 
 
-def _strings(description: str, **extra) -> dict:
+def _strings(description: str, item_description: str | None = None, **extra) -> dict:
     item = {"type": "string", "minLength": 1, **extra}
+    if item_description:
+        item["description"] = item_description
     return {"type": "array", "items": item, "uniqueItems": True, "default": [], "description": description}
 
 
@@ -220,7 +222,8 @@ def _signatures() -> dict:
             "groupby": {**_strings(
                 "obs columns of sample groups to test node activities against (genodae associate): null = each "
                 "dataset's label columns (the sheet's labels column plus plots.color); [] = no association tests.",
-                pattern="^[^/]+$"), "type": ["array", "null"], "default": None},
+                pattern="^[^/]+$", item_description="an obs column name, without '/' (it names an output file)"),
+                "type": ["array", "null"], "default": None},
             "survival": survival,
         })
 
