@@ -30,6 +30,9 @@ python bench/readable.py synthetic --seeds 6       # bench/results/readable_synt
 python bench/readable.py bulk --seeds 3            # bench/results/readable_bulk.{tsv,md}
 python bench/readable.py rank --seeds 3            # probe: n_latent = the signal rank (readable_rank.tsv)
 python bench/readable.py synthetic --seeds 3 --variants "genodae patience 0" --suffix _patience   # the default now
+python bench/readable.py synthetic --seeds 6 --generators groups bulk_like --no-cnmf \
+    --variants "genodae nb" "genodae signatures preset" "genodae signatures preset patience 30"     # (+ the other 3
+                                                    # generators with --seeds 3) -> readable_synthetic_presets.tsv
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ VARIANTS = {  # label → tl.dae settings; "genodae" = the library defaults, as 
 }
 PROBES = {  # run only when named with --variants (not part of the default comparison)
     "genodae patience 0": {"patience": 0},  # no early stopping: the whole epoch budget, best validation epoch kept
+    "genodae signatures preset patience 30": {"preset": "signatures", "patience": 30},  # the preset before 2026-12-04
 }
 
 
@@ -438,13 +442,22 @@ def report(args) -> None:
     if pat.is_file():
         parts.append("## The default since 2026-12-04: `patience` 0 (3 model seeds; `--variants \"genodae patience 0\" "
                      "--suffix _patience`). The `genodae` and `genodae nb` rows above were measured with the former "
-                     "default, `patience` 10 (the signatures preset sets its own, 30; the baselines have none)\n\n"
+                     "default, `patience` 10, and the `genodae signatures preset` rows with the preset's former "
+                     "`patience` 30 (its current setting: the next section; the baselines have none)\n\n"
                      + _md(pd.read_csv(pat, sep="\t")) + "\n")
     pat6 = OUT / f"readable_synthetic_patience6{args.suffix}.tsv"
     if pat6.is_file():
         parts.append("## The default (`patience` 0), 6 model seeds: ens_stab = agreement of the consensus of seeds 0-2 "
                      "with that of seeds 3-5 (`--seeds 6 --variants \"genodae patience 0\" --generators groups "
                      "bulk_like sizes --no-cnmf --suffix _patience6`)\n\n" + _md(pd.read_csv(pat6, sep="\t")) + "\n")
+    pre = OUT / f"readable_synthetic_presets{args.suffix}.tsv"
+    if pre.is_file():
+        parts.append("## The `signatures` preset since 2026-12-04: `patience` 0 (all 300 epochs; `genodae signatures "
+                     "preset`) against its former `patience` 30, and `gene_likelihood=\"nb\"` with the current "
+                     "default's `patience` 0. groups and bulk_like: 6 model seeds (`--seeds 6 --generators groups "
+                     "bulk_like`), the others 3 (`--seeds 3 --generators gradients overlap sizes`); both with "
+                     "`--no-cnmf --variants \"genodae nb\" \"genodae signatures preset\" \"genodae signatures preset "
+                     "patience 30\"`, then concatenated (`--suffix _presets`)\n\n" + _md(pd.read_csv(pre, sep="\t")) + "\n")
     mods = OUT / f"readable_synthetic_modules{args.suffix}.tsv"
     if mods.is_file():
         t = pd.read_csv(mods, sep="\t")
