@@ -33,6 +33,8 @@ python bench/readable.py synthetic --seeds 3 --variants "genodae patience 0" --s
 python bench/readable.py synthetic --seeds 6 --generators groups bulk_like --no-cnmf \
     --variants "genodae nb" "genodae signatures preset" "genodae signatures preset patience 30"     # (+ the other 3
                                                     # generators with --seeds 3) -> readable_synthetic_presets.tsv
+python bench/readable.py synthetic --seeds 10 --generators groups --no-cnmf --variants "genodae patience 0" \
+    --suffix _ens10     # (+ bulk_like sizes; + groups with "genodae signatures preset"): ensemble size, 5 vs 5 seeds
 """
 
 from __future__ import annotations
@@ -198,12 +200,15 @@ def run_synthetic(args) -> None:
                      ", ".join(f"{r['method']} {r['auroc']:.3f}/{r['f1']:.2f}" for r in rows[-len(found):]))
     per_seed = pd.DataFrame(rows)
     summary = per_seed.groupby(["generator", "method"], sort=False)[["auroc", "precision", "recall", "f1"]].mean()
-    stab, ens = {}, {}
+    stab, ens, by_size = {}, {}, []
     for (gen, method), Ws in weights_by.items():
         if len(Ws) > 1:
             stab[(gen, method)] = float(S.stability(Ws)["stability"].mean())
             modules = {k: list(v) for k, v in make(gen).uns["synthetic"]["modules"].items()}
             ens[(gen, method)] = ensemble_scores(Ws, modules)
+            for n in range(2, len(Ws) // 2 + 1) if len(Ws) >= 6 else ():  # how many seeds an ensemble needs
+                by_size.append({"generator": gen, "method": method, "n_models": n,
+                                **ensemble_scores(Ws[:n] + Ws[len(Ws) // 2:len(Ws) // 2 + n], modules)})
     summary["stab"] = [stab.get(i, np.nan) for i in summary.index]
     for col in ("ens_auroc", "ens_f1", "ens_stab"):
         summary[col] = [ens.get(i, {}).get(col, np.nan) for i in summary.index]
@@ -215,6 +220,9 @@ def run_synthetic(args) -> None:
     summary.to_csv(OUT / f"readable_synthetic{args.suffix}.tsv", sep="\t", index=False, float_format="%.4f")
     by_module.to_csv(OUT / f"readable_synthetic_modules{args.suffix}.tsv", sep="\t", index=False,
                      float_format="%.4f")
+    if by_size:  # consensus of seeds 0..n-1 against that of seeds h..h+n-1 (h = half the seeds)
+        pd.DataFrame(by_size).to_csv(OUT / f"readable_synthetic_ensemble_size{args.suffix}.tsv", sep="\t",
+                                     index=False, float_format="%.4f")
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
 
 
@@ -458,6 +466,15 @@ def report(args) -> None:
                      "bulk_like`), the others 3 (`--seeds 3 --generators gradients overlap sizes`); both with "
                      "`--no-cnmf --variants \"genodae nb\" \"genodae signatures preset\" \"genodae signatures preset "
                      "patience 30\"`, then concatenated (`--suffix _presets`)\n\n" + _md(pd.read_csv(pre, sep="\t")) + "\n")
+    e10, size = OUT / f"readable_synthetic_ens10{args.suffix}.tsv", OUT / f"readable_synthetic_ensemble_size_ens10{args.suffix}.tsv"
+    if e10.is_file() and size.is_file():
+        parts.append("## Ensembles of 10 model seeds: the default on groups, bulk_like and sizes, the `signatures` preset "
+                     "on groups (`--seeds 10 --no-cnmf --variants \"genodae patience 0\"` resp. `\"genodae signatures "
+                     "preset\"`, `--suffix _ens10`, one run per generator set, concatenated); ens_* = consensus of seeds "
+                     "0-4 and of seeds 5-9\n\n" + _md(pd.read_csv(e10, sep="\t")) + "\n")
+        parts.append("### How many seeds an ensemble needs: the consensus of seeds 0..n-1 against that of seeds 5..4+n "
+                     "(ens_stab) and their mean recovery (min_support = half the models, rounded up)\n\n"
+                     + _md(pd.read_csv(size, sep="\t")) + "\n")
     mods = OUT / f"readable_synthetic_modules{args.suffix}.tsv"
     if mods.is_file():
         t = pd.read_csv(mods, sep="\t")
