@@ -414,16 +414,29 @@ def _write_rows(group, name: str, M, fn, chunk: int) -> None:
             out[k:] = B
 
 
+def _rows_of(value, keep: np.ndarray):
+    """The kept cells of an ``obsm`` entry: a DataFrame stays a DataFrame (as the in-memory prepare keeps it)."""
+    if isinstance(value, pd.DataFrame):
+        return value.iloc[keep]
+    return np.asarray(value)[keep]
+
+
 @contextmanager
 def _naming(tmp: Path, output) -> Iterator[None]:
     """Errors while writing the temporary file name the output; a failed write (disk full) is a one-line error."""
     try:
         yield
     except UserError as e:
-        raise UserError(str(e).replace(str(tmp), str(output))) from None
+        raise UserError(str(e).replace(str(tmp), str(output)).replace(Path(tmp).name, Path(output).name)) from None
     except OSError as e:
         raise UserError(f"Cannot write {output}: {e.strerror or e}; check the free space and permissions of its "
                         "folder") from None
+    except (RuntimeError, ValueError) as e:  # h5py reports a full disk this way
+        from .io._write import storage_failure
+
+        if storage_failure(e):
+            raise UserError(storage_failure(e, output)) from None
+        raise
 
 
 def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUNK, **settings) -> None:
@@ -546,7 +559,7 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
 
         from .io._write import _write_h5ad
 
-        skeleton = AnnData(obs=obs, var=var, uns=uns, obsm={k: np.asarray(v)[keep] for k, v in adata.obsm.items()},
+        skeleton = AnnData(obs=obs, var=var, uns=uns, obsm={k: _rows_of(v, keep) for k, v in adata.obsm.items()},
                            varm=dict(adata.varm))
         in_file = adata.file._file
         layer_names = list(in_file["layers"].keys()) if "layers" in in_file else []

@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import UserError
 
-DEVICE_PATTERN = r"auto|cpu|cuda|cuda:[0-9]+"  # also the workflow schema's pattern for model.device
+DEVICE_PATTERN = r"auto|cpu|cuda|cuda:(?:0|[1-9][0-9]?)"  # GPU index 0-99 as torch parses it; also the workflow schema's
 
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "tanh", "sigmoid", "leaky_relu", "linear")
 NORMS = ("none", "batch", "layer")

@@ -57,19 +57,32 @@ def node_labels(adata: AnnData | None, key: str, n: int) -> list[str]:
 
 
 def params(adata: AnnData, key: str = _keys.DEFAULT) -> dict:
-    """The settings the model ``key`` was trained with (``uns[key]["params"]``).
+    """The settings the model ``key`` was trained with (``uns[key]["params"]``), as plain Python values (lists,
+    numbers, strings), so that ``genodae.DAEConfig(**params(adata))`` rebuilds them.
 
     Empty when ``key`` names gene weights without recorded settings (an ensemble's consensus, weights written
-    by hand). Raises :class:`~genodae.UserError` when ``adata`` has neither a record nor weights for ``key``
-    (a misspelt key), naming the keys it has.
+    by hand). Raises :class:`~genodae.UserError` when ``key`` is not a genodae model of ``adata`` (a misspelt
+    key, or another tool's ``uns`` entry such as scanpy's ``pca``), naming the models it has.
     """
     rec = adata.uns.get(_keys.params_key(key))
-    if isinstance(rec, Mapping):
-        return dict(rec.get("params", {}))
-    if _keys.weights_key(key) in adata.varm:
+    if isinstance(rec, Mapping) and "params" in rec and "genes_used" in rec:  # what DAE.annotate records
+        return {k: _plain(v) for k, v in rec["params"].items()}
+    models = [k for k in _keys.weights_keys(adata.varm) if not k.endswith("_decoder")]
+    if key in models:
         return {}
-    raise UserError(f"no model {key!r} in this AnnData (no uns[{key!r}] and no varm[{_keys.weights_key(key)!r}]); "
-                    f"pass the right key (models with weights: {', '.join(_keys.weights_keys(adata.varm)) or 'none'})")
+    raise UserError(f"{key!r} is not a genodae model in this AnnData (no settings in uns[{key!r}] and no "
+                    f"varm[{_keys.weights_key(key)!r}]); pass one of its models: {', '.join(models) or 'none'}")
+
+
+def _plain(value):
+    """h5ad stores lists as arrays and numbers as numpy scalars; give them back as Python values."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 __all__ = ["activities", "gene_weights", "genes_used", "node_labels", "params"]

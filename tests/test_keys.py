@@ -101,10 +101,16 @@ def test_annotate_writes_every_name_of_the_contract(model_and_data):
     assert list(W.columns) == _keys.node_names(FAST["n_latent"])
     assert get.activities(a, "foo").shape == (a.n_obs, FAST["n_latent"])
     assert get.params(a, "foo")["n_latent"] == FAST["n_latent"]
-    with pytest.raises(UserError, match=r"no model 'fooo' .*models with weights: foo"):
+    with pytest.raises(UserError, match=r"'fooo' is not a genodae model .*pass one of its models: foo$"):
         get.params(a, "fooo")  # a misspelt key is named, not answered with empty settings
+    a.uns["pca"] = {"params": {"zero_center": True}}  # another tool's record is not a model's settings
+    for other in ("pca", "foo_decoder"):
+        with pytest.raises(UserError, match="is not a genodae model"):
+            get.params(a, other)
     a.varm["bare_weights"] = a.varm[_keys.weights_key("foo")]
     assert get.params(a, "bare") == {}  # weights without recorded settings (e.g. written by hand)
+    rebuilt = genodae.DAEConfig(**get.params(a, "foo"))  # plain values: the settings rebuild the config
+    assert rebuilt.n_latent == FAST["n_latent"] and isinstance(rebuilt.hidden, (list, tuple))
 
 
 def test_annotate_key_is_the_deprecated_name_of_key_added(model_and_data):

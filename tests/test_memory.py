@@ -280,3 +280,53 @@ def test_a_cell_without_counts_trains_as_from_x(tmp_path):
     settings = dict(n_latent=4, epochs=2, seed=0, gene_likelihood="normal")
     np.testing.assert_array_equal(genodae.DAE(**settings).fit(lean).weights,
                                   genodae.DAE(**settings).fit(read_sharing(tmp_path / "zero.h5ad")).weights)
+
+
+def test_chunked_prepare_keeps_an_obsm_table_as_the_in_memory_prepare_does(tmp_path):
+    a = anndata.read_h5ad(_raw_file(tmp_path))
+    a.obsm["meta"] = pd.DataFrame({"plate": [f"p{i % 4}" for i in range(a.n_obs)], "well": np.arange(a.n_obs)},
+                                  index=a.obs_names)
+    path = tmp_path / "with_table.h5ad"
+    a.write_h5ad(path)
+    assert main(["prepare", str(path), "-o", str(tmp_path / "b.h5ad"), "--backed", "--n-top-genes", "100"]) == 0
+    ref = _in_memory(path, tmp_path / "mem.h5ad", n_top_genes=100)
+    got = anndata.read_h5ad(tmp_path / "b.h5ad")
+    assert isinstance(got.obsm["meta"], pd.DataFrame)  # the cell without counts dropped, the table kept
+    pd.testing.assert_frame_equal(got.obsm["meta"], ref.obsm["meta"])
+
+
+def test_chunked_prepare_on_a_full_disk_is_one_line_naming_the_output(tmp_path, monkeypatch, capsys):
+    import genodae._pp_chunked as chunked
+
+    def full(*args, **kwargs):  # what h5py raises when the disk fills mid-write (not an OSError)
+        raise RuntimeError("Can't close file (file write failed: time = Fri Dec  4, filename = "
+                           f"'{tmp_path}/.b.tmp-0123456789.h5ad', errno = 28, error message = 'No space left on device')")
+
+    monkeypatch.setattr(chunked, "_write_rows", full)
+    path = _raw_file(tmp_path)
+    rc = main(["prepare", str(path), "-o", str(tmp_path / "b.h5ad"), "--backed", "--n-top-genes", "100"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and not (tmp_path / "b.h5ad").exists()
+    assert not list(tmp_path.glob(".b.tmp-*"))  # nothing half-written left
+    assert f"Cannot write {tmp_path / 'b.h5ad'}: the disk refused the write" in err[-1] and ".tmp-" not in err[-1]
+
+
+def test_sigterm_while_writing_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    import genodae._pp_chunked as chunked
+
+    write_rows = chunked._write_rows
+
+    def killed(*args, **kwargs):  # a scheduler's time limit arrives in the middle of the write
+        write_rows(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(chunked, "_write_rows", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    path = _raw_file(tmp_path)
+    rc = main(["prepare", str(path), "-o", str(tmp_path / "b.h5ad"), "--backed", "--n-top-genes", "100"])
+    assert rc == 143 and "terminated (SIGTERM" in capsys.readouterr().err
+    assert not (tmp_path / "b.h5ad").exists() and not list(tmp_path.glob(".b.tmp-*"))
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is main()'s own, restored afterwards

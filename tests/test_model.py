@@ -224,7 +224,7 @@ def test_the_old_loss_setting_is_refused_with_its_new_name():
         DAE(loss="bce")
 
 
-@pytest.mark.parametrize("device", ["cuda:x", "cuda:", "cuda:-1", "gpu", "CUDA"])
+@pytest.mark.parametrize("device", ["cuda:x", "cuda:", "cuda:-1", "gpu", "CUDA", "cuda:01", "cuda:128", "cuda:0\n"])
 def test_a_malformed_device_is_refused_as_the_workflow_schema_refuses_it(device):
     import re
 
@@ -233,7 +233,7 @@ def test_a_malformed_device_is_refused_as_the_workflow_schema_refuses_it(device)
     assert re.fullmatch(DEVICE_PATTERN, device) is None  # the schema's pattern (workflow/schema.py) agrees
     with pytest.raises(UserError, match=r"device must be auto, cpu, cuda or cuda:N"):
         DAEConfig(device=device)
-    for ok in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
+    for ok in ("auto", "cpu", "cuda", "cuda:0", "cuda:12", "cuda:99"):
         assert DAEConfig(device=ok).device == ok
 
 

@@ -179,9 +179,9 @@ def test_sheet_rows_options_labels_and_batches(tmp_path, monkeypatch):
         ("name\tpath\toptions\nx\texample\tscaling\n", "option 'scaling' is not key=value"),
         ("name\tpath\toptions\nx\texample\tbatch_key=plate\n", "batch_key is a column of its own"),
         ("name\tpath\nbad name\texample\n", "line 2 (bad name): column name: 'bad name' is not allowed here: "
-         "Unique dataset name; becomes results/{name}/ (letters, digits, _ . -, starting with a letter or digit)"),
+         "Unique dataset name; becomes results/{name}/ (ASCII letters, digits, _ . -, starting with a letter or digit)"),
         ("name\tpath\tbatch_key\nx\texample\ta/b\n", "column batch_key: 'a/b' is not allowed here: Optional obs "
-         "column (a name without '/')"),
+         "column (a name without '/') of the dataset's batches (plates, samples, technologies)."),
         ("name\tpath\nx\texample;\n", "has an empty entry"),
         ("name\tpath\nx\tconfig/datasets.tsv;config/datasets.tsv\n", "names a file twice"),
         ("name\tpath\tsample_sheet\nx\tconfig/datasets.tsv\tno/such.tsv\n", "sample_sheet 'no/such.tsv' not found"),
@@ -195,6 +195,11 @@ def test_bad_sheet_is_one_clear_error(tmp_path, monkeypatch, sheet, expected):
     (tmp_path / "config" / "cells.tsv").write_text("cell\tgroup\nc1\tg1\n")
     message = config_error(tmp_path, monkeypatch, sheet)
     assert message.startswith("dataset sheet config/datasets.tsv") and expected in message, message
+
+
+def test_a_long_rule_is_stated_by_its_first_sentence(tmp_path, monkeypatch):
+    message = config_error(tmp_path, monkeypatch, "name\tpath\tbatch_key\nx\texample\ta/b\n")
+    assert message.endswith("(plates, samples, technologies).") and "With several files" not in message, message
 
 
 def test_every_missing_file_of_a_batches_sheet_is_named(tmp_path, monkeypatch):

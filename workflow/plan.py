@@ -79,7 +79,10 @@ def _schema_error_message(error, where: str) -> str:
 def _in_words(error) -> str:
     """jsonschema's message, but a failed ``pattern`` is explained by the setting's description, not the regex."""
     if error.validator == "pattern" and error.schema.get("description"):
-        return f"{error.instance!r} is not allowed here: {' '.join(str(error.schema['description']).split())}"
+        words = " ".join(str(error.schema["description"]).split())
+        if len(words) > 160:  # a long description: its first sentence states the rule
+            words = words.split(". ")[0].rstrip(".") + "."
+        return f"{error.instance!r} is not allowed here: {words}"
     return error.message
 
 

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 import typing
 import warnings
 
@@ -76,12 +78,22 @@ def _out_of_memory(e: BaseException) -> bool:
     return torch is not None and isinstance(e, torch.cuda.OutOfMemoryError)  # = torch.OutOfMemoryError (>= 2.5)
 
 
+class _Terminated(BaseException):
+    """SIGTERM (a scheduler's time limit or scancel), raised so that unfinished outputs are removed on the way out."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="genodae: %(message)s", stream=sys.stderr)
     logging.getLogger("genodae").setLevel(level)
+    on_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live only there
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         with warnings.catch_warnings():  # restored afterwards: library callers in the same process still get them
             warnings.filterwarnings("ignore", category=UserWarning, module=r"genodae\b")  # logged as "genodae: …"
@@ -98,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("genodae: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"genodae {args.command}: terminated (SIGTERM, e.g. a job's time limit); unfinished outputs removed",
+              file=sys.stderr)
+        return 143
+    finally:
+        if on_main_thread and previous is not None:  # None: a handler not set from Python, left as it was
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -150,11 +150,28 @@ def _write_h5ad(adata: anndata.AnnData, path: str | os.PathLike, *, compression:
                 raise UserError(f"Cannot write {name}: {e.strerror or e}; check the free space and permissions "
                                 "of its folder") from None
             except Exception as e:  # anndata's writer: whatever the conversions above did not cover
+                if storage_failure(e):
+                    raise UserError(storage_failure(e, name)) from None
                 raise UserError(f"Cannot write {name}: anndata cannot store {_writer_where(e)} "
                                 f"({_first_line(e)}); convert it to text or numbers, or remove it") from None
     finally:
         if saved:
             adata.obs, adata.var, adata.uns = saved
+
+
+_STORAGE_MESSAGES = ("no space left on device", "file write failed", "file too large", "disk quota exceeded",
+                     "can't close file", "unable to flush")
+
+
+def storage_failure(e: BaseException, name=None):
+    """For an HDF5 error that is really the disk (full, quota, file-size limit; h5py raises these as
+    RuntimeError/ValueError, not OSError): with ``name``, the one-line message naming the output; without, a bool."""
+    text = str(e).lower()
+    hit = isinstance(e, OSError) or any(m in text for m in _STORAGE_MESSAGES)
+    if name is None:
+        return hit
+    return (f"Cannot write {name}: the disk refused the write (full, over a quota or a file-size limit); free space "
+            "or write it elsewhere") if hit else None
 
 
 def _first_line(e: BaseException) -> str:
