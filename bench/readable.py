@@ -28,6 +28,7 @@ signatures enriched for at least one set.
 
 python bench/readable.py synthetic --seeds 6       # bench/results/readable_synthetic{,_modules}.tsv
 python bench/readable.py bulk --seeds 3            # bench/results/readable_bulk.{tsv,md}
+python bench/readable.py bulk --seeds 10 --suffix _seeds10   # + ens_stab: consensus of seeds 0-4 vs 5-9
 python bench/readable.py rank --seeds 3            # probe: n_latent = the signal rank (readable_rank.tsv)
 python bench/readable.py synthetic --seeds 3 --variants "genodae patience 0" --suffix _patience   # the default now
 python bench/readable.py synthetic --seeds 6 --generators groups bulk_like --no-cnmf \
@@ -394,6 +395,13 @@ def run_bulk(args) -> None:
     for col in ("covered", "enriched_share", "signatures"):
         summary[f"ens_{col}"] = [ens.get((r.set, r.gene_sets, r.method), {}).get(col, np.nan)
                                  for r in summary.itertuples()]
+    if args.seeds >= 4:  # can two independent ensembles agree? consensus of one half of the seeds vs the other's
+        halves = {}
+        for key, Ws in weights_by.items():
+            h = len(Ws) // 2
+            A, B = S.consensus(Ws[:h])["weights"], S.consensus(Ws[h:2 * h])["weights"]
+            halves[key] = float(S.stability([A, B])["stability"].mean()) if A.shape[1] and B.shape[1] else 0.0
+        summary["ens_stab"] = [halves.get((r.set, r.method), np.nan) for r in summary.itertuples()]
     OUT.mkdir(parents=True, exist_ok=True)
     per_seed.to_csv(OUT / f"readable_bulk_per_seed{args.suffix}.tsv", sep="\t", index=False)
     summary.to_csv(OUT / f"readable_bulk{args.suffix}.tsv", sep="\t", index=False, float_format="%.4f")
@@ -501,6 +509,14 @@ def report(args) -> None:
         parts.append("## Pathway coverage on bulk sets (eADAGE: ±2.5 SD, Fisher + BH per node, FDR < 0.05)\n")
         for (name, gs), g in t.groupby(["set", "gene_sets"], sort=False):
             parts.append(f"### {name}, {gs}\n\n" + _md(g.drop(columns=["set", "gene_sets"])) + "\n")
+    b10 = OUT / f"readable_bulk_seeds10{args.suffix}.tsv"
+    if b10.is_file():
+        t = pd.read_csv(b10, sep="\t")
+        t = t[t["gene_sets"] == "hallmark"].drop(columns="gene_sets")
+        parts.append("## Bulk sets, 10 seeds (`bulk --seeds 10 --suffix _seeds10`; Hallmark): stab = mean pairwise "
+                     "best-match |r| of single models; ens_* = consensus of all 10; ens_stab = consensus of seeds 0-4 "
+                     "vs that of seeds 5-9 (baselines: random_state and 90 % subsamples as their seeds)\n\n"
+                     + _md(t) + "\n")
     rank = OUT / f"readable_rank{args.suffix}.tsv"
     if rank.is_file():
         parts.append("## Probe: as many nodes as the data have programs above the noise (`rank` part; Horn's parallel "
