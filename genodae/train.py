@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,7 @@ import torch
 
 from ._files import default_mode
 from ._threads import configure as configure_threads
-from .config import DAEConfig
+from .config import DEVICE_PATTERN, DAEConfig
 from .errors import UserError
 from .nn import DenoisingAutoencoder, corrupt, noise_seed, reduce_loss
 
@@ -48,6 +49,8 @@ def resolve_device(spec: str = "auto", *, warn: bool = True) -> torch.device:
     """``auto`` → CUDA when present, else CPU (a warning when the environment says a GPU was given, e.g.
     ``CUDA_VISIBLE_DEVICES`` or SLURM's GPU variables; else logged at info level); an absent CUDA device asked for
     by name is an error."""
+    if not isinstance(spec, str) or re.fullmatch(DEVICE_PATTERN, spec) is None:
+        raise UserError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index: 0, 1, …), not {spec!r}")
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -233,6 +233,10 @@ def test_a_malformed_device_is_refused_as_the_workflow_schema_refuses_it(device)
     assert re.fullmatch(DEVICE_PATTERN, device) is None  # the schema's pattern (workflow/schema.py) agrees
     with pytest.raises(UserError, match=r"device must be auto, cpu, cuda or cuda:N"):
         DAEConfig(device=device)
+    from genodae.train import resolve_device
+
+    with pytest.raises(UserError, match=r"device must be auto, cpu, cuda or cuda:N"):
+        resolve_device(device)  # the same rule where a device is resolved (embed, load), before torch parses it
     for ok in ("auto", "cpu", "cuda", "cuda:0", "cuda:12", "cuda:99"):
         assert DAEConfig(device=ok).device == ok
 
