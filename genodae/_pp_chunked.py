@@ -33,7 +33,7 @@ import scipy.sparse as sp
 
 from . import __version__, _keys
 from .config import PrepareConfig
-from .errors import UserError
+from .errors import StorageFull, UserError
 
 log = logging.getLogger("genodae")
 
@@ -387,8 +387,9 @@ def _write_rows(group, name: str, M, fn, chunk: int) -> None:
             if sp.issparse(B):
                 out = group.create_group(name)
                 out.attrs["encoding-type"], out.attrs["encoding-version"] = "csr_matrix", "0.1.0"
-                out.create_dataset("data", shape=(0,), maxshape=(None,), dtype=B.dtype, chunks=(1 << 18,))
-                out.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=idx, chunks=(1 << 18,))
+                size = (min(1 << 18, max(_n_stored(M), 1)),)  # HDF5 allocates whole chunks: none larger than the data
+                out.create_dataset("data", shape=(0,), maxshape=(None,), dtype=B.dtype, chunks=size)
+                out.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=idx, chunks=size)
                 out.create_dataset("indptr", data=np.zeros(1, idx), maxshape=(None,), chunks=(1 << 16,))
                 rows = 0
             else:
@@ -414,6 +415,20 @@ def _write_rows(group, name: str, M, fn, chunk: int) -> None:
             out[k:] = B
 
 
+def _check_free_space(output, needed: int) -> None:
+    """Refuse before writing when the output's filesystem cannot hold it: a disk that fills in the middle of an
+    HDF5 write leaves h5py unable to close the file (and the process may crash on exit)."""
+    import shutil
+
+    folder = Path(output).resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise UserError(f"Cannot write {output}: it needs about {needed / 1e6:,.0f} MB and {folder} has "
+                        f"{free / 1e6:,.0f} MB free; free space or write it elsewhere")
+
+
 def _rows_of(value, keep: np.ndarray):
     """The kept cells of an ``obsm`` entry: a DataFrame stays a DataFrame (as the in-memory prepare keeps it)."""
     if isinstance(value, pd.DataFrame):
@@ -428,14 +443,14 @@ def _naming(tmp: Path, output) -> Iterator[None]:
         yield
     except UserError as e:
         raise UserError(str(e).replace(str(tmp), str(output)).replace(Path(tmp).name, Path(output).name)) from None
-    except OSError as e:
-        raise UserError(f"Cannot write {output}: {e.strerror or e}; check the free space and permissions of its "
-                        "folder") from None
-    except (RuntimeError, ValueError) as e:  # h5py reports a full disk this way
+    except (OSError, RuntimeError, ValueError) as e:  # h5py reports a full disk as any of these
         from .io._write import storage_failure
 
         if storage_failure(e):
-            raise UserError(storage_failure(e, output)) from None
+            raise StorageFull(storage_failure(e, output)) from None
+        if isinstance(e, OSError):
+            raise UserError(f"Cannot write {output}: {e.strerror or e}; check the free space and permissions of its "
+                            "folder") from None
         raise
 
 
@@ -563,6 +578,9 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
                            varm=dict(adata.varm))
         in_file = adata.file._file
         layer_names = list(in_file["layers"].keys()) if "layers" in in_file else []
+        matrices = 1 + (kind == "counts") + len([n for n in layer_names if not (n == _keys.COUNTS_LAYER and kind == "counts")])
+        per_entry = 8 if (sp.issparse(M) or hasattr(M, "group")) else 4  # float32 values (+ int32 indices)
+        _check_free_space(output, matrices * _n_stored(M) * per_entry)
         with atomic_path(output) as tmp, _naming(tmp, output):
             _write_h5ad(skeleton, tmp, shown_as=output)  # obs, var, uns … made storable as in memory; then the matrices, by chunks
             with h5py.File(tmp, "r+") as f:

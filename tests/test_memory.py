@@ -296,17 +296,24 @@ def test_chunked_prepare_keeps_an_obsm_table_as_the_in_memory_prepare_does(tmp_p
 
 
 def test_chunked_prepare_on_a_full_disk_is_one_line_naming_the_output(tmp_path, monkeypatch, capsys):
+    import os
+
     import genodae._pp_chunked as chunked
 
     def full(*args, **kwargs):  # what h5py raises when the disk fills mid-write (not an OSError)
         raise RuntimeError("Can't close file (file write failed: time = Fri Dec  4, filename = "
                            f"'{tmp_path}/.b.tmp-0123456789.h5ad', errno = 28, error message = 'No space left on device')")
 
+    def exit_now(code):  # the CLI ends the process at once after a full disk (h5py may crash at exit otherwise)
+        raise SystemExit(code)
+
     monkeypatch.setattr(chunked, "_write_rows", full)
+    monkeypatch.setattr(os, "_exit", exit_now)
     path = _raw_file(tmp_path)
-    rc = main(["prepare", str(path), "-o", str(tmp_path / "b.h5ad"), "--backed", "--n-top-genes", "100"])
+    with pytest.raises(SystemExit) as ended:
+        main(["prepare", str(path), "-o", str(tmp_path / "b.h5ad"), "--backed", "--n-top-genes", "100"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and not (tmp_path / "b.h5ad").exists()
+    assert ended.value.code == 2 and not (tmp_path / "b.h5ad").exists()
     assert not list(tmp_path.glob(".b.tmp-*"))  # nothing half-written left
     assert f"Cannot write {tmp_path / 'b.h5ad'}: the disk refused the write" in err[-1] and ".tmp-" not in err[-1]
 
@@ -330,3 +337,13 @@ def test_sigterm_while_writing_leaves_no_partial_file(tmp_path, monkeypatch, cap
     assert rc == 143 and "terminated (SIGTERM" in capsys.readouterr().err
     assert not (tmp_path / "b.h5ad").exists() and not list(tmp_path.glob(".b.tmp-*"))
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is main()'s own, restored afterwards
+
+
+def test_prepare_refuses_before_writing_when_the_disk_cannot_hold_the_output(tmp_path, monkeypatch):
+    import shutil
+
+    path = _raw_file(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(UserError, match=r"Cannot write .*b\.h5ad: it needs about .* MB free; free space or write it"):
+        genodae.pp.prepare_h5ad(path, tmp_path / "b.h5ad", n_top_genes=100)
+    assert not (tmp_path / "b.h5ad").exists() and not list(tmp_path.glob(".b.tmp-*"))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -31,7 +32,7 @@ import typing
 import warnings
 
 from .. import __version__
-from ..errors import UserError
+from ..errors import StorageFull, UserError
 from . import _assoc, _enrich, _export, _model, _prepare, _run, _signatures
 from ._common import read as _read  # noqa: F401  (tests and bench/ read inputs as the commands do)
 from ._common import settings as _settings  # noqa: F401  (tests check the settings precedence)
@@ -86,6 +87,15 @@ def _terminate(signum, frame):
     raise _Terminated
 
 
+def _quiet_h5py_dealloc(unraisable) -> None:
+    """After a failed HDF5 write (disk full), h5py reports each object it cannot free as "Exception ignored in
+    ObjectID.__dealloc__" with a traceback; the one-line error says what happened, so these go to the debug log."""
+    if "h5py" in repr(unraisable.object):
+        logging.getLogger("genodae").debug("h5py could not free an object: %s", unraisable.exc_value)
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -94,12 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("genodae").setLevel(level)
     on_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live only there
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = _quiet_h5py_dealloc
     try:
         with warnings.catch_warnings():  # restored afterwards: library callers in the same process still get them
             warnings.filterwarnings("ignore", category=UserWarning, module=r"genodae\b")  # logged as "genodae: …"
             args.func(args)
     except UserError as e:
         print(f"genodae {args.command}: error: {e}", file=sys.stderr)
+        if isinstance(e, StorageFull):  # h5py may crash freeing a file HDF5 could not close: end here, cleanly
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
     except Exception as e:
         if not _out_of_memory(e):  # torch's out-of-memory error outside training (embed, weights)
@@ -115,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 143
     finally:
+        sys.unraisablehook = unraisable
         if on_main_thread and previous is not None:  # None: a handler not set from Python, left as it was
             signal.signal(signal.SIGTERM, previous)
     return 0

@@ -9,6 +9,7 @@ one-line :class:`~genodae.errors.UserError`, and no file is left behind."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import logging
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .._files import default_mode
-from ..errors import UserError
+from ..errors import StorageFull, UserError
 from ._common import _COMPRESSED, _TABLE_EXTS, _split_ext
 
 logger = logging.getLogger("genodae")
@@ -147,11 +148,12 @@ def _write_h5ad(adata: anndata.AnnData, path: str | os.PathLike, *, compression:
             try:
                 adata.write_h5ad(tmp, compression=compression)
             except OSError as e:
-                raise UserError(f"Cannot write {name}: {e.strerror or e}; check the free space and permissions "
-                                "of its folder") from None
+                if storage_failure(e):
+                    raise StorageFull(storage_failure(e, name)) from None
+                raise UserError(f"Cannot write {name}: {e.strerror or e}; check the permissions of its folder") from None
             except Exception as e:  # anndata's writer: whatever the conversions above did not cover
                 if storage_failure(e):
-                    raise UserError(storage_failure(e, name)) from None
+                    raise StorageFull(storage_failure(e, name)) from None
                 raise UserError(f"Cannot write {name}: anndata cannot store {_writer_where(e)} "
                                 f"({_first_line(e)}); convert it to text or numbers, or remove it") from None
     finally:
@@ -167,7 +169,7 @@ def storage_failure(e: BaseException, name=None):
     """For an HDF5 error that is really the disk (full, quota, file-size limit; h5py raises these as
     RuntimeError/ValueError, not OSError): with ``name``, the one-line message naming the output; without, a bool."""
     text = str(e).lower()
-    hit = isinstance(e, OSError) or any(m in text for m in _STORAGE_MESSAGES)
+    hit = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or any(m in text for m in _STORAGE_MESSAGES)
     if name is None:
         return hit
     return (f"Cannot write {name}: the disk refused the write (full, over a quota or a file-size limit); free space "
