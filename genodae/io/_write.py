@@ -150,7 +150,8 @@ def _write_h5ad(adata: anndata.AnnData, path: str | os.PathLike, *, compression:
             except OSError as e:
                 if storage_failure(e):
                     raise StorageFull(storage_failure(e, name)) from None
-                raise UserError(f"Cannot write {name}: {e.strerror or e}; check the permissions of its folder") from None
+                raise UserError(f"Cannot write {name}: {e.strerror or e}; check the free space and permissions of its "
+                                "folder") from None
             except Exception as e:  # anndata's writer: whatever the conversions above did not cover
                 if storage_failure(e):
                     raise StorageFull(storage_failure(e, name)) from None
