@@ -483,6 +483,11 @@ def report(args) -> None:
         parts.append("### How many seeds an ensemble needs: the consensus of seeds 0..n-1 against that of seeds 5..4+n "
                      "(ens_stab) and their mean recovery (min_support = half the models, rounded up)\n\n"
                      + _md(pd.read_csv(size, sep="\t")) + "\n")
+    size14 = OUT / f"readable_synthetic_ensemble_size_ens14{args.suffix}.tsv"
+    if size14.is_file():
+        parts.append("### More seeds: the `signatures` preset on groups, 14 seeds (`--seeds 14 --generators groups "
+                     "--no-cnmf --variants \"genodae signatures preset\" --suffix _ens14`); consensus of seeds 0..n-1 "
+                     "against that of seeds 7..6+n\n\n" + _md(pd.read_csv(size14, sep="\t")) + "\n")
     mods = OUT / f"readable_synthetic_modules{args.suffix}.tsv"
     if mods.is_file():
         t = pd.read_csv(mods, sep="\t")
