@@ -87,13 +87,17 @@ def _terminate(signum, frame):
     raise _Terminated
 
 
-def _quiet_h5py_dealloc(unraisable) -> None:
-    """After a failed HDF5 write (disk full), h5py reports each object it cannot free as "Exception ignored in
-    ObjectID.__dealloc__" with a traceback; the one-line error says what happened, so these go to the debug log."""
-    if "h5py" in repr(unraisable.object):
-        logging.getLogger("genodae").debug("h5py could not free an object: %s", unraisable.exc_value)
-        return
-    sys.__unraisablehook__(unraisable)
+def _quiet_h5py_dealloc(previous):
+    """An unraisable-exception hook for the command's run: after a failed HDF5 write (disk full) h5py reports every
+    object it cannot free ("Exception ignored in ObjectID.__dealloc__"); the one-line error already says what
+    happened, so those reports go to the debug log. Anything else goes to ``previous``."""
+    def hook(unraisable) -> None:
+        if "h5py" in repr(unraisable.object):
+            logging.getLogger("genodae").debug("h5py could not free an object: %s", unraisable.exc_value)
+            return
+        previous(unraisable)
+
+    return hook
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     on_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live only there
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     unraisable = sys.unraisablehook
-    sys.unraisablehook = _quiet_h5py_dealloc
+    sys.unraisablehook = _quiet_h5py_dealloc(unraisable)
     try:
         with warnings.catch_warnings():  # restored afterwards: library callers in the same process still get them
             warnings.filterwarnings("ignore", category=UserWarning, module=r"genodae\b")  # logged as "genodae: …"
