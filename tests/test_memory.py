@@ -321,6 +321,7 @@ def test_chunked_prepare_on_a_full_disk_is_one_line_naming_the_output(tmp_path, 
 def test_sigterm_while_writing_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
     import os
     import signal
+    import sys
 
     import genodae._pp_chunked as chunked
 
@@ -331,12 +332,13 @@ def test_sigterm_while_writing_leaves_no_partial_file(tmp_path, monkeypatch, cap
         os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(chunked, "_write_rows", killed)
-    before = signal.getsignal(signal.SIGTERM)
+    before, before_hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
     path = _raw_file(tmp_path)
     rc = main(["prepare", str(path), "-o", str(tmp_path / "b.h5ad"), "--backed", "--n-top-genes", "100"])
     assert rc == 143 and "terminated (SIGTERM" in capsys.readouterr().err
     assert not (tmp_path / "b.h5ad").exists() and not list(tmp_path.glob(".b.tmp-*"))
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is main()'s own, restored afterwards
+    assert sys.unraisablehook is before_hook  # so is the hook that quiets h5py's reports after a failed write
 
 
 def test_prepare_refuses_before_writing_when_the_disk_cannot_hold_the_output(tmp_path, monkeypatch):
