@@ -441,8 +441,8 @@ def _naming(tmp: Path, output) -> Iterator[None]:
     """Errors while writing the temporary file name the output; a failed write (disk full) is a one-line error."""
     try:
         yield
-    except UserError as e:
-        raise UserError(str(e).replace(str(tmp), str(output)).replace(Path(tmp).name, Path(output).name)) from None
+    except UserError as e:  # (StorageFull stays StorageFull)
+        raise type(e)(str(e).replace(str(tmp), str(output)).replace(Path(tmp).name, Path(output).name)) from None
     except (OSError, RuntimeError, ValueError) as e:  # h5py reports a full disk as any of these
         from .io._write import storage_failure
 

@@ -1052,7 +1052,7 @@ def test_prepare_write_failing_half_way_leaves_no_file(exc, inp, tmp_path, monke
         assert run_cli(args, capsys)[0] == 130
     else:  # a writer's OSError is a one-line error naming the cause (genodae/io/_write.py)
         rc, err = run_cli(args, capsys)
-        assert rc == 2 and re.search(r"Cannot write .*p\.h5ad: No space left on device; check the free space",
+        assert rc == 2 and re.search(r"Cannot write .*p\.h5ad: the disk refused the write \(full, over a quota",
                                      one_line(err))
     assert _listing(tmp_path) == []  # no p.h5ad, no .p.tmp-… leftover
     assert snapshot(inp["dir"]) == before

@@ -183,11 +183,11 @@ def test_commands_that_need_no_model_never_import_torch(embedded, tmp_path):
 
 def test_console_script_and_python_dash_m_reach_the_one_main():
     (script,) = [ep for ep in importlib.metadata.entry_points(group="console_scripts") if ep.name == "genodae"]
-    assert script.value == "genodae.cli:main"
-    assert script.load() is genodae.cli.main
+    assert script.value == "genodae.cli:run"  # run() = main() and the exit (see cli.run)
+    assert script.load() is genodae.cli.run
     main_py = _tree(PKG / "__main__.py")
     assert any(isinstance(n, ast.ImportFrom) and n.module == "cli" and n.level == 1
-               and [a.name for a in n.names] == ["main"] for n in main_py.body)
+               and [a.name for a in n.names] == ["run"] for n in main_py.body)
     r = subprocess.run([sys.executable, "-m", "genodae", "signatures", "--help"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and "--sd-cutoff" in r.stdout

@@ -297,23 +297,26 @@ def test_chunked_prepare_keeps_an_obsm_table_as_the_in_memory_prepare_does(tmp_p
 
 def test_chunked_prepare_on_a_full_disk_is_one_line_naming_the_output(tmp_path, monkeypatch, capsys):
     import os
+    import sys
 
     import genodae._pp_chunked as chunked
+    from genodae import cli
 
     def full(*args, **kwargs):  # what h5py raises when the disk fills mid-write (not an OSError)
         raise RuntimeError("Can't close file (file write failed: time = Fri Dec  4, filename = "
                            f"'{tmp_path}/.b.tmp-0123456789.h5ad', errno = 28, error message = 'No space left on device')")
 
-    def exit_now(code):  # the CLI ends the process at once after a full disk (h5py may crash at exit otherwise)
-        raise SystemExit(code)
+    def exit_now(code):  # the command ends the process at once after a full disk (h5py may crash at exit otherwise)
+        raise SystemExit(f"os._exit({code})")
 
     monkeypatch.setattr(chunked, "_write_rows", full)
     monkeypatch.setattr(os, "_exit", exit_now)
-    path = _raw_file(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["genodae", "prepare", str(_raw_file(tmp_path)), "-o", str(tmp_path / "b.h5ad"),
+                                      "--backed", "--n-top-genes", "100"])
     with pytest.raises(SystemExit) as ended:
-        main(["prepare", str(path), "-o", str(tmp_path / "b.h5ad"), "--backed", "--n-top-genes", "100"])
+        cli.run()  # what the console script calls
     err = capsys.readouterr().err.strip().splitlines()
-    assert ended.value.code == 2 and not (tmp_path / "b.h5ad").exists()
+    assert ended.value.code == "os._exit(2)" and not (tmp_path / "b.h5ad").exists()
     assert not list(tmp_path.glob(".b.tmp-*"))  # nothing half-written left
     assert f"Cannot write {tmp_path / 'b.h5ad'}: the disk refused the write" in err[-1] and ".tmp-" not in err[-1]
 

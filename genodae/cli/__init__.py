@@ -100,6 +100,22 @@ def _quiet_h5py_dealloc(previous):
     return hook
 
 
+_state = {"storage_full": False}
+
+
+def run() -> None:
+    """The ``genodae`` command (console script and ``python -m genodae``): :func:`main`, then exit with its code.
+    After a disk that filled mid-write the process ends at once (``os._exit``), skipping the interpreter's cleanup,
+    where h5py can crash (exit 139) freeing a file HDF5 could not close; the output is already removed."""
+    _state["storage_full"] = False
+    rc = main()
+    if _state["storage_full"]:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -116,10 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             args.func(args)
     except UserError as e:
         print(f"genodae {args.command}: error: {e}", file=sys.stderr)
-        if isinstance(e, StorageFull):  # h5py may crash freeing a file HDF5 could not close: end here, cleanly
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(2)
+        if isinstance(e, StorageFull):  # h5py may crash freeing a file HDF5 could not close: run() ends at once
+            _state["storage_full"] = True
         return 2
     except Exception as e:
         if not _out_of_memory(e):  # torch's out-of-memory error outside training (embed, weights)
@@ -142,4 +156,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
