@@ -394,7 +394,7 @@ def split_cells(n_obs: int, val_fraction: float, seed: int) -> tuple[np.ndarray,
 class History:
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
-    best_epoch: int = -1
+    best_epoch: int = -1  # 0-based index into val_loss (the log counts epochs from 1)
     best_loss: float = math.inf
     epochs_run: int = 0
     max_epochs: int = 0  # config.max_epochs(): epochs, or what epochs=None (auto) resolved to

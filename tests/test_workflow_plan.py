@@ -87,12 +87,14 @@ def test_plan_imports_and_plans_the_example_without_snakemake():
         ({"signatures": {"groupby": ["a/b"]}},
          "invalid config: signatures.groupby.0: 'a/b' is not allowed here: an obs column name, without '/'"),
         ({"model": {"device": "gpu"}}, "model.device: 'gpu' is not allowed here: auto = cuda when"),
+        ({"signatures": {"groupby": [""]}}, "invalid config: signatures.groupby.0: '' should be non-empty"),
     ],
 )
 def test_invalid_config_names_the_key(cfg, expected):
     with pytest.raises(plan.ConfigError) as info:
         plan.validate_config(cfg)
     assert expected in str(info.value)
+    assert "\n" not in str(info.value)  # one problem, one line (also where a value breaks two rules)
     assert isinstance(info.value, ValueError)
 
 

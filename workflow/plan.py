@@ -149,7 +149,11 @@ def validate_config(cfg: dict, schema: dict | None = None) -> dict:
     schema = load_schema() if schema is None else schema
     cfg.update(coerce_strings(dict(cfg), schema))
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: [str(p) for p in e.absolute_path])
+    by_key: dict[tuple, list] = {}
+    for e in validator.iter_errors(cfg):
+        by_key.setdefault(tuple(str(p) for p in e.absolute_path), []).append(e)
+    # one line per problem: of several rules one value breaks (e.g. empty and a pattern), the most relevant
+    errors = [jsonschema.exceptions.best_match(errs) for _, errs in sorted(by_key.items())]
     if errors:
         raise ConfigError("\n".join(_schema_error_message(e, "invalid config") for e in errors))
     _fill_defaults(cfg, schema)
