@@ -13,7 +13,7 @@ Methods (each with ``n_latent`` nodes/components, seeds 0…9):
 - ``dae_nonneg``: prototype, ``signatures`` preset + non-negative decoder weights (projected after each
   optimiser step; not in the library: set up through ``DAE.fit(init_module=...)`` and a torch optimiser hook).
 - ``dae_zeroinit``: prototype of a model change, the *default* architecture with the linear decoder
-  initialised at zero and trained like the ``signatures`` preset's schedule (lr 1e-3, 300 epochs, patience 30).
+  initialised at zero and trained for up to 300 epochs (lr 1e-3, patience 30, as the ``signatures`` preset then stopped).
 - ``pca``, ``ica`` (FastICA), ``nmf``: scikit-learn on the same input; "seed" = random_state and a 90%
   subsample of cells (the DAE's own seed changes its 90% training split, so the baselines vary alike;
   PCA is otherwise deterministic).
