@@ -33,7 +33,7 @@ import scipy.sparse as sp
 
 from . import __version__, _keys
 from .config import PrepareConfig
-from .errors import StorageFull, UserError
+from .errors import UserError
 
 log = logging.getLogger("genodae")
 
@@ -379,7 +379,8 @@ def _write_rows(group, name: str, M, fn, chunk: int) -> None:
     int32 while ``M``'s stored values fit (as scipy makes them: scipy upcasts int32 indices beside an int64 indptr,
     a copy of the whole matrix's indices on every row selection), else int64."""
     n, g = M.shape
-    idx = np.int32 if _n_stored(M) < np.iinfo(np.int32).max else np.int64
+    stored = _n_stored(M)
+    idx = np.int32 if stored < np.iinfo(np.int32).max else np.int64
     out = None
     for s in range(0, n, chunk):
         B = fn(_rows(M, s, min(s + chunk, n)), s)
@@ -387,7 +388,7 @@ def _write_rows(group, name: str, M, fn, chunk: int) -> None:
             if sp.issparse(B):
                 out = group.create_group(name)
                 out.attrs["encoding-type"], out.attrs["encoding-version"] = "csr_matrix", "0.1.0"
-                size = (min(1 << 18, max(_n_stored(M), 1)),)  # HDF5 allocates whole chunks: none larger than the data
+                size = (min(1 << 18, max(stored, 1)),)  # HDF5 allocates whole chunks: none larger than the data
                 out.create_dataset("data", shape=(0,), maxshape=(None,), dtype=B.dtype, chunks=size)
                 out.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=idx, chunks=size)
                 out.create_dataset("indptr", data=np.zeros(1, idx), maxshape=(None,), chunks=(1 << 16,))
@@ -444,10 +445,10 @@ def _naming(tmp: Path, output) -> Iterator[None]:
     except UserError as e:  # (StorageFull stays StorageFull)
         raise type(e)(str(e).replace(str(tmp), str(output)).replace(Path(tmp).name, Path(output).name)) from None
     except (OSError, RuntimeError, ValueError) as e:  # h5py reports a full disk as any of these
-        from .io._write import storage_failure
+        from .io._write import storage_full
 
-        if storage_failure(e):
-            raise StorageFull(storage_failure(e, output)) from None
+        if full := storage_full(e, output):
+            raise full from None
         if isinstance(e, OSError):
             raise UserError(f"Cannot write {output}: {e.strerror or e}; check the free space and permissions of its "
                             "folder") from None

@@ -17,6 +17,12 @@ from .errors import UserError
 
 DEVICE_PATTERN = r"auto|cpu|cuda|cuda:(?:0|[1-9][0-9]?)"  # GPU index 0-99 as torch parses it; also the workflow schema's
 
+
+def check_device(spec) -> None:
+    """Raise :class:`UserError` unless ``spec`` is a device name genodae accepts (:data:`DEVICE_PATTERN`)."""
+    if not isinstance(spec, str) or re.fullmatch(DEVICE_PATTERN, spec) is None:
+        raise UserError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index: 0, 1, …), not {spec!r}")
+
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "tanh", "sigmoid", "leaky_relu", "linear")
 NORMS = ("none", "batch", "layer")
 DECODERS = ("linear", "mlp")
@@ -165,8 +171,7 @@ class DAEConfig:
             raise UserError("norm='batch' needs batch_size >= 2 (batch statistics of one cell are undefined)")
         if self.loss_on == "masked" and self.corruption == 0:
             raise UserError("loss_on='masked' needs corruption > 0: with no masked entries there is no loss")
-        if not isinstance(self.device, str) or re.fullmatch(DEVICE_PATTERN, self.device) is None:
-            raise UserError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index: 0, 1, …), not {self.device!r}")
+        check_device(self.device)
 
     def max_epochs(self, n_train: int) -> int:
         """``epochs``, or for ``epochs=None`` (auto) 100 raised so that training can make ``MIN_STEPS`` updates.
@@ -309,4 +314,5 @@ def _check_range(name, value, *, lo=None, hi=None, lo_open=False, hi_open=False,
         raise UserError(f"{name} must be {' and '.join(s for s in (lo_s, hi_s) if s)}, not {value!r}")
 
 
-__all__ = ["DAEConfig", "PrepareConfig", "PRESETS", "make_config", "read_settings_file", "split_settings"]
+__all__ = ["DAEConfig", "DEVICE_PATTERN", "PrepareConfig", "PRESETS", "check_device", "make_config", "read_settings_file",
+           "split_settings"]

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,7 @@ import torch
 
 from ._files import default_mode
 from ._threads import configure as configure_threads
-from .config import DEVICE_PATTERN, DAEConfig
+from .config import DAEConfig, check_device
 from .errors import UserError
 from .nn import DenoisingAutoencoder, corrupt, noise_seed, reduce_loss
 
@@ -49,8 +48,7 @@ def resolve_device(spec: str = "auto", *, warn: bool = True) -> torch.device:
     """``auto`` → CUDA when present, else CPU (a warning when the environment says a GPU was given, e.g.
     ``CUDA_VISIBLE_DEVICES`` or SLURM's GPU variables; else logged at info level); an absent CUDA device asked for
     by name is an error."""
-    if not isinstance(spec, str) or re.fullmatch(DEVICE_PATTERN, spec) is None:
-        raise UserError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index: 0, 1, …), not {spec!r}")
+    check_device(spec)
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

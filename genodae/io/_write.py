@@ -148,13 +148,13 @@ def _write_h5ad(adata: anndata.AnnData, path: str | os.PathLike, *, compression:
             try:
                 adata.write_h5ad(tmp, compression=compression)
             except OSError as e:
-                if storage_failure(e):
-                    raise StorageFull(storage_failure(e, name)) from None
+                if full := storage_full(e, name):
+                    raise full from None
                 raise UserError(f"Cannot write {name}: {e.strerror or e}; check the free space and permissions of its "
                                 "folder") from None
             except Exception as e:  # anndata's writer: whatever the conversions above did not cover
-                if storage_failure(e):
-                    raise StorageFull(storage_failure(e, name)) from None
+                if full := storage_full(e, name):
+                    raise full from None
                 raise UserError(f"Cannot write {name}: anndata cannot store {_writer_where(e)} "
                                 f"({_first_line(e)}); convert it to text or numbers, or remove it") from None
     finally:
@@ -166,15 +166,14 @@ _STORAGE_MESSAGES = ("no space left on device", "file write failed", "file too l
                      "can't close file", "unable to flush")
 
 
-def storage_failure(e: BaseException, name=None):
-    """For an HDF5 error that is really the disk (full, quota, file-size limit; h5py raises these as
-    RuntimeError/ValueError, not OSError): with ``name``, the one-line message naming the output; without, a bool."""
+def storage_full(e: BaseException, name) -> StorageFull | None:
+    """The :class:`~genodae.errors.StorageFull` naming ``name`` when ``e`` is really the disk (full, quota, file-size
+    limit; h5py raises these as RuntimeError/ValueError as well as OSError), else None."""
     text = str(e).lower()
-    hit = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or any(m in text for m in _STORAGE_MESSAGES)
-    if name is None:
-        return hit
-    return (f"Cannot write {name}: the disk refused the write (full, over a quota or a file-size limit); free space "
-            "or write it elsewhere") if hit else None
+    if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or any(m in text for m in _STORAGE_MESSAGES):
+        return StorageFull(f"Cannot write {name}: the disk refused the write (full, over a quota or a file-size "
+                           "limit); free space or write it elsewhere")
+    return None
 
 
 def _first_line(e: BaseException) -> str:
