@@ -63,6 +63,7 @@ class DAE:
 
     def __init__(self, config: DAEConfig | None = None, *, preset: str = "default", **settings: Any) -> None:
         self.config = config if config is not None else make_config(preset, **settings)
+        self.preset = preset if config is None else ""  # recorded with the settings ("": given as a DAEConfig)
         self.module = None
         self.genes: pd.Index | None = None
         self.offset = self.scale = None
@@ -665,6 +666,7 @@ class DAE:
             "params": _h5_safe({**self.config.to_dict(), "epochs": self.config.epochs or "auto",
                                 "rotation": "varimax" if self.readout is not None else "none"}),
             "gene_likelihood": str(self.gene_likelihood),  # what auto resolved to
+            "preset": self.preset,  # the named starting point of params ("" when given as a DAEConfig)
             "prepare": _h5_safe(self.prep),
             "layer": self.layer or "X",
             "genes_used": np.asarray(self.genes, dtype=str),
@@ -706,6 +708,7 @@ class DAE:
             "format_version": FORMAT_VERSION,
             "genodae_version": __version__,
             "config": self.config.to_dict(),
+            "preset": self.preset,
             "output_activation": self.module.output_activation,
             "gene_likelihood": self.gene_likelihood,
             "prepare": _json_safe(self.prep),
@@ -761,6 +764,7 @@ class DAE:
             cfg = {k: v for k, v in cfg.items() if k in DAEConfig.__dataclass_fields__}  # older/newer fields
             self = cls(DAEConfig(**cfg))
             self.gene_likelihood = likelihood
+            self.preset = str(meta.get("preset", ""))  # "" also for folders saved before it was recorded
             self.genes = pd.Index(meta["genes"])
             self.prep, self.layer = meta["prepare"], meta["layer"]
             self.offset = tensors.pop("genodae.offset").numpy()

@@ -148,7 +148,9 @@ def test_settings_json_with_a_preset(files, tmp_path):
     s = tmp_path / "settings.json"
     s.write_text(json.dumps({"preset": "adage", "epochs": 1, "n_latent": 3, "num_threads": 1}))
     assert cli("train", files["prepared"], "-o", tmp_path / "m", "--settings", s) == 0
-    cfg = json.loads((tmp_path / "m" / "model.json").read_text())["config"]
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    cfg = meta["config"]
+    assert meta["preset"] == "adage"
     assert cfg["tied"] is True and cfg["epochs"] == 1 and cfg["n_latent"] == 3 and cfg["gene_likelihood"] == "bernoulli"
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import genodae
-from genodae import DAE, pp
+from genodae import DAE, DAEConfig, pp
 from genodae.errors import UserError
 from genodae.model import META_FILE, WEIGHTS_FILE
 from genodae.train import embed
@@ -397,6 +397,16 @@ def test_adage_preset_trains_with_tied_weights(prepared, tmp_path):
     adata = prepared.copy()
     model.annotate(adata)
     adata.write_h5ad(tmp_path / "adage.h5ad")  # uns with hidden=() must be writable
+    # the preset is recorded next to the settings, in uns and through save/load
+    assert adata.uns["dae"]["preset"] == "adage" and loaded.preset == "adage"
+    assert anndata.read_h5ad(tmp_path / "adage.h5ad").uns["dae"]["preset"] == "adage"
+
+
+def test_a_model_built_from_a_config_records_no_preset(prepared, tmp_path):
+    model = DAE(DAEConfig(epochs=1, n_latent=3, num_threads=1)).fit(prepared)
+    assert model.params_record()["preset"] == ""
+    model.save(tmp_path / "m")
+    assert DAE.load(tmp_path / "m").preset == ""
 
 
 def test_gaussian_denoised_layer_is_on_the_prepared_scale(prepared):

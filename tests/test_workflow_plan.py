@@ -87,6 +87,8 @@ def test_plan_imports_and_plans_the_example_without_snakemake():
         ({"signatures": {"groupby": ["a/b"]}},
          "invalid config: signatures.groupby.0: 'a/b' is not allowed here: an obs column name, without '/'"),
         ({"model": {"device": "gpu"}}, "model.device: 'gpu' is not allowed here: auto = cuda when"),
+        ({"model": {"device": "cuda\n"}}, "model.device: 'cuda\\n' is not allowed here: auto = cuda when"),
+        ({"signatures": {"groupby": ["cell_type\n"]}}, "signatures.groupby.0: 'cell_type\\n' is not allowed here"),
         ({"signatures": {"groupby": [""]}}, "invalid config: signatures.groupby.0: '' should be non-empty"),
     ],
 )
@@ -439,7 +441,7 @@ def _values_around(prop):
         bad.append(prop["exclusiveMaximum"])
     if "pattern" in prop:
         ok += ["cuda:3", "cpu"]
-        bad += ["gpu", "cu"]  # (DAEConfig also takes "cuda:x"; torch refuses it when training starts)
+        bad += ["gpu", "cu", "cuda\n", "cpu\n"]  # (DAEConfig also takes "cuda:x"; torch refuses it when training starts)
     if prop.get("items", {}).get("minimum") is not None:
         ok.append([prop["items"]["minimum"]])
         bad.append([prop["items"]["minimum"] - 1])

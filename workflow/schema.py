@@ -68,7 +68,7 @@ CONSTRAINTS = {
     "seed": {"minimum": 0},
     "dispersion": {"enum": ["auto", "gene", "gene-batch"]},
     "batch_mmd": {"minimum": 0},
-    "device": {"pattern": f"^({gc.DEVICE_PATTERN})$"},
+    "device": {"pattern": f"^({gc.DEVICE_PATTERN})$(?!\\n)"},  # (?!\n): Python's $ also matches before a final newline
     "data_placement": {"enum": ["auto", "device", "host"]},
 }
 # Dataclass fields the workflow sets itself instead of taking them from the config.
@@ -222,7 +222,7 @@ def _signatures() -> dict:
             "groupby": {**_strings(
                 "obs columns of sample groups to test node activities against (genodae associate): null = each "
                 "dataset's label columns (the sheet's labels column plus plots.color); [] = no association tests.",
-                pattern="^[^/]+$", item_description="an obs column name, without '/' (it names an output file)"),
+                pattern="^[^/\\n]+$(?!\\n)", item_description="an obs column name, without '/' or a line break (it names an output file)"),
                 "type": ["array", "null"], "default": None},
             "survival": survival,
         })

@@ -21,7 +21,6 @@ from ..config import (
     PRESETS,
     DAEConfig,
     PrepareConfig,
-    make_config,
     read_settings_file,
     split_settings,
 )
@@ -207,7 +206,7 @@ def make_model(dae: dict[str, Any]):
     if "hidden" in dae and isinstance(dae["hidden"], (list, tuple)):
         dae["hidden"] = tuple(dae["hidden"])
     try:
-        return DAE(make_config(preset, **dae))
+        return DAE(preset=preset, **dae)
     except TypeError as e:
         raise UserError(f"invalid model setting: {e}") from None
 
