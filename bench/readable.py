@@ -16,7 +16,9 @@ their loadings raw and with genodae's read-out (correlation with whitened scores
 Metrics (``genodae.signatures.module_recovery``, averaged over modules): ``auroc`` = best node's AUROC of
 |weight| for membership; ``f1`` (precision, recall) of the best-matching ±2.5 SD signature; ``stab`` = mean
 pairwise best-match |r| of weight vectors across seeds (baselines: random_state and a 90 % subsample of
-cells, as the DAE's seed changes its 90 % training split); ``ens_*`` = eADAGE consensus of the seeds (4+
+cells, as the DAE's seed changes its 90 % training split); ``stab_programs`` = the same for the nodes that carry
+the planted programs only (each module's best-AUROC node in one model, best match among all nodes of the other;
+both directions): do seeds agree on the programs, whatever the nodes without one do; ``ens_*`` = eADAGE consensus of the seeds (4+
 seeds: each half's consensus scored, ``ens_stab`` = best-match |r| between the two halves' consensus nodes).
 ``oracle (true activities)``: each gene's correlation with the planted activities, the read-out's ceiling.
 Per module (``readable_synthetic_modules.tsv``): which modules no method recovers.
@@ -36,6 +38,20 @@ python bench/readable.py synthetic --seeds 6 --generators groups bulk_like --no-
                                                     # generators with --seeds 3) -> readable_synthetic_presets.tsv
 python bench/readable.py synthetic --seeds 10 --generators groups --no-cnmf --variants "genodae patience 0" \
     --suffix _ens10     # (+ bulk_like sizes; + groups with "genodae signatures preset"): ensemble size, 5 vs 5 seeds
+python bench/readable.py readouts --seeds 3        # probe: other read-outs of the same models (readable_readouts.tsv)
+
+Part ``readouts`` (a probe: where the default read-out loses, and what else was tried): per generator and seed
+the default model is trained once and its embedding read out several ways, each scored as above. ``varimax``:
+the library's (what users get). ``varimax, 10 starts``: the same criterion, the best of the identity start and 9
+random orthogonal ones (varimax has local optima; Nguyen & Waller 2022 recommend random starts).
+``geomin``/``oblimin`` (oblique; ``factor_analyzer.rotator.Rotator``, Kaiser-normalised; weights = structure
+loadings, the genes' correlations with the oblique factors). ``fastica``: scikit-learn FastICA of the whitened
+embedding (cells), the genes' correlations with its components. Two ceilings that use the planted activities
+(unknown in practice): ``linear projection`` (the genes' correlations with the least-squares prediction of each
+activity from the embedding: the best any linear read-out of this embedding could do) and ``nearest
+orthogonal`` (the orthonormal basis of the whitened embedding nearest those directions: the best an orthogonal
+rotation such as varimax could do). ``r2_activity``: mean R² of that least-squares prediction (how much of the
+planted activities the embedding carries linearly).
 """
 
 from __future__ import annotations
@@ -168,7 +184,7 @@ def run_synthetic(args) -> None:
     more seeds the seeds are also split in two halves and each half's eADAGE consensus is scored (``ens_auroc``,
     ``ens_f1``: mean of the halves) and compared with the other's (``ens_stab``: can two independent ensembles
     agree?). Fewer seeds: the consensus of all seeds, no ``ens_stab``."""
-    rows, module_rows, weights_by = [], [], {}
+    rows, module_rows, weights_by, program_nodes = [], [], {}, {}
     for gen in args.generators:
         adata = make(gen)
         modules = {k: list(v) for k, v in adata.uns["synthetic"]["modules"].items()}
@@ -191,6 +207,7 @@ def run_synthetic(args) -> None:
                 found["oracle (true activities)"] = oracle_loadings(adata, X, genes)
             for method, W in found.items():
                 per_module = S.module_recovery(W, modules)
+                program_nodes.setdefault((gen, method), []).append(sorted(set(per_module["auroc_node"])))
                 rows.append({"generator": gen, "seed": seed, "method": method, **score(W, modules, per_module)})
                 module_rows += [{"generator": gen, "seed": seed, "method": method, "module": r.module,
                                  "size": len(modules[r.module]), "auroc": r.auroc, "f1": r.f1, "signal_rank": rank}
@@ -201,16 +218,18 @@ def run_synthetic(args) -> None:
                      ", ".join(f"{r['method']} {r['auroc']:.3f}/{r['f1']:.2f}" for r in rows[-len(found):]))
     per_seed = pd.DataFrame(rows)
     summary = per_seed.groupby(["generator", "method"], sort=False)[["auroc", "precision", "recall", "f1"]].mean()
-    stab, ens, by_size = {}, {}, []
+    stab, stab_programs, ens, by_size = {}, {}, {}, []
     for (gen, method), Ws in weights_by.items():
         if len(Ws) > 1:
             stab[(gen, method)] = float(S.stability(Ws)["stability"].mean())
+            stab_programs[(gen, method)] = program_stability(Ws, program_nodes[(gen, method)])
             modules = {k: list(v) for k, v in make(gen).uns["synthetic"]["modules"].items()}
             ens[(gen, method)] = ensemble_scores(Ws, modules)
             for n in range(2, len(Ws) // 2 + 1) if len(Ws) >= 6 else ():  # how many seeds an ensemble needs
                 by_size.append({"generator": gen, "method": method, "n_models": n,
                                 **ensemble_scores(Ws[:n] + Ws[len(Ws) // 2:len(Ws) // 2 + n], modules)})
     summary["stab"] = [stab.get(i, np.nan) for i in summary.index]
+    summary["stab_programs"] = [stab_programs.get(i, np.nan) for i in summary.index]
     for col in ("ens_auroc", "ens_f1", "ens_stab"):
         summary[col] = [ens.get(i, {}).get(col, np.nan) for i in summary.index]
     summary = summary.reset_index()
@@ -225,6 +244,20 @@ def run_synthetic(args) -> None:
         pd.DataFrame(by_size).to_csv(OUT / f"readable_synthetic_ensemble_size{args.suffix}.tsv", sep="\t",
                                      index=False, float_format="%.4f")
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+def program_stability(Ws: list[pd.DataFrame], nodes: list[list]) -> float:
+    """Mean over ordered pairs of models (a, b) of the best-match |r| with b's nodes of each of a's program nodes
+    (``nodes[a]``: the columns, as ``module_recovery`` names them (``str``), that are some module's best node)."""
+    vals = []
+    for a, b in ((a, b) for a in range(len(Ws)) for b in range(len(Ws)) if a != b):
+        common = Ws[a].index.intersection(Ws[b].index, sort=False)
+        names = [str(c) for c in Ws[a].columns]
+        A = Ws[a].loc[common].iloc[:, [names.index(n) for n in nodes[a]]].to_numpy(dtype=np.float64)
+        B = Ws[b].loc[common].to_numpy(dtype=np.float64)
+        r = np.corrcoef(A.T, B.T)[: A.shape[1], A.shape[1]:]  # a's program nodes × b's nodes
+        vals.append(np.nanmax(np.abs(r), axis=1).mean())
+    return float(np.mean(vals))
 
 
 def ensemble_scores(Ws: list[pd.DataFrame], modules) -> dict:
@@ -292,6 +325,99 @@ def run_rank(args) -> None:
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
 
 
+def _skewed(L: np.ndarray) -> np.ndarray:
+    """Columns flipped to positive skew (the library's sign convention for rotated nodes)."""
+    from scipy.stats import skew
+
+    sign = np.sign(np.nan_to_num(skew(L, axis=0)))
+    sign[sign == 0] = 1
+    return L * sign
+
+
+def varimax_starts(L: np.ndarray, starts: int, seed: int = 0) -> np.ndarray:
+    """Varimax (Kaiser-normalised) from the identity and ``starts - 1`` random orthogonal starts; the rotation with
+    the largest varimax criterion. The search is the library's (``genodae.rotation.varimax`` iteration)."""
+    h = np.sqrt((L**2).sum(axis=1, keepdims=True))
+    h[h == 0] = 1.0
+    A = L / h
+    p, k = A.shape
+    rng = np.random.default_rng(seed)
+    best, best_crit = None, -np.inf
+    for i in range(starts):
+        R = np.eye(k) if i == 0 else np.linalg.qr(rng.standard_normal((k, k)))[0]
+        d_old = 0.0
+        for _ in range(1000):
+            B = A @ R
+            u, s, vt = np.linalg.svd(A.T @ (B**3 - B @ np.diag((B**2).sum(axis=0)) / p))
+            R = u @ vt
+            if d_old and s.sum() < d_old * (1 + 1e-7):
+                break
+            d_old = s.sum()
+        B = A @ R
+        crit = (B**4).sum() - ((B**2).sum(axis=0) ** 2).sum() / p
+        if crit > best_crit:
+            best, best_crit = R, crit
+    return best
+
+
+def readouts_of(E: np.ndarray, X, act: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], float]:
+    """genes × nodes weights of each read-out of the embedding ``E`` (see the module docstring), and the mean R²
+    of the least-squares prediction of the planted activities ``act`` from ``E``."""
+    mu, M = S.whitening(E)
+    Zw = (E - mu) @ M
+    L = S.activity_loadings(X, Zw)
+    out = {"varimax": L @ S.varimax(L), "varimax, 10 starts": _skewed(L @ varimax_starts(L, 10, seed))}
+    try:
+        from factor_analyzer.rotator import Rotator
+    except ImportError:
+        log.warning("factor_analyzer is not installed: no oblique read-outs (pip install factor_analyzer)")
+    else:
+        for method in ("geomin_obl", "oblimin"):
+            rot = Rotator(method=method, normalize=True, max_iter=1000)
+            pattern = rot.fit_transform(L)
+            out[method.replace("_obl", "")] = _skewed(pattern @ rot.phi_)  # structure loadings
+    from sklearn.decomposition import FastICA
+
+    Y = FastICA(whiten=False, random_state=seed, max_iter=1000).fit_transform(Zw)
+    out["fastica"] = _skewed(S.activity_loadings(X, (Y - Y.mean(axis=0)) / Y.std(axis=0)))
+    A = act - act.mean(axis=0)
+    B = np.linalg.lstsq(Zw, A, rcond=None)[0]
+    r2 = float(np.mean(1 - ((A - Zw @ B) ** 2).sum(axis=0) / (A**2).sum(axis=0)))
+    B = B / np.linalg.norm(B, axis=0)
+    u, _, vt = np.linalg.svd(B, full_matrices=False)
+    out["ceiling: linear projection"] = S.activity_loadings(X, Zw @ B)
+    out["ceiling: nearest orthogonal"] = S.activity_loadings(X, Zw @ (u @ vt))
+    return out, r2
+
+
+def run_readouts(args) -> None:
+    """The ``readouts`` probe: one default model per generator and seed, read out every way of
+    :func:`readouts_of` (``readable_readouts.tsv``)."""
+    rows, by = [], {}
+    for gen in args.generators:
+        adata = make(gen)
+        modules = {k: list(v) for k, v in adata.uns["synthetic"]["modules"].items()}
+        act = np.asarray(adata.obsm["program_activity"], dtype=np.float64)
+        prep = genodae.pp.prepare(adata, copy=True)
+        X, genes = S.model_input(prep)
+        for seed in range(args.seeds):
+            a = prep.copy()
+            genodae.tl.dae(a, seed=seed, n_latent=args.n_latent, num_threads=1)
+            found, r2 = readouts_of(np.asarray(a.obsm["X_dae"], dtype=np.float64), X, act, seed)
+            for name, W in found.items():
+                W = pd.DataFrame(W, index=genes)
+                rows.append({"generator": gen, "seed": seed, "readout": name, "r2_activity": r2, **score(W, modules)})
+                by.setdefault((gen, name), []).append(W)
+            log.info("%s seed %d: %s", gen, seed, ", ".join(f"{r['readout']} {r['f1']:.3f}" for r in rows[-len(found):]))
+    t = pd.DataFrame(rows).groupby(["generator", "readout"], sort=False)[
+        ["r2_activity", "auroc", "precision", "recall", "f1"]].mean()
+    t["stab"] = [float(S.stability(by[i])["stability"].mean()) if len(by[i]) > 1 else np.nan for i in t.index]
+    t = t.reset_index()
+    OUT.mkdir(parents=True, exist_ok=True)
+    t.to_csv(OUT / f"readable_readouts{args.suffix}.tsv", sep="\t", index=False, float_format="%.4f")
+    print(t.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
 def machine() -> dict:
     return {**C.machine(), "threads": 1, "torch": torch.__version__, "genodae": genodae.__version__,
             "load": os.getloadavg()}
@@ -299,7 +425,7 @@ def machine() -> dict:
 
 def main() -> None:
     p = C.parser(__doc__, full=True)
-    p.add_argument("part", choices=["synthetic", "bulk", "embedding", "rank", "report"])
+    p.add_argument("part", choices=["synthetic", "bulk", "embedding", "rank", "readouts", "report"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n-latent", type=int, default=32)
     p.add_argument("--generators", nargs="+", default=list(GENERATORS))
@@ -319,6 +445,8 @@ def main() -> None:
         run_embedding(args)
     elif args.part == "rank":
         run_rank(args)
+    elif args.part == "readouts":
+        run_readouts(args)
     else:
         report(args)
 
@@ -471,6 +599,9 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "### More seeds: the `signatures` preset on groups, 14 seeds (`--seeds 14 --generators groups "
      "--no-cnmf --variants \"genodae signatures preset\" --suffix _ens14`); consensus of seeds 0..n-1 "
      "against that of seeds 7..6+n"),
+    ("readable_readouts",
+     "## Probe: other read-outs of the same default models (`readouts --seeds 3`; definitions in the docstring; "
+     "the two ceilings use the planted activities and are not available in practice)"),
 ]
 
 
