@@ -318,6 +318,7 @@ class DAE:
         mapped = DAE(cfg)
         mapped.genes, mapped.offset, mapped.scale = self.genes, self.offset, self.scale
         mapped.prep, mapped.layer, mapped.gene_likelihood = self.prep, self.layer, self.gene_likelihood
+        mapped.preset = self.preset  # the reference's settings, and where they started from
         mapped.weights, mapped.history, mapped.device = self.weights.copy(), self.history, self.device
         mapped.decoder_weights, mapped.readout = self.decoder_weights.copy(), self.readout
         mapped.covariates = {"categorical": {k: [*v, *new_levels[k]] for k, v in self.covariates["categorical"].items()},

@@ -278,6 +278,7 @@ def test_map_query_trains_only_new_levels(trained):
     mapped = model.map_query(query, epochs=5)
     assert mapped.covariates["categorical"]["plate"] == ["r1", "r2", "q1"]
     assert mapped.mapping[0]["levels"] == {"plate": ["q1"]}
+    assert mapped.preset == model.preset == "default"  # the settings' provenance travels with the copy
     for k, v in model.module.state_dict().items():  # the reference model is untouched
         assert torch.equal(v, before[k])
     for k, v in mapped.module.state_dict().items():
