@@ -39,6 +39,7 @@ python bench/readable.py synthetic --seeds 6 --generators groups bulk_like --no-
 python bench/readable.py synthetic --seeds 10 --generators groups --no-cnmf --variants "genodae patience 0" \
     --suffix _ens10     # (+ bulk_like sizes; + groups with "genodae signatures preset"): ensemble size, 5 vs 5 seeds
 python bench/readable.py readouts --seeds 3        # probe: other read-outs of the same models (readable_readouts.tsv)
+python bench/readable.py readouts --seeds 3 --generators groups --preset signatures --suffix _signatures
 
 Part ``readouts`` (a probe: where the default read-out loses, and what else was tried): per generator and seed
 the default model is trained once and its embedding read out several ways, each scored as above. ``varimax``:
@@ -402,7 +403,7 @@ def run_readouts(args) -> None:
         X, genes = S.model_input(prep)
         for seed in range(args.seeds):
             a = prep.copy()
-            genodae.tl.dae(a, seed=seed, n_latent=args.n_latent, num_threads=1)
+            genodae.tl.dae(a, seed=seed, n_latent=args.n_latent, num_threads=1, preset=args.preset)
             found, r2 = readouts_of(np.asarray(a.obsm["X_dae"], dtype=np.float64), X, act, seed)
             for name, W in found.items():
                 W = pd.DataFrame(W, index=genes)
@@ -431,6 +432,7 @@ def main() -> None:
     p.add_argument("--generators", nargs="+", default=list(GENERATORS))
     p.add_argument("--no-cnmf", dest="cnmf", action="store_false")
     p.add_argument("--suffix", default="")
+    p.add_argument("--preset", default="default", help="readouts: the models' preset (default: the library default)")
     p.add_argument("--variants", nargs="+", choices=[*VARIANTS, *PROBES], default=None,
                    help="synthetic: only these genodae settings (no baselines), e.g. the probe 'genodae patience 0'")
     args = p.parse_args()
@@ -606,6 +608,9 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
     ("readable_readouts",
      "## Probe: other read-outs of the same default models (`readouts --seeds 3`; definitions in the docstring; "
      "the two ceilings use the planted activities and are not available in practice)"),
+    ("readable_readouts_signatures",
+     "### The same for the `signatures` preset on groups (`readouts --seeds 3 --generators groups --preset "
+     "signatures --suffix _signatures`)"),
 ]
 
 
