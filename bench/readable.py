@@ -43,7 +43,8 @@ python bench/readable.py readouts --seeds 3 --generators groups --preset signatu
 
 Part ``readouts`` (a probe: where the default read-out loses, and what else was tried): per generator and seed
 the default model is trained once and its embedding read out several ways, each scored as above. ``varimax``:
-the library's (what users get). ``varimax, 10 starts``: the same criterion, the best of the identity start and 9
+the library's read-out (correlation with the whitened embedding, varimax), here over all cells where the stored
+weights use the training cells (F1 within 0.004 of the ``genodae`` rows of the same seeds). ``varimax, 10 starts``: the same criterion, the best of the identity start and 9
 random orthogonal ones (varimax has local optima; Nguyen & Waller 2022 recommend random starts).
 ``geomin``/``oblimin`` (oblique; ``factor_analyzer.rotator.Rotator``, Kaiser-normalised; weights = structure
 loadings, the genes' correlations with the oblique factors). ``fastica``: scikit-learn FastICA of the whitened
@@ -336,26 +337,19 @@ def _skewed(L: np.ndarray) -> np.ndarray:
 
 
 def varimax_starts(L: np.ndarray, starts: int, seed: int = 0) -> np.ndarray:
-    """Varimax (Kaiser-normalised) from the identity and ``starts - 1`` random orthogonal starts; the rotation with
-    the largest varimax criterion. The search is the library's (``genodae.rotation.varimax`` iteration)."""
+    """The library's varimax (``genodae.rotation.varimax``) from the identity and from ``starts - 1`` random
+    orthogonal starts ``Q`` (varimax of ``L @ Q``: the same search started at ``Q``); the rotation whose Kaiser-
+    normalised loadings have the largest varimax criterion."""
     h = np.sqrt((L**2).sum(axis=1, keepdims=True))
     h[h == 0] = 1.0
-    A = L / h
-    p, k = A.shape
+    k = L.shape[1]
     rng = np.random.default_rng(seed)
     best, best_crit = None, -np.inf
     for i in range(starts):
-        R = np.eye(k) if i == 0 else np.linalg.qr(rng.standard_normal((k, k)))[0]
-        d_old = 0.0
-        for _ in range(1000):
-            B = A @ R
-            u, s, vt = np.linalg.svd(A.T @ (B**3 - B @ np.diag((B**2).sum(axis=0)) / p))
-            R = u @ vt
-            if d_old and s.sum() < d_old * (1 + 1e-7):
-                break
-            d_old = s.sum()
-        B = A @ R
-        crit = (B**4).sum() - ((B**2).sum(axis=0) ** 2).sum() / p
+        Q = np.eye(k) if i == 0 else np.linalg.qr(rng.standard_normal((k, k)))[0]
+        R = Q @ S.varimax(L @ Q)
+        B = L @ R / h
+        crit = (B**4).sum() - ((B**2).sum(axis=0) ** 2).sum() / len(B)
         if crit > best_crit:
             best, best_crit = R, crit
     return best
@@ -367,7 +361,7 @@ def readouts_of(E: np.ndarray, X, act: np.ndarray, seed: int) -> tuple[dict[str,
     mu, M = S.whitening(E)
     Zw = (E - mu) @ M
     L = S.activity_loadings(X, Zw)
-    out = {"varimax": L @ S.varimax(L), "varimax, 10 starts": _skewed(L @ varimax_starts(L, 10, seed))}
+    out = {"varimax": L @ S.varimax(L), "varimax, 10 starts": L @ varimax_starts(L, 10, seed)}
     try:
         from factor_analyzer.rotator import Rotator
     except ImportError:
