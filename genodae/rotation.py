@@ -19,9 +19,9 @@ def varimax(W: np.ndarray, *, normalize: bool = True, max_iter: int = 500, tol: 
     weights are negative is flipped, together with its activity) and ordered by decreasing variance.
 
     The search stops when the criterion grows by less than ``tol`` (relative) in an iteration, or after
-    ``max_iter`` iterations. R's ``eps`` is 1e-5; on 32 nodes of 1,500–2,000 mostly noise genes that stops
-    after one or two iterations, where 1e-7 takes 350–1,800 (so ``max_iter`` can end the search); the
-    signatures recovered were the same in all three cases (bench/readable.py's generators, F1 within 0.005).
+    ``max_iter`` iterations. R's ``eps`` is 1e-5; on 32 nodes of 1,500–2,000 mostly noise genes that stopped
+    after 1–31 iterations, where 1e-7 takes 350–1,800 (so ``max_iter`` can end the search); the
+    signatures recovered were the same in all three cases (F1 within 0.005 on bench/readable.py's generators, 3 seeds; a one-off check).
     """
     W = np.asarray(W, dtype=np.float64)
     p, k = W.shape

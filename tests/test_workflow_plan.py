@@ -441,7 +441,7 @@ def _values_around(prop):
         bad.append(prop["exclusiveMaximum"])
     if "pattern" in prop:
         ok += ["cuda:3", "cpu"]
-        bad += ["gpu", "cu", "cuda\n", "cpu\n"]  # (DAEConfig also takes "cuda:x"; torch refuses it when training starts)
+        bad += ["gpu", "cu", "cuda\n", "cpu\n"]  # a trailing line break too (Python's $ matches before it)
     if prop.get("items", {}).get("minimum") is not None:
         ok.append([prop["items"]["minimum"]])
         bad.append([prop["items"]["minimum"] - 1])
