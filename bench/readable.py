@@ -148,6 +148,8 @@ VARIANTS = {  # label → tl.dae settings; "genodae" = the library defaults, as 
 PROBES = {  # run only when named with --variants (not part of the default comparison)
     "genodae patience 0": {"patience": 0},  # no early stopping: the whole epoch budget, best validation epoch kept
     "genodae signatures preset patience 30": {"preset": "signatures", "patience": 30},  # the preset before 2026-12-04
+    "genodae varimax": {"rotation": "varimax"},  # the default read-out until 2026-12-06 (orthogonal nodes)
+    "genodae signatures preset varimax": {"preset": "signatures", "rotation": "varimax"},
 }
 
 
@@ -428,7 +430,8 @@ def main() -> None:
     p.add_argument("--suffix", default="")
     p.add_argument("--preset", default="default", help="readouts: the models' preset (default: the library default)")
     p.add_argument("--variants", nargs="+", choices=[*VARIANTS, *PROBES], default=None,
-                   help="synthetic: only these genodae settings (no baselines), e.g. the probe 'genodae patience 0'")
+                   help="synthetic: only these genodae settings (no baselines), e.g. the probe 'genodae patience 0'; "
+                   "bulk: these genodae settings (with the baselines)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("genodae").setLevel(logging.WARNING)
@@ -486,6 +489,7 @@ def run_bulk(args) -> None:
         return
     sets = {k: enrich.read_gmt(SHARED / v) for k, v in GENE_SETS.items()}
     rows, weights_by = [], {}
+    variants = {v: {**VARIANTS, **PROBES}[v] for v in args.variants} if args.variants else VARIANTS
     for name in BULK:
         raw = read_bulk(name)
         prep = genodae.pp.prepare(raw, copy=True)
@@ -493,7 +497,7 @@ def run_bulk(args) -> None:
         k = min(args.n_latent, prep.n_obs // 2)
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            found = genodae_weights(prep, seed, k)
+            found = genodae_weights(prep, seed, k, variants)
             for method in BASELINES:
                 L, sc = C.factor_loadings(X, genes, method, k, seed=seed, subsample=0.9)
                 found[f"{method} (raw)"] = L
@@ -550,8 +554,17 @@ def run_embedding(args) -> None:
         for seed in range(args.seeds):
             model = genodae.DAE(seed=seed, num_threads=1).fit(prep)
             readable = model.embed(prep)
-            trained = embed(model.module, model._input(prep, False))
-            for basis, Z in (("trained (rotation none)", trained), ("readable (varimax, default)", readable)):
+            source = model._input(prep, False)
+            trained = embed(model.module, source)
+            bases = [("trained (rotation none)", trained), (f"readable ({model.config.rotation}, default)", readable)]
+            if model.config.rotation != "varimax":  # the same model's varimax basis (over all cells)
+                from genodae.rotation import readable_basis
+                from genodae.train import input_correlations
+
+                vb = readable_basis(trained, lambda mean, M, s=source, z=trained: input_correlations(s, z, mean, M),
+                                    "varimax")
+                bases.append(("varimax (same model)", (trained - vb["mean"]) @ vb["transform"]))
+            for basis, Z in bases:
                 rows.append({"set": name, "seed": seed, "basis": basis, **C.score_embedding(Z, prep.obs["label"], seed)})
                 log.info("%s seed %d %s: %s", name, seed, basis, {k: round(v, 3) for k, v in rows[-1].items()
                                                                    if isinstance(v, float)})
@@ -605,6 +618,19 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
     ("readable_readouts_signatures",
      "### The same for the `signatures` preset on groups (`readouts --seeds 3 --generators groups --preset "
      "signatures --suffix _signatures`)"),
+    ("readable_synthetic_sparse",
+     "## The sparse read-out (`rotation=\"sparse\"`, the default since 2026-12-06) against varimax (`synthetic "
+     "--seeds 3 --no-cnmf --variants genodae \"genodae varimax\" --suffix _sparse`; Intel Xeon; the same data "
+     "as above, so the baselines' and cNMF's rows above apply)"),
+    ("readable_synthetic_sparse_signatures",
+     "### The `signatures` preset on groups, sparse against varimax (`synthetic --seeds 3 --generators groups "
+     "--no-cnmf --variants \"genodae signatures preset\" \"genodae signatures preset varimax\" --suffix "
+     "_sparse_signatures`)"),
+    ("readable_bulk_sparse",
+     "## Pathway coverage on bulk sets with the sparse read-out (`bulk --seeds 3 --variants genodae \"genodae "
+     "varimax\" --suffix _sparse`; Intel Xeon; ens_* = consensus of the 3 seeds)"),
+    ("readable_embedding_sparse",
+     "## The embedding in the sparse basis vs as trained (`embedding --seeds 2 --suffix _sparse`)"),
 ]
 
 

@@ -33,7 +33,9 @@ from .errors import UserError
 
 DEFAULT = "dae"  # the prefix of a model's keys unless key_added says otherwise
 ENSEMBLE = "dae_ensemble"  # default prefix of tl.ensemble's consensus nodes
-DEFAULT_VARIMAX = "dae_varimax"  # rotated_key(DEFAULT): what tl.signatures reads by default, so enrich/pl read it
+DEFAULT_ROTATION = "sparse"  # the rotation tl.signatures/ensemble/score apply by default (DAEConfig.rotation's default)
+DEFAULT_ROTATED = "dae_sparse"
+ROTATION_METHODS = ("sparse", "varimax")  # config.ROTATIONS but "none" (no import: a leaf module)  # rotated_key(DEFAULT): what tl.signatures reads by default, so enrich/pl read it
 PREP = "genodae_prepare"  # uns: what pp.prepare did (settings, value evidence, genes used)
 READ = "genodae_read"  # uns: what genodae.read did (path, format, orientation)
 COUNTS_LAYER = "counts"  # layers: raw counts kept by pp.prepare
@@ -98,15 +100,19 @@ def enrichment_key(key: str) -> str:
     return f"{key}{_ENRICHMENT}"
 
 
-def rotated_key(key: str, method: str = "varimax") -> str:
+def rotated_key(key: str, method: str = DEFAULT_ROTATION) -> str:
     """Prefix of the rotated nodes of ``key``: ``<key>_<method>``."""
     return f"{key}_{method}"
 
 
-def rotated_source(key: str, method: str = "varimax") -> str | None:
-    """The model prefix a rotated prefix was made from (``dae_varimax`` → ``dae``), or None if ``key`` is not one."""
-    suffix = f"_{method}"
-    return key[: -len(suffix)] if key.endswith(suffix) and len(key) > len(suffix) else None
+def rotated_source(key: str) -> tuple[str, str] | None:
+    """(model prefix, rotation method) a rotated prefix was made from (``dae_sparse`` → ``("dae", "sparse")``,
+    ``dae_varimax`` → ``("dae", "varimax")``), or None if ``key`` is not one."""
+    for method in ROTATION_METHODS:
+        suffix = f"_{method}"
+        if key.endswith(suffix) and len(key) > len(suffix):
+            return key[: -len(suffix)], method
+    return None
 
 
 def _prefixes(names: Iterable[str], *, prefix: str = "", suffix: str = "") -> list[str]:
@@ -171,7 +177,7 @@ def resolve_key_added(key_added: str | None, key: str | None, *, default: str = 
 
 
 __all__ = [
-    "COUNTS_LAYER", "CONSENSUS_NODE", "DEFAULT", "DEFAULT_VARIMAX", "ENSEMBLE", "HIGHLY_VARIABLE", "NODE", "OFFSET", "PREP", "READ",
+    "COUNTS_LAYER", "CONSENSUS_NODE", "DEFAULT", "DEFAULT_ROTATED", "DEFAULT_ROTATION", "ENSEMBLE", "HIGHLY_VARIABLE", "NODE", "OFFSET", "PREP", "READ",
     "ROTATED_NODE", "SCALE", "decoder_weights_key", "denoised_key", "embedding_key", "embedding_keys",
     "enrichment_key", "keys_added", "model_keys_added", "node_labels", "node_names", "params_key", "recon_error_key",
     "recon_r2_key", "resolve_key_added", "rotated_key", "rotated_source", "signatures_key", "weights_key",

@@ -1,6 +1,6 @@
 """Phenotype association of node activities: group tests with effect sizes, Cox models, Kaplan–Meier splits.
 
-Node activities are the columns of ``obsm[f"X_{key}"]`` (a model, its varimax rotation or an ensemble).
+Node activities are the columns of ``obsm[f"X_{key}"]`` (a model, its rotation or an ensemble).
 Every table has one row per node and a Benjamini–Hochberg ``fdr`` over the nodes.
 """
 
@@ -51,7 +51,7 @@ def associate(
 
     Examples
     --------
-    >>> genodae.assoc.associate(adata, key="dae_varimax", groupby="celltype").sort_values("pvalue").head()
+    >>> genodae.assoc.associate(adata, key="dae_sparse", groupby="celltype").sort_values("pvalue").head()
     """
     from scipy import stats
 
@@ -169,7 +169,7 @@ def cox(
 
     Examples
     --------
-    >>> genodae.assoc.cox(adata, key="dae_varimax", duration="MONTHS_TO_LAST_CONTACT_OR_DEATH",
+    >>> genodae.assoc.cox(adata, key="dae_sparse", duration="MONTHS_TO_LAST_CONTACT_OR_DEATH",
     ...                   event="VITAL_STATUS", event_value="Dead")
     """
     from lifelines import CoxPHFitter

@@ -26,7 +26,7 @@ def check_device(spec) -> None:
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "tanh", "sigmoid", "leaky_relu", "linear")
 NORMS = ("none", "batch", "layer")
 DECODERS = ("linear", "mlp")
-ROTATIONS = ("varimax", "none")
+ROTATIONS = ("sparse", "varimax", "none")
 GENE_LIKELIHOODS = ("auto", "normal", "bernoulli", "poisson", "nb", "zinb")
 COUNT_LIKELIHOODS = ("poisson", "nb", "zinb")
 AUTO_COUNT_LIKELIHOOD = "poisson"  # what gene_likelihood="auto" means for count input (bench/results/mcv.md)
@@ -78,7 +78,7 @@ class DAEConfig:
     norm: str = field(default="none", metadata={"help": "normalisation after each hidden layer"})
     decoder: str = field(default="linear", metadata={"help": "linear: gene weights are exactly the decoder weights (as in LDVAE); mlp mirrors the encoder"})
     tied: bool = field(default=False, metadata={"help": "decoder = transposed encoder (only without hidden layers, as in ADAGE)"})
-    rotation: str = field(default="varimax", metadata={"help": "basis the nodes are reported in (embedding and gene weights alike): varimax = each gene weight is the gene's correlation with the node, nodes rotated so that each has few high-weight genes (bench/results/readable.md); none = the bottleneck as trained, gene weights = decoder weights (as ADAGE)"})
+    rotation: str = field(default="sparse", metadata={"help": "basis the nodes are reported in (embedding and gene weights alike; bench/results/readable.md): each gene weight is the gene's correlation with the node, nodes rotated so that each has few high-weight genes: sparse = varimax, then oblique sparse coding of the loadings (nodes may correlate, as programs do); varimax = orthogonal nodes; none = the bottleneck as trained, gene weights = decoder weights (as ADAGE)"})
     output_activation: str = field(default="auto", metadata={"help": "auto: sigmoid with the bernoulli likelihood, else linear (tuned: bench/results/quality.md); count likelihoods use a softmax over genes"})
     # noise
     corruption: float = field(default=0.2, metadata={"help": "probability of zeroing each input entry (fresh mask every batch)"})

@@ -159,7 +159,7 @@ def enrich(
     Examples
     --------
     >>> sig = genodae.tl.signatures(adata)
-    >>> bg = adata.var_names[genodae.signatures.genes_used(adata, "dae_varimax")]
+    >>> bg = adata.var_names[genodae.signatures.genes_used(adata, "dae_sparse")]
     >>> res = genodae.enrich.enrich(sig, "h.all.v7.0.symbols.gmt", background=bg)
     """
     from gseapy.stats import calc_pvalues

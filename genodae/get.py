@@ -6,7 +6,7 @@ leaf of the package: it imports no tool, plot or model module, so tools and plot
 
 Examples
 --------
->>> genodae.get.gene_weights(adata, "dae_varimax").nlargest(10, "vnode0")
+>>> genodae.get.gene_weights(adata, "dae_sparse").nlargest(10, "vnode0")
 >>> genodae.get.activities(adata).groupby(adata.obs["celltype"]).mean()
 """
 

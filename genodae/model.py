@@ -45,7 +45,7 @@ from .train import (
 
 log = logging.getLogger("genodae")
 
-FORMAT_VERSION = 4  # 4: readable basis (rotation); 3: covariates (batch_key); 2: gene_likelihood; version-1/2 folders still load
+FORMAT_VERSION = 5  # 5: rotation "sparse"; 4: readable basis (rotation); 3: covariates (batch_key); 2: gene_likelihood; version-1/2 folders still load
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 
@@ -156,7 +156,7 @@ class DAE:
                             "minibatches from host memory (--data-placement host), or train on CPU (--device cpu)") from None
         self.decoder_weights = self.weights = gene_weights(self.module, source, seed=cfg.seed)
         self.readout = None
-        if cfg.rotation == "varimax":
+        if cfg.rotation != "none":
             self._fit_readout(source)
         probe = np.sort((self.val_idx if len(self.val_idx) > 1 else train_idx)[:2000])  # sorted: cheap when backed
         ratio = collapse_ratio(embed(self.module, source, probe))
@@ -171,27 +171,27 @@ class DAE:
         return self
 
     def _fit_readout(self, source: BatchSource) -> None:
-        """Put the nodes in their readable basis (``rotation="varimax"``), from the training cells.
+        """Put the nodes in their readable basis (``rotation="sparse"`` or ``"varimax"``), from the training cells.
 
         :func:`genodae.rotation.readable_basis` of the bottleneck activities of every training cell: gene
         weights become each gene's Pearson correlation with the node over those cells (its clean model input:
-        log1p-normalised counts or log values, scaled), varimax-rotated; the embedding is mapped to the same
+        log1p-normalised counts or log values, scaled), rotated (``cfg.rotation``); the embedding is mapped to the same
         nodes. The decoder's weights are re-expressed in that basis (``W · transform⁻ᵀ``), so the decoder
         applied to the reported embedding reconstructs exactly as before."""
         t0 = time.perf_counter()
         Z = embed(self.module, source, batch_size=1024)  # cells × k float32: the only per-cell array held
         k = Z.shape[1]
-        basis = readable_basis(Z, lambda mean, M: input_correlations(source, Z, mean, M))
+        basis = readable_basis(Z, lambda mean, M: input_correlations(source, Z, mean, M), self.config.rotation)
         if basis["rank"] < k:
             log.warning("gene weights: the %d training cells span only %d of the %d nodes, so the nodes are kept as "
-                        "trained (no varimax basis; gene weights = decoder weights); train on more cells or lower "
+                        "trained (no readable basis; gene weights = decoder weights); train on more cells or lower "
                         "n_latent", Z.shape[0], basis["rank"], k)
             return
         self.readout = {"mean": basis["mean"], "transform": basis["transform"]}
         self.weights = basis["weights"].astype(np.float32)
         self.decoder_weights = (self.decoder_weights @ np.linalg.inv(basis["transform"]).T).astype(np.float32)
-        log.info("gene weights: correlations with %d varimax-rotated nodes (readable basis) in %.1fs", k,
-                 time.perf_counter() - t0)
+        log.info("gene weights: correlations with %d %s-rotated nodes (readable basis) in %.1fs", k,
+                 self.config.rotation, time.perf_counter() - t0)
 
     def _readable(self, Z: np.ndarray) -> np.ndarray:
         """Bottleneck activations (cells × n_latent) in the reported basis (unchanged without a readout)."""
@@ -380,21 +380,22 @@ class DAE:
     def embed(self, adata: AnnData, *, allow_missing_genes: bool = False) -> np.ndarray:
         """Cells × n_latent embedding of ``adata`` (raw or prepared; genes aligned by name), float32.
 
-        In the model's reported basis: with ``rotation="varimax"`` (default) the varimax nodes of
-        :meth:`gene_weights` (centred on the training cells, each node's spread = the part of the bottleneck's
-        variance it carries); with ``rotation="none"`` the bottleneck activations as trained."""
+        In the model's reported basis: with ``rotation="sparse"`` (default) or ``"varimax"`` the rotated nodes
+        of :meth:`gene_weights` (centred on the training cells, each node's spread = the part of the
+        bottleneck's variance it carries; ``sparse`` nodes may correlate with each other); with ``rotation="none"`` the bottleneck activations as trained."""
         self._check_fitted()
         return self._readable(embed(self.module, self._input(adata, allow_missing_genes)))
 
     def gene_weights(self, *, decoder: bool = False) -> pd.DataFrame:
         """Per-gene weights, genes used × nodes, labelled (``node0``, ``node1`` …), float32.
 
-        Default (``rotation="varimax"``): each gene's Pearson correlation (−1 … 1, on every likelihood) between
+        Default (``rotation="sparse"``): each gene's Pearson correlation (−1 … 1, on every likelihood) between
         its clean model input (log1p-normalised counts, or the log values of log-scale input) and the node's
-        activity over the training cells, with the nodes varimax-rotated so that each has few high-weight
-        genes: readable as "this gene rises (falls) with this node". Same basis as :meth:`embed`. Source: the
-        structure loadings of factor analysis with Kaiser's varimax; chosen on planted programs and bulk
-        pathways in ``bench/results/readable.md``.
+        activity over the training cells, with the nodes rotated so that each has few high-weight genes:
+        readable as "this gene rises (falls) with this node". Same basis as :meth:`embed`. Source: the
+        structure loadings of factor analysis with Kaiser's varimax, then an oblique sparse-coding rotation
+        (:func:`genodae.rotation.sparse_rotation`; ``rotation="varimax"`` stops after varimax); chosen on
+        planted programs and bulk pathways in ``bench/results/readable.md``.
 
         ``decoder=True`` (or ``rotation="none"``, where both are the same): the decoder's own weights in that
         basis (the mean Jacobian of an MLP decoder). With a count likelihood they are log-scale loadings: a
@@ -665,7 +666,7 @@ class DAE:
         h = self.history or History()
         return {
             "params": _h5_safe({**self.config.to_dict(), "epochs": self.config.epochs or "auto",
-                                "rotation": "varimax" if self.readout is not None else "none"}),
+                                "rotation": self.config.rotation if self.readout is not None else "none"}),
             "gene_likelihood": str(self.gene_likelihood),  # what auto resolved to
             "preset": self.preset,  # the named starting point of params ("" when given as a DAEConfig)
             "prepare": _h5_safe(self.prep),

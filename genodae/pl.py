@@ -92,7 +92,7 @@ def _save(fig, save, plt) -> None:
         plt.close(fig)
 
 
-def signature_heatmap(adata: AnnData, *, table=None, key: str = _keys.DEFAULT_VARIMAX, n_genes: int = 5,
+def signature_heatmap(adata: AnnData, *, table=None, key: str = _keys.DEFAULT_ROTATED, n_genes: int = 5,
                       nodes: list[str] | None = None, save: str | Path | None = None):
     """Heatmap of the top ``n_genes`` positive and negative genes of each node (weights z-scored per node).
 
@@ -130,7 +130,7 @@ def signature_heatmap(adata: AnnData, *, table=None, key: str = _keys.DEFAULT_VA
     return fig
 
 
-def enrichment_dotplot(adata: AnnData, *, key: str = _keys.DEFAULT_VARIMAX, table=None, fdr: float = 0.05,
+def enrichment_dotplot(adata: AnnData, *, key: str = _keys.DEFAULT_ROTATED, table=None, fdr: float = 0.05,
                        n_terms: int = 20, save: str | Path | None = None, ax=None):
     """Dot plot of enriched gene sets (rows) per signature (columns): size = overlap, colour = −log10 FDR.
 
@@ -171,7 +171,7 @@ def enrichment_dotplot(adata: AnnData, *, key: str = _keys.DEFAULT_VARIMAX, tabl
     return ax
 
 
-def node_activity(adata: AnnData, *, key: str = _keys.DEFAULT_VARIMAX, nodes: list[str] | None = None,
+def node_activity(adata: AnnData, *, key: str = _keys.DEFAULT_ROTATED, nodes: list[str] | None = None,
                   basis: str | None = None, groupby: str | None = None, save: str | Path | None = None,
                   seed: int = 0):
     """Cells on a 2-D embedding coloured by node activity (one panel per node), plus activity by group.
@@ -227,7 +227,7 @@ def node_activity(adata: AnnData, *, key: str = _keys.DEFAULT_VARIMAX, nodes: li
     return fig
 
 
-def km(adata: AnnData, *, node: str, duration: str, event: str, key: str = _keys.DEFAULT_VARIMAX,
+def km(adata: AnnData, *, node: str, duration: str, event: str, key: str = _keys.DEFAULT_ROTATED,
        event_value: str | None = None, quantile: float = 0.5, save: str | Path | None = None, ax=None):
     """Kaplan–Meier curves of samples with high vs low activity of ``node`` (split at ``quantile``), log-rank p."""
     from .assoc import km_split

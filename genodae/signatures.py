@@ -5,9 +5,11 @@ beyond mean ± ``sd_cutoff`` · SD of that node's weights over the genes the mod
 and negative tails kept apart. Because the nodes of an unconstrained autoencoder are an arbitrary mix of
 the programs in the data (any invertible mix of the latent space reconstructs equally well), the default
 read-out first rotates the gene-weight matrix to a *varimax* basis (Kaiser 1958) — the orthogonal rotation
-that makes each node's weights as sparse as possible — and rotates the embedding the same way, so that
-weights × activities (and hence every reconstruction) are unchanged. ``bench/signatures.py`` measures
-this against the raw nodes, PCA, ICA and NMF on planted-program data.
+that makes each node's weights as sparse as possible — and then, by default, to an oblique *sparse* basis
+(sparse dictionary learning of the loadings, :func:`genodae.rotation.sparse_rotation`), and transforms the
+embedding to the same nodes (each gene's weight is its correlation with the node's activity).
+``bench/signatures.py`` and ``bench/readable.py`` measure this against the raw nodes, PCA, ICA, NMF and cNMF
+on planted-program data.
 
 Ensembles follow eADAGE (Tan et al. 2017): node weight vectors of several models (seeds, sizes) are
 clustered by correlation (average linkage on 1 − |r|, signs aligned), each cluster is averaged into a
@@ -43,7 +45,7 @@ from .kernels import (  # noqa: F401
     module_recovery,
     stability,
 )
-from .rotation import varimax, whitening  # noqa: F401
+from .rotation import rotate_loadings, varimax, whitening  # noqa: F401
 
 log = logging.getLogger("genodae")
 
@@ -77,12 +79,12 @@ def rotate(
     adata: AnnData,
     *,
     key: str = _keys.DEFAULT,
-    method: str = "varimax",
+    method: str = "sparse",
     readout: str = "correlation",
     key_added: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
-    """Re-express a model's nodes in a basis where each node is sparse in genes (varimax), embedding alike.
+    """Re-express a model's nodes in a basis where each node is sparse in genes, embedding alike.
 
     Two read-outs of a node's gene weights:
 
@@ -90,12 +92,15 @@ def rotate(
       ``Zw = (Z − mean) M`` (uncorrelated, unit variance: an invertible linear map, so ``Zw`` carries exactly
       the information of ``Z``), and a gene's weight for a node is its Pearson correlation with that node's
       whitened activity over the cells of ``adata`` (the *structure loadings* of factor analysis; for PCA
-      they are proportional to the loadings). ``L`` is then varimax-rotated: weights ``L R``, embedding
-      ``Zw R``, so the rotated weights are again the correlations of genes with the rotated activities. This
+      they are proportional to the loadings). ``L`` is then rotated (``R``, :func:`genodae.rotation.rotate_loadings`:
+      varimax from the principal axes of ``L``, then for ``sparse`` the oblique sparse-coding rotation):
+      weights ``L R``, embedding ``Zw R``, so the rotated weights are again the correlations of genes with the
+      rotated activities (unit-length columns of ``R``). This
       read-out uses the data, which average out the noise that stochastic training leaves in the decoder
       weights; on planted-program data it recovers modules best (``bench/results/signatures.md``).
-    - ``weights``: the decoder weights ``W`` (``varm[f"{key}_weights"]``, as ADAGE read them), varimax-rotated
-      to ``W R`` with embedding ``Z R``; no data needed (``R`` depends only on the model, so new samples
+    - ``weights``: the decoder weights ``W`` (``varm[f"{key}_weights"]``, as ADAGE read them), rotated
+      to ``W R`` with embedding ``Z R⁻ᵀ`` (``Z R`` for varimax), so the reconstruction ``Z Wᵀ`` is kept; no data
+      needed (``R`` depends only on the model, so new samples
       projected with the saved model rotate identically).
 
     Rotated node ``j`` is named ``vnode{j}``. ``uns[key_added]`` holds the transform of the activities
@@ -110,7 +115,10 @@ def rotate(
     key
         Prefix of the model's keys.
     method
-        ``varimax`` (the only rotation so far).
+        ``sparse`` (default: varimax, then oblique sparse coding; nodes may correlate) or ``varimax``
+        (orthogonal). Both depend only on the space the nodes span, so re-rotating the nodes of a model trained
+        with the same ``DAEConfig.rotation`` changes them little (the correlations are taken over ``adata``'s
+        cells instead of the training cells).
     readout
         ``correlation`` or ``weights``.
     key_added
@@ -125,11 +133,11 @@ def rotate(
 
     Examples
     --------
-    >>> genodae.tl.rotate(adata)                        # adds obsm["X_dae_varimax"], varm["dae_varimax_weights"]
-    >>> genodae.tl.signatures(adata, key="dae_varimax", rotation="none")
+    >>> genodae.tl.rotate(adata)                        # adds obsm["X_dae_sparse"], varm["dae_sparse_weights"]
+    >>> genodae.tl.signatures(adata, key="dae_sparse", rotation="none")
     """
     if method not in ROTATIONS or method == "none":
-        raise UserError(f"rotation method must be 'varimax', not {method!r}")
+        raise UserError(f"rotation method must be 'sparse' or 'varimax', not {method!r}")
     if readout not in READOUTS:
         raise UserError(f"readout must be one of {', '.join(READOUTS)}, not {readout!r}")
     adata = adata.copy() if copy else adata
@@ -151,14 +159,17 @@ def rotate(
     else:
         mu, M = np.zeros(k), np.eye(k)
         L = np.asarray(adata.varm[_keys.weights_key(key)], dtype=np.float64)[used]
-    R = varimax(L)
+    R = rotate_loadings(L, method)
     W = np.zeros((adata.n_vars, k), dtype=np.float32)
     W[used] = L @ R
     adata.varm[_keys.weights_key(key_added)] = W
+    # correlations: activities (Z − mean) M R, unit variance, whose correlations with the genes are L R; decoder
+    # weights: activities Z R⁻ᵀ, so that activities × weightsᵀ (the reconstruction) is kept (R⁻ᵀ = R if orthogonal)
+    T = R if readout == "correlation" or method == "varimax" else np.linalg.inv(R).T
     if Z is not None:
-        adata.obsm[_keys.embedding_key(key_added)] = ((Z - mu) @ M @ R).astype(np.float32)
+        adata.obsm[_keys.embedding_key(key_added)] = ((Z - mu) @ M @ T).astype(np.float32)
     adata.uns[key_added] = {
-        "mean": mu, "whitening": M, "rotation": R, "method": method, "readout": readout, "source_key": key,
+        "mean": mu, "whitening": M, "rotation": T, "method": method, "readout": readout, "source_key": key,
         "genes_used": np.asarray(adata.var_names[used], dtype=str),
         "node_names": np.asarray(_keys.node_names(k, _keys.ROTATED_NODE)),
     }
@@ -172,7 +183,7 @@ def signatures(
     *,
     key: str = _keys.DEFAULT,
     sd_cutoff: float = 2.5,
-    rotation: str = "varimax",
+    rotation: str = "sparse",
     readout: str = "correlation",
     min_genes: int = 0,
     key_added: str | None = None,
@@ -180,13 +191,13 @@ def signatures(
     """High-weight genes of every node: the candidate molecular signatures of a model.
 
     By default each gene's weight for a node is its correlation with the node's (whitened) activity, and the
-    nodes are rotated to the varimax basis (:func:`rotate`, stored under ``f"{key}_varimax"``, embedding
-    transformed alike): on planted-program data this makes nodes recover whole modules as well as PCA, ICA
-    and NMF loadings do (see ``bench/results/signatures.md``). ``readout="weights"`` rotates the decoder
+    nodes are rotated to the sparse basis (:func:`rotate`, stored under ``f"{key}_sparse"``, embedding
+    transformed alike): on planted-program data this makes nodes recover whole modules as well as PCA, ICA,
+    NMF and cNMF loadings do (see ``bench/results/readable.md``). ``readout="weights"`` rotates the decoder
     weights instead (no data needed); ``rotation="none"`` reads the model's weights as stored. A model trained
-    with ``DAEConfig.rotation="varimax"`` (the default) already reports its nodes in this basis
-    (``varm[f"{key}_weights"]`` are the correlations with its varimax nodes), so the rotation here changes
-    them only by float error (on the training cells) and mainly records the transform that
+    with ``DAEConfig.rotation="sparse"`` (the default) already reports its nodes in this basis
+    (``varm[f"{key}_weights"]`` are the correlations with its sparse nodes), so the rotation here changes
+    them little (correlations over ``adata``'s cells instead of the training cells) and mainly records the transform that
     :func:`genodae.tl.score` applies to new samples; for a model trained with ``rotation="none"`` (the ``adage``
     preset) ``rotation="none"`` reads the raw decoder weights, as ADAGE did.
 
@@ -199,14 +210,14 @@ def signatures(
     sd_cutoff
         A gene is high-weight beyond mean ± ``sd_cutoff`` · SD of the node's weights over the genes used.
     rotation
-        ``varimax`` (default) or ``none``.
+        ``sparse`` (default), ``varimax`` or ``none``.
     readout
         With a rotation: ``correlation`` (default; needs the expression data in ``adata``) or ``weights``.
     min_genes
         Fill each tail up to this many top genes even when fewer pass the cutoff (flagged).
     key_added
         Where the table is stored in ``uns`` (default ``f"{key}_signatures"``; with a rotation
-        ``f"{key}_varimax_signatures"``).
+        ``f"{key}_{rotation}_signatures"``).
 
     Returns
     -------
@@ -216,7 +227,7 @@ def signatures(
     Examples
     --------
     >>> genodae.tl.dae(adata, preset="signatures")
-    >>> sig = genodae.tl.signatures(adata)          # varimax nodes: uns["dae_varimax_signatures"]
+    >>> sig = genodae.tl.signatures(adata)          # sparse nodes: uns["dae_sparse_signatures"]
     >>> sig.query("node == 'vnode0' and direction == 'pos'").gene.tolist()
     """
     if rotation not in ROTATIONS:
@@ -225,8 +236,8 @@ def signatures(
     params = get_params(adata, key)
     if rotation == "none" and params.get("rotation", "none") == "none" and len(params.get("hidden", [])) > 0:
         log.warning("signatures of %s: raw decoder weights of a model with hidden layers (%s) recovered planted "
-                    "modules poorly (bench/results/readable.md); read them with rotation='varimax', or train with "
-                    "the default rotation='varimax'", key, list(params.get("hidden")))
+                    "modules poorly (bench/results/readable.md); read them with rotation='sparse', or train with "
+                    "the default rotation='sparse'", key, list(params.get("hidden")))
     read_key = key
     if rotation != "none":
         read_key = _keys.rotated_key(key, rotation)
@@ -279,7 +290,7 @@ def ensemble(
     adata: AnnData | Sequence[AnnData],
     *,
     keys: Sequence[str] | None = None,
-    rotation: str = "varimax",
+    rotation: str = "sparse",
     readout: str = "correlation",
     min_corr: float = 0.5,
     min_support: int | None = None,
@@ -289,7 +300,7 @@ def ensemble(
 
     ``adata`` is either one AnnData holding several models (their ``keys``) or a list of AnnData (one model
     each, key ``dae`` or ``keys[i]``; same cells). Each model is first rotated (:func:`rotate` with
-    ``rotation``/``readout``, adding ``f"{key}_varimax"`` keys; the rotated nodes are far more reproducible
+    ``rotation``/``readout``, adding ``f"{key}_{rotation}"`` keys; the rotated nodes are far more reproducible
     across seeds than raw nodes). The first AnnData receives
     ``varm[f"{key_added}_weights"]`` (zero rows for genes not shared), ``obsm[f"X_{key_added}"]``
     (consensus activities) and ``uns[key_added]`` (``support``, ``members``, ``genes_used``,

@@ -79,7 +79,7 @@ def ensemble_support(adata: AnnData, key: str, labels: Sequence[str]) -> pd.Data
     return support
 
 
-def sweep_run(adata: AnnData, *, run: str, key: str = "dae", rotation: str = "varimax",
+def sweep_run(adata: AnnData, *, run: str, key: str = "dae", rotation: str = K.DEFAULT_ROTATION,
               readout: str = "correlation", gene_sets: Mapping[str, Sequence[str]] | None = None,
               id_map=None) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """One model of a sweep, for :func:`genodae.signatures.sweep_summary`: its row of the runs table (``run``,
@@ -94,7 +94,7 @@ def sweep_run(adata: AnnData, *, run: str, key: str = "dae", rotation: str = "va
     read_key = key
     if rotation != "none":
         rotate(adata, key=key, method=rotation, readout=readout)
-        read_key = K.rotated_key(key)
+        read_key = K.rotated_key(key, rotation)
     W = gene_weights(adata, read_key)
     r2 = adata.var.get(K.recon_r2_key(key))
     hist = info.get("history", {})

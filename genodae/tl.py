@@ -117,16 +117,16 @@ def dae(
 from .signatures import ensemble, rotate, signatures  # noqa: E402
 
 
-def score(adata: AnnData, *, model: str | Path | DAE, key_added: str | None = None, rotation: str = "varimax",
+def score(adata: AnnData, *, model: str | Path | DAE, key_added: str | None = None, rotation: str = _keys.DEFAULT_ROTATION,
           transform=None, allow_missing_genes: bool = False, key: str | None = None):
     """Project new samples onto a saved model and return their node (signature) activities.
 
     Embeds ``adata`` (raw or prepared) with the model (``genodae.DAE.load(model).annotate``, which re-applies
-    the model's own preparation) into ``obsm[f"X_{key_added}"]``. With ``rotation="varimax"`` the activities
-    are then put in the basis of the signatures: pass ``transform`` = ``uns["dae_varimax"]`` of the AnnData the
+    the model's own preparation) into ``obsm[f"X_{key_added}"]``. With ``rotation="sparse"`` (or ``"varimax"``) the
+    activities are then put in the basis of the signatures: pass ``transform`` = ``uns["dae_sparse"]`` of the AnnData the
     signatures were read from (its ``mean``/``whitening``/``rotation``; needed for the default correlation
     read-out); without it the rotation is recomputed from the model's weights (the ``weights`` read-out,
-    which depends on the model only). Adds ``obsm[f"X_{key_added}_varimax"]`` then.
+    which depends on the model only). Adds ``obsm[f"X_{key_added}_{rotation}"]`` then.
 
     Parameters
     ----------
@@ -137,9 +137,9 @@ def score(adata: AnnData, *, model: str | Path | DAE, key_added: str | None = No
     key_added
         Prefix of the keys written (default ``"dae"``).
     rotation
-        ``varimax`` or ``none`` (the model's own nodes).
+        ``sparse`` (default), ``varimax`` or ``none`` (the model's own nodes).
     transform
-        ``uns[f"{key}_varimax"]`` of the signatures' AnnData (a mapping with mean, whitening, rotation).
+        ``uns[f"{key}_{rotation}"]`` of the signatures' AnnData (a mapping with mean, whitening, rotation).
     allow_missing_genes
         Fill model genes absent from ``adata`` (their input becomes 0).
     key
@@ -152,7 +152,7 @@ def score(adata: AnnData, *, model: str | Path | DAE, key_added: str | None = No
     Examples
     --------
     >>> new = genodae.read("new_cohort.csv")
-    >>> act = genodae.tl.score(new, model="results/luad/model", transform=train.uns["dae_varimax"])
+    >>> act = genodae.tl.score(new, model="results/luad/model", transform=train.uns["dae_sparse"])
     """
     import numpy as np
 
@@ -180,7 +180,7 @@ def enrich(
     adata: AnnData,
     *,
     gene_sets,
-    key: str = _keys.DEFAULT_VARIMAX,
+    key: str = _keys.DEFAULT_ROTATED,
     id_map=None,
     sd_cutoff: float = 2.5,
     min_size: int = 5,
@@ -190,7 +190,7 @@ def enrich(
 ):
     """Gene-set over-representation of every signature of a model, against the genes the model used.
 
-    Uses ``uns[f"{key}_signatures"]`` (from :func:`genodae.tl.signatures`; the default key is its varimax
+    Uses ``uns[f"{key}_signatures"]`` (from :func:`genodae.tl.signatures`; the default key is its sparse
     read-out), or reads the high-weight genes of ``varm[f"{key}_weights"]`` at ``sd_cutoff`` when absent.
     See :func:`genodae.enrich.enrich` for the test (gseapy's hypergeometric test, BH per node).
 

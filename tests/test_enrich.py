@@ -154,7 +154,7 @@ def test_cli_enrich(weights_h5ad, tmp_path):
     assert best.loc["UP", "signature"] == "node0+" and best.loc["UP", "fdr"] < 1e-6
     assert best.loc["DOWN", "signature"] == "node1-" and best.loc["DOWN", "fdr"] < 1e-6
     assert (tmp_path / "dot.png").exists()
-    # the varimax key is computed on the fly by default
+    # the rotated (sparse) key is computed on the fly by default
     assert main(["-q", "enrich", str(weights_h5ad), "-o", str(tmp_path / "v.tsv"), "--gene-sets", str(gmt)]) == 0
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import genodae
 from genodae import DAE, _keys, get, pp
+from genodae.config import ROTATIONS, DAEConfig
 from genodae.errors import UserError
 
 PKG = Path(genodae.__file__).parent
@@ -38,16 +39,19 @@ def test_names_of_a_model_prefix():
     assert _keys.params_key("foo") == "foo"
     assert _keys.signatures_key("foo") == "foo_signatures"
     assert _keys.enrichment_key("foo") == "foo_enrichment"
-    assert _keys.rotated_key("foo") == "foo_varimax" and _keys.rotated_key("foo", "x") == "foo_x"
-    assert _keys.DEFAULT_VARIMAX == _keys.rotated_key(_keys.DEFAULT)
+    assert _keys.rotated_key("foo") == "foo_sparse" and _keys.rotated_key("foo", "varimax") == "foo_varimax"
+    assert _keys.DEFAULT_ROTATED == _keys.rotated_key(_keys.DEFAULT) == "dae_sparse"
+    assert set(_keys.ROTATION_METHODS) == set(ROTATIONS) - {"none"} and _keys.DEFAULT_ROTATION == DAEConfig().rotation
     assert (_keys.PREP, _keys.COUNTS_LAYER, _keys.HIGHLY_VARIABLE) == ("genodae_prepare", "counts", "highly_variable")
     assert pp.PREP_KEY == _keys.PREP
 
 
 def test_suffixes_are_parsed_not_sliced():
-    assert _keys.rotated_source("dae_varimax") == "dae"
-    assert _keys.rotated_source("my_model_varimax") == "my_model"
+    assert _keys.rotated_source("dae_varimax") == ("dae", "varimax")
+    assert _keys.rotated_source("dae_sparse") == ("dae", "sparse")
+    assert _keys.rotated_source("my_model_varimax") == ("my_model", "varimax")
     assert _keys.rotated_source("dae") is None and _keys.rotated_source("_varimax") is None
+    assert _keys.rotated_source("_sparse") is None and _keys.rotated_source("dae_sparse_x") is None
     varm = ["dae_weights", "dae_decoder_weights", "dae_varimax_weights", "weights", "_weights", "other"]
     assert _keys.weights_keys(varm) == ["dae", "dae_decoder", "dae_varimax"]
     assert _keys.embedding_keys(["X_dae", "X_umap", "X_", "dae", "PCs"]) == ["dae", "umap"]
@@ -143,7 +147,7 @@ def test_score_writes_under_key_added(model_and_data, tmp_path):
     act_r = genodae.tl.score(a, model=model, key_added="new")
     assert list(act.columns) == _keys.node_names(FAST["n_latent"])
     assert list(act_r.columns) == _keys.node_names(FAST["n_latent"], _keys.ROTATED_NODE)
-    assert {"X_new", "X_new_varimax"} <= set(a.obsm)
+    assert {"X_new", "X_new_sparse"} <= set(a.obsm)
     with pytest.warns(FutureWarning):
         old = genodae.tl.score(adata.copy(), model=model, key="new", rotation="none")
     np.testing.assert_array_equal(old.to_numpy(), act.to_numpy())

@@ -316,11 +316,11 @@ def test_linear_decoder_gene_weights_are_the_decoder_matrix(trained, prepared):
 
 
 def test_default_gene_weights_are_correlations_with_the_reported_nodes(trained, prepared):
-    """rotation='varimax' (default): each gene weight is the gene's Pearson correlation, over the training
-    cells, between its model input and the node's reported activity; the nodes are uncorrelated and ordered
-    by the variance of their weights; re-rotating them (tl.rotate) leaves them as they are."""
+    """rotation='sparse' (default): each gene weight is the gene's Pearson correlation, over the training
+    cells, between its model input and the node's reported activity; the nodes are ordered by the variance of
+    their weights; re-rotating them (tl.rotate) leaves them as they are."""
     model, _ = trained
-    assert model.config.rotation == "varimax" and model.readout is not None
+    assert model.config.rotation == "sparse" and model.readout is not None
     X, _ = genodae.signatures.model_input(prepared)
     E = model.embed(prepared).astype(np.float64)
     W = model.gene_weights().to_numpy()
@@ -329,12 +329,22 @@ def test_default_gene_weights_are_correlations_with_the_reported_nodes(trained, 
     ok = sx > 0
     r = (Xc[:, ok].T @ Ec) / len(X) / np.outer(sx[ok], se)
     np.testing.assert_allclose(W[ok], r, atol=2e-3)
-    C = np.corrcoef(E.T)
-    assert np.abs(C - np.eye(len(C))).max() < 1e-3
     assert np.all(np.diff(W.var(axis=0)) <= 1e-6)
     a = prepared.copy()
     model.annotate(a)
     genodae.tl.rotate(a)
+    np.testing.assert_allclose(a.varm["dae_sparse_weights"], a.varm["dae_weights"], atol=2e-3)
+
+
+def test_varimax_rotation_gives_uncorrelated_nodes(prepared):
+    model = DAE(n_latent=4, hidden=(), epochs=3, rotation="varimax", num_threads=1, seed=1).fit(prepared)
+    E = model.embed(prepared).astype(np.float64)
+    C = np.corrcoef(E.T)
+    assert np.abs(C - np.eye(len(C))).max() < 1e-3
+    a = prepared.copy()
+    model.annotate(a)
+    assert a.uns["dae"]["params"]["rotation"] == "varimax"
+    genodae.tl.rotate(a, method="varimax")
     np.testing.assert_allclose(a.varm["dae_varimax_weights"], a.varm["dae_weights"], atol=2e-3)
 
 

@@ -66,7 +66,8 @@ def test_varimax_undoes_a_rotation_of_sparse_loadings():
     assert (np.abs(S._corr_cols(mixed, L)).max(axis=0) < 0.95).any()
 
 
-def test_rotate_keeps_reconstruction_and_adds_keys():
+@pytest.mark.parametrize("method", ["sparse", "varimax"])
+def test_rotate_keeps_reconstruction_and_adds_keys(method):
     rng = np.random.default_rng(0)
     L, _ = _sparse_loadings()
     a = genodae.synthetic.planted_programs(n_cells=50, n_genes=120, n_programs=2, module_size=5)
@@ -74,24 +75,31 @@ def test_rotate_keeps_reconstruction_and_adds_keys():
     W[::7] = 0  # genes the model did not use stay zero rows
     a.varm["dae_weights"] = W
     a.obsm["X_dae"] = rng.normal(size=(50, 4))
-    genodae.tl.rotate(a, readout="weights")
-    Wr, Zr = a.varm["dae_varimax_weights"], a.obsm["X_dae_varimax"]
+    genodae.tl.rotate(a, readout="weights", **({} if method == "sparse" else {"method": method}))
+    Wr, Zr = a.varm[f"dae_{method}_weights"], a.obsm[f"X_dae_{method}"]
+    # the weights read-out: weights W T, activities Z T⁻ᵀ (= Z T for orthogonal varimax), so Z Wᵀ is kept
     assert np.allclose(Zr @ Wr.T, a.obsm["X_dae"] @ W.T, atol=1e-4)
+    L[::7] = 0
+    assert np.abs(S._corr_cols(Wr, L)).max(axis=0).min() > 0.99  # each node one of the sparse columns again
     assert (Wr[::7] == 0).all()
-    assert list(a.uns["dae_varimax"]["node_names"]) == ["vnode0", "vnode1", "vnode2", "vnode3"]
+    assert list(a.uns[f"dae_{method}"]["node_names"]) == ["vnode0", "vnode1", "vnode2", "vnode3"]
 
 
-def test_correlation_readout_is_gene_activity_correlation(trained):
+@pytest.mark.parametrize("method", ["sparse", "varimax"])
+def test_correlation_readout_is_gene_activity_correlation(trained, method):
     a = trained.copy()
-    genodae.tl.rotate(a)
-    Z = a.obsm["X_dae_varimax"].astype(np.float64)
-    assert np.allclose(np.cov(Z, rowvar=False, bias=True), np.eye(Z.shape[1]), atol=1e-4)  # whitened, rotated
+    genodae.tl.rotate(a, method=method)
+    Z = a.obsm[f"X_dae_{method}"].astype(np.float64)
+    C = np.cov(Z, rowvar=False, bias=True)
+    np.testing.assert_allclose(np.diag(C), 1.0, atol=1e-4)  # unit variance (whitened, unit-length rotation)
+    if method == "varimax":
+        assert np.allclose(C, np.eye(Z.shape[1]), atol=1e-4)  # and uncorrelated
     X = a.X.toarray()
-    W = a.varm["dae_varimax_weights"]
+    W = a.varm[f"dae_{method}_weights"]
     for g in (0, 17, 101):
         for j in range(Z.shape[1]):
             assert W[g, j] == pytest.approx(np.corrcoef(X[:, g], Z[:, j])[0, 1], abs=1e-4)
-    t = a.uns["dae_varimax"]
+    t = a.uns[f"dae_{method}"]
     assert np.allclose(S.apply_transform(a.obsm["X_dae"], t), Z, atol=1e-4)
     with pytest.raises(UserError, match="readout"):
         genodae.tl.rotate(a, readout="nope")
@@ -114,9 +122,9 @@ def test_signatures_recover_planted_modules(trained):
     a = trained.copy()
     mods = {k: list(v) for k, v in a.uns["synthetic"]["modules"].items()}
     table = genodae.tl.signatures(a)
-    assert "dae_varimax_signatures" in a.uns and table.attrs["key"] == "dae_varimax"
+    assert "dae_sparse_signatures" in a.uns and table.attrs["key"] == "dae_sparse"
     assert set(table.columns) >= {"node", "direction", "gene", "weight", "zscore", "rank"}
-    rec = S.module_recovery(S.gene_weights(a, "dae_varimax"), mods)
+    rec = S.module_recovery(S.gene_weights(a, "dae_sparse"), mods)
     assert rec["auroc"].min() > 0.93 and rec["auroc"].mean() > 0.96, rec
     assert rec["f1"].mean() > 0.6, rec
     assert rec["precision"].mean() > 0.9, rec
@@ -184,9 +192,9 @@ def test_score_projects_new_samples_like_the_training_data(trained, tmp_path):
     raw = a.copy()  # new samples: the same cells as raw counts
     raw.X = raw.layers["counts"]
     raw.uns.pop("genodae_prepare")
-    act = genodae.tl.score(raw[:20].copy(), model=tmp_path / "m", transform=a.uns["dae_varimax"])
+    act = genodae.tl.score(raw[:20].copy(), model=tmp_path / "m", transform=a.uns["dae_sparse"])
     assert list(act.columns) == [f"vnode{i}" for i in range(4)]
-    assert np.allclose(act.to_numpy(), a.obsm["X_dae_varimax"][:20], atol=1e-3)
+    assert np.allclose(act.to_numpy(), a.obsm["X_dae_sparse"][:20], atol=1e-3)
     # without the transform: the weights read-out, which depends on the model only
     genodae.tl.rotate(a, readout="weights", key_added="w")
     act_w = genodae.tl.score(raw[:20].copy(), model=tmp_path / "m")

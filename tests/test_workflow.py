@@ -408,7 +408,7 @@ def test_example_run_writes_every_output(example_run):
     (row,) = read_tsv(res / "runs.tsv")
     assert row["run"] == "k32/seed0" and row["epochs_run"] == "3"
     assert float(row["final_val_loss"]) > 0
-    # signatures (varimax nodes), the heatmap, the transform, and the association with bulk_labels
+    # signatures (sparse nodes), the heatmap, the transform, and the association with bulk_labels
     sig = run / "signatures"
     for rel in ("signatures.tsv", "weights.tsv", "activities.tsv", "transform.json", "heatmap.png",
                 "association_bulk_labels.tsv", "association_bulk_labels.png"):
@@ -573,7 +573,7 @@ def test_signature_rules_on_two_seed_two_latent_sweep(synthetic_sweep):
     """Signatures, enrichment, the 2-seed ensemble and the sweep summary of a 2 x 2 sweep, read back."""
     res = synthetic_sweep / "results" / "synth"
     genes = {f"GENE{j:03d}" for j in range(40)}
-    # a run: signatures at 1 SD of its varimax nodes, and their enrichment against the GMT
+    # a run: signatures at 1 SD of its sparse nodes, and their enrichment against the GMT
     sig = res / "k2/seed0/signatures"
     table = read_tsv(sig / "signatures.tsv")
     assert table and {r["gene"] for r in table} <= genes and {r["node"] for r in table} <= {"vnode0", "vnode1"}
@@ -632,11 +632,11 @@ def test_signature_jobs_planned_only_when_configured(tmp_path):
     lines = out.splitlines()
     ens = next(x for x in lines if "genodae ensemble" in x and "results/synth/k3/ensemble" in x)
     assert "results/synth/k3/seed0/embedded.h5ad results/synth/k3/seed1/embedded.h5ad" in ens
-    assert "--min-support 2" in ens and "--rotation varimax" in ens
+    assert "--min-support 2" in ens and "--rotation sparse" in ens
     enrich = [x for x in lines if "genodae enrich" in x]
     assert all("--gene-sets data/sets.gmt" in x for x in enrich)
     assert any("k2/ensemble/consensus.h5ad" in x and "--key dae_ensemble" in x for x in enrich)
-    assert any("k2/seed1/embedded.h5ad" in x and "--key dae_varimax" in x for x in enrich)
+    assert any("k2/seed1/embedded.h5ad" in x and "--key dae_sparse" in x for x in enrich)
     surv = [x for x in lines if "genodae survival" in x]
     assert len(surv) == 6 and all("results/synth/" in x for x in surv)
     assert all("--duration time --event status --event-value dead --covariates age" in x for x in surv)

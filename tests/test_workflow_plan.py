@@ -335,8 +335,8 @@ def test_final_outputs_of_the_default_example(tmp_path, monkeypatch):
         f"{sig}/transform.json", f"{sig}/association_bulk_labels.tsv", f"{sig}/association_bulk_labels.png",
     ]
     assert p.ensembles == {} and p.sweeps == {} and p.signature_sources() == ["k32/seed0"]
-    assert p.signature_options() == "--sd-cutoff 2.5 --rotation varimax --min-genes 0 --n-genes 5"
-    assert p.source_key("k32/seed0") == "dae_varimax" and p.gene_set_flags() == "" and p.survival_flags() == ""
+    assert p.signature_options() == "--sd-cutoff 2.5 --rotation sparse --min-genes 0 --n-genes 5"
+    assert p.source_key("k32/seed0") == "dae_sparse" and p.gene_set_flags() == "" and p.survival_flags() == ""
     # no signatures: the run's files and its table only
     off = make_plan(tmp_path, monkeypatch, signatures={"enabled": False}, sweep={"seed": [0, 1], "n_latent": [2, 3]})
     assert off.ensembles == off.sweeps == {} and off.groupby_columns("pbmc68k") == []

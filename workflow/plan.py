@@ -596,7 +596,7 @@ class Plan:
         """The model key in source_h5ad whose nodes the signatures table names (genodae enrich/associate --key)."""
         if src in self.ensembles:
             return "dae_ensemble"
-        return "dae_varimax" if self.sig["rotation"] == "varimax" else "dae"
+        return "dae" if self.sig["rotation"] == "none" else f"dae_{self.sig['rotation']}"
 
     def enrichment_on(self) -> bool:
         return self.sig["enabled"] and bool(self.sig["gene_sets"])

@@ -184,9 +184,10 @@ def _signatures() -> dict:
             "sd_cutoff": _key("number", 2.5, (
                 "A gene is in a node's signature beyond mean ± sd_cutoff · SD of the node's weights (ADAGE)."),
                 exclusiveMinimum=0),
-            "rotation": _key("string", "varimax", (
-                "Read the nodes after a varimax rotation (each node sparse in genes; the benchmarked default) or as "
-                "trained (none, as ADAGE did). Also applies to ensembles, sweep summaries and the association "
+            "rotation": _key("string", "sparse", (
+                "Read the nodes after a rotation that makes each node sparse in genes: sparse (varimax, then oblique "
+                "sparse coding; the benchmarked default), varimax (orthogonal nodes), or as trained (none, as ADAGE "
+                "did). Also applies to ensembles, sweep summaries and the association "
                 "tests."), enum=list(gc.ROTATIONS)),
             "min_genes": _key("integer", 0, (
                 "Fill each tail of a signature up to this many top genes (flagged beyond_cutoff = False)."),

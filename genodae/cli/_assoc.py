@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .. import _keys as K
 from ..errors import UserError
 from ._common import ensure_key, key_arg, read_embedded, write_png, write_tsv
 
@@ -12,7 +13,7 @@ def register(sub) -> None:
     p = sub.add_parser("associate", help="node activities against sample groups (tests, effect sizes, FDR)")
     p.add_argument("input", help="embedded .h5ad")
     p.add_argument("-o", "--output", required=True, help="association TSV, one row per node")
-    key_arg(p, default="dae_varimax")
+    key_arg(p, default=K.DEFAULT_ROTATED)
     p.add_argument("--obs", metavar="SHEET", help="CSV/TSV of sample metadata keyed by sample name, joined into obs")
     p.add_argument("--groupby", required=True, help="obs column of sample groups")
     p.add_argument("--groups", nargs="+", help="groups to compare, in order (default: all)")
@@ -24,7 +25,7 @@ def register(sub) -> None:
     p = sub.add_parser("survival", help="Cox model per node (HR per SD, FDR) and Kaplan-Meier high vs low")
     p.add_argument("input", help="embedded .h5ad")
     p.add_argument("-o", "--output", required=True, help="Cox TSV, one row per node")
-    key_arg(p, default="dae_varimax")
+    key_arg(p, default=K.DEFAULT_ROTATED)
     p.add_argument("--obs", metavar="SHEET", help="CSV/TSV of clinical data keyed by sample name, joined into obs")
     p.add_argument("--duration", required=True, help="obs column of follow-up time")
     p.add_argument("--event", required=True, help="obs column of the event (0/1, or see --event-value)")

@@ -372,7 +372,8 @@ def write_png(path, plot) -> None:
 
 
 def ensure_key(adata, key: str, need: str = "varm") -> None:
-    """Make ``key`` available: a ``<model>_varimax`` key is computed from ``<model>`` when absent.
+    """Make ``key`` available: a ``<model>_sparse`` (``<model>_varimax``) key is computed from ``<model>`` when
+    absent.
 
     ``need``: ``varm`` (gene weights) or ``obsm`` (activities only, for association tests).
     """
@@ -381,8 +382,8 @@ def ensure_key(adata, key: str, need: str = "varm") -> None:
     if K.weights_key(key) in adata.varm or (need == "obsm" and K.embedding_key(key) in adata.obsm):
         return
     source = K.rotated_source(key)
-    if source is not None and K.weights_key(source) in adata.varm:
-        rotate(adata, key=source, key_added=key)
+    if source is not None and K.weights_key(source[0]) in adata.varm:
+        rotate(adata, key=source[0], method=source[1], key_added=key)
         return
     have = sorted(K.weights_keys(adata.varm))
     raise UserError(f"no model {key!r} in the file (varm[{K.weights_key(key)!r}] missing); available keys: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import _keys as K
 from ..errors import UserError
 from ._common import ensure_key, gene_sets, id_map, key_arg, read_embedded, write_png, write_tsv
 
@@ -14,7 +15,7 @@ def register(sub) -> None:
     p.add_argument("input", help="embedded .h5ad (its model's genes are the background)")
     p.add_argument("-o", "--output", required=True, help="enrichment TSV")
     p.add_argument("--gene-sets", nargs="+", required=True, metavar="GMT", help="one or more GMT files")
-    key_arg(p, default="dae_varimax")
+    key_arg(p, default=K.DEFAULT_ROTATED)
     p.add_argument("--signatures", metavar="TSV", help="signatures table (default: read from the model at --sd-cutoff)")
     p.add_argument("--sd-cutoff", type=float, default=2.5, help="when no signatures table is given (default: 2.5)")
     p.add_argument("--id-map", metavar="TABLE", help="CSV/TSV mapping the model's gene IDs to those of the gene sets")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from .. import _keys as K
+from ..config import ROTATIONS
 from ..errors import UserError
 from ._common import (
     ensure_key,
@@ -22,13 +23,14 @@ from ._common import (
 
 
 def register(sub) -> None:
-    p = sub.add_parser("signatures", help="high-weight genes of every node (varimax read-out by default) as TSV")
+    p = sub.add_parser("signatures", help="high-weight genes of every node (sparse read-out by default) as TSV")
     p.add_argument("input", help="embedded .h5ad (genodae embed / run)")
     p.add_argument("-o", "--output", required=True, help="signatures TSV (node, direction, gene, weight, zscore, rank)")
     key_arg(p)
     p.add_argument("--sd-cutoff", type=float, default=2.5, help="high-weight: beyond mean ± this many SD (default: 2.5)")
-    p.add_argument("--rotation", choices=("varimax", "none"), default="varimax",
-                   help="read nodes after a varimax rotation (default) or as trained")
+    p.add_argument("--rotation", choices=ROTATIONS, default=K.DEFAULT_ROTATION,
+                   help="read nodes after a rotation: sparse (default; varimax, then oblique sparse coding), "
+                   "varimax (orthogonal), or none (as trained)")
     readout_arg(p)
     p.add_argument("--min-genes", type=int, default=0, help="fill each tail up to this many top genes (default: 0)")
     p.add_argument("--transform", metavar="JSON", help="also write the activity transform (mean, whitening, "
@@ -43,8 +45,8 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", help="embedded .h5ad files, one model each, same cells")
     p.add_argument("-o", "--output", required=True, help="consensus gene weights TSV (genes × consensus nodes)")
     key_arg(p)
-    p.add_argument("--rotation", choices=("varimax", "none"), default="varimax",
-                   help="rotate each model before clustering its nodes (default: varimax)")
+    p.add_argument("--rotation", choices=ROTATIONS, default=K.DEFAULT_ROTATION,
+                   help="rotate each model before clustering its nodes: sparse (default), varimax or none")
     readout_arg(p)
     p.add_argument("--min-corr", type=float, default=0.5, help="nodes cluster when |r| >= this (default: 0.5)")
     p.add_argument("--min-support", type=int, help="models a consensus node needs (default: half, rounded up)")
@@ -58,8 +60,8 @@ def register(sub) -> None:
     p.add_argument("input", help="new samples in any readable format (raw or prepared)")
     p.add_argument("model", help="model folder (genodae train / run)")
     p.add_argument("-o", "--output", required=True, help="activities TSV, samples × nodes")
-    p.add_argument("--rotation", choices=("varimax", "none"), default="varimax",
-                   help="rotate as 'genodae signatures' does (default: varimax)")
+    p.add_argument("--rotation", choices=ROTATIONS, default=K.DEFAULT_ROTATION,
+                   help="rotate as 'genodae signatures' does: sparse (default), varimax or none")
     p.add_argument("--transform", metavar="JSON", help="the transform written by 'genodae signatures --transform' "
                    "(default: recompute the rotation from the model's weights)")
     p.add_argument("--allow-missing-genes", action="store_true", help="fill model genes absent from the data")
@@ -70,7 +72,8 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", help="embedded .h5ad files of a sweep (sizes × seeds, same cells)")
     p.add_argument("-o", "--output", required=True, help="summary TSV, one row per n_latent")
     key_arg(p)
-    p.add_argument("--rotation", choices=("varimax", "none"), default="varimax", help="read-out (default: varimax)")
+    p.add_argument("--rotation", choices=ROTATIONS, default=K.DEFAULT_ROTATION,
+                   help="read-out: sparse (default), varimax or none")
     readout_arg(p)
     p.add_argument("--gene-sets", nargs="+", metavar="GMT", help="count distinct enriched gene sets (FDR < --fdr)")
     p.add_argument("--id-map", metavar="TABLE", help="CSV/TSV mapping gene IDs to those of the gene sets")
@@ -90,7 +93,7 @@ def cmd_signatures(args: argparse.Namespace) -> None:
                        readout=args.readout, min_genes=args.min_genes)
     key = table.attrs["key"]
     if args.transform and args.rotation == "none":
-        raise UserError("--transform needs a rotation (--rotation varimax)")
+        raise UserError("--transform needs a rotation (--rotation sparse or varimax)")
     W = gene_weights(adata, key)
     emb = None
     if args.embedding:

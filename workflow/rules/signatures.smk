@@ -10,7 +10,7 @@
 
 
 rule signatures:
-    """High-weight genes of every node of one run (varimax read-out by default), the (rotated) gene weights and
+    """High-weight genes of every node of one run (sparse read-out by default), the (rotated) gene weights and
     node activities, the activity transform for `genodae score --transform`, and a heatmap of the top genes."""
     input:
         "results/{dataset}/{run}/embedded.h5ad",
