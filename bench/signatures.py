@@ -19,7 +19,7 @@ Methods (each with ``n_latent`` nodes/components, seeds 0…9):
   PCA is otherwise deterministic).
 
 Read-outs: ``raw`` (the weights/loadings as they are), ``varimax`` (weights rotated by
-``genodae.signatures.varimax``) and ``corr_varimax`` (the default of ``genodae.tl.signatures``: each gene's
+``genodae.signatures.varimax``) and ``corr_varimax`` (the default of ``genodae.tl.signatures`` until 2026-12-06, kept here so the results compare; since then the library adds a sparse-coding step, bench/readable.py: each gene's
 correlation with the whitened activities/scores, then varimax).
 
 Metrics (``genodae.signatures.module_recovery``, averaged over modules): ``auroc`` = best node's AUROC of
@@ -219,8 +219,8 @@ def run_pbmc(args) -> None:
     for s, key in enumerate(keys):
         genodae.tl.dae(adata, preset="signatures", n_latent=args.n_latent, seed=s, num_threads=1, key_added=key)
     log.info("pbmc: trained %d models in %.0fs", len(keys), time.perf_counter() - t0)
-    genodae.tl.ensemble(adata, keys=keys, key_added="dae_ens")
-    genodae.tl.signatures(adata, key="dae_s0")  # -> dae_s0_varimax
+    genodae.tl.ensemble(adata, keys=keys, key_added="dae_ens", rotation="varimax")
+    genodae.tl.signatures(adata, key="dae_s0", rotation="varimax")  # -> dae_s0_varimax
     genodae.tl.signatures(adata, key="dae_ens", rotation="none")
     summary = {}
     for tag, rkey in (("single", "dae_s0_varimax"), ("ensemble", "dae_ens")):
@@ -285,8 +285,8 @@ def run_luad(args) -> None:
     keys = [f"dae_s{s}" for s in range(args.n_seeds)]
     for s, key in enumerate(keys):
         genodae.tl.dae(adata, preset="signatures", n_latent=args.n_latent, seed=s, num_threads=1, key_added=key)
-    genodae.tl.signatures(adata, key="dae_s0")
-    genodae.tl.ensemble(adata, keys=keys, key_added="dae_ens")
+    genodae.tl.signatures(adata, key="dae_s0", rotation="varimax")
+    genodae.tl.ensemble(adata, keys=keys, key_added="dae_ens", rotation="varimax")
     genodae.tl.signatures(adata, key="dae_ens", rotation="none")
     surv = dict(duration="MONTHS_TO_LAST_CONTACT_OR_DEATH", event="VITAL_STATUS", event_value="Dead")
     summary = {"n_samples": int(adata.n_obs), "n_probes": int(adata.n_vars)}
@@ -324,7 +324,7 @@ def run_sweep(args) -> None:
         for s in range(args.n_seeds):
             key = f"dae_k{n}_s{s}"
             genodae.tl.dae(adata, preset="signatures", n_latent=n, seed=s, num_threads=1, key_added=key)
-            genodae.tl.rotate(adata, key=key)
+            genodae.tl.rotate(adata, key=key, method="varimax")
             W = S.gene_weights(adata, f"{key}_varimax")
             rec = S.module_recovery(W, mods)
             runs.append(dict(run=key, n_latent=n, seed=s, weights=W,

@@ -14,7 +14,7 @@ where                         name                                   built by
 ``layers``                    ``<key>_denoised``                     :func:`denoised_key`
 ``uns``                       ``<key>`` (settings, history …)        :func:`params_key`
 ``uns``                       ``<key>_signatures`` / ``_enrichment``  :func:`signatures_key`, :func:`enrichment_key`
-rotated nodes                 ``<key>_varimax`` (a new prefix)       :func:`rotated_key`, parsed by :func:`rotated_source`
+rotated nodes                 ``<key>_sparse``, ``<key>_varimax``    :func:`rotated_key`, parsed by :func:`rotated_source`
 ============================  =====================================  ==========================================
 
 Node labels: ``node0`` … for a model's own nodes, ``vnode0`` … for rotated nodes, ``cnode0`` … for consensus
@@ -34,8 +34,8 @@ from .errors import UserError
 DEFAULT = "dae"  # the prefix of a model's keys unless key_added says otherwise
 ENSEMBLE = "dae_ensemble"  # default prefix of tl.ensemble's consensus nodes
 DEFAULT_ROTATION = "sparse"  # the rotation tl.signatures/ensemble/score apply by default (DAEConfig.rotation's default)
-DEFAULT_ROTATED = "dae_sparse"
-ROTATION_METHODS = ("sparse", "varimax")  # config.ROTATIONS but "none" (no import: a leaf module)  # rotated_key(DEFAULT): what tl.signatures reads by default, so enrich/pl read it
+DEFAULT_ROTATED = "dae_sparse"  # rotated_key(DEFAULT): what tl.signatures reads by default, so enrich/pl read it
+ROTATION_METHODS = ("sparse", "varimax")  # config.ROTATIONS but "none" (no import: a leaf module)
 PREP = "genodae_prepare"  # uns: what pp.prepare did (settings, value evidence, genes used)
 READ = "genodae_read"  # uns: what genodae.read did (path, format, orientation)
 COUNTS_LAYER = "counts"  # layers: raw counts kept by pp.prepare

@@ -9,9 +9,12 @@ into the basis genodae's models report their nodes in (``DAEConfig.rotation``).
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
+
+log = logging.getLogger("genodae")
 
 
 def varimax(W: np.ndarray, *, normalize: bool = True, max_iter: int = 500, tol: float = 1e-7) -> np.ndarray:
@@ -56,10 +59,10 @@ def principal_axes(L: np.ndarray) -> np.ndarray:
     ``L`` (orthogonal, by decreasing sum of squares, each with positive skew). ``L @ Q`` does not depend on the
     basis ``L`` is given in (for any orthogonal ``O``, ``L O`` has the same axes), so a rotation started there
     depends only on the space the nodes span; the classic start of varimax (unrotated principal-component
-    loadings)."""
+    loadings). From the k × k matrix ``LᵀL``, so it is k × k also with fewer genes than nodes."""
     L = np.asarray(L, dtype=np.float64)
-    _, _, vt = np.linalg.svd(L, full_matrices=False)
-    Q = vt.T
+    w, V = np.linalg.eigh(L.T @ L)
+    Q = V[:, np.argsort(-w, kind="stable")]
     sign = np.sign(_skew(L @ Q))
     sign[sign == 0] = 1
     return Q * sign
@@ -74,35 +77,48 @@ def sparse_rotation(A: np.ndarray, *, seed: int = 0, threshold: float = 2.0) -> 
     combination of k unit-length *atoms* (sparse dictionary learning, Mairal et al. 2009;
     ``sklearn.decomposition.DictionaryLearning``, coordinate descent, started from ``A``'s own axes): minimise
     ``½‖A − U D‖² + α‖U‖₁`` over codes ``U`` and atoms ``D``, with ``α = threshold × σ``, ``σ`` the robust
-    noise level of one loading (1.4826 × the median |loading|; most genes carry no program), so a gene is coded
-    by an atom only where its loading stands ``threshold`` noise SDs out. The atoms are the new nodes: ``T =
-    Dᵀ``, and ``A @ T`` are the genes' correlations with the nodes' activities when ``A`` holds correlations
-    with whitened activities. Columns get positive skew and are ordered by decreasing variance.
+    noise level of one loading (1.4826 × the median |loading| over the genes with any non-zero loading; most
+    genes carry no program), so a gene is coded by an atom only where its loading stands ``threshold`` noise SDs
+    out. The atoms are the new nodes: ``T = Dᵀ``, and ``A @ T`` are the genes' correlations with the nodes'
+    activities when ``A`` holds correlations with whitened activities. Columns get positive skew and are ordered
+    by decreasing variance. ``seed`` seeds scikit-learn's re-initialisation of an atom no gene uses (genodae
+    passes 0, so the nodes depend on ``A`` only).
 
-    Falls back to the identity (a warning) when the atoms are nearly linearly dependent (condition number of
-    ``T`` above 1e4): the nodes must stay an invertible map of the embedding (as many discrete programs as
-    there are nodes, e.g., can make the atoms dependent: k groups span only k − 1 centred directions).
+    Directions no gene loads on (a dead node, fewer genes than nodes) are kept as nodes of their own (zero
+    weights) and the atoms are learnt in the others. Returns the identity, with a warning, when the atoms found
+    are nearly linearly dependent (condition number of ``T`` above 1e4: the nodes must stay an invertible map of
+    the embedding; k discrete groups span only k − 1 centred directions, so their atoms can come close) or two
+    nearly coincide (|cosine| above 0.95: scikit-learn re-seeds an atom no gene uses with a gene's loadings, which
+    can duplicate a program's node when the loadings carry fewer programs than nodes and few genes).
     """
     from sklearn.decomposition import DictionaryLearning
     from sklearn.exceptions import ConvergenceWarning
 
     A = np.asarray(A, dtype=np.float64)
     k = A.shape[1]
-    sigma = 1.4826 * float(np.median(np.abs(A))) if A.size else 0.0
-    if k < 2 or sigma == 0 or A.shape[0] < k:
+    rows = np.any(A != 0, axis=1)
+    sigma = 1.4826 * float(np.median(np.abs(A[rows]))) if rows.any() else 0.0
+    w, V = np.linalg.eigh(A.T @ A)
+    order = np.argsort(-w, kind="stable")
+    w, V = w[order], V[:, order]
+    r = int((w > max(w[0], 0.0) * 1e-12).sum()) if k else 0  # directions the genes load on
+    if k < 2 or r < 2 or sigma == 0 or rows.sum() < r:
         return np.eye(k)
+    B, basis = (A, np.eye(k)) if r == k else (A @ V[:, :r], V[:, :r])  # the atoms' coordinates
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        dl = DictionaryLearning(n_components=k, alpha=threshold * sigma, fit_algorithm="cd",
-                                transform_algorithm="lasso_cd", max_iter=100, tol=1e-4, dict_init=np.eye(k),
-                                code_init=A, random_state=seed).fit(A)
+        dl = DictionaryLearning(n_components=r, alpha=threshold * sigma, fit_algorithm="cd",
+                                transform_algorithm="lasso_cd", max_iter=100, tol=1e-4, dict_init=np.eye(r),
+                                code_init=B, random_state=seed).fit(B)
     D = np.asarray(dl.components_, dtype=np.float64)
-    norms = np.linalg.norm(D, axis=1)
-    D[norms == 0] = np.eye(k)[norms == 0]  # an unused atom stays the axis it started from
-    T = (D / np.linalg.norm(D, axis=1, keepdims=True)).T
-    if not np.isfinite(T).all() or np.linalg.cond(T) > 1e4:
-        warnings.warn("sparse rotation: the atoms found are nearly linearly dependent; nodes kept as given",
-                      RuntimeWarning, stacklevel=2)
+    norms = np.linalg.norm(D, axis=1, keepdims=True)
+    D = np.where(norms > 0, D / np.where(norms > 0, norms, 1.0), np.eye(r))
+    T = np.c_[basis @ D.T, V[:, r:]]  # the atoms, then the null directions (orthogonal to them)
+    cond = np.linalg.cond(T) if np.isfinite(T).all() else np.inf
+    cos = np.abs(D @ D.T)[np.triu_indices(r, 1)].max()  # scikit-learn re-seeds an unused atom with a gene's row
+    if cond > 1e4 or cos > 0.95:
+        log.warning("sparse rotation: the atoms found are nearly linearly dependent (condition number %.3g, largest "
+                    "|cosine| between two %.3f); the nodes stay the varimax nodes", cond, cos)
         return np.eye(k)
     sign = np.sign(_skew(A @ T))
     sign[sign == 0] = 1
@@ -175,7 +191,8 @@ def readable_basis(Z: np.ndarray, loadings_of, method: str = "sparse", *, seed: 
     unchanged; correlations do not depend on the scale).
 
     Returns ``mean`` (k), ``transform`` (k × k, readable embedding = ``(Z − mean) @ transform``),
-    ``weights`` (genes × k: each gene's correlation with each readable node) and ``rank`` (of ``C``).
+    ``weights`` (genes × k: each gene's correlation with each readable node) and ``rank`` (of ``C``; below k the
+    nodes are not rotated, and the caller should keep the trained basis).
     Whitening and the rotation's start (:func:`principal_axes`) make the result depend only on the space ``Z``
     spans, not on its basis.
     """
@@ -183,9 +200,10 @@ def readable_basis(Z: np.ndarray, loadings_of, method: str = "sparse", *, seed: 
     mu, C = _moments(Z)
     M = _inverse_sqrt(C)
     L = np.asarray(loadings_of(mu, M), dtype=np.float64)
-    R = rotate_loadings(L, method, seed=seed)
-    d = np.sqrt(np.clip(np.einsum("ij,ik,kj->j", R, C, R), 0, None))
     rank = int(np.linalg.matrix_rank(C, hermitian=True)) if Z.shape[0] > 1 else 0
+    k = L.shape[1]
+    R = rotate_loadings(L, method, seed=seed) if rank == k else np.eye(k)  # rank < k: no basis (the caller says so)
+    d = np.sqrt(np.clip(np.einsum("ij,ik,kj->j", R, C, R), 0, None))
     return {"mean": mu, "transform": M @ R * d, "weights": L @ R, "rank": rank}
 
 

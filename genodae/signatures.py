@@ -154,6 +154,11 @@ def rotate(
         if adata.n_obs < 3:
             raise UserError("the correlation read-out needs at least 3 samples; use readout='weights'")
         mu, M = whitening(Z)
+        rank = int(np.linalg.matrix_rank(M, hermitian=True))
+        if rank < k:
+            raise UserError(f"the node activities of these {adata.n_obs} cells span only {rank} of {k} directions "
+                            "(fewer cells than nodes, or a constant node), so the nodes cannot be whitened for the "
+                            "correlation read-out; use readout='weights', or more cells")
         X, columns = _model_data(adata, key, used)
         L = activity_loadings(X, (Z - mu) @ M, columns)
     else:

@@ -50,9 +50,10 @@ def export_tables(adata: AnnData, *, key: str = "dae", source: str | Path | None
 
 def transform_record(adata: AnnData, key: str, *, source_key: str, readout: str) -> dict[str, Any]:
     """The activity transform of the rotated model ``key`` (made from ``source_key``) as a JSON-ready dict: mean,
-    whitening, rotation and node names, for :func:`genodae.tl.score` on new samples."""
+    whitening, rotation, the rotation method and node names, for :func:`genodae.tl.score` on new samples."""
     info = adata.uns[key]
     return {"format": TRANSFORM_FORMAT, "source_key": source_key, "readout": readout,
+            "method": str(info.get("method", "varimax")),
             **{n: np.asarray(info[n]).tolist() for n in ("mean", "whitening", "rotation")},
             "node_names": list(map(str, info["node_names"]))}
 

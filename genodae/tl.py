@@ -9,6 +9,7 @@ from typing import Any
 from anndata import AnnData
 
 from . import _keys
+from .config import ROTATIONS
 from .errors import UserError
 from .model import DAE
 
@@ -160,6 +161,12 @@ def score(adata: AnnData, *, model: str | Path | DAE, key_added: str | None = No
     from .kernels import apply_transform
 
     key = _keys.resolve_key_added(key_added, key, where="genodae.tl.score")
+    if rotation not in ROTATIONS:
+        raise UserError(f"rotation must be one of {', '.join(ROTATIONS)}, not {rotation!r}")
+    method = transform.get("method") if transform is not None and rotation != "none" else None
+    if method is not None and str(method) != rotation:
+        raise UserError(f"the transform is of the {method} rotation; pass rotation={str(method)!r} (--rotation "
+                        f"{method}), or the transform of the {rotation} rotation")
     m = model if isinstance(model, DAE) else DAE.load(model)
     m.annotate(adata, key_added=key, allow_missing_genes=allow_missing_genes)
     if rotation == "none":

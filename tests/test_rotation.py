@@ -55,29 +55,37 @@ def test_readable_basis_depends_only_on_the_space_spanned_and_finds_the_programs
     assert a["rank"] == 4
 
 
-def _groups(seed, n=3000, g=200, groups=4, k=6):
-    """Discrete groups (one module of 15 genes up in each), embedded with k − groups + 1 noise columns: the
-    groups' centred indicators span groups − 1 directions, so no orthogonal basis gives each group a node."""
+def _groups(seed, n=2000, g=800, groups=6, k=12, size=20, sd=2.0):
+    """Discrete groups (one module of ``size`` genes up in each, weak against noise ``sd``), embedded with
+    k − groups + 1 noise columns: the groups' centred indicators span groups − 1 directions, so no orthogonal
+    basis gives each group a node."""
     rng = np.random.default_rng(seed)
     ind = np.eye(groups)[rng.integers(0, groups, n)]
     M = np.zeros((groups, g))
     for j in range(groups):
-        M[j, j * 15 : (j + 1) * 15] = 1.0
-    X = ind @ M + rng.normal(0, 1.0, size=(n, g))
+        M[j, j * size : (j + 1) * size] = 1.0
+    X = ind @ M + rng.normal(0, sd, size=(n, g))
     Z = np.c_[ind[:, : groups - 1], rng.normal(size=(n, k - groups + 1))] @ rng.normal(size=(k, k))
-    Z = Z + rng.normal(0, 0.1, size=Z.shape)
-    modules = {f"m{j}": [f"g{i}" for i in range(j * 15, (j + 1) * 15)] for j in range(groups)}
+    Z = Z + rng.normal(0, 0.3, size=Z.shape)
+    modules = {f"m{j}": [f"g{i}" for i in range(j * size, (j + 1) * size)] for j in range(groups)}
     return X, Z, modules
 
 
-def test_sparse_basis_gives_each_discrete_group_a_node_where_varimax_cannot():
-    X, Z, modules = _groups(0)
-    f1 = {}
-    for method in ("varimax", "sparse"):
-        b = readable_basis(Z, lambda mu, M: _corr(X, (Z - mu) @ M), method)
-        W = pd.DataFrame(b["weights"], index=[f"g{i}" for i in range(X.shape[1])])
-        f1[method] = module_recovery(W, modules)["f1"].mean()
-    assert f1["sparse"] >= 0.95 and f1["sparse"] > f1["varimax"] + 0.05, f1
+def test_sparse_basis_gives_each_discrete_group_a_node_where_varimax_cannot(caplog):
+    gains = []
+    for seed in range(5):
+        X, Z, modules = _groups(seed)
+        f1 = {}
+        for method in ("varimax", "sparse"):
+            b = readable_basis(Z, lambda mu, M, X=X, Z=Z: _corr(X, (Z - mu) @ M), method)
+            W = pd.DataFrame(b["weights"], index=[f"g{i}" for i in range(X.shape[1])])
+            f1[method] = module_recovery(W, modules)["f1"].mean()
+        assert f1["sparse"] >= f1["varimax"] - 0.005, (seed, f1)
+        gains.append(f1["sparse"] - f1["varimax"])
+        if seed == 1:  # the case varimax gets most wrong
+            assert f1["sparse"] >= 0.95 and f1["varimax"] < 0.85, f1
+    assert np.mean(gains) >= 0.04, gains
+    assert "varimax nodes" not in caplog.text  # no fallback
 
 
 def test_sparse_rotation_unit_atoms_sorted_and_identity_for_degenerate_input():
@@ -96,7 +104,7 @@ def test_sparse_rotation_unit_atoms_sorted_and_identity_for_degenerate_input():
         rotate_loadings(L, "promax")
 
 
-def test_sparse_rotation_falls_back_to_identity_when_atoms_are_dependent(monkeypatch):
+def test_sparse_rotation_falls_back_to_identity_when_atoms_are_dependent(monkeypatch, caplog):
     import sklearn.decomposition as skd
 
     class Dependent:  # every atom the same: no invertible map of the embedding
@@ -109,5 +117,30 @@ def test_sparse_rotation_falls_back_to_identity_when_atoms_are_dependent(monkeyp
 
     monkeypatch.setattr(skd, "DictionaryLearning", Dependent)
     A = np.random.default_rng(0).normal(size=(100, 4))
-    with pytest.warns(RuntimeWarning, match="linearly dependent"):
+    with caplog.at_level("WARNING", logger="genodae"):
         np.testing.assert_array_equal(sparse_rotation(A), np.eye(4))
+    assert "linearly dependent" in caplog.text and "varimax nodes" in caplog.text
+
+
+@pytest.mark.parametrize("method", ["varimax", "sparse"])
+def test_fewer_genes_than_nodes_still_give_a_square_rotation(method):
+    L = np.random.default_rng(0).normal(size=(3, 5))
+    T = rotate_loadings(L, method)
+    assert T.shape == (5, 5) and np.linalg.matrix_rank(T) == 5
+
+
+def test_a_dead_node_stays_a_node_of_its_own_and_zero_genes_do_not_move_the_penalty():
+    X, Z, _ = _groups(2)
+    Zw = (Z - Z.mean(0)) @ whitening(Z)[1]
+    L = _corr(X, Zw)
+    L[:, 2] = 0.0  # a node no gene loads on
+    T = rotate_loadings(L, "sparse")
+    W = L @ T
+    assert np.linalg.cond(T) < 1e4
+    live = W.std(axis=0) > 1e-12
+    assert live.sum() == L.shape[1] - 1  # the dead direction is one node, with zero weights
+    C = np.abs(np.corrcoef(W[:, live].T)) - np.eye(live.sum())
+    assert C.max() < 0.95  # and no two live nodes duplicate each other
+    A = L @ rotate_loadings(L, "varimax")
+    padded = np.vstack([A, np.zeros((3 * len(A), A.shape[1]))])  # constant genes: zero loading rows
+    np.testing.assert_allclose(A @ sparse_rotation(padded), A @ sparse_rotation(A), atol=1e-8)  # same nodes

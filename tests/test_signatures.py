@@ -199,6 +199,22 @@ def test_score_projects_new_samples_like_the_training_data(trained, tmp_path):
     genodae.tl.rotate(a, readout="weights", key_added="w")
     act_w = genodae.tl.score(raw[:20].copy(), model=tmp_path / "m")
     assert np.allclose(act_w.to_numpy(), a.obsm["X_w"][:20], atol=1e-3)
+    # a transform of one rotation is not applied under the name of another
+    with pytest.raises(UserError, match="transform is of the sparse rotation"):
+        genodae.tl.score(raw[:5].copy(), model=tmp_path / "m", transform=a.uns["dae_sparse"], rotation="varimax")
+    with pytest.raises(UserError, match="rotation must be one of"):
+        genodae.tl.score(raw[:5].copy(), model=tmp_path / "m", rotation="promax")
+
+
+def test_correlation_readout_refuses_activities_that_do_not_span_the_nodes(trained):
+    a = trained.copy()
+    Z = np.asarray(a.obsm["X_dae"]).copy()
+    Z[:, 1] = Z[:, 0]  # two nodes move together: 4 directions for 5 nodes
+    a.obsm["X_dae"] = Z
+    with pytest.raises(UserError, match="span only 4 of 5 directions"):
+        genodae.tl.rotate(a)
+    genodae.tl.rotate(a, readout="weights")  # the decoder weights need no whitening
+    assert "dae_sparse_weights" in a.varm
 
 
 # --- CLI ---------------------------------------------------------------------------------------------------

@@ -387,7 +387,7 @@ def ensure_key(adata, key: str, need: str = "varm") -> None:
         return
     have = sorted(K.weights_keys(adata.varm))
     raise UserError(f"no model {key!r} in the file (varm[{K.weights_key(key)!r}] missing); available keys: "
-                    f"{', '.join(have + [K.rotated_key(h) for h in have]) or 'none'}")
+                    f"{', '.join(have + [K.rotated_key(h, m) for h in have for m in K.ROTATION_METHODS]) or 'none'}")
 
 
 def gene_sets(paths: list[str]) -> dict[str, list[str]]:
