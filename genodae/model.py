@@ -171,7 +171,7 @@ class DAE:
         return self
 
     def _fit_readout(self, source: BatchSource) -> None:
-        """Put the nodes in their readable basis (``rotation="sparse"`` or ``"varimax"``), from the training cells.
+        """Put the nodes in their readable basis (``rotation="sparse"`` or ``"varimax"``), from the cells given to fit.
 
         :func:`genodae.rotation.readable_basis` of the bottleneck activities of every training cell: gene
         weights become each gene's Pearson correlation with the node over those cells (its clean model input:
@@ -381,7 +381,7 @@ class DAE:
         """Cells × n_latent embedding of ``adata`` (raw or prepared; genes aligned by name), float32.
 
         In the model's reported basis: with ``rotation="sparse"`` (default) or ``"varimax"`` the rotated nodes
-        of :meth:`gene_weights` (centred on the training cells, each node's spread = the part of the
+        of :meth:`gene_weights` (centred on the cells given to fit, each node's spread = the part of the
         bottleneck's variance it carries; ``sparse`` nodes may correlate with each other); with ``rotation="none"`` the bottleneck activations as trained."""
         self._check_fitted()
         return self._readable(embed(self.module, self._input(adata, allow_missing_genes)))
@@ -391,7 +391,7 @@ class DAE:
 
         Default (``rotation="sparse"``): each gene's Pearson correlation (−1 … 1, on every likelihood) between
         its clean model input (log1p-normalised counts, or the log values of log-scale input) and the node's
-        activity over the training cells, with the nodes rotated so that each has few high-weight genes:
+        activity over the cells given to fit (validation cells included), with the nodes rotated so that each has few high-weight genes:
         readable as "this gene rises (falls) with this node". Same basis as :meth:`embed`. Source: the
         structure loadings of factor analysis with Kaiser's varimax, then an oblique sparse-coding rotation
         (:func:`genodae.rotation.sparse_rotation`; ``rotation="varimax"`` stops after varimax); chosen on
