@@ -629,6 +629,11 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
     ("readable_bulk_sparse",
      "## Pathway coverage on bulk sets with the sparse read-out (`bulk --seeds 3 --variants genodae \"genodae "
      "varimax\" --suffix _sparse`; Intel Xeon; ens_* = consensus of the 3 seeds)"),
+    ("readable_synthetic_ens10_sparse",
+     "## Ensembles of 10 model seeds with the sparse read-out (`synthetic --seeds 10 --generators groups bulk_like "
+     "--no-cnmf --variants genodae --suffix _ens10_sparse`); ens_* = consensus of seeds 0-4 and of seeds 5-9"),
+    ("readable_synthetic_ensemble_size_ens10_sparse",
+     "### How many seeds, sparse read-out: the consensus of seeds 0..n-1 against that of seeds 5..4+n"),
     ("readable_embedding_sparse",
      "## The embedding in the sparse basis vs as trained (`embedding --seeds 2 --suffix _sparse`)"),
 ]

@@ -154,17 +154,24 @@ def rotate(
         if adata.n_obs < 3:
             raise UserError("the correlation read-out needs at least 3 samples; use readout='weights'")
         mu, M = whitening(Z)
-        rank = int(np.linalg.matrix_rank(M, hermitian=True))
-        if rank < k:
-            raise UserError(f"the node activities of these {adata.n_obs} cells span only {rank} of {k} directions "
-                            "(fewer cells than nodes, or a constant node), so the nodes cannot be whitened for the "
-                            "correlation read-out; use readout='weights', or more cells")
+        C = np.cov(Z, rowvar=False, bias=True).reshape(k, k)
+        w, V = np.linalg.eigh((C + C.T) / 2)
+        live = w > 1e-10 * max(w.max(), 1e-300)  # the directions whitening keeps
+        rank = int(live.sum())
+        if rank < k:  # whiten the directions the cells span; the others become empty nodes (zero weights)
+            log.warning("rotate %s: the node activities of these %d cells span only %d of %d directions (fewer cells "
+                        "than nodes, or constant nodes); %d nodes stay empty", key, adata.n_obs, rank, k, k - rank)
+            M = np.zeros((k, k))
+            M[:, :rank] = V[:, live] / np.sqrt(w[live])
         X, columns = _model_data(adata, key, used)
-        L = activity_loadings(X, (Z - mu) @ M, columns)
+        L = np.zeros((len(np.flatnonzero(used)), k))
+        L[:, :rank] = activity_loadings(X, ((Z - mu) @ M)[:, :rank], columns)
     else:
         mu, M = np.zeros(k), np.eye(k)
         L = np.asarray(adata.varm[_keys.weights_key(key)], dtype=np.float64)[used]
-    R = rotate_loadings(L, method)
+        rank = k
+    R = np.eye(k)
+    R[:rank, :rank] = rotate_loadings(L[:, :rank], method)
     W = np.zeros((adata.n_vars, k), dtype=np.float32)
     W[used] = L @ R
     adata.varm[_keys.weights_key(key_added)] = W
