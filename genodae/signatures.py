@@ -103,6 +103,9 @@ def rotate(
       needed (``R`` depends only on the model, so new samples
       projected with the saved model rotate identically).
 
+    When the activities of ``adata``'s cells span only r < k directions (fewer cells than nodes, an undertrained
+    model), the correlation read-out whitens those r and leaves k − r empty nodes (zero weights), with a warning.
+
     Rotated node ``j`` is named ``vnode{j}``. ``uns[key_added]`` holds the transform of the activities
     (``mean``, ``whitening``, ``rotation``: ``X_{key_added} = (Z − mean) @ whitening @ rotation``), so
     :func:`genodae.tl.score` can apply it to new samples.
