@@ -543,7 +543,8 @@ def run_embedding(args) -> None:
     """Does the readable basis cost the embedding anything? The same trained model's bottleneck as trained
     (``rotation="none"``) and in the readable basis, scored by ``_common.score_embedding`` (bench/quality.py's score) (5-fold 15-NN label
     accuracy, Leiden ARI/NMI at resolution 1 and cluster-optimal, silhouette) on the labelled sets."""
-    from genodae.train import embed
+    from genodae.rotation import readable_basis
+    from genodae.train import embed, input_correlations
 
     rows = []
     for name in EMBEDDING_SETS:
@@ -558,9 +559,6 @@ def run_embedding(args) -> None:
             trained = embed(model.module, source)
             bases = [("trained (rotation none)", trained), (f"readable ({model.config.rotation}, default)", readable)]
             if model.config.rotation != "varimax":  # the same model's varimax basis (over all cells)
-                from genodae.rotation import readable_basis
-                from genodae.train import input_correlations
-
                 vb = readable_basis(trained, lambda mean, M, s=source, z=trained: input_correlations(s, z, mean, M),
                                     "varimax")
                 bases.append(("varimax (same model)", (trained - vb["mean"]) @ vb["transform"]))

@@ -162,9 +162,15 @@ def _moments(Z: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]
     return mu, ss / max(n, 1) - np.outer(mu, mu)
 
 
-def _inverse_sqrt(C: np.ndarray) -> np.ndarray:
+def _spanned(C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eigenvalues, eigenvectors (ascending) of a covariance ``C``, and the directions whitening keeps (variance
+    above 1e-10 of the largest)."""
     w, V = np.linalg.eigh((C + C.T) / 2)
-    keep = w > 1e-10 * max(w.max(), 1e-300)
+    return w, V, w > 1e-10 * max(w.max(), 1e-300)
+
+
+def _inverse_sqrt(C: np.ndarray) -> np.ndarray:
+    w, V, keep = _spanned(C)
     inv = np.zeros_like(w)
     inv[keep] = w[keep] ** -0.5
     return (V * inv) @ V.T
@@ -175,6 +181,20 @@ def whitening(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     direction gets weight 0 instead of blowing up). ``Z``: cells × k; moments in float64, row chunk by chunk."""
     mu, C = _moments(np.asarray(Z))
     return mu, _inverse_sqrt(C)
+
+
+def spanned_whitening(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(mean, M, r): :func:`whitening` when ``Z`` (cells × k) spans all k directions (r = k); when it spans only
+    r < k, the first r columns of ``(Z − mean) @ M`` whiten the directions it spans (PCA whitening) and the
+    other k − r columns of ``M`` are 0."""
+    mu, C = _moments(np.asarray(Z))
+    w, V, keep = _spanned(C)
+    k, r = len(w), int(keep.sum())
+    if r == k:
+        return mu, (V * w**-0.5) @ V.T, r
+    M = np.zeros((k, k))
+    M[:, :r] = V[:, keep] / np.sqrt(w[keep])
+    return mu, M, r
 
 
 def readable_basis(Z: np.ndarray, loadings_of, method: str = "sparse", *, seed: int = 0) -> dict:
@@ -207,4 +227,5 @@ def readable_basis(Z: np.ndarray, loadings_of, method: str = "sparse", *, seed: 
     return {"mean": mu, "transform": M @ R * d, "weights": L @ R, "rank": rank}
 
 
-__all__ = ["principal_axes", "readable_basis", "rotate_loadings", "sparse_rotation", "varimax", "whitening"]
+__all__ = ["principal_axes", "readable_basis", "rotate_loadings", "sparse_rotation", "spanned_whitening", "varimax",
+           "whitening"]

@@ -45,7 +45,7 @@ from .kernels import (  # noqa: F401
     module_recovery,
     stability,
 )
-from .rotation import rotate_loadings, varimax, whitening  # noqa: F401
+from .rotation import rotate_loadings, spanned_whitening, varimax, whitening  # noqa: F401
 
 log = logging.getLogger("genodae")
 
@@ -156,16 +156,10 @@ def rotate(
                             "use readout='weights'")
         if adata.n_obs < 3:
             raise UserError("the correlation read-out needs at least 3 samples; use readout='weights'")
-        mu, M = whitening(Z)
-        C = np.cov(Z, rowvar=False, bias=True).reshape(k, k)
-        w, V = np.linalg.eigh((C + C.T) / 2)
-        live = w > 1e-10 * max(w.max(), 1e-300)  # the directions whitening keeps
-        rank = int(live.sum())
-        if rank < k:  # whiten the directions the cells span; the others become empty nodes (zero weights)
+        mu, M, rank = spanned_whitening(Z)
+        if rank < k:  # the directions the cells span are whitened; the others become empty nodes (zero weights)
             log.warning("rotate %s: the node activities of these %d cells span only %d of %d directions (fewer cells "
                         "than nodes, or constant nodes); %d nodes stay empty", key, adata.n_obs, rank, k, k - rank)
-            M = np.zeros((k, k))
-            M[:, :rank] = V[:, live] / np.sqrt(w[live])
         X, columns = _model_data(adata, key, used)
         L = np.zeros((len(np.flatnonzero(used)), k))
         L[:, :rank] = activity_loadings(X, ((Z - mu) @ M)[:, :rank], columns)
