@@ -84,6 +84,7 @@ torch.set_num_threads(1)
 import genodae  # noqa: E402
 from genodae import signatures as S  # noqa: E402
 from genodae import synthetic  # noqa: E402
+from genodae.config import ENSEMBLE_MIN_CORR  # noqa: E402
 
 log = logging.getLogger("bench.readable")
 
@@ -153,6 +154,10 @@ PROBES = {  # run only when named with --variants (not part of the default compa
 }
 
 
+VARIMAX_READOUT = "genodae (varimax read-out)"  # the default models' nodes rotated by varimax instead (tl.rotate)
+ENSEMBLE_CUTS = (0.5, 0.55, 0.6, 0.65, 0.7)  # consensus min_corr values compared (10+ seeds; readable.md)
+
+
 def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[str, pd.DataFrame]:
     out = {}
     for label, kw in variants.items():
@@ -165,6 +170,8 @@ def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[
         out[label] = pd.DataFrame(a.varm["dae_weights"][used], index=genes)
         if not kw:
             out["genodae (decoder weights)"] = pd.DataFrame(a.varm["dae_decoder_weights"][used], index=genes)
+            genodae.tl.rotate(a, method="varimax")  # the same model read out with orthogonal nodes (all cells)
+            out[VARIMAX_READOUT] = pd.DataFrame(a.varm["dae_varimax_weights"][used], index=genes)
     return out
 
 
@@ -222,16 +229,20 @@ def run_synthetic(args) -> None:
                      ", ".join(f"{r['method']} {r['auroc']:.3f}/{r['f1']:.2f}" for r in rows[-len(found):]))
     per_seed = pd.DataFrame(rows)
     summary = per_seed.groupby(["generator", "method"], sort=False)[["auroc", "precision", "recall", "f1"]].mean()
-    stab, stab_programs, ens, by_size = {}, {}, {}, []
+    stab, stab_programs, ens, by_size, by_cut = {}, {}, {}, [], []
     for (gen, method), Ws in weights_by.items():
         if len(Ws) > 1:
             stab[(gen, method)] = float(S.stability(Ws)["stability"].mean())
             stab_programs[(gen, method)] = program_stability(Ws, program_nodes[(gen, method)])
             modules = {k: list(v) for k, v in make(gen).uns["synthetic"]["modules"].items()}
-            ens[(gen, method)] = ensemble_scores(Ws, modules)
+            ens[(gen, method)] = ensemble_scores(Ws, modules, consensus_cut(method))
             for n in range(2, len(Ws) // 2 + 1) if len(Ws) >= 6 else ():  # how many seeds an ensemble needs
                 by_size.append({"generator": gen, "method": method, "n_models": n,
-                                **ensemble_scores(Ws[:n] + Ws[len(Ws) // 2:len(Ws) // 2 + n], modules)})
+                                **ensemble_scores(Ws[:n] + Ws[len(Ws) // 2:len(Ws) // 2 + n], modules,
+                                                  consensus_cut(method))})
+            if len(Ws) >= 10 and method in ("genodae", VARIMAX_READOUT):  # which cut (tl.ensemble's min_corr)
+                by_cut += [{"generator": gen, "method": method, "min_corr": cut, "n_models": len(Ws) // 2,
+                            **ensemble_scores(Ws, modules, cut)} for cut in ENSEMBLE_CUTS]
     summary["stab"] = [stab.get(i, np.nan) for i in summary.index]
     summary["stab_programs"] = [stab_programs.get(i, np.nan) for i in summary.index]
     for col in ("ens_auroc", "ens_f1", "ens_stab"):
@@ -247,6 +258,9 @@ def run_synthetic(args) -> None:
     if by_size:  # consensus of seeds 0..n-1 against that of seeds h..h+n-1 (h = half the seeds)
         pd.DataFrame(by_size).to_csv(OUT / f"readable_synthetic_ensemble_size{args.suffix}.tsv", sep="\t",
                                      index=False, float_format="%.4f")
+    if by_cut:  # two independent halves' consensus at each min_corr
+        pd.DataFrame(by_cut).to_csv(OUT / f"readable_synthetic_ensemble_cut{args.suffix}.tsv", sep="\t",
+                                    index=False, float_format="%.4f")
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
 
 
@@ -264,17 +278,26 @@ def program_stability(Ws: list[pd.DataFrame], nodes: list[list]) -> float:
     return float(np.mean(vals))
 
 
-def ensemble_scores(Ws: list[pd.DataFrame], modules) -> dict:
-    """eADAGE consensus read-out of several seeds' weights: its module recovery, and (4+ seeds) the agreement
-    of the consensus of one half of the seeds with that of the other half."""
+def consensus_cut(method: str) -> float:
+    """The consensus's ``min_corr`` for a method's weights, as ``tl.ensemble`` picks it by read-out
+    (``genodae.config.ENSEMBLE_MIN_CORR``): sparse for genodae variants read out by default, else the varimax/raw cut."""
+    kw = {**VARIANTS, **PROBES}.get(method)
+    rotation = kw.get("rotation", "sparse") if kw is not None else "varimax"
+    return ENSEMBLE_MIN_CORR[rotation]
+
+
+def ensemble_scores(Ws: list[pd.DataFrame], modules, min_corr: float) -> dict:
+    """eADAGE consensus read-out of several seeds' weights (nodes cluster at |r| >= ``min_corr``): its module
+    recovery, and (4+ seeds) the agreement of the consensus of one half of the seeds with that of the other half."""
     def scored(W):
         return score(W, modules) if W.shape[1] else {"auroc": 0.5, "f1": 0.0}
 
     if len(Ws) < 4:
-        s = scored(S.consensus(Ws)["weights"])
+        s = scored(S.consensus(Ws, min_corr=min_corr)["weights"])
         return {"ens_auroc": s["auroc"], "ens_f1": s["f1"]}
     h = len(Ws) // 2
-    A, B = S.consensus(Ws[:h])["weights"], S.consensus(Ws[h:2 * h])["weights"]
+    A, B = (S.consensus(Ws[:h], min_corr=min_corr)["weights"],
+            S.consensus(Ws[h:2 * h], min_corr=min_corr)["weights"])
     sa, sb = scored(A), scored(B)
     both = A.shape[1] and B.shape[1]
     return {"ens_auroc": (sa["auroc"] + sb["auroc"]) / 2, "ens_f1": (sa["f1"] + sb["f1"]) / 2,
@@ -517,7 +540,7 @@ def run_bulk(args) -> None:
     ens = {}  # eADAGE: consensus nodes of the seeds, read out the same way
     for (name, method), Ws in weights_by.items():
         if len(Ws) > 1:
-            W = S.consensus(Ws)["weights"]
+            W = S.consensus(Ws, min_corr=consensus_cut(method))["weights"]
             for gs, gmt in sets.items():
                 ens[(name, gs, method)] = coverage(W, gmt, W.index) if W.shape[1] else {}
     for col in ("covered", "enriched_share", "signatures"):
@@ -527,7 +550,8 @@ def run_bulk(args) -> None:
         halves = {}
         for key, Ws in weights_by.items():
             h = len(Ws) // 2
-            A, B = S.consensus(Ws[:h])["weights"], S.consensus(Ws[h:2 * h])["weights"]
+            cut = consensus_cut(key[1])
+            A, B = S.consensus(Ws[:h], min_corr=cut)["weights"], S.consensus(Ws[h:2 * h], min_corr=cut)["weights"]
             halves[key] = float(S.stability([A, B])["stability"].mean()) if A.shape[1] and B.shape[1] else 0.0
         summary["ens_stab"] = [halves.get((r.set, r.method), np.nan) for r in summary.itertuples()]
     OUT.mkdir(parents=True, exist_ok=True)

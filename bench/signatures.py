@@ -63,6 +63,7 @@ import genodae  # noqa: E402
 import genodae.assoc  # noqa: E402
 from genodae import signatures as S  # noqa: E402
 from genodae import synthetic  # noqa: E402
+from genodae.config import ENSEMBLE_MIN_CORR  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -170,7 +171,8 @@ def run_synthetic(args) -> None:
                                      seconds=fits[i][2], epochs=fits[i][3]))
                 cons = []
                 for half in (first, [i + args.n_seeds for i in first]):
-                    cons.append(S.consensus([Ws[i] for i in half], embeddings=[Zs[i] for i in half]))
+                    cons.append(S.consensus([Ws[i] for i in half], embeddings=[Zs[i] for i in half],
+                                            min_corr=ENSEMBLE_MIN_CORR["varimax"]))  # raw/varimax nodes' cut
                 rec = S.module_recovery(cons[0]["weights"], mods)
                 ens_rows.append(dict(
                     setting=setting, method=method, readout=readout, n_consensus=cons[0]["weights"].shape[1],

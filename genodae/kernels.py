@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import _keys
+from .config import ENSEMBLE_MIN_CORR
 from .errors import UserError
 
 log = logging.getLogger("genodae")
@@ -158,14 +159,15 @@ def _align(weights: Sequence[np.ndarray | pd.DataFrame]) -> list[np.ndarray]:
 def consensus(
     weights: Sequence[pd.DataFrame],
     *,
-    min_corr: float = 0.5,
+    min_corr: float | None = None,
     min_support: int | None = None,
     embeddings: Sequence[np.ndarray] | None = None,
 ) -> dict:
     """Cluster the nodes of several models into consensus nodes (eADAGE-style).
 
     Every node is a weight vector over the common genes, scaled to unit SD. Average-linkage hierarchical
-    clustering on ``1 − |r|`` is cut at ``1 − min_corr``; in each cluster the members' signs are aligned to
+    clustering on ``1 − |r|`` is cut at ``1 − min_corr`` (default ``None``: the cut for nodes of genodae's default
+    read-out, ``config.ENSEMBLE_MIN_CORR["sparse"]`` = 0.6; varimax nodes cluster best at 0.5); in each cluster the members' signs are aligned to
     the member most correlated with the others, and their weights averaged. *Support* = the number of
     distinct models with a node in the cluster; clusters with support below ``min_support`` (default: half the
     models, rounded up, so that two seeds never fail for want of a shared node) are dropped.
@@ -180,6 +182,7 @@ def consensus(
     """
     if len(weights) < 2:
         raise UserError("an ensemble needs at least 2 models")
+    min_corr = ENSEMBLE_MIN_CORR[_keys.DEFAULT_ROTATION] if min_corr is None else min_corr
     if not 0 < min_corr < 1:
         raise UserError(f"min_corr must be between 0 and 1, not {min_corr}")
     from scipy.cluster.hierarchy import fcluster, linkage

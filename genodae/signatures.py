@@ -27,7 +27,7 @@ import pandas as pd
 from anndata import AnnData
 
 from . import _keys
-from .config import ROTATIONS
+from .config import ENSEMBLE_MIN_CORR, ROTATIONS
 from .errors import UserError
 
 # The accessors (genodae.get), the maths (genodae.kernels, genodae.rotation) and the sweep plot (genodae.pl)
@@ -301,7 +301,7 @@ def ensemble(
     keys: Sequence[str] | None = None,
     rotation: str = "sparse",
     readout: str = "correlation",
-    min_corr: float = 0.5,
+    min_corr: float | None = None,
     min_support: int | None = None,
     key_added: str = _keys.ENSEMBLE,
 ) -> AnnData:
@@ -327,6 +327,8 @@ def ensemble(
         raw decoder weights.
     min_corr
         Nodes join a cluster when their weight vectors correlate with |r| ≥ ``min_corr`` (average linkage).
+        Default ``None``: by ``rotation`` (``config.ENSEMBLE_MIN_CORR``): 0.6 for sparse nodes, 0.5 for varimax or
+        raw ones (bench/results/readable.md, "Ensemble threshold").
     min_support
         Models a consensus node needs (default: half of them, rounded up).
     key_added
@@ -358,6 +360,9 @@ def ensemble(
         for a, _ in items[1:]:
             if not a.obs_names.equals(first):
                 raise UserError("the models' AnnData objects must hold the same cells in the same order")
+    if rotation not in ROTATIONS:
+        raise UserError(f"rotation must be one of {', '.join(ROTATIONS)}, not {rotation!r}")
+    min_corr = ENSEMBLE_MIN_CORR[rotation] if min_corr is None else float(min_corr)
     t0 = time.perf_counter()
     Ws, Es = [], []
     for a, k in items:

@@ -183,6 +183,27 @@ def test_ensemble_of_two_seeds(trained):
     assert set(t["node"].astype(str)) <= set(a.uns["ens"]["node_names"])
 
 
+def test_consensus_cut_default_and_by_rotation(trained):
+    # three models share one node only loosely (pairwise |r| about 0.55): one cluster at 0.5, none at the default 0.6
+    rng = np.random.default_rng(0)
+    genes = [f"g{i}" for i in range(2000)]
+    shared = rng.normal(size=2000)
+    models = [pd.DataFrame(np.c_[shared + rng.normal(0, 0.9, 2000), rng.normal(size=(2000, 2))], index=genes)
+              for _ in range(3)]
+    r = np.corrcoef([m[0] for m in models])[np.triu_indices(3, 1)]
+    assert ((r > 0.5) & (r < 0.6)).all()
+    assert S.consensus(models, min_corr=0.5)["weights"].shape[1] == 1
+    assert S.consensus(models)["weights"].shape[1] == 0  # default: config.ENSEMBLE_MIN_CORR["sparse"]
+    assert genodae.config.ENSEMBLE_MIN_CORR == {"sparse": 0.6, "varimax": 0.5, "none": 0.5}
+    # tl.ensemble picks the cut by rotation and records it; an explicit min_corr wins
+    for rotation, min_corr, expected in (("sparse", None, 0.6), ("varimax", None, 0.5), ("varimax", 0.7, 0.7)):
+        a = trained.copy()
+        genodae.tl.ensemble(a, keys=["dae", "dae_s1"], rotation=rotation, min_corr=min_corr, key_added="ens")
+        assert a.uns["ens"]["min_corr"] == expected
+    with pytest.raises(UserError, match="rotation must be one of"):
+        genodae.tl.ensemble(trained.copy(), keys=["dae", "dae_s1"], rotation="promax")
+
+
 def test_score_projects_new_samples_like_the_training_data(trained, tmp_path):
     a = trained.copy()
     model = genodae.DAE(preset="signatures", n_latent=4, epochs=5, num_threads=1).fit(a)

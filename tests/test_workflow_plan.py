@@ -367,7 +367,7 @@ def test_signature_plan_of_a_sweep_with_gene_sets_and_survival(tmp_path, monkeyp
     assert p.gene_set_inputs() == ["sets.gmt", "map.tsv"]
     assert p.survival_flags() == "--duration 'os time' --event status --event-value 1 --covariates age stage"
     assert not p.survival_on("pbmc68k") and p.survival_on("other")
-    assert p.ensemble_options() == "--rotation none --min-corr 0.5 --min-support 2"
+    assert p.ensemble_options() == "--rotation none --min-support 2"  # min_corr null: genodae picks it by rotation
     assert p.signature_options(rotate=False) == "--sd-cutoff 2.5 --min-genes 0 --n-genes 5 --rotation none"
     assert p.enrich_options() == "--min-size 5 --max-size 1000 --correction node"
     assert p.sweep_summary_options() == "--rotation none --fdr 0.05" and p.swept_keys() == ["n_latent", "seed", "lr"]

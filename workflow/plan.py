@@ -653,7 +653,8 @@ class Plan:
 
     def ensemble_options(self) -> str:
         sig = self.sig
-        options = f"--rotation {sig['rotation']} --min-corr {sig['min_corr']}"
+        options = f"--rotation {sig['rotation']}"
+        options += f" --min-corr {sig['min_corr']}" if sig["min_corr"] is not None else ""
         return options + (f" --min-support {sig['min_support']}" if sig["min_support"] is not None else "")
 
     def enrich_options(self) -> str:

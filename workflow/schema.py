@@ -212,9 +212,10 @@ def _signatures() -> dict:
             "ensemble": _key("boolean", True, (
                 "Build consensus nodes over the seeds of each latent size (and other swept settings) when the sweep "
                 "has at least 2 seeds, and read signatures (and enrichment, associations) of the consensus.")),
-            "min_corr": _key("number", 0.5, (
-                "Ensemble nodes of different seeds cluster when their weights correlate with |r| >= min_corr."),
-                minimum=0, maximum=1),
+            "min_corr": _key(["number", "null"], None, (
+                "Ensemble nodes of different seeds cluster when their weights correlate with |r| >= min_corr (null = "
+                "genodae's default for the rotation: " + ", ".join(f"{k} {v}" for k, v in gc.ENSEMBLE_MIN_CORR.items())
+                + ")."), exclusiveMinimum=0, exclusiveMaximum=1),
             "min_support": _key(["integer", "null"], None, (
                 "Seeds a consensus node needs (null = genodae's default, half the seeds rounded up)."), minimum=1),
             "sweep_summary": _key("boolean", True, (

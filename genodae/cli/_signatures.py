@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from .. import _keys as K
-from ..config import ROTATIONS
+from ..config import ENSEMBLE_MIN_CORR, ROTATIONS
 from ..errors import UserError
 from ._common import (
     ensure_key,
@@ -48,7 +48,8 @@ def register(sub) -> None:
     p.add_argument("--rotation", choices=ROTATIONS, default=K.DEFAULT_ROTATION,
                    help="rotate each model before clustering its nodes: sparse (default), varimax or none")
     readout_arg(p)
-    p.add_argument("--min-corr", type=float, default=0.5, help="nodes cluster when |r| >= this (default: 0.5)")
+    p.add_argument("--min-corr", type=float, help="nodes cluster when |r| >= this (default: by --rotation, "
+                   + ", ".join(f"{k} {v}" for k, v in ENSEMBLE_MIN_CORR.items()) + ")")
     p.add_argument("--min-support", type=int, help="models a consensus node needs (default: half, rounded up)")
     p.add_argument("--embedding", metavar="TSV", help="also write consensus activities, cells × consensus nodes")
     p.add_argument("--support", metavar="TSV", help="also write support and members of each consensus node")
@@ -152,7 +153,7 @@ def cmd_ensemble(args: argparse.Namespace) -> None:
                       min_support=args.min_support, key_added="dae_ensemble")
     W = gene_weights(target, "dae_ensemble")
     if W.shape[1] == 0:
-        raise UserError(f"no node is shared by enough models (|r| >= {args.min_corr}, support >= "
+        raise UserError(f"no node is shared by enough models (|r| >= {target.uns['dae_ensemble']['min_corr']}, support >= "
                         f"{args.min_support or 'half the models'}); lower --min-corr or --min-support")
     support = ensemble_support(target, "dae_ensemble", args.inputs)
     stab = stability([gene_weights(a, args.key) for a in adatas], labels=args.inputs)
