@@ -19,7 +19,9 @@ pairwise best-match |r| of weight vectors across seeds (baselines: random_state 
 cells, as the DAE's seed changes its 90 % training split); ``stab_programs`` = the same for the nodes that carry
 the planted programs only (each module's best-AUROC node in one model, best match among all nodes of the other;
 both directions): do seeds agree on the programs, whatever the nodes without one do; ``ens_*`` = eADAGE consensus of the seeds (4+
-seeds: each half's consensus scored, ``ens_stab`` = best-match |r| between the two halves' consensus nodes).
+seeds: each half's consensus scored, ``ens_stab`` = best-match |r| between the two halves' consensus nodes; nodes
+cluster at ``tl.ensemble``'s cut for their read-out, ``genodae.config.ENSEMBLE_MIN_CORR``: 0.6 for sparse, 0.5 for
+varimax and raw weights, 0.5 for every table before 2026-12-07).
 ``oracle (true activities)``: each gene's correlation with the planted activities, the read-out's ceiling.
 Per module (``readable_synthetic_modules.tsv``): which modules no method recovers.
 
@@ -241,8 +243,7 @@ def run_synthetic(args) -> None:
                                 **ensemble_scores(Ws[:n] + Ws[len(Ws) // 2:len(Ws) // 2 + n], modules,
                                                   consensus_cut(method))})
             if len(Ws) >= 10 and method in ("genodae", VARIMAX_READOUT):  # which cut (tl.ensemble's min_corr)
-                by_cut += [{"generator": gen, "method": method, "min_corr": cut, "n_models": len(Ws) // 2,
-                            **ensemble_scores(Ws, modules, cut)} for cut in ENSEMBLE_CUTS]
+                by_cut += ensemble_cuts(Ws, modules, gen, method)
     summary["stab"] = [stab.get(i, np.nan) for i in summary.index]
     summary["stab_programs"] = [stab_programs.get(i, np.nan) for i in summary.index]
     for col in ("ens_auroc", "ens_f1", "ens_stab"):
@@ -284,6 +285,20 @@ def consensus_cut(method: str) -> float:
     kw = {**VARIANTS, **PROBES}.get(method)
     rotation = kw.get("rotation", "sparse") if kw is not None else "varimax"
     return ENSEMBLE_MIN_CORR[rotation]
+
+
+def ensemble_cuts(Ws: list[pd.DataFrame], modules, gen: str, method: str, n_splits: int = 8) -> list[dict]:
+    """Which consensus cut: for each ``ENSEMBLE_CUTS`` value, the seeds split into two halves ``n_splits`` times
+    (seeds 0..h-1 against h..2h-1, then random splits, numpy seed 0); per split each half's consensus is scored
+    and compared with the other's (``ensemble_scores``). Mean over the splits, and the lowest agreement."""
+    rng = np.random.default_rng(0)
+    splits = [np.arange(len(Ws))] + [rng.permutation(len(Ws)) for _ in range(n_splits - 1)]
+    rows = []
+    for cut in ENSEMBLE_CUTS:
+        per = pd.DataFrame([ensemble_scores([Ws[i] for i in p], modules, cut) for p in splits])
+        rows.append({"generator": gen, "method": method, "min_corr": cut, "n_models": len(Ws) // 2,
+                     "splits": len(splits), **per.mean().to_dict(), "ens_stab_min": float(per["ens_stab"].min())})
+    return rows
 
 
 def ensemble_scores(Ws: list[pd.DataFrame], modules, min_corr: float) -> dict:
@@ -653,9 +668,23 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "varimax\" --suffix _sparse`; Intel Xeon; ens_* = consensus of the 3 seeds)"),
     ("readable_synthetic_ens10_sparse",
      "## Ensembles of 10 model seeds with the sparse read-out (`synthetic --seeds 10 --generators groups bulk_like "
-     "--no-cnmf --variants genodae --suffix _ens10_sparse`); ens_* = consensus of seeds 0-4 and of seeds 5-9"),
+     "--no-cnmf --variants genodae --suffix _ens10_sparse`; Intel Xeon; 2026-12-07); ens_* = consensus of seeds 0-4 "
+     "and of seeds 5-9 at tl.ensemble's cut for the read-out (min_corr 0.6 sparse, 0.5 varimax and raw; "
+     "`genodae (varimax read-out)` = the same models' nodes rotated by varimax)"),
+    ("readable_synthetic_ens10_sparse_more",
+     "### The other three generators (`synthetic --seeds 10 --generators gradients overlap sizes --no-cnmf "
+     "--variants genodae --suffix _ens10_sparse_more`)"),
     ("readable_synthetic_ensemble_size_ens10_sparse",
      "### How many seeds, sparse read-out: the consensus of seeds 0..n-1 against that of seeds 5..4+n"),
+    ("readable_synthetic_ensemble_size_ens10_sparse_more",
+     "### How many seeds, the other three generators"),
+    ("readable_synthetic_ensemble_cut_ens10_sparse",
+     "## Ensemble threshold: two 5-seed consensus sets at each min_corr (average-linkage cut), sparse nodes "
+     "(`genodae`) and the same models' varimax nodes; mean over 8 splits of the 10 seeds into halves (seeds 0-4 vs "
+     "5-9, then 7 random splits), ens_stab_min = the lowest split; tl.ensemble's defaults "
+     "(genodae.config.ENSEMBLE_MIN_CORR) are sparse 0.6, varimax 0.5"),
+    ("readable_synthetic_ensemble_cut_ens10_sparse_more",
+     "### The other three generators"),
     ("readable_embedding_sparse",
      "## The embedding in the sparse basis vs as trained (`embedding --seeds 2 --suffix _sparse`)"),
 ]

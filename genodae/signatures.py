@@ -295,6 +295,19 @@ def signature_score(adata: AnnData, genes: Sequence[str] | Mapping[str, float], 
 # --- stability and ensembles ------------------------------------------------------------------------------
 
 
+def _read_out(items: Sequence[tuple[AnnData, str]], rotation: str) -> str:
+    """The read-out of the nodes an ensemble clusters: ``rotation``, or with ``"none"`` (the nodes as stored) the one
+    every model was stored with (a rotated key such as ``dae_sparse``, or the model's ``rotation`` setting: a default
+    model stores sparse nodes); ``"none"`` when they differ or are not recorded (weights written by hand)."""
+    if rotation != "none":
+        return rotation
+    stored = set()
+    for a, k in items:
+        source = _keys.rotated_source(k)
+        stored.add(source[1] if source else get_params(a, k).get("rotation", "none"))
+    return stored.pop() if len(stored) == 1 else "none"
+
+
 def ensemble(
     adata: AnnData | Sequence[AnnData],
     *,
@@ -324,11 +337,14 @@ def ensemble(
         The models' key prefixes (default ``dae`` for every AnnData of a list).
     rotation, readout
         How each model's nodes are read before clustering (see :func:`rotate`); ``rotation="none"`` uses the
-        raw decoder weights.
+        nodes as stored (``varm[f"{key}_weights"]``: a default model's sparse nodes; raw decoder weights only for
+        a model trained with ``rotation="none"``).
     min_corr
         Nodes join a cluster when their weight vectors correlate with |r| ≥ ``min_corr`` (average linkage).
-        Default ``None``: by ``rotation`` (``config.ENSEMBLE_MIN_CORR``): 0.6 for sparse nodes, 0.5 for varimax or
-        raw ones (bench/results/readable.md, "Ensemble threshold").
+        Default ``None``: by the nodes' read-out (``config.ENSEMBLE_MIN_CORR``): 0.6 for sparse nodes, 0.5 for
+        varimax or raw ones; with ``rotation="none"`` the read-out the models were stored with (a default model:
+        sparse). Recorded in ``uns[key_added]["min_corr"]``. Evidence: bench/results/readable.md, "Ensemble
+        threshold".
     min_support
         Models a consensus node needs (default: half of them, rounded up).
     key_added
@@ -362,7 +378,7 @@ def ensemble(
                 raise UserError("the models' AnnData objects must hold the same cells in the same order")
     if rotation not in ROTATIONS:
         raise UserError(f"rotation must be one of {', '.join(ROTATIONS)}, not {rotation!r}")
-    min_corr = ENSEMBLE_MIN_CORR[rotation] if min_corr is None else float(min_corr)
+    min_corr = ENSEMBLE_MIN_CORR[_read_out(items, rotation)] if min_corr is None else float(min_corr)
     t0 = time.perf_counter()
     Ws, Es = [], []
     for a, k in items:

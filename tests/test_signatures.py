@@ -196,10 +196,17 @@ def test_consensus_cut_default_and_by_rotation(trained):
     assert S.consensus(models)["weights"].shape[1] == 0  # default: config.ENSEMBLE_MIN_CORR["sparse"]
     assert genodae.config.ENSEMBLE_MIN_CORR == {"sparse": 0.6, "varimax": 0.5, "none": 0.5}
     # tl.ensemble picks the cut by rotation and records it; an explicit min_corr wins
-    for rotation, min_corr, expected in (("sparse", None, 0.6), ("varimax", None, 0.5), ("varimax", 0.7, 0.7)):
+    # ("none": the nodes as stored, here the models' default sparse nodes, or already-rotated keys)
+    for keys, rotation, min_corr, expected in (
+            (["dae", "dae_s1"], "sparse", None, 0.6), (["dae", "dae_s1"], "varimax", None, 0.5),
+            (["dae", "dae_s1"], "varimax", 0.7, 0.7), (["dae", "dae_s1"], "none", None, 0.6),
+            (["dae_varimax", "dae_s1_varimax"], "none", None, 0.5), (["dae_varimax", "dae_s1"], "none", None, 0.5)):
         a = trained.copy()
-        genodae.tl.ensemble(a, keys=["dae", "dae_s1"], rotation=rotation, min_corr=min_corr, key_added="ens")
-        assert a.uns["ens"]["min_corr"] == expected
+        for k in ("dae", "dae_s1"):
+            genodae.tl.rotate(a, key=k, method="varimax")
+        genodae.tl.ensemble(a, keys=keys, rotation=rotation, min_corr=min_corr, key_added="ens")
+        assert a.uns["ens"]["min_corr"] == expected, (keys, rotation)
+    assert trained.uns["dae"]["params"]["rotation"] == "sparse"
     with pytest.raises(UserError, match="rotation must be one of"):
         genodae.tl.ensemble(trained.copy(), keys=["dae", "dae_s1"], rotation="promax")
 

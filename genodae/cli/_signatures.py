@@ -46,10 +46,14 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="consensus gene weights TSV (genes × consensus nodes)")
     key_arg(p)
     p.add_argument("--rotation", choices=ROTATIONS, default=K.DEFAULT_ROTATION,
-                   help="rotate each model before clustering its nodes: sparse (default), varimax or none")
+                   help="rotate each model before clustering its nodes: sparse (default), varimax or none (the "
+                        "nodes as stored: a default model's sparse nodes)")
     readout_arg(p)
-    p.add_argument("--min-corr", type=float, help="nodes cluster when |r| >= this (default: by --rotation, "
-                   + ", ".join(f"{k} {v}" for k, v in ENSEMBLE_MIN_CORR.items()) + ")")
+    p.add_argument("--min-corr", type=float,
+                   help="nodes cluster when their weights correlate with |r| >= this (default: by the nodes' read-out: "
+                        f"sparse {ENSEMBLE_MIN_CORR['sparse']}, varimax {ENSEMBLE_MIN_CORR['varimax']}, raw decoder "
+                        f"weights {ENSEMBLE_MIN_CORR['none']}; with --rotation none, the read-out the models were "
+                        "stored with)")
     p.add_argument("--min-support", type=int, help="models a consensus node needs (default: half, rounded up)")
     p.add_argument("--embedding", metavar="TSV", help="also write consensus activities, cells × consensus nodes")
     p.add_argument("--support", metavar="TSV", help="also write support and members of each consensus node")
