@@ -685,6 +685,11 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "(genodae.config.ENSEMBLE_MIN_CORR) are sparse 0.6, varimax 0.5"),
     ("readable_synthetic_ensemble_cut_ens10_sparse_more",
      "### The other three generators"),
+    ("readable_bulk_seeds10_sparse",
+     "## Pathway coverage and ensembles on bulk sets, sparse read-out, 10 seeds (`bulk --seeds 10 --variants genodae "
+     "--suffix _seeds10_sparse`; Intel Xeon; 2026-12-07): ens_* = consensus of the 10 seeds, ens_stab = agreement of "
+     "the consensus of seeds 0-4 with that of seeds 5-9, at tl.ensemble's cut for each read-out (sparse 0.6, "
+     "varimax and raw 0.5)"),
     ("readable_embedding_sparse",
      "## The embedding in the sparse basis vs as trained (`embedding --seeds 2 --suffix _sparse`)"),
 ]

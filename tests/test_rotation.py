@@ -144,3 +144,34 @@ def test_a_dead_node_stays_a_node_of_its_own_and_zero_genes_do_not_move_the_pena
     A = L @ rotate_loadings(L, "varimax")
     padded = np.vstack([A, np.zeros((3 * len(A), A.shape[1]))])  # constant genes: zero loading rows
     np.testing.assert_allclose(A @ sparse_rotation(padded), A @ sparse_rotation(A), atol=1e-8)  # same nodes
+
+
+def _dense_program(n_genes, frac, seed, k=32):
+    """Loadings of one program on ``frac`` of the genes (plus noise), embedded with k − 1 noise columns."""
+    rng = np.random.default_rng(seed)
+    prog = rng.normal(size=300)
+    X = np.outer(prog, rng.uniform(0.5, 1.5, n_genes)) * (rng.random(n_genes) < frac)
+    X = X + rng.normal(size=(300, n_genes))
+    Z = np.c_[prog + 0.5 * rng.normal(size=300), rng.normal(size=(300, k - 1))]
+    mu, M = whitening(Z)
+    return _corr(X, (Z - mu) @ M)
+
+
+def _twin_share(W, r=0.8):
+    C = np.abs(np.corrcoef(W.T))
+    np.fill_diagonal(C, 0)
+    return float((C.max(axis=1) > r).mean())
+
+
+@pytest.mark.parametrize("n_genes", [200, 1500])
+def test_a_program_on_most_genes_keeps_its_own_node_and_the_others_are_not_its_copies(n_genes, monkeypatch):
+    import genodae.rotation as RT
+
+    L = _dense_program(n_genes, 0.8, seed=1)
+    T = rotate_loadings(L, "sparse")
+    assert _twin_share(L @ T) < 0.1
+    vm = L @ rotate_loadings(L, "varimax")
+    dense = np.argmax(vm.var(axis=0))  # the program's varimax node
+    assert np.max(np.abs(np.corrcoef(vm[:, dense], (L @ T).T)[0, 1:])) > 0.999  # kept as a node of its own
+    monkeypatch.setattr(RT, "MAX_DENSITY", 1.0)  # without the exclusion every atom leans toward the program
+    assert _twin_share(L @ rotate_loadings(L, "sparse")) > 0.5
