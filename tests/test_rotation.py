@@ -144,6 +144,10 @@ def test_a_dead_node_stays_a_node_of_its_own_and_zero_genes_do_not_move_the_pena
     A = L @ rotate_loadings(L, "varimax")
     padded = np.vstack([A, np.zeros((3 * len(A), A.shape[1]))])  # constant genes: zero loading rows
     np.testing.assert_allclose(A @ sparse_rotation(padded), A @ sparse_rotation(A), atol=1e-8)  # same nodes
+    L = _dense_program(200, 0.8, seed=2)  # also with a dense program (its own node, signed over live genes)
+    A = L @ rotate_loadings(L, "varimax")
+    padded = np.vstack([A, np.zeros((3 * len(A), A.shape[1]))])
+    np.testing.assert_allclose(A @ sparse_rotation(padded), A @ sparse_rotation(A), atol=1e-8)
 
 
 def _dense_program(n_genes, frac, seed, k=32):

@@ -214,8 +214,9 @@ def _signatures() -> dict:
                 "has at least 2 seeds, and read signatures (and enrichment, associations) of the consensus.")),
             "min_corr": _key(["number", "null"], None, (
                 "Ensemble nodes of different seeds cluster when their weights correlate with |r| >= min_corr (null = "
-                "genodae's default for the rotation: " + ", ".join(f"{k} {v}" for k, v in gc.ENSEMBLE_MIN_CORR.items())
-                + ")."), exclusiveMinimum=0, exclusiveMaximum=1),
+                f"by the nodes' read-out: sparse {gc.ENSEMBLE_MIN_CORR['sparse']}, varimax "
+                f"{gc.ENSEMBLE_MIN_CORR['varimax']}; with rotation none, the read-out the models stored, "
+                f"{gc.ENSEMBLE_MIN_CORR['none']} for raw decoder weights)."), exclusiveMinimum=0, exclusiveMaximum=1),
             "min_support": _key(["integer", "null"], None, (
                 "Seeds a consensus node needs (null = genodae's default, half the seeds rounded up)."), minimum=1),
             "sweep_summary": _key("boolean", True, (
