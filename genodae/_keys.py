@@ -33,7 +33,7 @@ from .errors import UserError
 
 DEFAULT = "dae"  # the prefix of a model's keys unless key_added says otherwise
 ENSEMBLE = "dae_ensemble"  # default prefix of tl.ensemble's consensus nodes
-DEFAULT_ROTATION = "sparse"  # the rotation tl.signatures/ensemble/score apply by default (DAEConfig.rotation's default)
+DEFAULT_ROTATION = "sparse"  # the rotation tl.signatures/ensemble/score apply by default (a model reports varimax nodes)
 DEFAULT_ROTATED = "dae_sparse"  # rotated_key(DEFAULT): what tl.signatures reads by default, so enrich/pl read it
 ROTATION_METHODS = ("sparse", "varimax")  # config.ROTATIONS but "none" (no import: a leaf module)
 PREP = "genodae_prepare"  # uns: what pp.prepare did (settings, value evidence, genes used)

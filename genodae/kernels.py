@@ -167,7 +167,7 @@ def consensus(
 
     Every node is a weight vector over the common genes, scaled to unit SD. Average-linkage hierarchical
     clustering on ``1 − |r|`` is cut at ``1 − min_corr`` (default ``None``: the cut for nodes of genodae's default
-    read-out, ``config.ENSEMBLE_MIN_CORR["sparse"]`` = 0.6; varimax nodes cluster best at 0.5); in each cluster the members' signs are aligned to
+    signatures read-out, ``config.ENSEMBLE_MIN_CORR["sparse"]`` = 0.6; varimax nodes cluster best at 0.5); in each cluster the members' signs are aligned to
     the member most correlated with the others, and their weights averaged. *Support* = the number of
     distinct models with a node in the cluster; clusters with support below ``min_support`` (default: half the
     models, rounded up, so that two seeds never fail for want of a shared node) are dropped.

@@ -171,12 +171,12 @@ class DAE:
         return self
 
     def _fit_readout(self, source: BatchSource) -> None:
-        """Put the nodes in their readable basis (``rotation="sparse"`` or ``"varimax"``), from the cells given to fit.
+        """Put the nodes in their readable basis (``rotation="varimax"`` or ``"sparse"``), from the cells given to fit.
 
         :func:`genodae.rotation.readable_basis` of the bottleneck activities of every training cell: gene
         weights become each gene's Pearson correlation with the node over those cells (its clean model input:
         log1p-normalised counts or log values, scaled), rotated (``cfg.rotation``); the embedding is mapped to the same
-        nodes. The decoder's weights are re-expressed in that basis (``W · transform⁻ᵀ``), so the decoder
+        nodes (with ``varimax`` by an orthogonal rotation of the centred bottleneck: distances between cells kept). The decoder's weights are re-expressed in that basis (``W · transform⁻ᵀ``), so the decoder
         applied to the reported embedding reconstructs exactly as before."""
         t0 = time.perf_counter()
         Z = embed(self.module, source, batch_size=1024)  # cells × k float32: the only per-cell array held
@@ -380,22 +380,26 @@ class DAE:
     def embed(self, adata: AnnData, *, allow_missing_genes: bool = False) -> np.ndarray:
         """Cells × n_latent embedding of ``adata`` (raw or prepared; genes aligned by name), float32.
 
-        In the model's reported basis: with ``rotation="sparse"`` (default) or ``"varimax"`` the rotated nodes
-        of :meth:`gene_weights` (centred on the cells given to fit, each node's spread = the part of the
-        bottleneck's variance it carries; ``sparse`` nodes may correlate with each other); with ``rotation="none"`` the bottleneck activations as trained."""
+        In the model's reported basis: with ``rotation="varimax"`` (default) an orthogonal rotation of the
+        bottleneck activations centred on the cells given to fit, so distances between cells are those of the
+        trained bottleneck (what ``sc.pp.neighbors(use_rep="X_dae")`` needs), each column a node of
+        :meth:`gene_weights`; with ``"sparse"`` the oblique sparse nodes (each node's spread = the part of the
+        bottleneck's variance it carries; nodes may correlate, distances change); with ``"none"`` the bottleneck
+        activations as trained."""
         self._check_fitted()
         return self._readable(embed(self.module, self._input(adata, allow_missing_genes)))
 
     def gene_weights(self, *, decoder: bool = False) -> pd.DataFrame:
         """Per-gene weights, genes used × nodes, labelled (``node0``, ``node1`` …), float32.
 
-        Default (``rotation="sparse"``): each gene's Pearson correlation (−1 … 1, on every likelihood) between
+        Default (``rotation="varimax"``): each gene's Pearson correlation (−1 … 1, on every likelihood) between
         its clean model input (log1p-normalised counts, or the log values of log-scale input) and the node's
-        activity over the cells given to fit (validation cells included), with the nodes rotated so that each has few high-weight genes:
-        readable as "this gene rises (falls) with this node". Same basis as :meth:`embed`. Source: the
-        structure loadings of factor analysis with Kaiser's varimax, then an oblique sparse-coding rotation
-        (:func:`genodae.rotation.sparse_rotation`; ``rotation="varimax"`` stops after varimax); chosen on
-        planted programs and bulk pathways in ``bench/results/readable.md``.
+        activity over the cells given to fit (validation cells included), with the nodes rotated (Kaiser's
+        varimax, orthogonal) so that each has few high-weight genes: readable as "this gene rises (falls) with
+        this node". Same basis as :meth:`embed`. ``rotation="sparse"``: the oblique sparse-coding nodes
+        (:func:`genodae.rotation.sparse_rotation`) that :func:`genodae.tl.signatures` reads signatures from by
+        default (more accurate signatures on planted programs and bulk pathways, ``bench/results/readable.md``;
+        the embedding's distances change).
 
         ``decoder=True`` (or ``rotation="none"``, where both are the same): the decoder's own weights in that
         basis (the mean Jacobian of an MLP decoder). With a count likelihood they are log-scale loadings: a

@@ -5,7 +5,8 @@ module).
 learning of the loadings: Mairal et al. 2009, scikit-learn; a program on most genes keeps its varimax node),
 :func:`rotate_loadings` (either, from a start that
 depends only on the space the nodes span), :func:`whitening` (ZCA) and :func:`readable_basis`, which combines them
-into the basis genodae's models report their nodes in (``DAEConfig.rotation``).
+into the basis genodae's models report their nodes in (``DAEConfig.rotation``: an orthogonal varimax rotation that
+keeps distances between cells by default, the oblique sparse nodes of the signatures on request).
 """
 
 from __future__ import annotations
@@ -224,31 +225,48 @@ def spanned_whitening(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return mu, M, r
 
 
-def readable_basis(Z: np.ndarray, loadings_of, method: str = "sparse", *, seed: int = 0) -> dict:
-    """The readable basis of an embedding (``method``: ``sparse`` or ``varimax``, :func:`rotate_loadings`): the
-    map to it, and the genes' correlations with it.
+def readable_basis(Z: np.ndarray, loadings_of, method: str = "varimax", *, seed: int = 0) -> dict:
+    """The readable basis of an embedding (``method``: ``varimax`` or ``sparse``): the map to it, and the genes'
+    correlations with it.
 
-    ``Z`` (cells × k, any float dtype; never copied whole) is whitened (:func:`whitening`: mean ``mu``,
-    ``M``), ``loadings_of(mu, M)`` must return every gene's Pearson correlation with each column of the
-    whitened ``(Z − mu) @ M`` (genes × k; the *structure loadings* of factor analysis), and those are
-    rotated (``R`` = :func:`rotate_loadings`; with ``sparse`` the new nodes' activities are correlated, each of
-    unit variance before scaling; ``seed`` seeds the dictionary learning). Each rotated activity is then
-    scaled by the standard deviation of ``Z`` it accounts for, ``d_j = sqrt((Rᵀ C R)_jj)`` with ``C`` the
-    covariance of ``Z`` (so large programs stay large; with ``varimax`` the total variance of the embedding is
-    unchanged; correlations do not depend on the scale).
+    ``Z``: cells × k, any float dtype; never copied whole. ``loadings_of(mu, M)`` must return every gene's Pearson
+    correlation with each column of ``(Z − mu) @ M`` (genes × k; ``M`` k × k).
 
-    Returns ``mean`` (k), ``transform`` (k × k, readable embedding = ``(Z − mean) @ transform``),
-    ``weights`` (genes × k: each gene's correlation with each readable node) and ``rank`` (of ``C``; below k the
-    nodes are not rotated, and the caller should keep the trained basis).
-    Whitening and the rotation's start (:func:`principal_axes`) make the result depend only on the space ``Z``
-    spans, not on its basis.
+    - ``varimax`` (orthogonal; the model default): the centred embedding is rotated, ``(Z − mean) @ Q`` with ``Q``
+      orthogonal, so **distances between cells are exactly those of ``Z``** (neighbours, UMAP, clustering and
+      integration scores as trained). ``Q`` is Kaiser's varimax (:func:`rotate_loadings`) of the genes'
+      covariance loadings ``cov(gene, Z)/sd(gene)`` (genes × k; these rotate with ``Q``, so the criterion sees
+      each direction with the spread it has in ``Z``). Each node's weights are the genes' correlations with it.
+    - ``sparse`` (oblique): ``Z`` is whitened (:func:`whitening`: mean, ``M``), the genes' correlations with the
+      whitened activities (the *structure loadings* of factor analysis) are rotated (``R`` =
+      :func:`rotate_loadings` with ``sparse``: varimax, then :func:`sparse_rotation`; ``seed`` seeds the
+      dictionary learning), and each new activity is scaled by the standard deviation of ``Z`` it accounts for,
+      ``d_j = sqrt((Rᵀ C R)_jj)`` (``C`` the covariance of ``Z``). Nodes may correlate, as programs do, and the
+      embedding's distances are not those of ``Z`` (bench/results/integration_genodae*_2026-12-07.md: scib
+      bio conservation 0.92 → 0.73 on CEL-seq2); the signatures' read-out (:func:`genodae.tl.signatures`).
+
+    Returns ``mean`` (k), ``transform`` (k × k, readable embedding = ``(Z − mean) @ transform``), ``weights``
+    (genes × k: each gene's correlation with each readable node) and ``rank`` (of ``C``; below k the nodes are
+    not rotated, and the caller should keep the trained basis). Both depend only on the space ``Z`` spans and
+    its metric (for ``sparse`` only on the space), not on the basis it is given in (the rotation starts from
+    :func:`principal_axes`).
     """
+    if method not in ("varimax", "sparse"):
+        raise ValueError(f"rotation method must be 'varimax' or 'sparse', not {method!r}")
     Z = np.asarray(Z)
     mu, C = _moments(Z)
+    k = C.shape[0]
+    rank = int(np.linalg.matrix_rank(C, hermitian=True)) if Z.shape[0] > 1 else 0
+    if method == "varimax":
+        sd = np.sqrt(np.clip(np.diag(C), 0, None))
+        Lc = np.asarray(loadings_of(mu, np.eye(k)), dtype=np.float64) * sd  # cov(gene, Z) / sd(gene)
+        Q = rotate_loadings(Lc, "varimax") if rank == k else np.eye(k)
+        sd_q = np.sqrt(np.clip(np.einsum("ij,ik,kj->j", Q, C, Q), 0, None))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            W = np.where(sd_q > 0, (Lc @ Q) / np.where(sd_q > 0, sd_q, 1.0), 0.0)
+        return {"mean": mu, "transform": Q, "weights": W, "rank": rank}
     M = _inverse_sqrt(C)
     L = np.asarray(loadings_of(mu, M), dtype=np.float64)
-    rank = int(np.linalg.matrix_rank(C, hermitian=True)) if Z.shape[0] > 1 else 0
-    k = L.shape[1]
     R = rotate_loadings(L, method, seed=seed) if rank == k else np.eye(k)  # rank < k: no basis (the caller says so)
     d = np.sqrt(np.clip(np.einsum("ij,ik,kj->j", R, C, R), 0, None))
     return {"mean": mu, "transform": M @ R * d, "weights": L @ R, "rank": rank}

@@ -203,12 +203,14 @@ def signatures(
     nodes are rotated to the sparse basis (:func:`rotate`, stored under ``f"{key}_sparse"``, embedding
     transformed alike): on planted-program data this makes nodes recover whole modules as well as PCA, ICA,
     NMF and cNMF loadings do (see ``bench/results/readable.md``). ``readout="weights"`` rotates the decoder
-    weights instead (no data needed); ``rotation="none"`` reads the model's weights as stored. A model trained
-    with ``DAEConfig.rotation="sparse"`` (the default) already reports its nodes in this basis
-    (``varm[f"{key}_weights"]`` are the correlations with its sparse nodes), so the rotation here changes
-    them little (correlations over ``adata``'s cells instead of the training cells) and mainly records the transform that
-    :func:`genodae.tl.score` applies to new samples; for a model trained with ``rotation="none"`` (the ``adage``
-    preset) ``rotation="none"`` reads the raw decoder weights, as ADAGE did.
+    weights instead (no data needed); ``rotation="none"`` reads the model's weights as stored. A default model
+    (``DAEConfig.rotation="varimax"``) reports orthogonal varimax nodes, which keep the embedding's distances;
+    the sparse nodes read here are a different, oblique basis of the same space (the rotation depends only on that
+    space, so the result is the same whatever basis the model reports). A model trained with
+    ``DAEConfig.rotation="sparse"`` already reports these nodes (correlations over its training cells), so the
+    rotation here changes them little and mainly records the transform that :func:`genodae.tl.score` applies to
+    new samples; for a model trained with ``rotation="none"`` (the ``adage`` preset) ``rotation="none"`` reads
+    the raw decoder weights, as ADAGE did.
 
     Parameters
     ----------
@@ -298,7 +300,7 @@ def signature_score(adata: AnnData, genes: Sequence[str] | Mapping[str, float], 
 def _read_out(items: Sequence[tuple[AnnData, str]], rotation: str) -> str:
     """The read-out of the nodes an ensemble clusters: ``rotation``, or with ``"none"`` (the nodes as stored) the one
     every model was stored with (a rotated key such as ``dae_sparse``, or the model's ``rotation`` setting: a default
-    model stores sparse nodes); ``"none"`` when they differ or are not recorded (weights written by hand)."""
+    model stores varimax nodes); ``"none"`` when they differ or are not recorded (weights written by hand)."""
     if rotation != "none":
         return rotation
     stored = set()

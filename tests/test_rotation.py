@@ -34,25 +34,41 @@ def test_whitening_gives_identity_covariance_in_float64_moments():
     np.testing.assert_allclose(np.cov(W.T, bias=True), np.eye(3), atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["varimax", "sparse"])
-def test_readable_basis_depends_only_on_the_space_spanned_and_finds_the_programs(method):
-    """Any invertible mixing of the embedding gives the same nodes (whitening, a start from the loadings'
+def test_sparse_basis_depends_only_on_the_space_spanned_and_finds_the_programs():
+    """Any invertible mixing of the embedding gives the same sparse nodes (whitening, a start from the loadings'
     principal axes), and with independent programs each node's high-weight genes are one program's genes."""
     X, S = _data()
     rng = np.random.default_rng(2)
     mix = rng.normal(size=(4, 4))
-    a = readable_basis(S, lambda mu, M: _corr(X, (S - mu) @ M), method)
-    b = readable_basis(S @ mix, lambda mu, M: _corr(X, (S @ mix - mu) @ M), method)
+    a = readable_basis(S, lambda mu, M: _corr(X, (S - mu) @ M), "sparse")
+    b = readable_basis(S @ mix, lambda mu, M: _corr(X, (S @ mix - mu) @ M), "sparse")
     np.testing.assert_allclose(np.abs(a["weights"]), np.abs(b["weights"]), atol=1e-4)  # search tolerance
     top = [set(np.argsort(-np.abs(a["weights"][:, j]))[:10] // 10) for j in range(4)]
     assert all(len(t) == 1 for t in top) and {t.pop() for t in top} == {0, 1, 2, 3}
     E = (S @ mix - b["mean"]) @ b["transform"]
     np.testing.assert_allclose(_corr(X, E), b["weights"], atol=1e-8)  # weights = correlations with the nodes
-    if method == "varimax":
-        np.testing.assert_allclose(np.corrcoef(E.T), np.eye(4), atol=1e-6)  # uncorrelated nodes
-        C = np.cov(S @ mix, rowvar=False, bias=True)
-        assert np.isclose(E.var(axis=0).sum(), np.trace(C), rtol=1e-6)  # the total variance is kept
     assert a["rank"] == 4
+
+
+def test_varimax_basis_keeps_distances_between_cells_and_finds_the_programs():
+    """The default basis is an orthogonal rotation of the centred embedding: every distance between cells is
+    kept, any rotation (and shift) of the embedding gives the same nodes, and with independent programs each
+    node's high-weight genes are one program's genes; weights = the genes' correlations with the nodes."""
+    X, S = _data()
+    rng = np.random.default_rng(2)
+    O, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    Z = S @ O + 3.0
+    a = readable_basis(S, lambda mu, M: _corr(X, (S - mu) @ M), "varimax")
+    b = readable_basis(Z, lambda mu, M: _corr(X, (Z - mu) @ M), "varimax")
+    np.testing.assert_allclose(np.abs(a["weights"]), np.abs(b["weights"]), atol=1e-4)  # search tolerance
+    np.testing.assert_allclose(b["transform"].T @ b["transform"], np.eye(4), atol=1e-10)  # orthogonal
+    E = (Z - b["mean"]) @ b["transform"]
+    i, j = rng.integers(0, len(Z), 200), rng.integers(0, len(Z), 200)
+    np.testing.assert_allclose(np.linalg.norm(E[i] - E[j], axis=1), np.linalg.norm(Z[i] - Z[j], axis=1), rtol=1e-9)
+    np.testing.assert_allclose(_corr(X, E), b["weights"], atol=1e-8)  # weights = correlations with the nodes
+    top = [set(np.argsort(-np.abs(b["weights"][:, j]))[:10] // 10) for j in range(4)]
+    assert all(len(t) == 1 for t in top) and {t.pop() for t in top} == {0, 1, 2, 3}
+    assert b["rank"] == 4
 
 
 def _groups(seed, n=2000, g=800, groups=6, k=12, size=20, sd=2.0):
