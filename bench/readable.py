@@ -8,8 +8,10 @@ values. Every method gets the same prepared input (``genodae.pp.prepare`` defaul
 library-normalised counts, or the log2 values as they are, min–max scaled) and the same number of nodes
 (``--n-latent``, default: the library default 32).
 
-Methods: ``genodae`` = ``tl.dae`` defaults, read out as users get them (``varm["dae_weights"]``) and as the
-raw decoder weights (``varm["dae_decoder_weights"]`` when present); PCA, FastICA and NMF (scikit-learn) with
+Methods: ``genodae`` = ``tl.dae`` defaults, read out as users get signatures (``tl.signatures``' default
+read-out: the sparse nodes of ``tl.rotate``; since 2026-12-07, when the model's own basis became the distance-keeping
+varimax; before, ``varm["dae_weights"]``, which then held the same sparse nodes), as the model's own weights
+(``genodae (model weights)``, ``varm["dae_weights"]``) and as the raw decoder weights (``varm["dae_decoder_weights"]``); PCA, FastICA and NMF (scikit-learn) with
 their loadings raw and with genodae's read-out (correlation with whitened scores, varimax); cNMF (the
 ``cnmf`` package, Kotliar et al. 2019: 20 NMF replicates, consensus, gene-spectra z-scores) where installed.
 
@@ -86,6 +88,7 @@ torch.set_num_threads(1)
 import genodae  # noqa: E402
 from genodae import signatures as S  # noqa: E402
 from genodae import synthetic  # noqa: E402
+from genodae._keys import DEFAULT_ROTATION  # noqa: E402
 from genodae.config import ENSEMBLE_MIN_CORR  # noqa: E402
 
 log = logging.getLogger("bench.readable")
@@ -151,12 +154,13 @@ VARIANTS = {  # label → tl.dae settings; "genodae" = the library defaults, as 
 PROBES = {  # run only when named with --variants (not part of the default comparison)
     "genodae patience 0": {"patience": 0},  # no early stopping: the whole epoch budget, best validation epoch kept
     "genodae signatures preset patience 30": {"preset": "signatures", "patience": 30},  # the preset before 2026-12-04
-    "genodae varimax": {"rotation": "varimax"},  # the default read-out until 2026-12-06 (orthogonal nodes)
+    "genodae varimax": {"rotation": "varimax"},  # the model basis (whitened varimax until 2026-12-06, distance-keeping since 2026-12-07)
     "genodae signatures preset varimax": {"preset": "signatures", "rotation": "varimax"},
 }
 
 
 VARIMAX_READOUT = "genodae (varimax read-out)"  # the default models' nodes rotated by varimax instead (tl.rotate)
+MODEL_WEIGHTS = "genodae (model weights)"  # varm["dae_weights"] of a default model: its distance-keeping varimax nodes
 ENSEMBLE_CUTS = (0.5, 0.55, 0.6, 0.65, 0.7)  # consensus min_corr values compared (10+ seeds; readable.md)
 
 
@@ -169,10 +173,15 @@ def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[
         genodae.tl.dae(a, seed=seed, n_latent=n_latent, num_threads=1, **kw)
         used = S.genes_used(a, "dae")
         genes = a.var_names[used]
-        out[label] = pd.DataFrame(a.varm["dae_weights"][used], index=genes)
+        if "rotation" in kw or kw.get("preset") == "signatures":  # the model's own nodes, as set
+            out[label] = pd.DataFrame(a.varm["dae_weights"][used], index=genes)
+        else:  # the signatures users get: tl.signatures' default read-out (sparse nodes; model's basis irrelevant)
+            genodae.tl.rotate(a, method=DEFAULT_ROTATION)
+            out[label] = pd.DataFrame(a.varm[f"dae_{DEFAULT_ROTATION}_weights"][used], index=genes)
         if not kw:
+            out[MODEL_WEIGHTS] = pd.DataFrame(a.varm["dae_weights"][used], index=genes)
             out["genodae (decoder weights)"] = pd.DataFrame(a.varm["dae_decoder_weights"][used], index=genes)
-            genodae.tl.rotate(a, method="varimax")  # the same model read out with orthogonal nodes (all cells)
+            genodae.tl.rotate(a, method="varimax")  # the same model read out with orthogonal whitened nodes
             out[VARIMAX_READOUT] = pd.DataFrame(a.varm["dae_varimax_weights"][used], index=genes)
     return out
 
@@ -283,7 +292,8 @@ def consensus_cut(method: str) -> float:
     """The consensus's ``min_corr`` for a method's weights, as ``tl.ensemble`` picks it by read-out
     (``genodae.config.ENSEMBLE_MIN_CORR``): sparse for genodae variants read out by default, else the varimax/raw cut."""
     kw = {**VARIANTS, **PROBES}.get(method)
-    rotation = kw.get("rotation", "sparse") if kw is not None else "varimax"
+    rotation = (kw.get("rotation", "sparse") if kw.get("preset") != "signatures" else "sparse") if kw is not None \
+        else "varimax"
     return ENSEMBLE_MIN_CORR[rotation]
 
 
@@ -597,10 +607,11 @@ def run_embedding(args) -> None:
             source = model._input(prep, False)
             trained = embed(model.module, source)
             bases = [("trained (rotation none)", trained), (f"readable ({model.config.rotation}, default)", readable)]
-            if model.config.rotation != "varimax":  # the same model's varimax basis (over all cells)
-                vb = readable_basis(trained, lambda mean, M, s=source, z=trained: input_correlations(s, z, mean, M),
-                                    "varimax")
-                bases.append(("varimax (same model)", (trained - vb["mean"]) @ vb["transform"]))
+            for method in ("varimax", "sparse"):  # the same model's other basis (over all cells)
+                if method != model.config.rotation:
+                    vb = readable_basis(trained, lambda mean, M, s=source, z=trained: input_correlations(s, z, mean, M),
+                                        method)
+                    bases.append((f"{method} (same model)", (trained - vb["mean"]) @ vb["transform"]))
             for basis, Z in bases:
                 rows.append({"set": name, "seed": seed, "basis": basis, **C.score_embedding(Z, prep.obs["label"], seed)})
                 log.info("%s seed %d %s: %s", name, seed, basis, {k: round(v, 3) for k, v in rows[-1].items()
@@ -656,7 +667,8 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "### The same for the `signatures` preset on groups (`readouts --seeds 3 --generators groups --preset "
      "signatures --suffix _signatures`)"),
     ("readable_synthetic_sparse",
-     "## The sparse read-out (`rotation=\"sparse\"`, the default since 2026-12-06) against varimax (`synthetic "
+     "## The sparse read-out (`rotation=\"sparse\"`, the model default 2026-12-06 to 2026-12-07, since then "
+     "tl.signatures' default read-out) against varimax (`synthetic "
      "--seeds 3 --no-cnmf --variants genodae \"genodae varimax\" --suffix _sparse`; Intel Xeon; the same data "
      "as above, so the baselines' and cNMF's rows above apply)"),
     ("readable_synthetic_sparse_signatures",
@@ -692,6 +704,13 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "varimax and raw 0.5)"),
     ("readable_embedding_sparse",
      "## The embedding in the sparse basis vs as trained (`embedding --seeds 2 --suffix _sparse`)"),
+    ("readable_synthetic_geo",
+     "## The default since 2026-12-07: the model reports distance-keeping varimax nodes, signatures are read from "
+     "the sparse nodes (`synthetic --seeds 3 --no-cnmf --variants genodae --suffix _geo`; Intel Xeon; the same data "
+     "and model seeds as above). `genodae` = tl.signatures' default read-out (tl.rotate sparse of the model's "
+     "nodes; equal to the `_sparse` table's `genodae` rows to 4 decimals), `genodae (model weights)` = "
+     "varm[\"dae_weights\"] (an orthogonal varimax rotation of the bottleneck), `genodae (decoder weights)` = the "
+     "decoder's weights in that basis, `genodae (varimax read-out)` = tl.rotate(method=\"varimax\") (whitened)"),
 ]
 
 

@@ -243,7 +243,7 @@ def readable_basis(Z: np.ndarray, loadings_of, method: str = "varimax", *, seed:
       dictionary learning), and each new activity is scaled by the standard deviation of ``Z`` it accounts for,
       ``d_j = sqrt((Rᵀ C R)_jj)`` (``C`` the covariance of ``Z``). Nodes may correlate, as programs do, and the
       embedding's distances are not those of ``Z`` (bench/results/integration_genodae*_2026-12-07.md: scib
-      bio conservation 0.92 → 0.73 on CEL-seq2); the signatures' read-out (:func:`genodae.tl.signatures`).
+      bio conservation 0.90 → 0.73 on CEL-seq2); the signatures' read-out (:func:`genodae.tl.signatures`).
 
     Returns ``mean`` (k), ``transform`` (k × k, readable embedding = ``(Z − mean) @ transform``), ``weights``
     (genes × k: each gene's correlation with each readable node) and ``rank`` (of ``C``; below k the nodes are

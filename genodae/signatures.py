@@ -247,8 +247,7 @@ def signatures(
     params = get_params(adata, key)
     if rotation == "none" and params.get("rotation", "none") == "none" and len(params.get("hidden", [])) > 0:
         log.warning("signatures of %s: raw decoder weights of a model with hidden layers (%s) recovered planted "
-                    "modules poorly (bench/results/readable.md); read them with rotation='sparse', or train with "
-                    "the default rotation='sparse'", key, list(params.get("hidden")))
+                    "modules poorly (bench/results/readable.md); read them with the default rotation='sparse'", key, list(params.get("hidden")))
     read_key = key
     if rotation != "none":
         read_key = _keys.rotated_key(key, rotation)
@@ -339,13 +338,13 @@ def ensemble(
         The models' key prefixes (default ``dae`` for every AnnData of a list).
     rotation, readout
         How each model's nodes are read before clustering (see :func:`rotate`); ``rotation="none"`` uses the
-        nodes as stored (``varm[f"{key}_weights"]``: a default model's sparse nodes; raw decoder weights only for
-        a model trained with ``rotation="none"``).
+        nodes as stored (``varm[f"{key}_weights"]``: a default model's varimax nodes, a ``rotation="sparse"``
+        model's sparse nodes; raw decoder weights only for a model trained with ``rotation="none"``).
     min_corr
         Nodes join a cluster when their weight vectors correlate with |r| ≥ ``min_corr`` (average linkage).
         Default ``None``: by the nodes' read-out (``config.ENSEMBLE_MIN_CORR``): 0.6 for sparse nodes, 0.5 for
         varimax or raw ones; with ``rotation="none"`` the read-out the models were stored with (a default model:
-        sparse). Recorded in ``uns[key_added]["min_corr"]``. Evidence: bench/results/readable.md, "Ensemble
+        varimax). Recorded in ``uns[key_added]["min_corr"]``. Evidence: bench/results/readable.md, "Ensemble
         threshold".
     min_support
         Models a consensus node needs (default: half of them, rounded up).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import warnings
 from pathlib import Path
 
@@ -41,7 +42,13 @@ def test_names_of_a_model_prefix():
     assert _keys.enrichment_key("foo") == "foo_enrichment"
     assert _keys.rotated_key("foo") == "foo_sparse" and _keys.rotated_key("foo", "varimax") == "foo_varimax"
     assert _keys.DEFAULT_ROTATED == _keys.rotated_key(_keys.DEFAULT) == "dae_sparse"
-    assert set(_keys.ROTATION_METHODS) == set(ROTATIONS) - {"none"} and _keys.DEFAULT_ROTATION == DAEConfig().rotation
+    assert set(_keys.ROTATION_METHODS) == set(ROTATIONS) - {"none"}
+    # the signatures' read-out (sparse nodes) is not the basis a model reports (distance-keeping varimax nodes)
+    from genodae import signatures as S
+    for fn in (S.signatures, S.ensemble, S.rotate):
+        default = inspect.signature(fn).parameters["rotation" if fn is not S.rotate else "method"].default
+        assert default == _keys.DEFAULT_ROTATION == "sparse", fn
+    assert DAEConfig().rotation == "varimax"
     assert (_keys.PREP, _keys.COUNTS_LAYER, _keys.HIGHLY_VARIABLE) == ("genodae_prepare", "counts", "highly_variable")
     assert pp.PREP_KEY == _keys.PREP
 

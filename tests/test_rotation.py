@@ -56,8 +56,8 @@ def test_varimax_basis_keeps_distances_between_cells_and_finds_the_programs():
     node's high-weight genes are one program's genes; weights = the genes' correlations with the nodes."""
     X, S = _data()
     rng = np.random.default_rng(2)
-    O, _ = np.linalg.qr(rng.normal(size=(4, 4)))
-    Z = S @ O + 3.0
+    rot, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    Z = S @ rot + 3.0
     a = readable_basis(S, lambda mu, M: _corr(X, (S - mu) @ M), "varimax")
     b = readable_basis(Z, lambda mu, M: _corr(X, (Z - mu) @ M), "varimax")
     np.testing.assert_allclose(np.abs(a["weights"]), np.abs(b["weights"]), atol=1e-4)  # search tolerance

@@ -186,9 +186,10 @@ def _signatures() -> dict:
                 exclusiveMinimum=0),
             "rotation": _key("string", "sparse", (
                 "Read the nodes after a rotation that makes each node sparse in genes: sparse (varimax, then oblique "
-                "sparse coding; the benchmarked default), varimax (orthogonal nodes), or as trained (none, as ADAGE "
-                "did). Also applies to ensembles, sweep summaries and the association "
-                "tests."), enum=list(gc.ROTATIONS)),
+                "sparse coding; the benchmarked default), varimax (orthogonal nodes of the whitened activities), or "
+                "as the model stored them (none: a default model's distance-keeping varimax nodes; the trained "
+                "nodes, as ADAGE read them, for models trained with rotation none). Also applies to ensembles, "
+                "sweep summaries and the association tests."), enum=list(gc.ROTATIONS)),
             "min_genes": _key("integer", 0, (
                 "Fill each tail of a signature up to this many top genes (flagged beyond_cutoff = False)."),
                 minimum=0),
@@ -215,8 +216,9 @@ def _signatures() -> dict:
             "min_corr": _key(["number", "null"], None, (
                 "Ensemble nodes of different seeds cluster when their weights correlate with |r| >= min_corr (null = "
                 f"by the nodes' read-out: sparse {gc.ENSEMBLE_MIN_CORR['sparse']}, varimax "
-                f"{gc.ENSEMBLE_MIN_CORR['varimax']}; with rotation none, the read-out the models stored, "
-                f"{gc.ENSEMBLE_MIN_CORR['none']} for raw decoder weights)."), exclusiveMinimum=0, exclusiveMaximum=1),
+                f"{gc.ENSEMBLE_MIN_CORR['varimax']}; with rotation none, the read-out the models stored: "
+                f"{gc.ENSEMBLE_MIN_CORR['varimax']} for default (varimax) models, {gc.ENSEMBLE_MIN_CORR['none']} "
+                "for raw decoder weights)."), exclusiveMinimum=0, exclusiveMaximum=1),
             "min_support": _key(["integer", "null"], None, (
                 "Seeds a consensus node needs (null = genodae's default, half the seeds rounded up)."), minimum=1),
             "sweep_summary": _key("boolean", True, (

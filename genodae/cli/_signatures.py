@@ -47,7 +47,7 @@ def register(sub) -> None:
     key_arg(p)
     p.add_argument("--rotation", choices=ROTATIONS, default=K.DEFAULT_ROTATION,
                    help="rotate each model before clustering its nodes: sparse (default), varimax or none (the "
-                        "nodes as stored: a default model's sparse nodes)")
+                        "nodes as stored: a default model's varimax nodes)")
     readout_arg(p)
     p.add_argument("--min-corr", type=float,
                    help="nodes cluster when their weights correlate with |r| >= this (default: by the nodes' read-out: "
