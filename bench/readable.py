@@ -154,7 +154,7 @@ VARIANTS = {  # label → tl.dae settings; "genodae" = the library defaults, as 
 PROBES = {  # run only when named with --variants (not part of the default comparison)
     "genodae patience 0": {"patience": 0},  # no early stopping: the whole epoch budget, best validation epoch kept
     "genodae signatures preset patience 30": {"preset": "signatures", "patience": 30},  # the preset before 2026-12-04
-    "genodae varimax": {"rotation": "varimax"},  # the model basis (whitened varimax until 2026-12-06, distance-keeping since 2026-12-07)
+    "genodae varimax": {"rotation": "varimax"},  # the model basis (whitened varimax until 2026-12-07, distance-keeping since)
     "genodae signatures preset varimax": {"preset": "signatures", "rotation": "varimax"},
 }
 
@@ -292,8 +292,7 @@ def consensus_cut(method: str) -> float:
     """The consensus's ``min_corr`` for a method's weights, as ``tl.ensemble`` picks it by read-out
     (``genodae.config.ENSEMBLE_MIN_CORR``): sparse for genodae variants read out by default, else the varimax/raw cut."""
     kw = {**VARIANTS, **PROBES}.get(method)
-    rotation = (kw.get("rotation", "sparse") if kw.get("preset") != "signatures" else "sparse") if kw is not None \
-        else "varimax"
+    rotation = kw.get("rotation", "sparse") if kw is not None else "varimax"  # an explicit rotation wins over a preset
     return ENSEMBLE_MIN_CORR[rotation]
 
 
@@ -708,9 +707,13 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "## The default since 2026-12-07: the model reports distance-keeping varimax nodes, signatures are read from "
      "the sparse nodes (`synthetic --seeds 3 --no-cnmf --variants genodae --suffix _geo`; Intel Xeon; the same data "
      "and model seeds as above). `genodae` = tl.signatures' default read-out (tl.rotate sparse of the model's "
-     "nodes; equal to the `_sparse` table's `genodae` rows to 4 decimals), `genodae (model weights)` = "
+     "nodes; its single-model columns equal the `_sparse` table's `genodae` rows to 4 decimals; its ens_* columns "
+     "differ where the `_sparse` table's consensus used the former cut 0.5), `genodae (model weights)` = "
      "varm[\"dae_weights\"] (an orthogonal varimax rotation of the bottleneck), `genodae (decoder weights)` = the "
      "decoder's weights in that basis, `genodae (varimax read-out)` = tl.rotate(method=\"varimax\") (whitened)"),
+    ("readable_bulk_geo",
+     "### Bulk sets with the 2026-12-07 default (`bulk --seeds 3 --variants genodae --suffix _geo`; rows as in the "
+     "table above; `genodae` equal to the `_sparse` bulk table's)"),
 ]
 
 

@@ -45,7 +45,7 @@ from .train import (
 
 log = logging.getLogger("genodae")
 
-FORMAT_VERSION = 5  # 5: rotation "sparse"; 4: readable basis (rotation); 3: covariates (batch_key); 2: gene_likelihood; version-1/2 folders still load
+FORMAT_VERSION = 6  # 6: rotation "varimax" keeps distances (an orthogonal rotation of the bottleneck); 5: rotation "sparse"; 4: readable basis (rotation); 3: covariates (batch_key); 2: gene_likelihood; version-1/2 folders still load
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 
@@ -176,17 +176,23 @@ class DAE:
         :func:`genodae.rotation.readable_basis` of the bottleneck activities of every training cell: gene
         weights become each gene's Pearson correlation with the node over those cells (its clean model input:
         log1p-normalised counts or log values, scaled), rotated (``cfg.rotation``); the embedding is mapped to the same
-        nodes (with ``varimax`` by an orthogonal rotation of the centred bottleneck: distances between cells kept). The decoder's weights are re-expressed in that basis (``W · transform⁻ᵀ``), so the decoder
-        applied to the reported embedding reconstructs exactly as before."""
+        nodes (with ``varimax`` by an orthogonal rotation of the centred bottleneck: distances between cells kept).
+        The decoder's weights are re-expressed in that basis (``W · transform⁻ᵀ``), so the decoder weights times
+        the reported embedding equal the decoder weights times the bottleneck, up to a constant per gene (the
+        weights times the training mean)."""
         t0 = time.perf_counter()
         Z = embed(self.module, source, batch_size=1024)  # cells × k float32: the only per-cell array held
         k = Z.shape[1]
         basis = readable_basis(Z, lambda mean, M: input_correlations(source, Z, mean, M), self.config.rotation)
-        if basis["rank"] < k:
+        if basis["rank"] < k and self.config.rotation == "sparse":
             log.warning("gene weights: the %d training cells span only %d of the %d nodes, so the nodes are kept as "
                         "trained (no readable basis; gene weights = decoder weights); train on more cells or lower "
                         "n_latent", Z.shape[0], basis["rank"], k)
             return
+        if basis["rank"] < k:
+            log.warning("gene weights: the %d training cells span only %d of the %d nodes, so %d varimax nodes carry "
+                        "(nearly) no variance and no weights; train on more cells or lower n_latent", Z.shape[0],
+                        basis["rank"], k, k - basis["rank"])
         self.readout = {"mean": basis["mean"], "transform": basis["transform"]}
         self.weights = basis["weights"].astype(np.float32)
         self.decoder_weights = (self.decoder_weights @ np.linalg.inv(basis["transform"]).T).astype(np.float32)
@@ -767,6 +773,11 @@ class DAE:
             cfg.setdefault("gene_likelihood", likelihood)
             if "genodae.readout_transform" not in tensors:
                 cfg["rotation"] = "none"  # formats 1-3, or a model whose cells were too few for a readable basis
+            elif cfg.get("rotation") == "varimax" and meta.get("format_version", 0) < 6:
+                log.warning("%s was saved before model format 6: its varimax nodes rotate the whitened bottleneck "
+                            "(uncorrelated nodes; distances between cells are not those of the trained network, as "
+                            "they are for models saved since); it embeds as it did when saved. Retrain for "
+                            "distance-keeping nodes", path)
             cfg = {k: v for k, v in cfg.items() if k in DAEConfig.__dataclass_fields__}  # older/newer fields
             self = cls(DAEConfig(**cfg))
             self.gene_likelihood = likelihood

@@ -246,8 +246,9 @@ def readable_basis(Z: np.ndarray, loadings_of, method: str = "varimax", *, seed:
       bio conservation 0.90 → 0.73 on CEL-seq2); the signatures' read-out (:func:`genodae.tl.signatures`).
 
     Returns ``mean`` (k), ``transform`` (k × k, readable embedding = ``(Z − mean) @ transform``), ``weights``
-    (genes × k: each gene's correlation with each readable node) and ``rank`` (of ``C``; below k the nodes are
-    not rotated, and the caller should keep the trained basis). Both depend only on the space ``Z`` spans and
+    (genes × k: each gene's correlation with each readable node; 0 for a node without spread) and ``rank`` (of
+    ``C``; below k, ``sparse`` does not rotate and the caller should keep the trained basis, while ``varimax``
+    still rotates and k − rank nodes are (nearly) empty). Both depend only on the space ``Z`` spans and
     its metric (for ``sparse`` only on the space), not on the basis it is given in (the rotation starts from
     :func:`principal_axes`).
     """
@@ -260,7 +261,7 @@ def readable_basis(Z: np.ndarray, loadings_of, method: str = "varimax", *, seed:
     if method == "varimax":
         sd = np.sqrt(np.clip(np.diag(C), 0, None))
         Lc = np.asarray(loadings_of(mu, np.eye(k)), dtype=np.float64) * sd  # cov(gene, Z) / sd(gene)
-        Q = rotate_loadings(Lc, "varimax") if rank == k else np.eye(k)
+        Q = rotate_loadings(Lc, "varimax")  # orthogonal: needs no full rank (directions without spread: empty nodes)
         sd_q = np.sqrt(np.clip(np.einsum("ij,ik,kj->j", Q, C, Q), 0, None))
         with np.errstate(divide="ignore", invalid="ignore"):
             W = np.where(sd_q > 0, (Lc @ Q) / np.where(sd_q > 0, sd_q, 1.0), 0.0)

@@ -336,7 +336,15 @@ def test_default_gene_weights_are_correlations_with_nodes_that_keep_distances(tr
     i, j = np.arange(0, 60), np.arange(60, 120)
     np.testing.assert_allclose(np.linalg.norm(E[i] - E[j], axis=1), np.linalg.norm(Z[i] - Z[j], axis=1), rtol=1e-4)
     ok, r = _correlations(X, E)
-    np.testing.assert_allclose(model.gene_weights().to_numpy()[ok], r, atol=2e-3)
+    W = model.gene_weights().to_numpy()
+    np.testing.assert_allclose(W[ok], r, atol=2e-3)
+    cov = W * E.std(axis=0)  # ∝ the genes' covariances with the nodes (÷ gene SD): what varimax signs and orders
+    assert np.all(np.diff(cov[ok].var(axis=0)) <= 1e-6)  # nodes ordered by the variance of their loadings
+    assert np.all(genodae.rotation._skew(cov[ok]) >= 0)  # each node's largest weights are positive
+    a = prepared.copy()
+    model.annotate(a)
+    assert a.uns["dae"]["params"]["rotation"] == "varimax"
+    assert genodae.signatures._read_out([(a, "dae")], "none") == "varimax"  # tl.ensemble's cut: 0.5
 
 
 def test_sparse_model_nodes_are_the_signatures_read_out_of_the_default_model(trained, prepared):
@@ -381,13 +389,45 @@ def test_the_readable_basis_survives_save_and_load(trained, prepared, tmp_path):
                                   model.gene_weights(decoder=True).to_numpy())
 
 
-def test_too_few_cells_for_the_nodes_keeps_the_trained_basis(caplog):
+def test_too_few_cells_for_the_nodes(caplog):
+    """Fewer cells than nodes: the sparse read-out (whitening) keeps the trained basis; varimax, an orthogonal
+    rotation, still rotates, and the nodes without spread are empty (zero weights); both say so."""
     a = genodae.synthetic.planted_programs(n_cells=8, n_genes=60, n_programs=2, module_size=5, seed=0)
     p = genodae.pp.prepare(a, copy=True)
     with caplog.at_level("WARNING", logger="genodae"):
-        model = DAE(n_latent=10, hidden=(), epochs=2, num_threads=1, val_fraction=0.0).fit(p)
+        model = DAE(n_latent=10, hidden=(), epochs=2, num_threads=1, val_fraction=0.0, rotation="sparse").fit(p)
     assert model.readout is None
-    assert "span only" in caplog.text
+    assert "kept as trained" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="genodae"):
+        model = DAE(n_latent=10, hidden=(), epochs=2, num_threads=1, val_fraction=0.0).fit(p)
+    assert model.readout is not None and "carry (nearly) no variance" in caplog.text
+    E = model.embed(p).astype(np.float64)
+    Z = embed(model.module, model._input(p, False)).astype(np.float64)
+    np.testing.assert_allclose(np.linalg.norm(E[:4] - E[4:], axis=1), np.linalg.norm(Z[:4] - Z[4:], axis=1), rtol=1e-4)
+    W = model.gene_weights().to_numpy()
+    assert np.isfinite(W).all() and (np.abs(W).max(axis=0) < 1e-3).sum() >= 10 - 7  # 8 centred cells: rank <= 7
+
+
+def test_a_format_5_varimax_model_loads_as_saved_and_warns(trained, prepared, tmp_path, caplog):
+    """Before format 6, rotation='varimax' rotated the whitened bottleneck: such a folder embeds with the
+    transform it stored, and loading says that its distances are not the trained ones."""
+    model, path = trained
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in (WEIGHTS_FILE, META_FILE):
+        (old / f).write_bytes((path / f).read_bytes())
+    meta = json.loads((old / META_FILE).read_text())
+    meta["format_version"] = 5
+    (old / META_FILE).write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="genodae"):
+        back = DAE.load(old)
+    assert "before model format 6" in caplog.text
+    np.testing.assert_array_equal(back.embed(prepared), model.embed(prepared))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="genodae"):
+        DAE.load(path)
+    assert "before model format 6" not in caplog.text
 
 
 def test_mlp_decoder_gene_weights_are_a_finite_mean_jacobian(prepared):

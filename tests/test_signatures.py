@@ -196,7 +196,7 @@ def test_consensus_cut_default_and_by_rotation(trained):
     assert S.consensus(models)["weights"].shape[1] == 0  # default: config.ENSEMBLE_MIN_CORR["sparse"]
     assert genodae.config.ENSEMBLE_MIN_CORR == {"sparse": 0.6, "varimax": 0.5, "none": 0.5}
     # tl.ensemble picks the cut by rotation and records it; an explicit min_corr wins
-    # ("none": the nodes as stored, here the models' default sparse nodes, or already-rotated keys)
+    # ("none": the nodes as stored, here the signatures-preset models' sparse nodes, or already-rotated keys)
     for keys, rotation, min_corr, expected in (
             (["dae", "dae_s1"], "sparse", None, 0.6), (["dae", "dae_s1"], "varimax", None, 0.5),
             (["dae", "dae_s1"], "varimax", 0.7, 0.7), (["dae", "dae_s1"], "none", None, 0.6),

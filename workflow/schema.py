@@ -217,8 +217,8 @@ def _signatures() -> dict:
                 "Ensemble nodes of different seeds cluster when their weights correlate with |r| >= min_corr (null = "
                 f"by the nodes' read-out: sparse {gc.ENSEMBLE_MIN_CORR['sparse']}, varimax "
                 f"{gc.ENSEMBLE_MIN_CORR['varimax']}; with rotation none, the read-out the models stored: "
-                f"{gc.ENSEMBLE_MIN_CORR['varimax']} for default (varimax) models, {gc.ENSEMBLE_MIN_CORR['none']} "
-                "for raw decoder weights)."), exclusiveMinimum=0, exclusiveMaximum=1),
+                f"{gc.ENSEMBLE_MIN_CORR['varimax']} for default (varimax) models and raw decoder weights, "
+                f"{gc.ENSEMBLE_MIN_CORR['sparse']} for models with rotation sparse, as the signatures preset)."), exclusiveMinimum=0, exclusiveMaximum=1),
             "min_support": _key(["integer", "null"], None, (
                 "Seeds a consensus node needs (null = genodae's default, half the seeds rounded up)."), minimum=1),
             "sweep_summary": _key("boolean", True, (

@@ -29,8 +29,9 @@ def register(sub) -> None:
     key_arg(p)
     p.add_argument("--sd-cutoff", type=float, default=2.5, help="high-weight: beyond mean ± this many SD (default: 2.5)")
     p.add_argument("--rotation", choices=ROTATIONS, default=K.DEFAULT_ROTATION,
-                   help="read nodes after a rotation: sparse (default; varimax, then oblique sparse coding), "
-                   "varimax (orthogonal), or none (as trained)")
+                   help="read nodes after a rotation of the whitened node activities: sparse (default; varimax, "
+                   "then oblique sparse coding), varimax (orthogonal, uncorrelated nodes), or none (the nodes as the "
+                   "model stored them: a default model's distance-keeping varimax nodes)")
     readout_arg(p)
     p.add_argument("--min-genes", type=int, default=0, help="fill each tail up to this many top genes (default: 0)")
     p.add_argument("--transform", metavar="JSON", help="also write the activity transform (mean, whitening, "
@@ -46,14 +47,15 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="consensus gene weights TSV (genes × consensus nodes)")
     key_arg(p)
     p.add_argument("--rotation", choices=ROTATIONS, default=K.DEFAULT_ROTATION,
-                   help="rotate each model before clustering its nodes: sparse (default), varimax or none (the "
-                        "nodes as stored: a default model's varimax nodes)")
+                   help="rotate each model before clustering its nodes: sparse (default), varimax (of the whitened "
+                        "activities) or none (the nodes as stored: a default model's distance-keeping varimax nodes)")
     readout_arg(p)
     p.add_argument("--min-corr", type=float,
                    help="nodes cluster when their weights correlate with |r| >= this (default: by the nodes' read-out: "
                         f"sparse {ENSEMBLE_MIN_CORR['sparse']}, varimax {ENSEMBLE_MIN_CORR['varimax']}, raw decoder "
                         f"weights {ENSEMBLE_MIN_CORR['none']}; with --rotation none, the read-out the models were "
-                        "stored with)")
+                        f"stored with: {ENSEMBLE_MIN_CORR['varimax']} for default models, "
+                        f"{ENSEMBLE_MIN_CORR['sparse']} for rotation sparse)")
     p.add_argument("--min-support", type=int, help="models a consensus node needs (default: half, rounded up)")
     p.add_argument("--embedding", metavar="TSV", help="also write consensus activities, cells × consensus nodes")
     p.add_argument("--support", metavar="TSV", help="also write support and members of each consensus node")
