@@ -257,7 +257,7 @@ def readable_basis(Z: np.ndarray, loadings_of, method: str = "varimax", *, seed:
     Z = np.asarray(Z)
     mu, C = _moments(Z)
     k = C.shape[0]
-    rank = int(np.linalg.matrix_rank(C, hermitian=True)) if Z.shape[0] > 1 else 0
+    rank = int(_spanned(C)[2].sum()) if Z.shape[0] > 1 else 0  # the directions whitening keeps (as _inverse_sqrt)
     if method == "varimax":
         sd = np.sqrt(np.clip(np.diag(C), 0, None))
         Lc = np.asarray(loadings_of(mu, np.eye(k)), dtype=np.float64) * sd  # cov(gene, Z) / sd(gene)

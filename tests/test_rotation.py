@@ -195,3 +195,14 @@ def test_a_program_on_most_genes_keeps_its_own_node_and_the_others_are_not_its_c
     assert np.max(np.abs(np.corrcoef(vm[:, dense], (L @ T).T)[0, 1:])) > 0.999  # kept as a node of its own
     monkeypatch.setattr(RT, "MAX_DENSITY", 1.0)  # without the exclusion every atom leans toward the program
     assert _twin_share(L @ rotate_loadings(L, "sparse")) > 0.5
+
+
+def test_a_nearly_constant_node_counts_as_not_spanned():
+    """A node with almost no spread (variance 1e-14 of the others') is dropped by the whitening, so the rank the
+    caller sees must drop too (else the sparse transform is near-singular and its inverse garbage)."""
+    X, S = _data()
+    Z = np.c_[S, 1.0 + 1e-7 * np.random.default_rng(3).normal(size=len(S))]
+    for method in ("sparse", "varimax"):
+        b = readable_basis(Z, lambda mu, M, Z=Z: _corr(X, (Z - mu) @ M), method)
+        assert b["rank"] == 4, method
+        assert np.isfinite(b["transform"]).all() and np.isfinite(b["weights"]).all()
