@@ -122,8 +122,12 @@ def _prefixes(names: Iterable[str], *, prefix: str = "", suffix: str = "") -> li
 
 
 def weights_keys(varm: Iterable[str]) -> list[str]:
-    """The prefixes that have gene weights in ``varm`` (``dae_weights`` → ``dae``), in ``varm``'s order."""
-    return _prefixes(varm, suffix=_WEIGHTS)
+    """The prefixes that have gene weights in ``varm`` (``dae_weights`` → ``dae``), in ``varm``'s order; a model's
+    ``<key>_decoder_weights`` is not a prefix of its own."""
+    names = list(varm)
+    decoders = {f"{k[: -len(_DECODER_WEIGHTS)]}{_DECODER_WEIGHTS[: -len(_WEIGHTS)]}" for k in names
+                if k.endswith(_DECODER_WEIGHTS) and weights_key(k[: -len(_DECODER_WEIGHTS)]) in names}
+    return [p for p in _prefixes(names, suffix=_WEIGHTS) if p not in decoders]
 
 
 def embedding_keys(obsm: Iterable[str]) -> list[str]:

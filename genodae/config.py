@@ -84,7 +84,7 @@ class DAEConfig:
     latent_activation: str = field(default="linear", metadata={"help": "activation of the bottleneck (ADAGE used sigmoid)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout after each hidden layer"})
     norm: str = field(default="none", metadata={"help": "normalisation after each hidden layer"})
-    decoder: str = field(default="linear", metadata={"help": "linear: gene weights are exactly the decoder weights (as in LDVAE); mlp mirrors the encoder"})
+    decoder: str = field(default="linear", metadata={"help": "linear: the decoder's weights (varm dae_decoder_weights) are exactly its loadings (as in LDVAE); mlp mirrors the encoder"})
     tied: bool = field(default=False, metadata={"help": "decoder = transposed encoder (only without hidden layers, as in ADAGE)"})
     rotation: str = field(default="varimax", metadata={"help": "basis the nodes are reported in (embedding and gene weights alike): each gene weight is the gene's correlation with the node. varimax = an orthogonal rotation of the bottleneck as trained, so distances between cells are exactly as trained (neighbours, clustering, integration; bench/results/integration_genodae_varimax_2026-12-07.md) and each node has few high-weight genes; sparse = the oblique sparse nodes that tl.signatures reads signatures from (better signatures, bench/results/readable.md; nodes may correlate and the embedding's distances change: scib bio conservation 0.90 -> 0.73 on CEL-seq2); none = the bottleneck as trained, gene weights = decoder weights (as ADAGE)"})
     output_activation: str = field(default="auto", metadata={"help": "auto: sigmoid with the bernoulli likelihood, else linear (tuned: bench/results/quality.md); count likelihoods use a softmax over genes"})

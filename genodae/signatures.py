@@ -72,6 +72,18 @@ def _model_data(adata: AnnData, key: str, used: np.ndarray):
     if X is None:
         raise UserError("adata has no expression matrix (X); the correlation read-out needs the data; "
                         "use readout='weights'")
+    if layer is None and _keys.PREP not in adata.uns:
+        import scipy.sparse as sp
+
+        from ._values import is_counts
+
+        head = X[: min(adata.n_obs, 2000)]
+        data = head.data if sp.issparse(head) else np.asarray(head).ravel()
+        if data.size and float(data.max()) > 1 and is_counts(data):
+            raise UserError("adata.X holds raw counts, not the model's input (genodae.pp.prepare's log1p of "
+                            "normalised counts), and the correlation read-out would correlate the nodes with them: "
+                            "read the signatures from the prepared data (genodae.pp.prepare, or the prepared .h5ad "
+                            "of genodae prepare), or use readout='weights'")
     return X, np.flatnonzero(used)  # read in row chunks by activity_loadings: a backed X stays on disk
 
 
@@ -98,10 +110,11 @@ def rotate(
       rotated activities (unit-length columns of ``R``). This
       read-out uses the data, which average out the noise that stochastic training leaves in the decoder
       weights; on planted-program data it recovers modules best (``bench/results/signatures.md``).
-    - ``weights``: the decoder weights ``W`` (``varm[f"{key}_weights"]``, as ADAGE read them), rotated
-      to ``W R`` with embedding ``Z R⁻ᵀ`` (``Z R`` for varimax), so the reconstruction ``Z Wᵀ`` is kept; no data
-      needed (``R`` depends only on the model, so new samples
-      projected with the saved model rotate identically).
+    - ``weights``: the model's stored weights ``W`` (``varm[f"{key}_weights"]``: the decoder weights, as ADAGE
+      read them, for a model trained with ``rotation="none"``; for a default model its correlations with the
+      nodes of ``X_{key}``), rotated to ``W R`` with embedding ``Z R⁻ᵀ`` (``Z R`` for varimax), so the product
+      ``Z Wᵀ`` (with decoder weights: the reconstruction) is kept; no data needed (``R`` depends only on the
+      model, so new samples projected with the saved model rotate identically).
 
     When the activities of ``adata``'s cells span only r < k directions (fewer cells than nodes, an undertrained
     model), the correlation read-out whitens those r and leaves k − r empty nodes (zero weights), with a warning.

@@ -50,11 +50,11 @@ def dae(
         Train on this layer (log-scale values) instead of ``X``.
     batch_key
         obs column of batches: the decoder sees each cell's batch, so the embedding need not encode it and
-        ``varm["dae_weights"]`` are the batch-free part of the decoder (further covariates:
+        ``varm["dae_decoder_weights"]`` are the batch-free part of the decoder (further covariates:
         ``categorical_covariate_keys``, ``continuous_covariate_keys``; ``encode_covariates=True`` conditions
         the encoder too). Prepare with the same ``batch_key`` (batch-aware gene selection).
     preset
-        Named starting point for the settings.
+        Named starting point for the settings (``genodae.config.PRESETS``: ``default``, ``adage``, ``signatures``).
     n_latent, hidden, corruption, epochs, batch_size, lr, seed, device
         The most used :class:`genodae.DAEConfig` settings.
     denoised
@@ -74,8 +74,9 @@ def dae(
     Returns
     -------
     The annotated copy when ``copy=True``, else ``None``. Adds ``obsm["X_dae"]`` (cells × n_latent),
-    ``varm["dae_weights"]`` (genes × n_latent, zero rows for genes not used; log-scale loadings with a count
-    likelihood), ``var["dae_recon_r2"]`` (per-gene score on validation cells: R² of the scaled input, or the
+    ``varm["dae_weights"]`` (genes × n_latent, zero rows for genes not used; by default each gene's correlation
+    with each node of ``X_dae``, :meth:`genodae.DAE.gene_weights`), ``varm["dae_decoder_weights"]`` (the decoder's
+    weights in the same basis: log-scale loadings with a count likelihood), ``var["dae_recon_r2"]`` (per-gene score on validation cells: R² of the scaled input, or the
     fraction of Poisson deviance explained with a count likelihood), ``obs["dae_recon_error"]`` (per-cell mean
     negative log-likelihood under the model's likelihood) and ``uns["dae"]`` (settings, the resolved
     ``gene_likelihood``, preparation, loss history, genes used, version).
@@ -148,7 +149,10 @@ def score(adata: AnnData, *, model: str | Path | DAE, key_added: str | None = No
 
     Returns
     -------
-    Samples × nodes activities (``vnode0`` … with a rotation, as in the signatures table).
+    Samples × nodes activities (``vnode0`` … with a rotation). With ``transform`` they are the nodes of the
+    signatures table it came from; without it, the nodes of the ``weights`` read-out, which carry the same
+    labels but are **not** the signatures' nodes (read from the correlations): match them by weights, or pass
+    the transform.
 
     Examples
     --------

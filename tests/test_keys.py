@@ -60,7 +60,8 @@ def test_suffixes_are_parsed_not_sliced():
     assert _keys.rotated_source("dae") is None and _keys.rotated_source("_varimax") is None
     assert _keys.rotated_source("_sparse") is None and _keys.rotated_source("dae_sparse_x") is None
     varm = ["dae_weights", "dae_decoder_weights", "dae_varimax_weights", "weights", "_weights", "other"]
-    assert _keys.weights_keys(varm) == ["dae", "dae_decoder", "dae_varimax"]
+    assert _keys.weights_keys(varm) == ["dae", "dae_varimax"]  # a model's decoder weights are no model of their own
+    assert _keys.weights_keys(["foo_decoder_weights"]) == ["foo_decoder"]  # unless there is no model "foo"
     assert _keys.embedding_keys(["X_dae", "X_umap", "X_", "dae", "PCs"]) == ["dae", "umap"]
 
 

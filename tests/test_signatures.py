@@ -318,3 +318,20 @@ def test_cli_signatures_with_no_gene_beyond_the_cutoff_still_succeeds(embedded, 
     assert cli_main(["-q", "signatures", str(embedded / "s0.h5ad"), "-o", str(out), "--sd-cutoff", "50",
                      "--heatmap", str(png)]) == 0
     assert out.exists() and png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_correlation_read_out_refuses_raw_counts_in_x():
+    """A model annotated onto raw counts (genodae embed of a raw file) embeds them correctly, but correlating
+    the nodes with raw counts instead of the model input would give other signatures: refused, with the fix."""
+    a = planted_programs(n_cells=200, n_genes=120, n_programs=2, module_size=10, seed=0)
+    raw = a.copy()
+    p = genodae.pp.prepare(a, copy=True)
+    model = genodae.DAE(n_latent=4, epochs=3, num_threads=1).fit(p)
+    model.annotate(raw)
+    before = raw.X.copy()
+    with pytest.raises(UserError, match="raw counts.*genodae.pp.prepare"):
+        genodae.tl.signatures(raw)
+    assert (raw.X != before).nnz == 0 if hasattr(before, "nnz") else np.array_equal(raw.X, before)
+    assert len(genodae.tl.signatures(raw, readout="weights"))  # no data needed
+    model.annotate(p)
+    assert len(genodae.tl.signatures(p))

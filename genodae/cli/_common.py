@@ -169,7 +169,8 @@ def check_denoised_flags(args: argparse.Namespace) -> None:
 def readout_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--readout", choices=("correlation", "weights"), default="correlation",
                    help="gene weight of a node before rotation: correlation with its whitened activity (default) "
-                        "or the decoder weight")
+                        "or the model's stored weights (varm <key>_weights: a default model's correlations, decoder "
+                        "weights for models trained with rotation none)")
 
 
 def key_arg(p: argparse.ArgumentParser, default: str = "dae") -> None:
@@ -387,7 +388,7 @@ def ensure_key(adata, key: str, need: str = "varm") -> None:
         return
     have = sorted(K.weights_keys(adata.varm))
     raise UserError(f"no model {key!r} in the file (varm[{K.weights_key(key)!r}] missing); available keys: "
-                    f"{', '.join(have + [K.rotated_key(h, m) for h in have for m in K.ROTATION_METHODS]) or 'none'}")
+                    f"{', '.join(have + [K.rotated_key(h, m) for h in have if K.rotated_source(h) is None for m in K.ROTATION_METHODS if K.rotated_key(h, m) not in have]) or 'none'}")
 
 
 def gene_sets(paths: list[str]) -> dict[str, list[str]]:
