@@ -846,9 +846,7 @@ def _training_input(adata: AnnData, layer: str | None):
         prep = dict(adata.uns[PREP_KEY])
         prep["params"] = dict(prep["params"])
         used = adata.var[_keys.HIGHLY_VARIABLE].to_numpy(bool)
-    else:
-        log.warning("adata was not prepared with genodae.pp.prepare: using %s as log-scale input as it is, "
-                    "with min-max scaling", f"layers[{layer!r}]" if layer else "X")
+    else:  # warned below, once the input is known not to be raw counts
         prep = {"params": PrepareConfig().__dict__ | {"scaling": "minmax"}, "input_kind": "log",
                 "n_genes_used": 0, "version": __version__}
         if _keys.HIGHLY_VARIABLE in adata.var:
@@ -876,6 +874,9 @@ def _training_input(adata: AnnData, layer: str | None):
             what = f"layers[{layer!r}]" if layer else "X"
             raise UserError(f"{what} holds raw counts (non-negative integers) and the data were not prepared: run "
                             "genodae prepare (genodae.pp.prepare) first, which normalises and log-transforms them")
+        if not prepared:
+            log.warning("adata was not prepared with genodae.pp.prepare: using %s as log-scale input as it is, "
+                        "with min-max scaling", f"layers[{layer!r}]" if layer else "X")
         if not used.all():  # a column subset copies the matrix: only when some genes are left out
             X = X[:, np.flatnonzero(used)]
         X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
