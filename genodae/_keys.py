@@ -125,9 +125,8 @@ def weights_keys(varm: Iterable[str]) -> list[str]:
     """The prefixes that have gene weights in ``varm`` (``dae_weights`` → ``dae``), in ``varm``'s order; a model's
     ``<key>_decoder_weights`` is not a prefix of its own."""
     names = list(varm)
-    decoders = {f"{k[: -len(_DECODER_WEIGHTS)]}{_DECODER_WEIGHTS[: -len(_WEIGHTS)]}" for k in names
-                if k.endswith(_DECODER_WEIGHTS) and weights_key(k[: -len(_DECODER_WEIGHTS)]) in names}
-    return [p for p in _prefixes(names, suffix=_WEIGHTS) if p not in decoders]
+    return [p for p in _prefixes(names, suffix=_WEIGHTS)
+            if not (p.endswith("_decoder") and weights_key(p.removesuffix("_decoder")) in names)]
 
 
 def embedding_keys(obsm: Iterable[str]) -> list[str]:

@@ -35,6 +35,13 @@ def is_counts(X) -> bool:
     return bool(data.min() >= 0 and np.all(np.mod(data, 1) == 0))
 
 
+def raw_counts(X) -> bool:
+    """Whether ``X`` holds counts (non-negative integers beyond 0/1, which may be binary input) in its first
+    100,000 stored values: unprepared data that must not be read as log-scale input."""
+    data = X.data[:100_000] if sp.issparse(X) else np.asarray(X).ravel()[:100_000]
+    return data.size > 0 and float(data.max()) > 1 and is_counts(data)
+
+
 # --- what the values are -------------------------------------------------------------------------------
 # Thresholds, each from what the scale can hold (not fitted to a data set):
 LOG_MAX = 50.0  # log-scale expression stays below ~20 (log2 of a million); 50 on a log scale would be 2**50

@@ -19,6 +19,7 @@ from anndata import AnnData
 
 from . import __version__, _keys
 from ._threads import configure as configure_threads
+from ._values import raw_counts
 from .config import COUNT_LIKELIHOODS, DENOISED_SCALES, DAEConfig, PrepareConfig, make_config
 from .errors import UserError
 from .pp import PREP_KEY, check_batches, check_finite, is_counts, prepared_matrix, scaling_params
@@ -870,7 +871,7 @@ def _training_input(adata: AnnData, layer: str | None):
         X = None  # computed from the counts one minibatch at a time (_input_from_counts)
     else:
         X = adata.layers[layer] if layer is not None else adata.X
-        if not prepared and _raw_counts(X):
+        if not prepared and raw_counts(X):
             what = f"layers[{layer!r}]" if layer else "X"
             raise UserError(f"{what} holds raw counts (non-negative integers) and the data were not prepared: run "
                             "genodae prepare (genodae.pp.prepare) first, which normalises and log-transforms them")
@@ -888,13 +889,6 @@ def _training_input(adata: AnnData, layer: str | None):
         offset, scale = scaling_params(X, prep["params"]["scaling"])
     prep["n_genes_used"] = int(len(genes))
     return X, genes, offset, scale, prep, columns
-
-
-def _raw_counts(X) -> bool:
-    """Whether ``X`` holds counts (non-negative integers beyond 0/1, which may be binary input) in its first
-    100,000 stored values: unprepared data that must not be read as log-scale input."""
-    data = X.data[:100_000] if sp.issparse(X) else np.asarray(X).ravel()[:100_000]
-    return data.size > 0 and float(data.max()) > 1 and is_counts(data)
 
 
 def _input_from_counts(adata: AnnData, prep: dict, genes: pd.Index, counts):

@@ -73,13 +73,9 @@ def _model_data(adata: AnnData, key: str, used: np.ndarray):
         raise UserError("adata has no expression matrix (X); the correlation read-out needs the data; "
                         "use readout='weights'")
     if layer is None and _keys.PREP not in adata.uns:
-        import scipy.sparse as sp
+        from ._values import raw_counts
 
-        from ._values import is_counts
-
-        head = X[: min(adata.n_obs, 2000)]
-        data = head.data if sp.issparse(head) else np.asarray(head).ravel()
-        if data.size and float(data.max()) > 1 and is_counts(data):
+        if raw_counts(X[: min(adata.n_obs, 2000)]):
             raise UserError("adata.X holds raw counts, not the model's input (genodae.pp.prepare's log1p of "
                             "normalised counts), and the correlation read-out would correlate the nodes with them: "
                             "read the signatures from the prepared data (genodae.pp.prepare, or the prepared .h5ad "
