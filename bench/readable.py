@@ -44,6 +44,7 @@ python bench/readable.py synthetic --seeds 10 --generators groups --no-cnmf --va
     --suffix _ens10     # (+ bulk_like sizes; + groups with "genodae signatures preset"): ensemble size, 5 vs 5 seeds
 python bench/readable.py readouts --seeds 3        # probe: other read-outs of the same models (readable_readouts.tsv)
 python bench/readable.py readouts --seeds 3 --generators groups --preset signatures --suffix _signatures
+python bench/readable.py twins --seeds 2           # probe: nodes that are near copies (readable_twins.tsv)
 
 Part ``readouts`` (a probe: where the default read-out loses, and what else was tried): per generator and seed
 the default model is trained once and its embedding read out several ways, each scored as above. ``varimax``:
@@ -469,7 +470,7 @@ def machine() -> dict:
 
 def main() -> None:
     p = C.parser(__doc__, full=True)
-    p.add_argument("part", choices=["synthetic", "bulk", "embedding", "rank", "readouts", "report"])
+    p.add_argument("part", choices=["synthetic", "bulk", "embedding", "rank", "readouts", "twins", "report"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n-latent", type=int, default=32)
     p.add_argument("--generators", nargs="+", default=list(GENERATORS))
@@ -493,6 +494,8 @@ def main() -> None:
         run_rank(args)
     elif args.part == "readouts":
         run_readouts(args)
+    elif args.part == "twins":
+        run_twins(args)
     else:
         report(args)
 
@@ -623,6 +626,103 @@ def run_embedding(args) -> None:
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
 
 
+TWIN_SETS = ("celseq2_5cl", "pbmc3k_cd8_cd14", "nci60_p53", "tcga_brca", "groups")
+
+
+def twin_scores(W: pd.DataFrame) -> dict:
+    """How redundant are a model's nodes? ``twin_07``/``twin_09`` = share of nodes whose weights correlate with
+    another node's at |r| > 0.7 / 0.9 (genes with any non-zero weight); ``jaccard_09`` = mean Jaccard index of the
+    positive ±2.5 SD signatures of each such |r| > 0.9 node and its closest node (NaN when there is none)."""
+    W = W.loc[(W != 0).any(axis=1)]
+    R = np.abs(np.nan_to_num(np.corrcoef(W.to_numpy(dtype=np.float64).T)))
+    np.fill_diagonal(R, 0.0)
+    best, twin = R.max(axis=0), R.argmax(axis=0)
+    sig = S.high_weight_genes(W, sd_cutoff=2.5)
+    pos = {str(n): set(g["gene"]) for n, g in sig[sig["direction"] == "pos"].groupby("node", observed=True)}
+    jac = []
+    for i in np.flatnonzero(best > 0.9):
+        a, b = pos.get(str(W.columns[i]), set()), pos.get(str(W.columns[twin[i]]), set())
+        jac.append(len(a & b) / len(a | b) if a | b else np.nan)
+    return {"twin_07": float((best > 0.7).mean()), "twin_09": float((best > 0.9).mean()),
+            "jaccard_09": float(np.nanmean(jac)) if jac and not np.isnan(jac).all() else np.nan}
+
+
+DEDUP = "genodae (copies at abs(r) > 0.9 replaced)"
+
+
+def without_copies(adata, max_r: float = 0.9) -> pd.DataFrame:
+    """The probe of a fix that was not adopted: the signatures' sparse nodes of ``adata``'s default model (after
+    ``tl.rotate``), each node whose weights correlate at |r| > ``max_r`` with a node of larger variance dropped, and
+    the dropped directions replaced by the varimax rotation of the whitened space orthogonal to the nodes kept (the
+    map stays invertible). Genes used × k."""
+    from scipy.linalg import null_space
+
+    from genodae.rotation import varimax
+
+    used = S.genes_used(adata, "dae")
+    W = np.asarray(adata.varm["dae_sparse_weights"][used], dtype=np.float64)
+    T = np.asarray(adata.uns["dae_sparse"]["rotation"], dtype=np.float64)  # whitened activities -> sparse nodes
+    L = W @ np.linalg.inv(T)  # the genes' correlations with the whitened activities
+    R = np.abs(np.nan_to_num(np.corrcoef(W.T)))
+    kept = []
+    for j in np.argsort(-W.var(axis=0), kind="stable"):
+        if all(R[j, i] <= max_r for i in kept):
+            kept.append(j)
+    kept = sorted(kept)
+    Tk = T[:, kept]
+    B = null_space(Tk.T)  # directions orthogonal to every node kept
+    if B.shape[1] > 1:
+        B = B @ varimax(L @ B)
+    return pd.DataFrame(L @ np.c_[Tk, B], index=adata.var_names[used])
+
+
+def run_twins(args) -> None:
+    """Probe: are nodes near copies of one another? Default models (seeds 0 … --seeds-1) of the real sets with
+    several discrete populations or a bulk cohort, and the groups generator, read out as the signatures (sparse),
+    as the model's own weights and as the whitened varimax read-out (``twin_scores``); and the probe of a fix,
+    ``without_copies``, with the pathway coverage of each (Hallmark, GO BP; sets named by gene symbols)."""
+    from genodae import enrich
+
+    sets = {k: enrich.read_gmt(SHARED / v) for k, v in GENE_SETS.items()} if SHARED.is_dir() else {}
+    rows = []
+    for name in TWIN_SETS:
+        if name in GENERATORS:
+            raw = make(name)
+        elif name in BULK:
+            raw = read_bulk(name) if SHARED.is_dir() else None
+        else:
+            raw = C.load_raw(name, SHARED)
+        if raw is None:
+            continue
+        prep = genodae.pp.prepare(raw, copy=True)
+        k = min(25 if name == "nci60_p53" else args.n_latent, prep.n_obs // 2)
+        symbols = name in ("pbmc3k_cd8_cd14", "nci60_p53", "tcga_brca")  # celseq2_5cl: Ensembl IDs
+        for seed in range(args.seeds):
+            a = prep.copy()
+            genodae.tl.dae(a, seed=seed, n_latent=k, num_threads=1)
+            used = S.genes_used(a, "dae")
+            genes = a.var_names[used]
+            genodae.tl.rotate(a, method="sparse")
+            found = {"genodae": pd.DataFrame(a.varm["dae_sparse_weights"][used], index=genes),
+                     DEDUP: without_copies(a),
+                     MODEL_WEIGHTS: pd.DataFrame(a.varm["dae_weights"][used], index=genes)}
+            genodae.tl.rotate(a, method="varimax")
+            found[VARIMAX_READOUT] = pd.DataFrame(a.varm["dae_varimax_weights"][used], index=genes)
+            for method, W in found.items():
+                row = {"set": name, "n_latent": k, "seed": seed, "method": method, **twin_scores(W)}
+                for gs, gmt in sets.items() if symbols else ():
+                    c = coverage(W, gmt, genes)
+                    row[f"{gs}_covered"], row[f"{gs}_share"] = c["covered"], c["enriched_share"]
+                rows.append(row)
+                log.info("%s seed %d: %s", name, seed, row)
+    per_seed = pd.DataFrame(rows)
+    cols = [c for c in per_seed.columns if c not in ("set", "n_latent", "seed", "method")]
+    summary = per_seed.groupby(["set", "n_latent", "method"], sort=False)[cols].mean().reset_index()
+    per_seed.to_csv(OUT / f"readable_twins_per_seed{args.suffix}.tsv", sep="\t", index=False)
+    summary.to_csv(OUT / f"readable_twins{args.suffix}.tsv", sep="\t", index=False, float_format="%.4f")
+    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
 _md = C.md_table
 
 
@@ -714,6 +814,11 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
     ("readable_bulk_geo",
      "### Bulk sets with the 2026-12-07 default (`bulk --seeds 3 --variants genodae --suffix _geo`; rows as in the "
      "table above; `genodae` equal to the `_sparse` bulk table's)"),
+    ("readable_twins",
+     "## Probe: nodes that are near copies of one another (`twins --seeds 2`; Intel Xeon; 2026-12-07): twin_07 / "
+     "twin_09 = share of a model's nodes whose weights correlate with another node's at |r| > 0.7 / 0.9, "
+     "jaccard_09 = mean Jaccard index of the positive ±2.5 SD signatures of each |r| > 0.9 node and its closest node; "
+     "`genodae` = the signatures' sparse nodes"),
 ]
 
 

@@ -11,9 +11,10 @@ with p = 1 where the overlap is 0.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,36 +27,143 @@ log = logging.getLogger("genodae")
 GeneSets = Mapping[str, Sequence[str]]
 
 
-def read_gmt(path: str | Path) -> dict[str, list[str]]:
+def read_gmt(path: str | Path, *, description: bool = True) -> dict[str, list[str]]:
     """Read a GMT file: one gene set per line, ``name<TAB>description<TAB>gene<TAB>gene…``.
 
-    Duplicate genes within a set are dropped; a repeated set name is an error; empty lines are skipped.
+    Duplicate genes within a set are dropped; a repeated set name is an error; empty lines are skipped; a UTF-8
+    byte-order mark is ignored. ``description=False`` reads lines written without the description field
+    (``name<TAB>gene<TAB>gene…``, common in hand-made files), which the GMT format does not allow: read as GMT,
+    such a line loses its first gene (:func:`enrich` warns when a set's description is one of the model's genes).
+
+    Raises :class:`~genodae.UserError` when the file is missing, not text, JSON (read it with
+    :func:`read_gene_sets`), or has a line without name, description and a gene.
     """
-    path = Path(path)
+    return _read_gmt(path, description=description)[0]
+
+
+def read_gene_sets(path: str | Path) -> dict[str, list[str]]:
+    """Read a gene-set file: GMT (see :func:`read_gmt`) or JSON, told apart by the content.
+
+    A JSON file must hold one object mapping each set name to its list of genes,
+    ``{"SET_A": ["GENE1", "GENE2"], …}``. Raises :class:`~genodae.UserError` for a malformed file.
+    """
+    return _read_sets(path)[0]
+
+
+def _read_text(path: Path) -> str:
     if not path.is_file():
         raise UserError(f"gene-set file {path} not found")
-    sets: dict[str, list[str]] = {}
     try:
-        text = path.read_text()
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark would otherwise start the first set's name
     except UnicodeDecodeError:
-        raise UserError(f"{path} is not a text GMT file") from None
+        raise UserError(f"{path} is not a text gene-set file (GMT or JSON)") from None
+
+
+def _is_json(text: str) -> bool:
+    return text.lstrip().startswith(("{", "["))
+
+
+def _read_sets(path: str | Path) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The sets of a GMT or JSON file, and the description of each GMT set (none for JSON)."""
+    path = Path(path)
+    text = _read_text(path)
+    if not _is_json(text):
+        return _read_gmt(path, text=text)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}); a JSON gene-set file maps each set "
+                        'name to its genes: {"SET_A": ["GENE1", "GENE2"]}') from None
+    return _as_gene_sets(data, f"JSON file {path}"), {}
+
+
+def _read_gmt(path: str | Path, *, description: bool = True,
+              text: str | None = None) -> tuple[dict[str, list[str]], dict[str, str]]:
+    path = Path(path)
+    text = _read_text(path) if text is None else text
+    if _is_json(text):
+        raise UserError(f"{path} is JSON, not GMT: read it with genodae.enrich.read_gene_sets (GMT or JSON "
+                        "name → genes), or pass the path to genodae.enrich.enrich / genodae.tl.enrich / genodae enrich")
+    first = 2 if description else 1
+    sets: dict[str, list[str]] = {}
+    descriptions: dict[str, str] = {}
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         fields = line.rstrip("\r\n").split("\t")
-        if len(fields) < 3:
-            raise UserError(f"{path}, line {i}: a GMT line needs name, description and at least one gene, "
-                            "separated by tabs")
+        if len(fields) < first + 1:
+            raise UserError(f"{path}, line {i}: a GMT line needs name, {'description and ' if description else ''}"
+                            "at least one gene, separated by tabs")
         name = fields[0].strip()
         if name in sets:
             raise UserError(f"{path}, line {i}: gene set {name!r} appears twice")
-        genes = list(dict.fromkeys(g.strip() for g in fields[2:] if g.strip()))
+        genes = list(dict.fromkeys(g.strip() for g in fields[first:] if g.strip()))
         if genes:
             sets[name] = genes
+            if description:
+                descriptions[name] = fields[1].strip()
     if not sets:
         raise UserError(f"{path} holds no gene sets")
     log.info("read %d gene sets from %s", len(sets), path)
+    return sets, descriptions
+
+
+def _as_gene_sets(gene_sets: object, where: str = "gene_sets") -> dict[str, list[str]]:
+    """``{name: [genes]}`` from a mapping whose values are collections of genes; anything else is a UserError."""
+    if not isinstance(gene_sets, Mapping):
+        raise UserError(f"{where} must map each set name to its list of genes ({{'SET_A': ['GENE1', 'GENE2']}}), "
+                        f"not be a {type(gene_sets).__name__}")
+    sets: dict[str, list[str]] = {}
+    for name, genes in gene_sets.items():
+        if isinstance(genes, (str, bytes, Mapping)) or not isinstance(genes, Iterable):
+            raise UserError(f"gene set {name!r} of {where} is a {type(genes).__name__}, not a list of genes: give "
+                            f"each set as a list, e.g. {{{str(name)!r}: ['GENE1', 'GENE2']}}")
+        genes = list(dict.fromkeys(str(g).strip() for g in genes if str(g).strip()))
+        if genes:
+            sets[str(name)] = genes
+    if not sets:
+        raise UserError(f"{where} holds no gene sets")
     return sets
+
+
+def _gene_sets_arg(gene_sets: object) -> tuple[dict[str, list[str]], dict[Path, dict[str, str]]]:
+    """``enrich``'s ``gene_sets`` as ``{name: [genes]}``, and the descriptions of the sets read from each GMT file."""
+    if isinstance(gene_sets, Mapping):
+        return _as_gene_sets(gene_sets), {}
+    paths = [gene_sets] if isinstance(gene_sets, (str, Path)) else gene_sets
+    usage = ("gene_sets takes a GMT or JSON file path, a list of such paths, or a dict mapping each set name to "
+             "its list of genes ({'SET_A': ['GENE1', 'GENE2']})")
+    if not isinstance(paths, (list, tuple)) or not paths:
+        raise UserError(f"{usage}, not {'an empty ' if isinstance(paths, (list, tuple)) else 'a '}"
+                        f"{type(paths).__name__}")
+    other = [p for p in paths if not isinstance(p, (str, Path))]
+    if other:
+        raise UserError(f"{usage}, not a {type(paths).__name__} of {type(other[0]).__name__}s")
+    if len(paths) > 1 and not any(Path(p).is_file() for p in paths):
+        raise UserError(f"none of the {len(paths)} paths in gene_sets is a file (e.g. {str(paths[0])!r}); {usage}")
+    sets: dict[str, list[str]] = {}
+    descriptions: dict[Path, dict[str, str]] = {}
+    for p in paths:
+        file_sets, descriptions[Path(p)] = _read_sets(p)
+        for name, genes in file_sets.items():
+            if name in sets:
+                raise UserError(f"gene set {name!r} appears in more than one gene-set file; rename it in one of them")
+            sets[name] = genes
+    return sets, descriptions
+
+
+def _warn_missing_descriptions(descriptions: dict[Path, dict[str, str]], background: set[str]) -> None:
+    """Warn about GMT files where a set's description field is one of the model's genes (and not the set's name):
+    real descriptions (a URL, a sentence, 'na', the name) never are, while a line written without the field has
+    its first gene there, which is then not counted."""
+    for path, desc in descriptions.items():
+        suspect = [name for name, d in desc.items() if d in background and d != name]
+        if suspect:
+            log.warning("%s: the description field (2nd column) of %d of its %d gene sets is a gene of the model "
+                        "(e.g. set %s: %s), so that gene is not counted; if the file has no description column, "
+                        "add one after each set name (e.g. 'na'), or read it with genodae.enrich.read_gmt(path, "
+                        "description=False) and pass the dict", path, len(suspect), len(desc), suspect[0],
+                        desc[suspect[0]])
 
 
 def read_id_map(path: str | Path, *, source: str | None = None, target: str | None = None) -> pd.Series:
@@ -115,13 +223,17 @@ def _signature_sets(signatures: pd.DataFrame | GeneSets) -> pd.DataFrame:
             rows.append((str(node), str(direction), f"{node}{'+' if direction == 'pos' else '-'}",
                          list(map(str, g["gene"]))))
         return pd.DataFrame(rows, columns=["node", "direction", "signature", "genes"])
+    for k, v in signatures.items():
+        if isinstance(v, (str, bytes)):
+            raise UserError(f"signature {k!r} is a string, not a list of genes: give each signature as a list, "
+                            f"e.g. {{{str(k)!r}: ['GENE1', 'GENE2']}}")
     return pd.DataFrame([(str(k), "", str(k), list(map(str, v))) for k, v in signatures.items()],
                         columns=["node", "direction", "signature", "genes"])
 
 
 def enrich(
     signatures: pd.DataFrame | GeneSets,
-    gene_sets: GeneSets | str | Path,
+    gene_sets: GeneSets | str | Path | Sequence[str | Path],
     *,
     background: Sequence[str],
     id_map: pd.Series | Mapping[str, str] | None = None,
@@ -136,7 +248,10 @@ def enrich(
     signatures
         A :func:`genodae.tl.signatures` table (node, direction, gene …) or a dict ``name → genes``.
     gene_sets
-        Dict ``term → genes`` or a GMT path.
+        Dict ``term → list of genes``, or the path of a GMT or JSON file (see :func:`read_gene_sets`), or a list of
+        such paths (a set name must not repeat across them). A GMT set whose description field is one of the
+        background's genes (and not the set's name) is reported in a warning: the line was probably written
+        without a description, and its first gene is not counted (see :func:`read_gmt`).
     background
         The genes the model used (``adata.var_names[genodae.signatures.genes_used(adata)]``): the universe
         of the test. Signatures and gene sets are restricted to it.
@@ -144,10 +259,19 @@ def enrich(
         Maps the model's identifiers to those of the gene sets (e.g. from :func:`read_id_map`); applied to
         signatures and background alike, duplicates after mapping collapse.
     min_size, max_size
-        Gene sets with fewer/more genes in the background are not tested (and not counted).
+        Gene sets with fewer/more genes in the background are not tested (and not counted); whole numbers,
+        ``1 <= min_size <= max_size``.
     correction
         Benjamini–Hochberg over all (tail, term) tests of each ``node`` (eADAGE), or per ``signature``
         (each tail alone), or ``all`` (one family).
+
+    Raises
+    ------
+    UserError
+        For ``gene_sets`` of another kind or a set given as a string, an unreadable gene-set file, invalid
+        ``min_size``/``max_size``/``correction``, signature genes outside the background, and when no gene set
+        has an admissible size in the background (the message says whether the identifiers, the id map or the
+        size limits are the cause).
 
     Returns
     -------
@@ -166,22 +290,26 @@ def enrich(
 
     if correction not in ("node", "signature", "all"):
         raise UserError(f"correction must be node, signature or all, not {correction!r}")
-    if min_size < 1 or max_size < min_size:
-        raise UserError(f"min_size must be >= 1 and max_size >= min_size (got min_size={min_size}, "
-                        f"max_size={max_size})")
+    whole = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (min_size, max_size))
+    if not whole or min_size < 1 or max_size < min_size:
+        raise UserError(f"min_size and max_size must be whole numbers with min_size >= 1 and max_size >= min_size "
+                        f"(got min_size={min_size!r}, max_size={max_size!r})")
     t0 = time.perf_counter()
-    if isinstance(gene_sets, (str, Path)):
-        gene_sets = read_gmt(gene_sets)
+    gene_sets, descriptions = _gene_sets_arg(gene_sets)
     sigs = _signature_sets(signatures)
-    bg = pd.Index(list(map(str, background)))
+    model_ids = pd.Index(list(map(str, background)))
+    bg, n_mapped = model_ids, None
     if id_map is not None:
-        m = map_ids(bg, id_map)
+        id_map = id_map if isinstance(id_map, pd.Series) else pd.Series(id_map, dtype=object)
+        n_mapped = int(model_ids.isin(id_map.index).sum())
+        m = map_ids(model_ids, id_map)
         sigs["genes"] = [list(dict.fromkeys(m.get(g, g) for g in genes)) for genes in sigs["genes"]]
         bg = pd.Index(m.to_numpy())
     bg = pd.Index(pd.unique(bg))
     bg_set = set(bg)
     if len(bg_set) == 0:
         raise UserError("the background (genes the model used) is empty")
+    _warn_missing_descriptions(descriptions, bg_set)
     outside = {g for genes in sigs["genes"] for g in genes} - bg_set
     if outside:
         raise UserError(f"{len(outside)} signature gene(s) are not in the background (e.g. {sorted(outside)[:3]}); "
@@ -195,13 +323,22 @@ def enrich(
         best = max(sizes, default=0)
         head = f"none of the {len(gene_sets)} gene sets has {min_size}-{max_size} genes among the model's {len(bg_set)} genes"
         if best == 0 or best < min(min_size, 3):  # (next to) no overlap at all: the identifiers do not match
-            raise UserError(f"{head} (largest overlap {best}; model genes look like {example_bg}, set genes like "
-                            f"{example_set}); map identifiers with an id map or use matching gene sets")
+            if n_mapped == 0:
+                raise UserError(f"{head}: {_unmatched_map(model_ids, id_map)}")
+            found = (f"model genes look like {example_bg}" if n_mapped is None else
+                     f"the id map matched {n_mapped} of {len(model_ids)} model IDs, giving {example_bg}")
+            fix = ("map identifiers with an id map (id_map=, genodae enrich --id-map)" if n_mapped is None else
+                   "check that the map's target column (read_id_map's target=, genodae enrich --id-to) holds the "
+                   "gene sets' kind of identifiers")
+            raise UserError(f"{head} (largest overlap {best}; {found}, set genes like {example_set}); {fix} or use "
+                            "matching gene sets")
         if best < min_size:
             raise UserError(f"{head}: the largest overlap is {best} genes, below min_size={min_size}; lower min_size "
                             "(genodae enrich --min-size) or train on more genes")
         raise UserError(f"{head}: every overlapping set has more than max_size={max_size} genes (smallest "
                         f"{min(x for x in sizes if x >= min_size)}); raise max_size (genodae enrich --max-size)")
+    if n_mapped == 0:  # the sets match the unmapped IDs: the map did nothing
+        log.warning("%s; the gene sets were matched to the model's own IDs", _unmatched_map(model_ids, id_map))
     rows = []
     n_tests: dict[str, int] = {}
     for s in sigs.itertuples(index=False):
@@ -237,6 +374,20 @@ def enrich(
     return df
 
 
+def _unmatched_map(model_ids: pd.Index, id_map: pd.Series) -> str:
+    """What to say when an identifier map matches none of the model's identifiers."""
+    text = (f"the id map matched 0 of the model's {len(model_ids)} gene IDs (model IDs look like "
+            f"{', '.join(model_ids[:3])}; the map's like {', '.join(map(str, id_map.index[:3]))})")
+    versioned = r"^ENS[A-Z]*\d{6,}\.\d+$"  # an Ensembl ID with its version suffix: ENSG00000141510.5
+    model_v = model_ids.str.match(versioned).mean() > 0.5
+    map_v = pd.Index(id_map.index.astype(str)).str.match(versioned).mean() > 0.5
+    if model_v != map_v:
+        text += (f"; the {'model' if model_v else 'map'}'s Ensembl IDs carry version suffixes (.N) and the "
+                 f"{'map' if model_v else 'model'}'s do not")
+    return text + ("; the map's first column (or the column named by read_id_map's source= / genodae enrich "
+                   "--id-from) must hold the model's IDs exactly as they are")
+
+
 def bh(pvalues: np.ndarray, *, n_tests: int | None = None) -> np.ndarray:
     """Benjamini–Hochberg adjusted p-values; ``n_tests`` ≥ len(pvalues) counts tests not listed (p = 1).
 
@@ -258,4 +409,4 @@ def bh(pvalues: np.ndarray, *, n_tests: int | None = None) -> np.ndarray:
     return false_discovery_control(padded, method="bh")[:n]
 
 
-__all__ = ["bh", "enrich", "map_ids", "read_gmt", "read_id_map"]
+__all__ = ["bh", "enrich", "map_ids", "read_gene_sets", "read_gmt", "read_id_map"]

@@ -56,6 +56,21 @@ def node_labels(adata: AnnData | None, key: str, n: int) -> list[str]:
     return _keys.node_labels(adata, key, n)
 
 
+def model_fingerprint(record: Mapping | None) -> str | None:
+    """A short hash that names one trained model: of its record (``uns[key]``, or ``DAE.params_record()``), the
+    genes it used and its loss history (no two trainings share one). None for weights without such a record (an
+    ensemble's consensus, weights written by hand). Read-outs record the fingerprint of the model they were made
+    from, so that a transform cannot be applied to another model and a retrained key drops the old read-outs."""
+    import hashlib
+
+    if not isinstance(record, Mapping) or "genes_used" not in record or not isinstance(record.get("history"), Mapping):
+        return None
+    h = hashlib.sha1("\t".join(map(str, np.asarray(record["genes_used"]))).encode())
+    for name in ("train_loss", "val_loss"):
+        h.update(np.ascontiguousarray(np.asarray(record["history"].get(name, []), dtype=np.float64)).tobytes())
+    return h.hexdigest()[:16]
+
+
 def params(adata: AnnData, key: str = _keys.DEFAULT) -> dict:
     """The settings the model ``key`` was trained with (``uns[key]["params"]``), as plain Python values (lists,
     numbers, strings), so that ``genodae.DAEConfig(**params(adata))`` rebuilds them.

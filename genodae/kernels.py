@@ -33,8 +33,10 @@ def high_weight_genes(weights: pd.DataFrame, *, sd_cutoff: float = 2.5, min_gene
     Returns columns ``node``, ``direction`` (``pos``/``neg``), ``gene``, ``weight``, ``zscore``, ``rank``
     (1 = most extreme in its tail), ``beyond_cutoff``.
     """
-    if sd_cutoff <= 0:
-        raise UserError(f"sd_cutoff must be > 0, not {sd_cutoff}")
+    if not (np.isfinite(sd_cutoff) and sd_cutoff > 0):
+        raise UserError(f"sd_cutoff must be a number > 0, not {sd_cutoff}")
+    if min_genes < 0:
+        raise UserError(f"min_genes must be >= 0, not {min_genes}")
     rows = []
     W = weights.to_numpy(dtype=np.float64)
     mu = W.mean(axis=0)

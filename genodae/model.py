@@ -7,7 +7,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from ._threads import configure as configure_threads
 from ._values import raw_counts
 from .config import COUNT_LIKELIHOODS, DENOISED_SCALES, DAEConfig, PrepareConfig, make_config
 from .errors import UserError
+from .get import model_fingerprint
 from .pp import PREP_KEY, check_batches, check_finite, is_counts, prepared_matrix, scaling_params
 from .rotation import readable_basis
 from .train import (
@@ -377,10 +378,20 @@ class DAE:
             cols = adata.var_names.get_indexer(self.genes)
             counts = _backed_counts(adata) if with_counts else None
             return self._source(adata.X, columns=cols, counts=counts, obs=adata.obs)  # read in chunks
+        if adata.isbacked:
+            why = ("it is not prepared" if PREP_KEY not in adata.uns else "the model was trained on a layer"
+                   if self.layer is not None else "it lacks some of the model's genes")
+            raise UserError(f"this AnnData is opened from disk (backed) and {why}: only a prepared .h5ad with all the "
+                            "model's genes in X is read chunk by chunk; read it into memory (anndata.read_h5ad without "
+                            "backed), or prepare it first (genodae.pp.prepare / genodae prepare)")
         counts = _model_counts(adata, self.genes) if with_counts else None
-        if self.layer is not None and PREP_KEY in adata.uns and self.layer in adata.layers:
+        if self.layer is not None and PREP_KEY in adata.uns and self.layer not in adata.layers:
+            raise UserError(f"the model was trained on layers[{self.layer!r}] of prepared data, and this prepared "
+                            f"AnnData has no layers[{self.layer!r}] (its X holds other values): add that layer, or "
+                            "pass the raw data (the model applies its own preparation)")
+        if self.layer is not None and self.layer in adata.layers:  # as trained; without it, X of new (raw) data
             adata = AnnData(X=adata.layers[self.layer], obs=adata.obs[[]], var=adata.var[[]],
-                            uns={PREP_KEY: adata.uns[PREP_KEY]})
+                            uns={PREP_KEY: adata.uns[PREP_KEY]} if PREP_KEY in adata.uns else {})
         X, missing = prepared_matrix(adata, self.genes, self.prep, allow_missing=allow_missing_genes)
         return self._source(X, missing, counts=counts, obs=obs)
 
@@ -436,6 +447,7 @@ class DAE:
         ann = self._annotations(adata, key=key, denoised=denoised, denoised_scale=denoised_scale,
                                 transform_batch=transform_batch, allow_missing_genes=allow_missing_genes,
                                 r2_rows=r2_rows)
+        _drop_stale_readouts(adata, key, model_fingerprint(ann["uns"]))
         adata.obsm[_keys.embedding_key(key)] = ann["obsm"]
         for name, value in ann["varm"].items():
             adata.varm[name] = value
@@ -831,6 +843,35 @@ def _load_grown(module: torch.nn.Module, reference: dict[str, torch.Tensor]) -> 
 
 def node_names(n: int) -> list[str]:
     return _keys.node_names(n)
+
+
+def _drop_stale_readouts(adata: AnnData, key: str, fingerprint: str | None) -> None:
+    """Before a model is written under ``key``: the read-outs of another model stored there before (the rotated
+    nodes ``<key>_sparse``/``<key>_varimax`` of tl.rotate/tl.signatures, and the signatures and enrichment tables of
+    those and of ``key``) would otherwise survive and be read as this model's; they are removed, with a log line.
+    Read-outs made from this same model (its fingerprint) stay."""
+    gone = []
+    for method in _keys.ROTATION_METHODS:
+        r = _keys.rotated_key(key, method)
+        rec = adata.uns.get(r)
+        if not isinstance(rec, Mapping) or rec.get("source_key", key) != key:
+            continue
+        if fingerprint is not None and rec.get("source_fingerprint") == fingerprint:
+            continue
+        for where, name in (("varm", _keys.weights_key(r)), ("obsm", _keys.embedding_key(r)), ("uns", r),
+                            ("uns", _keys.signatures_key(r)), ("uns", _keys.enrichment_key(r))):
+            store = getattr(adata, where)
+            if name in store:
+                del store[name]
+                gone.append(f"{where}[{name!r}]")
+    old = adata.uns.get(_keys.params_key(key))
+    if model_fingerprint(old) != fingerprint or fingerprint is None:
+        for name in (_keys.signatures_key(key), _keys.enrichment_key(key)):
+            if name in adata.uns:
+                del adata.uns[name]
+                gone.append(f"uns[{name!r}]")
+    if gone:
+        log.info("removed the read-outs of the model stored under %r before: %s", key, ", ".join(gone))
 
 
 def _training_input(adata: AnnData, layer: str | None):

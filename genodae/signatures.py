@@ -32,7 +32,7 @@ from .errors import UserError
 
 # The accessors (genodae.get), the maths (genodae.kernels, genodae.rotation) and the sweep plot (genodae.pl)
 # live in their own modules; their names stay importable from here, where they were public since 0.1.
-from .get import gene_weights, genes_used, node_labels  # noqa: F401
+from .get import gene_weights, genes_used, model_fingerprint, node_labels  # noqa: F401
 from .get import params as get_params
 from .kernels import (  # noqa: F401
     _align,
@@ -51,6 +51,20 @@ log = logging.getLogger("genodae")
 
 
 READOUTS = ("correlation", "weights")
+
+
+def _trained_model(adata: AnnData, key: str) -> bool:
+    """Whether ``uns[key]`` is the record of a trained model (what :meth:`genodae.DAE.annotate` writes)."""
+    rec = adata.uns.get(_keys.params_key(key))
+    return isinstance(rec, Mapping) and "params" in rec and "genes_used" in rec
+
+
+def _check_key_added(adata: AnnData, key_added: str, sources: Sequence[str], what: str) -> None:
+    """``key_added`` of a read-out must not be one of the models it reads (``sources``) nor another trained model of
+    ``adata``: writing there would overwrite that model's weights and record. Raises UserError."""
+    if key_added in sources or _trained_model(adata, key_added):
+        raise UserError(f"{what}: key_added={key_added!r} is a trained model of this AnnData, which would be "
+                        "overwritten; choose another key_added (or leave it at its default)")
 
 
 def _model_data(adata: AnnData, key: str, used: np.ndarray):
@@ -72,14 +86,15 @@ def _model_data(adata: AnnData, key: str, used: np.ndarray):
     if X is None:
         raise UserError("adata has no expression matrix (X); the correlation read-out needs the data; "
                         "use readout='weights'")
-    if layer is None and _keys.PREP not in adata.uns:
+    if layer is None:  # also when prepared: X may have been replaced by counts after genodae.pp.prepare
         from ._values import raw_counts
 
         if raw_counts(X[: min(adata.n_obs, 2000)]):
             raise UserError("adata.X holds raw counts, not the model's input (genodae.pp.prepare's log1p of "
                             "normalised counts), and the correlation read-out would correlate the nodes with them: "
                             "read the signatures from the prepared data (genodae.pp.prepare, or the prepared .h5ad "
-                            "of genodae prepare), or use readout='weights'")
+                            "of genodae prepare), or use the weights read-out (readout='weights'; --readout weights "
+                            "of genodae signatures/ensemble/sweep-summary)")
     return X, np.flatnonzero(used)  # read in row chunks by activity_loadings: a backed X stays on disk
 
 
@@ -155,6 +170,7 @@ def rotate(
     adata = adata.copy() if copy else adata
     t0 = time.perf_counter()
     key_added = key_added or _keys.rotated_key(key, method)
+    _check_key_added(adata, key_added, [key], "rotate")
     used = genes_used(adata, key)
     k = adata.varm[_keys.weights_key(key)].shape[1]
     rep = _keys.embedding_key(key)
@@ -186,8 +202,10 @@ def rotate(
     T = R if readout == "correlation" or method == "varimax" else np.linalg.inv(R).T
     if Z is not None:
         adata.obsm[_keys.embedding_key(key_added)] = ((Z - mu) @ M @ T).astype(np.float32)
+    made_from = model_fingerprint(adata.uns.get(_keys.params_key(key)))
     adata.uns[key_added] = {
         "mean": mu, "whitening": M, "rotation": T, "method": method, "readout": readout, "source_key": key,
+        **({"source_fingerprint": made_from} if made_from else {}),
         "genes_used": np.asarray(adata.var_names[used], dtype=str),
         "node_names": np.asarray(_keys.node_names(k, _keys.ROTATED_NODE)),
     }
@@ -252,6 +270,9 @@ def signatures(
     """
     if rotation not in ROTATIONS:
         raise UserError(f"rotation must be one of {', '.join(ROTATIONS)}, not {rotation!r}")
+    if key_added is not None and (_trained_model(adata, key_added) or _keys.weights_key(key_added) in adata.varm):
+        raise UserError(f"signatures: key_added={key_added!r} is a model of this AnnData, whose record would be "
+                        "overwritten by the table; choose another key_added (default: '<key>_<rotation>_signatures')")
     t0 = time.perf_counter()
     params = get_params(adata, key)
     if rotation == "none" and params.get("rotation", "none") == "none" and len(params.get("hidden", [])) > 0:
@@ -316,6 +337,30 @@ def _read_out(items: Sequence[tuple[AnnData, str]], rotation: str) -> str:
         source = _keys.rotated_source(k)
         stored.add(source[1] if source else get_params(a, k).get("rotation", "none"))
     return stored.pop() if len(stored) == 1 else "none"
+
+
+def _check_members(items: Sequence[tuple[AnnData, str]], key_added: str, one: AnnData | None) -> None:
+    """Before anything is written: every model exists, none is given twice (the same key, or the same weights
+    under another key or file: one model counted twice would agree with itself), and ``key_added`` is none of them
+    nor another trained model. Raises UserError."""
+    for i, (a, k) in enumerate(items):
+        if _keys.weights_key(k) not in a.varm:
+            models = [m for m in _keys.weights_keys(a.varm) if not m.endswith("_decoder")]
+            raise UserError(f"model {k!r} (member {i + 1}) is not in its AnnData (no varm[{_keys.weights_key(k)!r}]); "
+                            f"its models: {', '.join(models) or 'none'}")
+    for i, (a, k) in enumerate(items):
+        W = np.asarray(a.varm[_keys.weights_key(k)])
+        for j, (b, m) in enumerate(items[:i]):
+            if (a is b and k == m) or (W.shape == b.varm[_keys.weights_key(m)].shape
+                                       and a.n_vars == b.n_vars and a.var_names.equals(b.var_names)
+                                       and np.array_equal(W, np.asarray(b.varm[_keys.weights_key(m)]))):
+                raise UserError(f"members {j + 1} ({m!r}) and {i + 1} ({k!r}) are the same model: give each model "
+                                "once (an ensemble of one model with itself has stability 1.0 by construction)")
+    sources = [k for _, k in items]
+    target = items[0][0] if one is None else one
+    if key_added in sources or _trained_model(target, key_added):
+        raise UserError(f"ensemble: key_added={key_added!r} is a trained model of the (first) AnnData, which would be "
+                        "overwritten; choose another key_added (default 'dae_ensemble')")
 
 
 def ensemble(
@@ -388,6 +433,11 @@ def ensemble(
                 raise UserError("the models' AnnData objects must hold the same cells in the same order")
     if rotation not in ROTATIONS:
         raise UserError(f"rotation must be one of {', '.join(ROTATIONS)}, not {rotation!r}")
+    _check_members(items, key_added, adatas if isinstance(adatas, AnnData) else None)
+    if min_support is not None and not 1 <= min_support <= len(items):
+        raise UserError(f"min_support must be between 1 and the number of models ({len(items)}), not {min_support}")
+    if min_corr is not None and not 0 < min_corr <= 1:
+        raise UserError(f"min_corr must be in (0, 1], not {min_corr}")
     min_corr = ENSEMBLE_MIN_CORR[_read_out(items, rotation)] if min_corr is None else float(min_corr)
     t0 = time.perf_counter()
     Ws, Es = [], []

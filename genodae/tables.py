@@ -55,7 +55,8 @@ def transform_record(adata: AnnData, key: str, *, source_key: str, readout: str)
     return {"format": TRANSFORM_FORMAT, "source_key": source_key, "readout": readout,
             "method": str(info.get("method", "varimax")),
             **{n: np.asarray(info[n]).tolist() for n in ("mean", "whitening", "rotation")},
-            "node_names": list(map(str, info["node_names"]))}
+            "node_names": list(map(str, info["node_names"])),
+            **({"source_fingerprint": str(info["source_fingerprint"])} if "source_fingerprint" in info else {})}
 
 
 def read_transform(path: str | Path) -> dict[str, Any]:

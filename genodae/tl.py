@@ -161,7 +161,7 @@ def score(adata: AnnData, *, model: str | Path | DAE, key_added: str | None = No
     """
     import numpy as np
 
-    from .get import activities
+    from .get import activities, model_fingerprint
     from .kernels import apply_transform
 
     key = _keys.resolve_key_added(key_added, key, where="genodae.tl.score")
@@ -171,7 +171,19 @@ def score(adata: AnnData, *, model: str | Path | DAE, key_added: str | None = No
     if method is not None and str(method) != rotation:
         raise UserError(f"the transform is of the {method} rotation; pass rotation={str(method)!r} (--rotation "
                         f"{method}), or the transform of the {rotation} rotation")
+    if transform is not None and rotation == "none":
+        raise UserError("a transform puts the activities in a rotated basis, and rotation='none' keeps the model's "
+                        "own nodes: pass rotation=the transform's method, or no transform")
+    if transform is not None:
+        missing = [n for n in ("mean", "whitening", "rotation") if n not in transform]
+        if missing:
+            raise UserError(f"the transform has no {', '.join(missing)}: pass uns['<key>_<rotation>'] of the AnnData the "
+                            "signatures were read from (or the file of 'genodae signatures --transform')")
     m = model if isinstance(model, DAE) else DAE.load(model)
+    made_from = transform.get("source_fingerprint") if transform is not None else None
+    if made_from is not None and str(made_from) != model_fingerprint(m.params_record()):
+        raise UserError("the transform was made from another model's nodes (its weights differ from this model's): "
+                        "pass the transform of the signatures read from this model")
     m.annotate(adata, key_added=key, allow_missing_genes=allow_missing_genes)
     if rotation == "none":
         return activities(adata, key)
@@ -193,7 +205,7 @@ def enrich(
     gene_sets,
     key: str = _keys.DEFAULT_ROTATED,
     id_map=None,
-    sd_cutoff: float = 2.5,
+    sd_cutoff: float | None = None,
     min_size: int = 5,
     max_size: int = 1000,
     correction: str = "node",
@@ -202,7 +214,8 @@ def enrich(
     """Gene-set over-representation of every signature of a model, against the genes the model used.
 
     Uses ``uns[f"{key}_signatures"]`` (from :func:`genodae.tl.signatures`; the default key is its sparse
-    read-out), or reads the high-weight genes of ``varm[f"{key}_weights"]`` at ``sd_cutoff`` when absent.
+    read-out), or reads the high-weight genes of ``varm[f"{key}_weights"]`` at ``sd_cutoff`` when that table is
+    absent or ``sd_cutoff`` is given.
     See :func:`genodae.enrich.enrich` for the test (gseapy's hypergeometric test, BH per node).
 
     Parameters
@@ -210,13 +223,15 @@ def enrich(
     adata
         Annotated by :func:`genodae.tl.signatures` (or any model key).
     gene_sets
-        Dict ``term → genes`` or a GMT path.
+        Dict ``term → list of genes``, a GMT or JSON (``{term: [genes]}``) path, or a list of such paths
+        (:func:`genodae.enrich.read_gene_sets`).
     key
         Prefix of the weights/signatures to test.
     id_map
         Maps the model's gene identifiers to those of the gene sets (:func:`genodae.enrich.read_id_map`).
     sd_cutoff
-        Only when no signatures table is stored.
+        High-weight genes beyond mean ± ``sd_cutoff`` SD of each node's weights, read from the weights (default
+        ``None``: the stored signatures table, or 2.5 when none is stored).
     min_size, max_size
         Admissible gene-set sizes within the background.
     correction
@@ -237,10 +252,17 @@ def enrich(
     from .get import gene_weights, genes_used
     from .kernels import high_weight_genes
 
+    if _keys.weights_key(key) not in adata.varm:
+        source = _keys.rotated_source(key)
+        hint = (f"run genodae.tl.signatures(adata, key={source[0]!r}, rotation={source[1]!r}) first (it stores "
+                f"{key!r}), or pass key={source[0]!r} (the model's own nodes)"
+                if source and _keys.weights_key(source[0]) in adata.varm else "pass the key of a model of this AnnData")
+        raise UserError(f"no gene weights {key!r} (varm[{_keys.weights_key(key)!r}]): {hint}; models: "
+                        f"{', '.join(_keys.weights_keys(adata.varm)) or 'none'}")
     used = genes_used(adata, key)
-    table = adata.uns.get(_keys.signatures_key(key))
+    table = adata.uns.get(_keys.signatures_key(key)) if sd_cutoff is None else None
     if table is None:
-        table = high_weight_genes(gene_weights(adata, key), sd_cutoff=sd_cutoff)
+        table = high_weight_genes(gene_weights(adata, key), sd_cutoff=2.5 if sd_cutoff is None else sd_cutoff)
     res = _enrich.enrich(table, gene_sets, background=adata.var_names[used], id_map=id_map, min_size=min_size,
                          max_size=max_size, correction=correction)
     adata.uns[key_added or _keys.enrichment_key(key)] = res

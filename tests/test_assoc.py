@@ -125,3 +125,73 @@ def test_cli_associate_and_survival(cohort, tmp_path, capsys):
     assert len(err) == 1 and "'time'" in err[0] and not bad.exists()
     assert main(["associate", str(p), "-o", str(bad), "--key", "dae", "--groupby", "celltype"]) == 2
     assert "celltype" in capsys.readouterr().err and not bad.exists()
+
+
+def test_cox_drops_missing_categorical_covariates_like_numeric_ones(cohort, caplog):
+    cohort.obs["grp"] = pd.Series(np.where(np.arange(400) % 2, "A", "B"), index=cohort.obs_names, dtype=object)
+    cohort.obs.loc[cohort.obs_names[:20], "grp"] = np.nan
+    cohort.obs["num"] = np.where(np.arange(400) >= 370, np.nan, 1.0 * (np.arange(400) % 3))
+    with caplog.at_level("WARNING", logger="genodae"):
+        assert (cox(cohort, duration="time", event="event", covariates=["grp"])["n"] == 380).all()
+    assert "20 sample(s) with a missing covariate (grp)" in caplog.text
+    assert (cox(cohort, duration="time", event="event", covariates=["num"])["n"] == 370).all()
+    cohort.obs["grp"] = cohort.obs["grp"].astype("category")  # a categorical dtype too
+    assert (cox(cohort, duration="time", event="event", covariates=["grp", "num"])["n"] == 350).all()
+
+
+def test_survival_durations_must_be_numbers_at_least_zero(cohort, caplog):
+    cohort.obs["shifted"] = cohort.obs["time"] - np.median(cohort.obs["time"])
+    with pytest.raises(UserError, match=r"has 200 negative duration\(s\).*>= 0"):
+        cox(cohort, duration="shifted", event="event")
+    cohort.obs["text"] = [f"{t:.1f} mo" for t in cohort.obs["time"]]
+    with pytest.raises(UserError, match=r"400 value\(s\) that are not numbers \(e\.g\. '.* mo', .*\): write") as e:
+        cox(cohort, duration="text", event="event")
+    assert len(str(e.value)) < 300
+    comma = cohort.obs["time"].astype(object)
+    comma.iloc[3] = "7,1"
+    cohort.obs["comma"] = comma
+    with pytest.raises(UserError, match=r"1 value\(s\) that are not numbers \(e\.g\. '7,1'\)"):
+        km_split(cohort, node="node1", duration="comma", event="event")
+    # missing values stay missing: dropped with a warning, not an error
+    missing = cohort.obs["time"].astype(object)
+    missing.iloc[:3] = ["", np.nan, "[Not Available]"]
+    cohort.obs["missing"] = missing
+    with caplog.at_level("WARNING", logger="genodae"):
+        assert (cox(cohort, duration="missing", event="event")["n"] == 397).all()
+    assert "3 sample(s) without a valid duration or event" in caplog.text
+
+
+def test_associate_groups_given_twice_continuous_columns_and_numeric_labels(cohort):
+    with pytest.raises(UserError, match="given more than once"):
+        associate(cohort, groupby="group", groups=["A", "A"])
+    with pytest.raises(UserError, match=r"obs\['time'\] looks continuous \(400 distinct values\): bin it") as e:
+        associate(cohort, groupby="time")
+    assert len(str(e.value)) < 200
+    cohort.obs["code"] = cohort.obs["group"].map({"A": 0, "B": 1, "C": 2, "D": 3}).astype(int)
+    cohort.obs["fcode"] = cohort.obs["code"].astype(float)
+    ref = associate(cohort, groupby="group", groups=["A", "B"])
+    for col, groups in (("code", [0, 1]), ("code", ["0", "1"]), ("fcode", [0, 1]), ("fcode", ["0", "1"])):
+        res = associate(cohort, groupby=col, groups=groups)
+        assert np.allclose(res["pvalue"], ref["pvalue"]) and (res["n"] == ref["n"]).all()
+    with pytest.raises(UserError, match=r"group\(s\) 7 not in obs\['code'\]"):
+        associate(cohort, groupby="code", groups=[0, 7])
+
+
+def test_km_split_of_a_constant_node_is_a_user_error(cohort):
+    cohort.obsm["X_dae"][:, 0] = 1.0
+    with pytest.raises(UserError, match="node 'node0' has constant activity .* one group: pick another node"):
+        km_split(cohort, node="node0", duration="time", event="event")
+
+
+def test_cli_km_node_needs_km(cohort, tmp_path, capsys):
+    from genodae.cli import main
+
+    p = tmp_path / "c.h5ad"
+    cohort.write_h5ad(p)
+    out = tmp_path / "cox.tsv"
+    assert main(["survival", str(p), "-o", str(out), "--key", "dae", "--duration", "time", "--event", "event",
+                 "--km-node", "node1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--km PNG" in err[0] and not out.exists()
+    assert main(["associate", str(p), "-o", str(out), "--key", "dae", "--groupby", "group", "--groups", "A", "A"]) == 2
+    assert "more than once" in capsys.readouterr().err and not out.exists()

@@ -131,8 +131,11 @@ def embedded(_counts_adata_session, tmp_path_factory) -> Path:
     pp.prepare(prepared, n_top_genes=150)
     model = DAE(n_latent=3, hidden=(8,), epochs=2, num_threads=1).fit(prepared)
     model.save(d / "model")
+    other = prepared.copy()
     model.annotate(prepared)
     write_h5ad(prepared, d / "embedded.h5ad")
+    DAE(n_latent=3, hidden=(8,), epochs=2, num_threads=1, seed=1).fit(other).annotate(other)  # a 2nd model (ensemble)
+    write_h5ad(other, d / "embedded_seed1.h5ad")
     mods = raw.var["module"].astype(str)
     (d / "sets.gmt").write_text("".join(f"{m}\tna\t" + "\t".join(mods.index[mods == m]) + "\n"
                                         for m in sorted(set(mods)) if m != "none"))
@@ -151,7 +154,7 @@ def test_commands_that_need_no_model_never_import_torch(embedded, tmp_path):
         "plot": ["plot", d / "embedded.h5ad", "-o", o / "plots", "--color", "group"],
         "signatures": ["signatures", d / "embedded.h5ad", "-o", o / "sig.tsv", "--transform", o / "t.json",
                        "--heatmap", o / "h.png"],
-        "ensemble": ["ensemble", d / "embedded.h5ad", d / "embedded.h5ad", "-o", o / "cons.tsv",
+        "ensemble": ["ensemble", d / "embedded.h5ad", d / "embedded_seed1.h5ad", "-o", o / "cons.tsv",
                      "--support", o / "sup.tsv"],
         "enrich": ["enrich", d / "embedded.h5ad", "-o", o / "enr.tsv", "--gene-sets", d / "sets.gmt",
                    "--min-size", "2"],

@@ -168,3 +168,122 @@ def test_cli_enrich_unmatched_gene_sets_exit_2(weights_h5ad, tmp_path, capsys):
     assert len(err) == 1 and "gene sets" in err[0] and not out.exists()
     assert main(["enrich", str(weights_h5ad), "-o", str(out), "--gene-sets", str(tmp_path / "no.gmt")]) == 2
     assert not out.exists()
+
+
+# --- gene-set inputs and messages (tester's findings) ------------------------------------------------------
+
+
+def test_gmt_line_without_description_is_warned_and_can_be_read(tmp_path, caplog):
+    """A line written without the description loses its first gene to it: enrich warns when a description is a
+    gene of the model (not for real descriptions, nor one equal to the set's name); description=False reads it."""
+    p = _gmt(tmp_path, ["SETA\t" + "\t".join(BG[:30]), "SETB\thttp://x\t" + "\t".join(BG[50:60]),
+                        f"{BG[5]}\t{BG[5]}\t" + "\t".join(BG[100:110])], "nodesc.gmt")
+    assert len(read_gmt(p)["SETA"]) == 29
+    assert read_gmt(p, description=False)["SETA"] == BG[:30]
+    with caplog.at_level("WARNING", logger="genodae"):
+        enrich({"s": BG[:10]}, p, background=BG)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(p) in warnings[0] and "1 of its 3 gene sets" in warnings[0]
+    assert "SETA: G0" in warnings[0] and "description=False" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="genodae"):
+        enrich({"s": BG[:10]}, read_gmt(p, description=False), background=BG)
+        enrich({"s": BG[:10]}, _gmt(tmp_path, ["SETB\tna\t" + "\t".join(BG[:10])], "ok.gmt"), background=BG)
+    assert not caplog.records
+
+
+def test_gene_sets_of_another_kind_are_user_errors():
+    with pytest.raises(UserError, match=r"gene_sets takes a GMT or JSON file path.*not a list of lists"):
+        enrich({"s": BG[:10]}, [BG[:20]], background=BG)
+    with pytest.raises(UserError, match=r"gene set 'A' of gene_sets is a str, not a list of genes"):
+        enrich({"s": BG[:10]}, {"A": " ".join(BG[:20])}, background=BG)
+    with pytest.raises(UserError, match=r"none of the 20 paths in gene_sets is a file"):
+        enrich({"s": BG[:10]}, BG[:20], background=BG)
+    with pytest.raises(UserError, match=r"signature 's' is a string"):
+        enrich({"s": " ".join(BG[:10])}, {"A": BG[:20]}, background=BG)
+
+
+def test_tl_enrich_rejects_gene_sets_of_another_kind(weights_h5ad):
+    import anndata
+
+    from genodae import tl
+
+    a = anndata.read_h5ad(weights_h5ad)
+    with pytest.raises(UserError, match="gene_sets takes"):
+        tl.enrich(a, gene_sets=[BG[:20]], key="dae")
+    with pytest.raises(UserError, match="not a list of genes"):
+        tl.enrich(a, gene_sets={"A": " ".join(BG[:20])}, key="dae")
+
+
+def test_json_gene_sets_are_read_and_a_list_of_files_is_merged(tmp_path):
+    import json
+
+    from genodae.enrich import read_gene_sets
+
+    js = tmp_path / "sets.json"
+    js.write_text(json.dumps({"A": BG[:12], "B": BG[100:120]}))
+    gmt = _gmt(tmp_path, ["C\td\t" + "\t".join(BG[150:170])])
+    assert read_gene_sets(js) == {"A": BG[:12], "B": BG[100:120]}
+    res = enrich({"s": BG[:10]}, [js, gmt], background=BG)
+    assert set(res["term"]) == {"A"} and res.loc[0, "overlap"] == 10
+    with pytest.raises(UserError, match=r"is JSON, not GMT: read it with genodae.enrich.read_gene_sets"):
+        read_gmt(js)
+    (tmp_path / "list.json").write_text(json.dumps(BG[:10]))
+    with pytest.raises(UserError, match=r"must map each set name to its list of genes"):
+        enrich({"s": BG[:10]}, tmp_path / "list.json", background=BG)
+    with pytest.raises(UserError, match=r"'A' appears in more than one gene-set file"):
+        enrich({"s": BG[:10]}, [js, js], background=BG)
+
+
+def test_gmt_with_byte_order_mark(tmp_path):
+    p = tmp_path / "bom.gmt"
+    p.write_text("SETA\td\t" + "\t".join(BG[:10]) + "\n", encoding="utf-8-sig")
+    assert list(read_gmt(p)) == ["SETA"]
+
+
+def test_id_map_matching_no_model_id_says_so():
+    ens = [f"ENSG{i:011d}.5" for i in range(200)]
+    unversioned = pd.Series(BG, index=[e.split(".")[0] for e in ens])
+    with pytest.raises(UserError, match=r"the id map matched 0 of the model's 200 gene IDs.*version suffixes") as e:
+        enrich({"s": ens[:10]}, {"A": BG[:20]}, background=ens, id_map=unversioned)
+    assert "map identifiers with an id map" not in str(e.value)
+    # a map that matches the model but maps to other identifiers than the sets': the target column is named
+    wrong_target = pd.Series([f"X{i}" for i in range(200)], index=ens)
+    with pytest.raises(UserError, match=r"matched 200 of 200 model IDs.*--id-to"):
+        enrich({"s": ens[:10]}, {"A": BG[:20]}, background=ens, id_map=wrong_target)
+
+
+def test_min_and_max_size_must_be_whole_numbers():
+    for kw in ({"min_size": float("nan")}, {"min_size": -3}, {"max_size": 2.5}, {"min_size": True}):
+        with pytest.raises(UserError, match="min_size and max_size must be whole numbers"):
+            enrich({"s": BG[:10]}, {"A": BG[:20]}, background=BG, **kw)
+
+
+def test_cli_enrich_sd_cutoff_is_checked_and_never_ignored(weights_h5ad, tmp_path, capsys):
+    from genodae.cli import main
+
+    gmt = _gmt(tmp_path, ["UP\td\t" + "\t".join(BG[:15])])
+    out = tmp_path / "enr.tsv"
+    base = ["enrich", str(weights_h5ad), "-o", str(out), "--gene-sets", str(gmt), "--key", "dae"]
+    assert main([*base, "--sd-cutoff", "nan"]) == 2
+    assert "--sd-cutoff must be a number > 0" in capsys.readouterr().err
+    table = tmp_path / "sig.tsv"
+    pd.DataFrame({"node": ["node0"] * 10, "direction": ["pos"] * 10, "gene": BG[:10]}).to_csv(table, sep="\t")
+    assert main([*base, "--signatures", str(table), "--sd-cutoff", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "use one of the two" in err[0] and not out.exists()
+    assert main([*base, "--signatures", str(table)]) == 0
+
+
+def test_cli_enrich_reads_json_and_several_gene_set_files(weights_h5ad, tmp_path):
+    import json
+
+    from genodae.cli import main
+
+    js = tmp_path / "up.json"
+    js.write_text(json.dumps({"UP": BG[:15]}))
+    gmt = _gmt(tmp_path, ["DOWN\td\t" + "\t".join(BG[100:115])])
+    out = tmp_path / "enr.tsv"
+    assert main(["-q", "enrich", str(weights_h5ad), "-o", str(out), "--gene-sets", str(js), str(gmt),
+                 "--key", "dae"]) == 0
+    assert {"UP", "DOWN"} <= set(pd.read_csv(out, sep="\t")["term"])

@@ -34,6 +34,7 @@ import warnings
 from .. import __version__
 from ..errors import StorageFull, UserError
 from . import _assoc, _enrich, _export, _model, _prepare, _run, _signatures
+from ._common import check_outputs
 from ._common import read as _read  # noqa: F401  (tests and bench/ read inputs as the commands do)
 from ._common import settings as _settings  # noqa: F401  (tests check the settings precedence)
 
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():  # restored afterwards: library callers in the same process still get them
             warnings.filterwarnings("ignore", category=UserWarning, module=r"genodae\b")  # logged as "genodae: …"
+            check_outputs(args)
             args.func(args)
     except UserError as e:
         print(f"genodae {args.command}: error: {e}", file=sys.stderr)

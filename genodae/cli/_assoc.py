@@ -27,12 +27,12 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="Cox TSV, one row per node")
     key_arg(p, default=K.DEFAULT_ROTATED)
     p.add_argument("--obs", metavar="SHEET", help="CSV/TSV of clinical data keyed by sample name, joined into obs")
-    p.add_argument("--duration", required=True, help="obs column of follow-up time")
+    p.add_argument("--duration", required=True, help="obs column of follow-up time (numbers >= 0 in one unit; empty = missing)")
     p.add_argument("--event", required=True, help="obs column of the event (0/1, or see --event-value)")
     p.add_argument("--event-value", help="value of --event that means the event happened (e.g. Dead)")
     p.add_argument("--covariates", nargs="+", help="obs columns added to every Cox model")
     p.add_argument("--km", metavar="PNG", help="also plot Kaplan-Meier curves of the top node (or --km-node)")
-    p.add_argument("--km-node", help="node for the Kaplan-Meier plot (default: smallest Cox p)")
+    p.add_argument("--km-node", help="node for the --km plot (default: smallest Cox p); needs --km")
     p.set_defaults(func=cmd_survival)
 
 
@@ -54,6 +54,8 @@ def cmd_survival(args: argparse.Namespace) -> None:
     from .. import pl
     from ..assoc import cox
 
+    if args.km_node and not args.km:
+        raise UserError("--km-node chooses the node of the Kaplan-Meier plot: give the plot's file with --km PNG too")
     adata = read_embedded(args.input, args.obs)
     ensure_key(adata, args.key, need="obsm")
     res = cox(adata, key=args.key, duration=args.duration, event=args.event, event_value=args.event_value,

@@ -348,6 +348,46 @@ def check_output(path: str | Path, *, folder: bool = False, inputs: tuple = (), 
     return path
 
 
+OUTPUT_OPTIONS = ("output", "embedding", "weights", "genes", "support", "stability", "h5ad", "heatmap", "plot", "km",
+                  "dotplot")  # the options that name files or folders a command writes (argparse dests)
+
+
+def check_outputs(args) -> None:
+    """Before a command runs: no output it names (``OUTPUT_OPTIONS``, and ``--transform`` of ``genodae
+    signatures``, which writes it) is a file or folder that another of its arguments names (an input, e.g.
+    ``genodae ensemble a.h5ad b.h5ad --h5ad a.h5ad``), and no two outputs are the same path. Raises UserError."""
+    dests = [*OUTPUT_OPTIONS, *(("transform",) if getattr(args, "command", None) == "signatures" else ())]
+    outputs = {d: Path(v) for d in dests if isinstance(v := getattr(args, d, None), str | Path)}
+    named = []
+    for dest, value in vars(args).items():
+        if dest in outputs or dest == "func":
+            continue
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(v, str | Path) and v and Path(v).exists():
+                named.append(Path(v).resolve())
+    seen: dict[Path, str] = {}
+    for dest, path in outputs.items():
+        flag = "-o/--output" if dest == "output" else f"--{dest.replace('_', '-')}"
+        where = path.resolve()
+        if where in named:
+            raise UserError(f"output {path} ({flag}) is the input file: write to another file (genodae never "
+                            "overwrites its input)")
+        if where in seen:
+            raise UserError(f"{flag} and {seen[where]} name the same file {path}: give each output its own name")
+        seen[where] = flag
+
+
+def distinct_inputs(paths) -> None:
+    """Models of an ensemble or a sweep are given once each: the same file twice would count one model twice
+    (stability 1.0, support 2). Raises UserError."""
+    seen: dict[Path, str] = {}
+    for p in paths:
+        where = Path(p).resolve()
+        if where in seen:
+            raise UserError(f"{p} is given twice (as {seen[where]}): give each model's file once")
+        seen[where] = str(p)
+
+
 def output_file(path: str | Path) -> Path:
     """A file output of the signature commands (not a folder; its parent is not made)."""
     path = Path(path)
@@ -384,7 +424,14 @@ def ensure_key(adata, key: str, need: str = "varm") -> None:
         return
     source = K.rotated_source(key)
     if source is not None and K.weights_key(source[0]) in adata.varm:
-        rotate(adata, key=source[0], method=source[1], key_added=key)
+        try:
+            rotate(adata, key=source[0], method=source[1], key_added=key)
+        except UserError as e:
+            if "raw counts" not in str(e):
+                raise
+            raise UserError(f"{key!r} is read from the prepared expression, and this file's X holds raw counts (a raw "
+                            "file embedded with genodae embed): give the embedded prepared .h5ad (genodae prepare, "
+                            f"then embed), or read the model's own nodes with --key {source[0]}") from None
         return
     have = sorted(K.weights_keys(adata.varm))
     raise UserError(f"no model {key!r} in the file (varm[{K.weights_key(key)!r}] missing); available keys: "
@@ -392,13 +439,13 @@ def ensure_key(adata, key: str, need: str = "varm") -> None:
 
 
 def gene_sets(paths: list[str]) -> dict[str, list[str]]:
-    from ..enrich import read_gmt
+    from ..enrich import read_gene_sets
 
     sets: dict[str, list[str]] = {}
     for p in paths:
-        for k, v in read_gmt(p).items():
+        for k, v in read_gene_sets(p).items():
             if k in sets:
-                raise UserError(f"gene set {k!r} appears in more than one GMT file")
+                raise UserError(f"gene set {k!r} appears in more than one gene-set file")
             sets[k] = v
     return sets
 

@@ -10,6 +10,8 @@ from .. import _keys as K
 from ..config import ENSEMBLE_MIN_CORR, ROTATIONS
 from ..errors import UserError
 from ._common import (
+    check_output,
+    distinct_inputs,
     ensure_key,
     gene_sets,
     id_map,
@@ -150,6 +152,9 @@ def cmd_ensemble(args: argparse.Namespace) -> None:
 
     if len(args.inputs) < 2:
         raise UserError("an ensemble needs at least 2 models (embedded .h5ad files)")
+    distinct_inputs(args.inputs)
+    if args.h5ad:
+        check_output(args.h5ad, suffix=".h5ad")
     adatas = [read_embedded(p) for p in args.inputs]
     for a, p in zip(adatas, args.inputs, strict=True):
         if K.weights_key(args.key) not in a.varm:
@@ -197,6 +202,9 @@ def cmd_sweep_summary(args: argparse.Namespace) -> None:
     from ..signatures import sweep_summary
     from ..tables import sweep_run
 
+    distinct_inputs(args.inputs)
+    if not 0 < args.fdr <= 1:
+        raise UserError(f"--fdr must be in (0, 1], not {args.fdr}")
     sets = gene_sets(args.gene_sets) if args.gene_sets else None
     idm = id_map(args)
     runs, enr = [], []

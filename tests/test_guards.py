@@ -1,0 +1,166 @@
+"""Read-outs never overwrite or mix up models: key collisions, one model twice, another model's transform, the
+read-outs of a model retrained under the same key, a model trained on a layer, backed raw data, outputs that
+name an input (API and CLI)."""
+
+from __future__ import annotations
+
+import anndata
+import numpy as np
+import pytest
+
+import genodae
+from genodae import tl
+from genodae.cli import main
+from genodae.errors import UserError
+from genodae.synthetic import planted_programs
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    """Raw and prepared planted data with two short-trained models (keys dae_s0, dae_s1), each saved."""
+    d = tmp_path_factory.mktemp("guards")
+    raw = planted_programs(n_cells=200, n_genes=120, n_programs=3, module_size=10, effect=1.5, seed=0)
+    a = genodae.pp.prepare(raw, n_top_genes=0, copy=True)
+    for s in (0, 1):
+        tl.dae(a, n_latent=5, epochs=3, seed=s, num_threads=1, key_added=f"dae_s{s}", model_dir=d / f"m{s}")
+    return raw, a, d
+
+
+def _keys(a):
+    return set(a.uns) | set(a.varm) | set(a.obsm)
+
+
+def test_transform_of_another_model_is_refused(two_models):
+    raw, a, d = two_models
+    a = a.copy()
+    tl.signatures(a, key="dae_s0")
+    tr = a.uns["dae_s0_sparse"]
+    act = tl.score(raw.copy(), model=d / "m0", transform=tr)  # the model the transform was made from
+    np.testing.assert_allclose(act.to_numpy(), a.obsm["X_dae_s0_sparse"], atol=1e-4)
+    with pytest.raises(UserError, match="another model"):
+        tl.score(raw.copy(), model=d / "m1", transform=tr)
+    with pytest.raises(UserError, match="rotation='none'"):
+        tl.score(raw.copy(), model=d / "m0", rotation="none", transform=tr)
+    with pytest.raises(UserError, match="no whitening, rotation"):
+        tl.score(raw.copy(), model=d / "m0", transform={"mean": [0.0] * 5})
+
+
+def test_transform_file_of_another_model_is_refused(two_models, tmp_path):
+    raw, a, d = two_models
+    emb = tmp_path / "emb.h5ad"
+    a.write_h5ad(emb)
+    raw_file = tmp_path / "raw.h5ad"
+    raw.write_h5ad(raw_file)
+    assert main(["signatures", str(emb), "--key", "dae_s0", "-o", str(tmp_path / "sig.tsv"),
+                 "--transform", str(tmp_path / "tr.json")]) == 0
+    assert main(["score", str(raw_file), str(d / "m0"), "-o", str(tmp_path / "ok.tsv"),
+                 "--transform", str(tmp_path / "tr.json")]) == 0
+    assert main(["score", str(raw_file), str(d / "m1"), "-o", str(tmp_path / "bad.tsv"),
+                 "--transform", str(tmp_path / "tr.json")]) == 2
+    assert not (tmp_path / "bad.tsv").exists()
+
+
+@pytest.mark.parametrize("call", [
+    lambda a: tl.rotate(a, key="dae_s0", key_added="dae_s1"),
+    lambda a: tl.rotate(a, key="dae_s0", key_added="dae_s0"),
+    lambda a: tl.signatures(a, key="dae_s0", key_added="dae_s1"),
+    lambda a: tl.ensemble(a, keys=["dae_s0", "dae_s1"], key_added="dae_s1"),
+], ids=["rotate-other", "rotate-self", "signatures", "ensemble"])
+def test_key_added_never_overwrites_a_model(two_models, call):
+    a = two_models[1].copy()
+    before = {k: np.array(v, copy=True) for k, v in a.varm.items()}
+    with pytest.raises(UserError, match="key_added"):
+        call(a)
+    for k, v in before.items():
+        np.testing.assert_array_equal(a.varm[k], v)
+    assert "params" in a.uns["dae_s1"] and "params" in a.uns["dae_s0"]
+
+
+def test_ensemble_checks_members_before_writing(two_models):
+    a = two_models[1].copy()
+    keys = _keys(a)
+    for kw, msg in [({"keys": ["dae_s0", "dae_s0"]}, "same model"),
+                    ({"keys": ["dae_s0", "nope"]}, "'nope'.*not in its AnnData"),
+                    ({"keys": ["dae_s0", "dae_s1"], "min_support": 0}, "min_support"),
+                    ({"keys": ["dae_s0", "dae_s1"], "min_support": 3}, "min_support"),
+                    ({"keys": ["dae_s0", "dae_s1"], "min_corr": 1.5}, "min_corr")]:
+        with pytest.raises(UserError, match=msg):
+            tl.ensemble(a, **kw)
+        assert _keys(a) == keys  # nothing half-written (the rotations of the members come after the checks)
+    b = a.copy()  # the same model under another key of another AnnData: still one model
+    with pytest.raises(UserError, match="same model"):
+        tl.ensemble([a, b], keys=["dae_s0", "dae_s0"])
+
+
+def test_retraining_a_key_drops_the_old_readouts(two_models):
+    a = two_models[1].copy()
+    tl.signatures(a, key="dae_s0")
+    tl.signatures(a, key="dae_s0", rotation="none")
+    assert {"dae_s0_sparse", "dae_s0_sparse_signatures", "dae_s0_signatures"} <= set(a.uns)
+    model = genodae.DAE.load(two_models[2] / "m0")
+    model.annotate(a, key_added="dae_s0")  # the same model again: its read-outs stay
+    assert {"dae_s0_sparse", "dae_s0_sparse_signatures", "dae_s0_signatures"} <= set(a.uns)
+    tl.dae(a, n_latent=4, epochs=2, seed=7, num_threads=1, key_added="dae_s0")  # another model: they go
+    left = {k for k in _keys(a) if k.startswith("dae_s0")}
+    assert left == {"dae_s0", "dae_s0_weights", "dae_s0_decoder_weights"}
+    assert "X_dae_s0_sparse" not in a.obsm and "dae_s1_weights" in a.varm  # the other model is untouched
+
+
+def test_layer_model_needs_its_layer(two_models, tmp_path):
+    a = two_models[1].copy()
+    a.layers["half"] = a.X * 0.5
+    tl.dae(a, layer="half", n_latent=4, epochs=2, num_threads=1, key_added="h", model_dir=tmp_path / "mh")
+    model = genodae.DAE.load(tmp_path / "mh")
+    np.testing.assert_allclose(model.embed(a), a.obsm["X_h"], atol=1e-5)
+    b = a.copy()
+    del b.layers["half"]
+    with pytest.raises(UserError, match=r"layers\['half'\]"):
+        model.embed(b)  # before: X read silently instead
+
+
+def test_backed_raw_data_gets_a_clear_error(two_models, tmp_path):
+    raw, _, d = two_models
+    raw.write_h5ad(tmp_path / "raw.h5ad")
+    backed = anndata.read_h5ad(tmp_path / "raw.h5ad", backed="r")
+    with pytest.raises(UserError, match="backed.*not prepared"):
+        tl.score(backed, model=d / "m0")
+    backed.file.close()
+
+
+def test_signatures_refuse_counts_put_back_into_prepared_x(two_models):
+    raw, a, _ = two_models
+    a = a.copy()
+    a.X = raw[:, a.var_names].X.copy()
+    with pytest.raises(UserError, match="raw counts"):
+        tl.signatures(a, key="dae_s0")
+
+
+def test_cli_outputs_never_overwrite_inputs(two_models, tmp_path):
+    _, a, _ = two_models
+    e0, e1 = tmp_path / "e0.h5ad", tmp_path / "e1.h5ad"
+    b = a.copy()
+    b.varm["dae_weights"], b.obsm["X_dae"], b.uns["dae"] = a.varm["dae_s0_weights"], a.obsm["X_dae_s0"], a.uns["dae_s0"]
+    b.write_h5ad(e0)
+    b.varm["dae_weights"], b.obsm["X_dae"], b.uns["dae"] = a.varm["dae_s1_weights"], a.obsm["X_dae_s1"], a.uns["dae_s1"]
+    b.write_h5ad(e1)
+    stamp = e0.read_bytes()
+    out = tmp_path / "w.tsv"
+    assert main(["ensemble", str(e0), str(e1), "-o", str(out), "--h5ad", str(e0)]) == 2  # before: e0 rewritten
+    assert main(["ensemble", str(e0), str(e1), "-o", str(out), "--h5ad", str(tmp_path / "x.txt")]) == 2
+    assert main(["ensemble", str(e0), str(e0), "-o", str(out)]) == 2  # one model twice
+    assert main(["ensemble", str(e0), str(e1), "-o", str(out), "--support", str(out)]) == 2  # two outputs, one file
+    assert main(["signatures", str(e0), "-o", str(e0)]) == 2
+    assert main(["sweep-summary", str(e0), str(e1), "-o", str(out), "--fdr", "5"]) == 2
+    assert e0.read_bytes() == stamp and not out.exists()
+    assert main(["ensemble", str(e0), str(e1), "-o", str(out), "--min-corr", "0.3"]) == 0 and out.exists()
+
+
+def test_tl_enrich_uses_sd_cutoff_when_given_and_names_what_is_missing(two_models):
+    a = two_models[1].copy()
+    sets = {f"m{k}": list(a.var_names[k * 10:(k + 1) * 10]) for k in range(3)}
+    with pytest.raises(UserError, match=r"tl.signatures\(adata, key='dae_s0', rotation='sparse'\)"):
+        tl.enrich(a, gene_sets=sets, key="dae_s0_sparse")  # before: "run genodae.tl.dae first"
+    tl.signatures(a, key="dae_s0")
+    stored = tl.enrich(a, gene_sets=sets, key="dae_s0_sparse", min_size=2)
+    wide = tl.enrich(a, gene_sets=sets, key="dae_s0_sparse", min_size=2, sd_cutoff=1.0)  # before: ignored
+    assert wide["overlap"].sum() > stored["overlap"].sum()
