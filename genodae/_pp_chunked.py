@@ -483,6 +483,8 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
         check_batches,
         check_preparable,
         decide_value_kind,
+        negative_counts,
+        negative_counts_message,
         scaling_from_stats,
     )
     from .io import atomic_path, backed_layer, read_backed
@@ -499,6 +501,12 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
     src = f"{path}: "
     try:
         check_preparable(adata, src)
+        for axis, names in (("sample", adata.obs_names), ("gene", adata.var_names)):
+            if not names.is_unique:
+                dup = names[names.duplicated()].unique()
+                raise UserError(f"{src}{len(dup)} duplicate {axis} name(s) (e.g. {', '.join(map(repr, dup[:3]))}): "
+                                "make them unique in the file, or prepare in memory (without --backed), which makes "
+                                "them unique by appending -1, -2…")
         source, M = "X", adata.X
         if cfg.layer is not None:
             M = backed_layer(adata, cfg.layer)
@@ -515,9 +523,22 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
                             f"{adata.obs_names[r]!r}); read it with missing='drop' or 'impute' (--missing drop/impute) "
                             "for NaN, and remove infinite values from the file")
         detected = decide_value_kind(ev)
-        if cfg.input_kind == "auto" and detected == "zscore":  # in memory: replaced by layers['counts'] or refused
-            raise Unsupported(f"{src}{source} holds {VALUE_KINDS[detected]} ({_describe(ev)}); prepare the raw counts "
-                              "(--layer counts) or the values these were computed from")
+        if cfg.input_kind == "auto" and negative_counts(ev):
+            r, c = extra["first_negative"]
+            n_neg = round(ev["fraction_negative"] * adata.n_obs * adata.n_vars)
+            raise UserError(negative_counts_message(src, source, ev, f"{n_neg} value(s), e.g. gene "
+                                                    f"{adata.var_names[c]!r} in sample {adata.obs_names[r]!r}"))
+        counts_layer = backed_layer(adata, _keys.COUNTS_LAYER) if cfg.layer is None else None
+        if cfg.input_kind == "auto" and detected == "zscore" and counts_layer is not None:  # as in memory
+            ev_c, extra_c = evidence(counts_layer, chunk_size)
+            if "first_bad" not in extra_c and decide_value_kind(ev_c) == "counts":
+                log.warning("%sprepare: X holds %s (%s), not expression on a usable scale; using layers['counts'] "
+                            "(raw counts) instead", src, VALUE_KINDS[detected], _describe(ev))
+                M, source, ev, extra, detected = counts_layer, "layers['counts']", ev_c, extra_c, "counts"
+        if cfg.input_kind == "auto" and detected == "zscore":  # in memory: refused too (no counts layer)
+            raise Unsupported(f"{src}{source} holds {VALUE_KINDS[detected]} ({_describe(ev)}) and the file has no "
+                              "layers['counts'] of raw counts: give the raw counts, or the values these were computed "
+                              "from")
         if cfg.input_kind == "auto" and detected == "linear_negative":
             raise UserError(_unusable_message(adata, src, source, detected, ev, []))
         if ev["min"] < 0 and cfg.input_kind in ("counts", "linear"):

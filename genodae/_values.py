@@ -49,6 +49,9 @@ LIBRARY_FOLD = 2.0  # estimated counts: sample totals differ (90th vs 10th perce
 #                     TPM/CPM sum to the same total per sample, microarray intensities are scaled to one target
 ZSCORE_MEAN, ZSCORE_SD, ZSCORE_GENES = 0.05, 0.1, 0.9  # z-scores: |mean| < 0.05 and |sd - 1| < 0.1 in 90 % of genes
 LINEAR_NEGATIVE = 100.0  # negative values beside a 99th percentile of |x| above 100: neither counts nor log
+NEGATIVE_COUNTS_SHARE = 0.01  # integers with negatives in at most 1 % of entries: counts with bad entries. Log-scale
+#                             values and z-scores are not all integers, and log values below 0 (below 1 before the
+#                             log) or z-scores below the mean are far more than 1 % of a matrix
 VALUE_KINDS = {
     "counts": "raw counts",
     "estimated_counts": "estimated counts (as from salmon, RSEM or kallisto)",
@@ -134,6 +137,23 @@ def decide_value_kind(ev: dict) -> str:
     if ev["max"] <= LOG_MAX:
         return "log"
     return "estimated_counts" if ev["library_fold_q90_q10"] >= LIBRARY_FOLD else "linear"
+
+
+def negative_counts(ev: dict) -> bool:
+    """Whether the values are integer counts with a few negative entries (a bad value, not a log scale): every
+    value an integer, and negatives in at most :data:`NEGATIVE_COUNTS_SHARE` of the entries."""
+    return (ev["min"] < 0 and ev["fraction_integer"] == 1.0 and ev["max"] > 1
+            and ev["fraction_negative"] <= NEGATIVE_COUNTS_SHARE)
+
+
+def negative_counts_message(src: str, source: str, ev: dict, where: str, *, log_option: bool = True) -> str:
+    """The error for :func:`negative_counts` data; ``where`` names the entries (``_first_bad``'s text);
+    ``log_option``: offer input_kind='log' (where the caller honours it: prepare)."""
+    text = (f"{src}{source} holds integer counts (up to {_fmt(ev['max'])}) with negative values ({where}; minimum "
+            f"{_fmt(ev['min'])}): counts cannot be negative; correct those entries in the file")
+    if log_option:
+        text += ", or use input_kind='log' (--input-kind log) if these really are log-scale values"
+    return text
 
 
 def _describe(ev: dict) -> str:
@@ -222,9 +242,11 @@ def normalize_log(adata: AnnData, target_sum: float) -> None:
     """Library-size normalise to ``target_sum`` and log1p, in place, keeping sparsity."""
     import scanpy as sc
 
+    adata.uns.pop("log1p", None)  # scanpy's marker of an earlier log1p (of the values X held before): else its stray
+    #                               "adata.X seems to be already log-transformed" warning; ours is uns["genodae_prepare"]
     sc.pp.normalize_total(adata, target_sum=target_sum)
     sc.pp.log1p(adata)
-    adata.uns.pop("log1p", None)  # scanpy's own marker; ours is uns["genodae_prepare"]
+    adata.uns.pop("log1p", None)
 
 
 def _log1p(X):

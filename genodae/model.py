@@ -107,7 +107,10 @@ class DAE:
         Raises
         ------
         UserError
-            Unprepared or empty data, too few cells or genes, or a count likelihood without raw counts.
+            Unprepared or empty data, too few cells or genes, or a count likelihood without raw counts; with
+            ``resume``, a checkpoint in ``checkpoint_dir`` made with other settings or on other data (other genes,
+            cells, scaling, layer or covariate levels), or one that does not record its data (see
+            :func:`genodae.train.fit`).
         """
         cfg = self.config
         if cfg.gene_likelihood in COUNT_LIKELIHOODS and PREP_KEY not in adata.uns:
@@ -152,7 +155,7 @@ class DAE:
         try:
             self.history = fit(self.module, source, cfg, train_idx=train_idx, val_idx=self.val_idx,
                                checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                               resume=resume, progress=progress)
+                               resume=resume, progress=progress, data=self._data_record(adata))
         except torch.cuda.OutOfMemoryError:  # the same class as torch.OutOfMemoryError (torch >= 2.5)
             raise UserError(f"out of GPU memory with batch_size={cfg.batch_size}; lower --batch-size, stream "
                             "minibatches from host memory (--data-placement host), or train on CPU (--device cpu)") from None
@@ -171,6 +174,23 @@ class DAE:
                  h.epochs_run, h.seconds, h.epochs_run * len(train_idx) / max(h.seconds, 1e-9), h.best_loss,
                  h.best_epoch + 1)
         return self
+
+    def _data_record(self, adata: AnnData) -> dict[str, Any]:
+        """What identifies the training data, for checkpoints (a resumed run must train on the same data):
+        fingerprints of the model's genes (in order), of the cell names and of the per-gene scaling, the layer, the
+        likelihood and the covariate levels. Cheap: names and per-gene vectors, never the matrix."""
+        import hashlib
+
+        def digest(*parts) -> str:
+            h = hashlib.sha256()
+            for part in parts:
+                h.update(part if isinstance(part, bytes) else "\0".join(map(str, part)).encode())
+                h.update(b"\1")
+            return h.hexdigest()[:16]
+
+        scaling = [np.ascontiguousarray(np.asarray(v, dtype=np.float32)).tobytes() for v in (self.offset, self.scale)]
+        return {"genes": digest(self.genes), "cells": digest(adata.obs_names), "scaling": digest(*scaling),
+                "layer": self.layer, "gene_likelihood": self.gene_likelihood, "covariates": _json_safe(self.covariates)}
 
     def _fit_readout(self, source: BatchSource) -> None:
         """Put the nodes in their readable basis (``rotation="varimax"`` or ``"sparse"``), from the cells given to fit.
@@ -378,12 +398,10 @@ class DAE:
             cols = adata.var_names.get_indexer(self.genes)
             counts = _backed_counts(adata) if with_counts else None
             return self._source(adata.X, columns=cols, counts=counts, obs=adata.obs)  # read in chunks
-        if adata.isbacked:
-            why = ("it is not prepared" if PREP_KEY not in adata.uns else "the model was trained on a layer"
-                   if self.layer is not None else "it lacks some of the model's genes")
-            raise UserError(f"this AnnData is opened from disk (backed) and {why}: only a prepared .h5ad with all the "
-                            "model's genes in X is read chunk by chunk; read it into memory (anndata.read_h5ad without "
-                            "backed), or prepare it first (genodae.pp.prepare / genodae prepare)")
+        if adata.isbacked and PREP_KEY not in adata.uns:
+            raise UserError("this AnnData of raw (unprepared) data is opened from disk (backed): the model's own "
+                            "preparation needs it in memory; read it without backed (anndata.read_h5ad(path)), or "
+                            "prepare it first (genodae.pp.prepare / genodae prepare) and embed the prepared .h5ad")
         counts = _model_counts(adata, self.genes) if with_counts else None
         if self.layer is not None and PREP_KEY in adata.uns and self.layer not in adata.layers:
             raise UserError(f"the model was trained on layers[{self.layer!r}] of prepared data, and this prepared "
@@ -486,9 +504,16 @@ class DAE:
             obs, var = adata.obs.copy(), adata.var.copy()
             obs[_keys.recon_error_key(key)] = ann["obs"]
             var[_keys.recon_r2_key(key)] = ann["var"]
+            stale = _stale_readouts(adata, key, model_fingerprint(ann["uns"]))
             with atomic_path(output) as tmp:
                 shutil.copyfile(path, tmp)
                 with h5py.File(tmp, "r+") as f:
+                    for group, name in stale:  # another model's read-outs (see _stale_readouts)
+                        if group in f and name in f[group]:
+                            del f[group][name]
+                    if stale:
+                        log.info("removed the read-outs of the model stored under %r before: %s", key,
+                                 ", ".join(f"{w}[{n!r}]" for w, n in stale))
                     items = [("obsm", _keys.embedding_key(key), ann["obsm"]),
                              *(("varm", n, v) for n, v in ann["varm"].items()), ("uns", _keys.params_key(key), ann["uns"])]
                     for group, name, value in items:
@@ -845,33 +870,40 @@ def node_names(n: int) -> list[str]:
     return _keys.node_names(n)
 
 
-def _drop_stale_readouts(adata: AnnData, key: str, fingerprint: str | None) -> None:
-    """Before a model is written under ``key``: the read-outs of another model stored there before (the rotated
-    nodes ``<key>_sparse``/``<key>_varimax`` of tl.rotate/tl.signatures, and the signatures and enrichment tables of
-    those and of ``key``) would otherwise survive and be read as this model's; they are removed, with a log line.
-    Read-outs made from this same model (its fingerprint) stay."""
-    gone = []
+def _stale_readouts(adata: AnnData, key: str, fingerprint: str | None) -> list[tuple[str, str]]:
+    """(store, name) of the read-outs of another model stored under ``key`` before a model with ``fingerprint`` is
+    written there: its rotated nodes ``<key>_sparse``/``<key>_varimax`` (tl.rotate, tl.signatures; weights,
+    activities, transform) with their signatures and enrichment tables, and the tables of ``key`` itself. Left in
+    place they would be read as the new model's (``--key dae_sparse`` is the default of the signature commands).
+    Read-outs of this same model (by the fingerprint they record, or, for records without one, by the model
+    stored under ``key``) are kept; read-outs stored under other names (a custom ``key_added``, an ensemble) are
+    not tracked."""
+    old_model = model_fingerprint(adata.uns.get(_keys.params_key(key)))
+    same_model = fingerprint is not None and old_model == fingerprint
+    out = []
     for method in _keys.ROTATION_METHODS:
         r = _keys.rotated_key(key, method)
         rec = adata.uns.get(r)
-        if not isinstance(rec, Mapping) or rec.get("source_key", key) != key:
+        if not isinstance(rec, Mapping) or str(rec.get("source_key", key)) != key:
             continue
-        if fingerprint is not None and rec.get("source_fingerprint") == fingerprint:
+        made_from = rec.get("source_fingerprint")
+        if fingerprint is not None and (str(made_from) == fingerprint if made_from is not None else same_model):
             continue
-        for where, name in (("varm", _keys.weights_key(r)), ("obsm", _keys.embedding_key(r)), ("uns", r),
-                            ("uns", _keys.signatures_key(r)), ("uns", _keys.enrichment_key(r))):
-            store = getattr(adata, where)
-            if name in store:
-                del store[name]
-                gone.append(f"{where}[{name!r}]")
-    old = adata.uns.get(_keys.params_key(key))
-    if model_fingerprint(old) != fingerprint or fingerprint is None:
-        for name in (_keys.signatures_key(key), _keys.enrichment_key(key)):
-            if name in adata.uns:
-                del adata.uns[name]
-                gone.append(f"uns[{name!r}]")
+        out += [("varm", _keys.weights_key(r)), ("obsm", _keys.embedding_key(r)), ("uns", r),
+                ("uns", _keys.signatures_key(r)), ("uns", _keys.enrichment_key(r))]
+    if not same_model:
+        out += [("uns", _keys.signatures_key(key)), ("uns", _keys.enrichment_key(key))]
+    return [(where, name) for where, name in out if name in getattr(adata, where)]
+
+
+def _drop_stale_readouts(adata: AnnData, key: str, fingerprint: str | None) -> None:
+    """Remove :func:`_stale_readouts` from ``adata`` (in memory), with a log line."""
+    gone = _stale_readouts(adata, key, fingerprint)
+    for where, name in gone:
+        del getattr(adata, where)[name]
     if gone:
-        log.info("removed the read-outs of the model stored under %r before: %s", key, ", ".join(gone))
+        log.info("removed the read-outs of the model stored under %r before: %s", key,
+                 ", ".join(f"{w}[{n!r}]" for w, n in gone))
 
 
 def _training_input(adata: AnnData, layer: str | None):

@@ -42,6 +42,8 @@ from ._values import (  # noqa: F401  (re-exported: genodae.pp is where they wer
     check_preparable,
     decide_value_kind,
     is_counts,
+    negative_counts,
+    negative_counts_message,
     normalize_log,
     scaling_from_stats,
     value_evidence,
@@ -172,6 +174,8 @@ def prepare(
 
     ev = value_evidence(adata.X)
     detected = decide_value_kind(ev)
+    if cfg.input_kind == "auto" and negative_counts(ev):
+        raise UserError(negative_counts_message(src, source, ev, _first_bad(adata, lambda v: v < 0)))
     if cfg.input_kind == "auto" and detected in ("zscore", "linear_negative"):
         usable = [k for k in _counts_layers(adata) if f"layers[{k!r}]" != source]
         if detected == "zscore" and _keys.COUNTS_LAYER in usable and cfg.layer is None:
@@ -181,6 +185,8 @@ def prepare(
             source = "layers['counts']"
             ev = value_evidence(adata.X)
             detected = decide_value_kind(ev)
+            if negative_counts(ev):
+                raise UserError(negative_counts_message(src, source, ev, _first_bad(adata, lambda v: v < 0)))
         else:
             raise UserError(_unusable_message(adata, src, source, detected, ev, usable))
     kind, transform = _decide(cfg.input_kind, detected, ev, adata, src, source)
@@ -298,6 +304,16 @@ def prepared_matrix(adata: AnnData, genes: pd.Index, prep: dict, *, allow_missin
     missing = ~genes.isin(adata.var_names)
     src = _source(adata)
     if missing.all():
+        from .io._common import STRIP_VERSIONS, _ensembl_version_mismatch
+
+        versions = _ensembl_version_mismatch(adata.var_names, genes)
+        if versions:
+            data, model = ("the data's", "the model's") if versions > 0 else ("the model's", "the data's")
+            fix = (f"remove the suffixes from the data's gene IDs (in Python: {STRIP_VERSIONS})" if versions > 0
+                   else "give data with the versioned IDs the model was trained on, or train on IDs without versions")
+            raise UserError(f"{src}none of the model's {len(genes)} genes (e.g. {', '.join(genes[:3])}) are in the data "
+                            f"(genes e.g. {', '.join(map(str, adata.var_names[:3]))}): {data} Ensembl IDs carry "
+                            f"version suffixes (.N) and {model} do not; {fix}")
         raise UserError(f"{src}none of the model's {len(genes)} genes (e.g. {', '.join(genes[:3])}) are in the data "
                         f"(genes e.g. {', '.join(map(str, adata.var_names[:3]))}): check that the data use the "
                         "same gene identifiers (symbols vs Ensembl IDs) and species as the training data")
@@ -342,6 +358,8 @@ def repeat_preparation(adata: AnnData, prep: dict, src: str = ""):
     trained, transform = _trained_on(prep)
     ev = value_evidence(adata.X)
     new = decide_value_kind(ev)
+    if negative_counts(ev):
+        raise UserError(negative_counts_message(src, "X", ev, _first_bad(adata, lambda v: v < 0), log_option=False))
     seen = prep.get("evidence") or {}
     was = VALUE_KINDS.get(trained, trained) + (f" up to {_fmt(seen['max'])}" if "max" in seen else "")
     differs = (f"{src}the model was trained on {was}, but these data hold {VALUE_KINDS[new]} "

@@ -62,9 +62,10 @@ def _trained_model(adata: AnnData, key: str) -> bool:
 def _check_key_added(adata: AnnData, key_added: str, sources: Sequence[str], what: str) -> None:
     """``key_added`` of a read-out must not be one of the models it reads (``sources``) nor another trained model of
     ``adata``: writing there would overwrite that model's weights and record. Raises UserError."""
-    if key_added in sources or _trained_model(adata, key_added):
-        raise UserError(f"{what}: key_added={key_added!r} is a trained model of this AnnData, which would be "
-                        "overwritten; choose another key_added (or leave it at its default)")
+    rec = adata.uns.get(key_added)
+    if key_added in sources or _trained_model(adata, key_added) or (isinstance(rec, Mapping) and "members" in rec):
+        raise UserError(f"{what}: key_added={key_added!r} is a trained model (or an ensemble) of this AnnData, which "
+                        "would be overwritten; choose another key_added (or leave it at its default)")
 
 
 def _model_data(adata: AnnData, key: str, used: np.ndarray):
@@ -86,7 +87,9 @@ def _model_data(adata: AnnData, key: str, used: np.ndarray):
     if X is None:
         raise UserError("adata has no expression matrix (X); the correlation read-out needs the data; "
                         "use readout='weights'")
-    if layer is None:  # also when prepared: X may have been replaced by counts after genodae.pp.prepare
+    prep = adata.uns.get(_keys.PREP)
+    if layer is None and (not isinstance(prep, Mapping) or prep.get("input_kind") == "counts"):
+        # unprepared, or prepared from counts (X then holds log1p values: counts there were put back after prepare)
         from ._values import raw_counts
 
         if raw_counts(X[: min(adata.n_obs, 2000)]):

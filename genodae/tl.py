@@ -194,7 +194,8 @@ def score(adata: AnnData, *, model: str | Path | DAE, key_added: str | None = No
         Z = apply_transform(adata.obsm[_keys.embedding_key(key)], transform).astype(np.float32)
         adata.obsm[_keys.embedding_key(out)] = Z
         adata.uns[_keys.params_key(out)] = {
-            **{n: transform[n] for n in ("mean", "whitening", "rotation") if n in transform},
+            **{n: transform[n] for n in ("mean", "whitening", "rotation", "method", "source_fingerprint")
+               if n in transform},
             "node_names": np.asarray(_keys.node_names(Z.shape[1], _keys.ROTATED_NODE)), "source_key": key}
     return activities(adata, out)
 

@@ -490,10 +490,23 @@ def fit(
     checkpoint_every: int = 0,
     resume: bool = False,
     progress: bool | None = None,
+    data: dict | None = None,
 ) -> History:
     """Train ``module`` in place on rows ``train_idx`` of ``source``; early-stop on ``val_idx``.
 
     At the end the weights of the best validation epoch are restored. Returns the loss history.
+
+    Every checkpoint records the settings and what identifies the training data: the numbers of cells, genes,
+    training and validation cells, and ``data`` (JSON values from the caller; :meth:`genodae.DAE.fit` gives
+    fingerprints of the gene and cell names, the per-gene scaling, the layer, the likelihood and the covariate
+    levels). ``resume`` continues from the checkpoint in ``checkpoint_dir`` only when both match.
+
+    Raises
+    ------
+    UserError
+        ``resume`` with a checkpoint that is unreadable, was made with other settings or on other data, or
+        records no training data (written by genodae before it recorded them: such a checkpoint is refused, not
+        trusted, as it may be of other data).
     """
     device = source.device
     module.to(device)
@@ -506,8 +519,10 @@ def fit(
     best_state = _copy_state(module)
     bad_epochs, start_epoch = 0, 0
     ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
+    record = _json_roundtrip({"n_cells": int(source.n_obs), "n_genes": int(source.n_vars), "n_train": len(train_idx),
+                              "n_val": len(val_idx), **(data or {})})
     if resume and ckpt is not None and ckpt.exists():
-        start_epoch, best_state, bad_epochs = _load_checkpoint(ckpt, module, opt, hist, config)
+        start_epoch, best_state, bad_epochs = _load_checkpoint(ckpt, module, opt, hist, config, record)
         hist.max_epochs = max_epochs  # a resumed run may be given more epochs
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
         if hist.stopped_early:
@@ -587,7 +602,7 @@ def fit(
         stop = config.patience > 0 and bad_epochs >= config.patience
         hist.stopped_early = stop  # recorded before the checkpoint, so a resumed run knows it is finished
         if ckpt is not None and rank == 0 and checkpoint_every > 0 and ((epoch + 1) % checkpoint_every == 0 or stop):
-            _save_checkpoint(ckpt, module, opt, hist, best_state, bad_epochs, epoch + 1, config)
+            _save_checkpoint(ckpt, module, opt, hist, best_state, bad_epochs, epoch + 1, config, record)
         if stop:
             log.info("early stop at epoch %d: no validation improvement for %d epochs", epoch + 1, bad_epochs)
             break
@@ -803,8 +818,13 @@ def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def _json_roundtrip(obj):
+    """``obj`` as it reads back from JSON (tuples become lists), so that a record compares equal to its saved copy."""
+    return json.loads(json.dumps(obj))
+
+
 def _save_checkpoint(path: Path, module, opt, hist: History, best_state, bad_epochs: int, epoch: int,
-                     config: DAEConfig) -> None:
+                     config: DAEConfig, data: dict) -> None:
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.contiguous().cpu() for k, v in module.state_dict().items()}
@@ -824,6 +844,7 @@ def _save_checkpoint(path: Path, module, opt, hist: History, best_state, bad_epo
         "param_groups": osd["param_groups"],
         "opt_scalars": scalars,
         "config": config.to_dict(),
+        "data": data,  # what identifies the training data (fit(): checked on resume)
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -832,7 +853,32 @@ def _save_checkpoint(path: Path, module, opt, hist: History, best_state, bad_epo
     os.replace(tmp, path)  # a kill mid-write never leaves a checkpoint that looks complete
 
 
-def _load_checkpoint(path: Path, module, opt, hist: History, config: DAEConfig):
+# what a difference in each entry of the data record means, in the order they are reported
+_DATA_DIFFERENCES = {
+    "n_genes": "{old} genes in the checkpoint, {new} now",
+    "genes": "genes differ",
+    "n_cells": "{old} cells in the checkpoint, {new} now",
+    "cells": "cell names differ",
+    "n_train": "training cells differ",
+    "n_val": "validation cells differ",
+    "layer": "layer {old} in the checkpoint, {new} now",
+    "gene_likelihood": "gene likelihood {old} in the checkpoint, {new} now",
+    "scaling": "per-gene scaling differs: prepared otherwise",
+    "covariates": "covariate levels differ",
+}
+# differences that follow from another one (other genes have other scaling), not reported beside it
+_IMPLIED = {"genes": ("n_genes",), "cells": ("n_cells",), "n_train": ("n_cells",), "n_val": ("n_cells",),
+            "scaling": ("n_genes", "genes")}
+
+
+def _data_differences(saved: dict, now: dict) -> list[str]:
+    """How the data record of a checkpoint differs from this run's, in words (empty: the same data)."""
+    keys = [k for k in (*_DATA_DIFFERENCES, *sorted(set(saved) | set(now))) if saved.get(k) != now.get(k)]
+    keys = [k for k in dict.fromkeys(keys) if not set(_IMPLIED.get(k, ())) & set(keys)]
+    return [_DATA_DIFFERENCES.get(k, k + " differs").format(old=saved.get(k), new=now.get(k)) for k in keys]
+
+
+def _load_checkpoint(path: Path, module, opt, hist: History, config: DAEConfig, data: dict):
     from safetensors import safe_open
 
     try:
@@ -847,8 +893,19 @@ def _load_checkpoint(path: Path, module, opt, hist: History, config: DAEConfig):
         diff = sorted(k for k in saved if saved[k] != now.get(k))
         raise UserError(f"checkpoint {path} was made with other settings ({', '.join(diff)}); "
                         "delete it or train without --resume")
+    if "data" not in meta:
+        raise UserError(f"checkpoint {path} does not record the data it was made on (written by an older genodae): "
+                        f"delete {path} or train without --resume")
+    differ = _data_differences(meta["data"], data)
+    if differ:
+        raise UserError(f"checkpoint {path} was made on other data ({'; '.join(differ)}): delete {path} or train "
+                        "without --resume")
     dev = next(module.parameters()).device
-    module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    try:
+        module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError:  # e.g. size mismatch (a hand-edited record): torch's message is many lines
+        raise UserError(f"checkpoint {path} does not fit this model (its weights have other shapes): delete {path} "
+                        "or train without --resume") from None
     best = {k[5:]: v.to(dev) for k, v in tensors.items() if k.startswith("best.")}
     state: dict[int, dict] = {}
     for k, v in tensors.items():

@@ -185,6 +185,10 @@ ERRORS = {
     "export not embedded": (["export", "{prepared}", "--embedding", "{out}.tsv"], "obsm"),
     "run n_latent > genes": (["run", "{counts}", "-o", "{out}", "--n-latent", "500", "--n-top-genes", "100"],
                              "n_latent"),
+    "run output named .h5ad": (["run", "{counts}", "-o", "{out}.h5ad", *FAST],
+                               "ends in .h5ad, but genodae run writes a folder of results"),
+    "run --transform-batch without --denoised": (["run", "{counts}", "-o", "{out}", "--transform-batch", "g1"],
+                                                 "changes only the denoised layer; add --denoised"),
 }
 
 
@@ -199,6 +203,44 @@ def test_user_errors_exit_2_with_one_line_and_no_output(case, files, tmp_path, c
     line = _one_line(err)
     assert line.startswith("genodae") and "error" in line and expected in line, line
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("out")], "an output was written"
+
+
+def test_run_output_named_h5ad_suggests_a_folder_name(files, tmp_path, capsys):
+    assert cli("run", files["counts"], "-o", tmp_path / "run4.h5ad", *FAST) == 2
+    assert _one_line(capsys.readouterr().err).endswith(f"give a folder name, e.g. {tmp_path / 'run4'}")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["prepared.h5ad", "embedded.h5ad"])
+def test_run_refuses_an_input_it_would_rewrite(files, tmp_path, capsys, monkeypatch, name):
+    """genodae run out/prepared.h5ad -o out would replace its own input with its output: refused before any work."""
+    out = tmp_path / "out"
+    out.mkdir()
+    given = out / name
+    given.write_bytes(Path(files["prepared"]).read_bytes())
+    before = given.read_bytes()
+    monkeypatch.setattr(DAE, "fit", lambda *a, **k: pytest.fail("trained although the input is an output"))
+    assert cli("run", given, "-o", out, *FAST, "-q") == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"input {given} is {name} of the output folder {out}, which genodae run rewrites" in line, line
+    assert given.read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == [name]
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ((), "--transform-batch g1 needs a model trained with a batch column: add --batch-key COLUMN"),
+    (("--batch-key", "group", "--transform-batch", "g9"), "--transform-batch g9 is not a batch of 'group'; its "
+     "batches: g0, g1, g2"),
+])
+def test_run_checks_transform_batch_before_training(files, tmp_path, capsys, monkeypatch, extra, expected):
+    """--transform-batch that cannot apply is refused before preparing and training, not after."""
+    monkeypatch.setattr(DAE, "fit", lambda *a, **k: pytest.fail("trained before --transform-batch was checked"))
+    args = ("--transform-batch", "g1") if not extra else extra
+    rc = cli("run", files["counts"], "-o", tmp_path / "out", *FAST, "--denoised", *args, "-q")
+    assert rc == 2
+    line = _one_line(capsys.readouterr().err)
+    assert expected in line, line
+    assert not (tmp_path / "out").exists()
 
 
 def test_unknown_setting_in_a_settings_file_is_a_user_error(files, tmp_path, capsys):
@@ -238,6 +280,34 @@ def test_checkpoint_every_then_resume(files, tmp_path):
     a = load_file(str(tmp_path / "full" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+@pytest.mark.parametrize("other", ["renamed genes", "fewer genes"])
+def test_resume_refuses_a_checkpoint_made_on_other_data(files, tmp_path, capsys, other):
+    """--resume with a checkpoint of other data (as when a killed job's output folder is reused for another
+    file): one line naming the checkpoint and the fix, no model written, the checkpoint kept; not a silent resume
+    (other genes, same count) nor torch's size-mismatch traceback (another gene count)."""
+    from genodae.train import CHECKPOINT_FILE
+
+    prepared = anndata.read_h5ad(files["prepared"])
+    ck = tmp_path / "m.ckpt"
+    DAE(n_latent=4, hidden=(16,), epochs=2, batch_size=32, num_threads=1).fit(
+        prepared, checkpoint_dir=ck, checkpoint_every=1)  # as a killed `genodae train A -o m` leaves it
+    if other == "renamed genes":
+        prepared.var_names = [f"other_{g}" for g in prepared.var_names]
+        expected = "(genes differ)"
+    else:
+        hv = prepared.var_names[prepared.var["highly_variable"]]
+        prepared = prepared[:, ~prepared.var_names.isin(hv[:10])].copy()
+        expected = f"({len(hv)} genes in the checkpoint, {len(hv) - 10} now)"
+    write_h5ad(prepared, tmp_path / "b.h5ad")
+    capsys.readouterr()
+    rc = cli("train", tmp_path / "b.h5ad", "-o", tmp_path / "m", *FAST, "--resume", "-q")
+    line = _one_line(capsys.readouterr().err)
+    assert rc == 2
+    assert f"checkpoint {ck / CHECKPOINT_FILE} was made on other data {expected}: delete" in line
+    assert line.endswith("or train without --resume")
+    assert not (tmp_path / "m").exists() and (ck / CHECKPOINT_FILE).is_file()
 
 
 # --- separate processes -----------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ def test_backed_raw_data_gets_a_clear_error(two_models, tmp_path):
     raw, _, d = two_models
     raw.write_h5ad(tmp_path / "raw.h5ad")
     backed = anndata.read_h5ad(tmp_path / "raw.h5ad", backed="r")
-    with pytest.raises(UserError, match="backed.*not prepared"):
+    with pytest.raises(UserError, match=r"raw \(unprepared\) data is opened from disk \(backed\)"):
         tl.score(backed, model=d / "m0")
     backed.file.close()
 
@@ -149,7 +149,11 @@ def test_cli_outputs_never_overwrite_inputs(two_models, tmp_path):
     assert main(["ensemble", str(e0), str(e1), "-o", str(out), "--h5ad", str(tmp_path / "x.txt")]) == 2
     assert main(["ensemble", str(e0), str(e0), "-o", str(out)]) == 2  # one model twice
     assert main(["ensemble", str(e0), str(e1), "-o", str(out), "--support", str(out)]) == 2  # two outputs, one file
-    assert main(["signatures", str(e0), "-o", str(e0)]) == 2
+    sig = tmp_path / "sig.tsv"
+    assert main(["signatures", str(e0), "-o", str(sig)]) == 0
+    stamp_sig = sig.read_bytes()
+    assert main(["enrich", str(e0), "--signatures", str(sig), "-o", str(sig), "--gene-sets", str(sig)]) == 2
+    assert sig.read_bytes() == stamp_sig
     assert main(["sweep-summary", str(e0), str(e1), "-o", str(out), "--fdr", "5"]) == 2
     assert e0.read_bytes() == stamp and not out.exists()
     assert main(["ensemble", str(e0), str(e1), "-o", str(out), "--min-corr", "0.3"]) == 0 and out.exists()
@@ -164,3 +168,57 @@ def test_tl_enrich_uses_sd_cutoff_when_given_and_names_what_is_missing(two_model
     stored = tl.enrich(a, gene_sets=sets, key="dae_s0_sparse", min_size=2)
     wide = tl.enrich(a, gene_sets=sets, key="dae_s0_sparse", min_size=2, sd_cutoff=1.0)  # before: ignored
     assert wide["overlap"].sum() > stored["overlap"].sum()
+
+
+def test_cli_reruns_into_existing_outputs_are_not_refused(two_models, tmp_path, monkeypatch):
+    """Only the options that name inputs count: an output folder that exists (a rerun) or named like the key or the
+    command is no input."""
+    _, a, _ = two_models
+    b = a.copy()
+    b.varm["dae_weights"], b.obsm["X_dae"], b.uns["dae"] = a.varm["dae_s0_weights"], a.obsm["X_dae_s0"], a.uns["dae_s0"]
+    b.write_h5ad(tmp_path / "e.h5ad")
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):  # the 2nd run: the folder "dae" exists, named like --key's default (refused before)
+        assert main(["plot", "e.h5ad", "-o", "dae"]) == 0
+    assert (tmp_path / "dae" / "umap.png").is_file()
+
+
+def test_streamed_embed_drops_another_models_readouts(two_models, tmp_path):
+    _, a, d = two_models
+    b = a.copy()
+    b.varm["dae_weights"], b.obsm["X_dae"], b.uns["dae"] = a.varm["dae_s0_weights"], a.obsm["X_dae_s0"], a.uns["dae_s0"]
+    tl.signatures(b)  # dae_sparse of model 0
+    b.write_h5ad(tmp_path / "e0.h5ad")
+    assert main(["embed", str(tmp_path / "e0.h5ad"), str(d / "m0"), "-o", str(tmp_path / "same.h5ad")]) == 0
+    assert "dae_sparse" in anndata.read_h5ad(tmp_path / "same.h5ad").uns  # the same model: kept
+    assert main(["embed", str(tmp_path / "e0.h5ad"), str(d / "m1"), "-o", str(tmp_path / "other.h5ad")]) == 0
+    other = anndata.read_h5ad(tmp_path / "other.h5ad")
+    assert "dae_sparse" not in other.uns and "X_dae_sparse" not in other.obsm and "dae_sparse_weights" not in other.varm
+
+
+def test_backed_prepared_data_with_a_layer_or_missing_genes_still_embed(two_models, tmp_path):
+    _, a, _ = two_models
+    a = a.copy()
+    a.layers["half"] = a.X * 0.5
+    tl.dae(a, layer="half", n_latent=4, epochs=2, num_threads=1, key_added="h", model_dir=tmp_path / "mh")
+    a.write_h5ad(tmp_path / "p.h5ad")
+    backed = anndata.read_h5ad(tmp_path / "p.h5ad", backed="r")
+    np.testing.assert_allclose(genodae.DAE.load(tmp_path / "mh").embed(backed), a.obsm["X_h"], atol=1e-5)
+    backed.file.close()
+    a[:, 5:].copy().write_h5ad(tmp_path / "q.h5ad")
+    backed = anndata.read_h5ad(tmp_path / "q.h5ad", backed="r")
+    model = genodae.DAE.load(tmp_path / "mh")
+    with pytest.raises(UserError, match="absent"):
+        model.embed(backed)
+    assert model.embed(backed, allow_missing_genes=True).shape == (a.n_obs, 4)
+    backed.file.close()
+
+
+def test_prepared_integer_log_values_are_no_raw_counts(two_models):
+    """Integer data prepared as log values (e.g. copy-number states 0-5) are the model's input, not counts."""
+    rng = np.random.default_rng(0)
+    a = anndata.AnnData(rng.integers(0, 6, size=(120, 40)).astype(np.float32))
+    a.var_names = [f"g{i}" for i in range(40)]
+    genodae.pp.prepare(a, input_kind="log", scaling="none", n_top_genes=0)
+    tl.dae(a, n_latent=3, epochs=2, num_threads=1)
+    assert len(tl.signatures(a)) > 0

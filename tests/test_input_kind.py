@@ -11,6 +11,7 @@ import logging
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import anndata
@@ -533,3 +534,104 @@ def test_embed_one_sample_of_an_estimated_counts_model(caplog):
     with pytest.raises(UserError, match=r"^the model was trained on estimated counts .* but these data hold "
                        r"log-scale values"):
         model.embed(log2_microarray())
+
+
+# ---- integer counts with a few negative entries (tester's defect 2) ------------------------------------
+
+
+def _counts_with_a_negative(sparse_x=False) -> anndata.AnnData:
+    rng = np.random.default_rng(3)
+    X = rng.negative_binomial(2, 0.3, size=(120, 300)).astype(np.float32)  # max in the thirties, as the tester's
+    X[4, 3] = -5
+    a = _frame(X)
+    if sparse_x:
+        a.X = sparse.csr_matrix(a.X)
+    return a
+
+
+@pytest.mark.parametrize("sparse_x", [False, True])
+def test_integer_counts_with_one_negative_are_refused_naming_it(sparse_x):
+    a = _counts_with_a_negative(sparse_x)
+    with pytest.raises(UserError) as err:
+        prepare(a)
+    msg = str(err.value)
+    assert msg.startswith("X holds integer counts (up to ") and "1 value(s), e.g. gene 'GENE0003' in sample 'S04'" in msg
+    assert "minimum -5" in msg and "counts cannot be negative" in msg and "--input-kind log" in msg
+    assert "log-scale" not in msg.split("counts cannot")[0]
+
+
+def test_integer_counts_with_one_negative_as_log_when_asked():
+    a = _counts_with_a_negative()
+    prepare(a, input_kind="log")
+    assert a.uns[PREP_KEY]["input_kind"] == "log"
+
+
+def test_integer_counts_with_one_negative_in_chunks(tmp_path):
+    from genodae.pp import prepare_h5ad
+
+    _counts_with_a_negative().write_h5ad(tmp_path / "neg.h5ad")
+    with pytest.raises(UserError, match=r"neg\.h5ad: X holds integer counts .*gene 'GENE0003' in sample 'S04'"):
+        prepare_h5ad(tmp_path / "neg.h5ad", tmp_path / "out.h5ad", hvg_flavor="seurat_v3")
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+@pytest.mark.parametrize("make", [log_ratios, zscores])
+def test_log_ratios_and_zscores_are_not_taken_for_bad_counts(make):
+    ev = value_evidence(make().X)
+    from genodae._values import negative_counts
+
+    assert not negative_counts(ev)
+    rounded = make()
+    rounded.X = np.rint(rounded.X * 3)  # integer log ratios: many negatives, not a few bad entries
+    assert not negative_counts(value_evidence(rounded.X))
+
+
+def test_embed_refuses_counts_with_a_negative():
+    from genodae.pp import repeat_preparation
+
+    fit = _frame(_bulk_counts())
+    prepare(fit)
+    with pytest.raises(UserError, match=r"integer counts .*negative values .*counts cannot be negative; correct "
+                       r"those entries in the file$"):
+        repeat_preparation(_counts_with_a_negative(), fit.uns[PREP_KEY])
+
+
+# ---- processed .h5ad files: messages that are true and genodae's own (tester's defect 7) ---------------------
+
+
+def test_processed_h5ad_without_scanpys_stray_log_warning(capfd):
+    """scanpy's uns['log1p'] belongs to the z-scored X; preparing the counts layer must not print scanpy's
+    'adata.X seems to be already log-transformed'."""
+    a = processed_h5ad()
+    assert "log1p" in a.uns
+    prepare(a)
+    assert "already log-transformed" not in capfd.readouterr().err
+
+
+def test_chunked_prepare_uses_the_counts_layer_of_z_scores_as_in_memory(tmp_path, caplog):
+    from genodae.pp import prepare_h5ad
+
+    a = processed_h5ad()
+    anndata.AnnData.write_h5ad(a, tmp_path / "scaled.h5ad")
+    with caplog.at_level(logging.INFO, logger="genodae"):
+        prepare_h5ad(tmp_path / "scaled.h5ad", tmp_path / "out.h5ad", hvg_flavor="seurat_v3", n_top_genes=50)
+    rec = anndata.read_h5ad(tmp_path / "out.h5ad").uns[PREP_KEY]
+    assert rec["source"] == "layers['counts']" and rec["input_kind"] == "counts"
+    assert "--layer counts" not in caplog.text
+    assert "using layers['counts'] (raw counts) instead" in caplog.text
+
+
+def test_cli_prepare_h5ad_with_duplicate_genes_warns_once_in_genodaes_words(tmp_path, caplog):
+    a = make_counts(n_cells=60, n_genes=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a.var_names = list(a.var_names[:-2]) + list(a.var_names[:2])
+        a.write_h5ad(tmp_path / "dup.h5ad")
+    with warnings.catch_warnings(record=True) as seen, caplog.at_level(logging.WARNING, logger="genodae"):
+        warnings.simplefilter("always")
+        assert cli.main(["prepare", str(tmp_path / "dup.h5ad"), "-o", str(tmp_path / "out.h5ad")]) == 0
+    assert not [w for w in seen if "Variable names are not unique" in str(w.message)]  # anndata's raw warning
+    assert caplog.text.count("2 duplicate gene name(s)") == 1
+    caplog.clear()
+    assert cli.main(["prepare", str(tmp_path / "dup.h5ad"), "--backed", "-o", str(tmp_path / "out2.h5ad")]) != 0
+    assert not (tmp_path / "out2.h5ad").exists()

@@ -590,7 +590,7 @@ def test_missing_path(tmp_path):
         read(tmp_path / "nope.csv")
 
 
-@pytest.mark.parametrize("name", ["data.xlsx", "data", "data.csv.bz2"])  # .rds: tests/test_io_formats.py
+@pytest.mark.parametrize("name", ["data", "data.csv.bz2"])  # .rds: tests/test_io_formats.py; Excel: below
 def test_unknown_extension_lists_formats(tmp_path, name):
     path = write_text(tmp_path / name, "a,b\n1,2\n")
     with pytest.raises(UserError, match=r"Cannot tell the format .*Supported: \.h5ad; \.loom; 10x directory"):
@@ -1047,3 +1047,111 @@ def test_binary_file_with_table_extension(tmp_path):
     path.write_bytes(b"\xff\xfe\x00\x81binary" * 10)
     with pytest.raises(UserError, match="not a UTF-8 text table"):
         read(path)
+
+
+# --------------------------------------------------------------------------------------------
+# what a file really is, from its first bytes (tester's defects 5, 6)
+# --------------------------------------------------------------------------------------------
+
+
+def _xlsx_bytes() -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("xl/workbook.xml", "<workbook/>")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name", ["data.xlsx", "data.xls", "data.XLSX"])
+def test_excel_workbook_is_refused_with_save_as_csv(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(_xlsx_bytes())
+    with pytest.raises(UserError) as err:
+        read(path)
+    msg = str(err.value)
+    assert "Excel workbook" in msg and "save the sheet as CSV or TSV" in msg and "Rename" not in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize(("content", "expect"), [
+    (_xlsx_bytes(), "is an Excel workbook (.xlsx)"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "Excel 97-2003 workbook (.xls)"),
+    (gzip.compress(b"gene,a,b\ng1,1,2\n"), "is gzip-compressed, but its name does not end in .gz: rename it to x.csv.gz"),
+])
+def test_table_named_file_with_other_content_says_what_it_is(tmp_path, content, expect):
+    path = tmp_path / "x.csv"
+    path.write_bytes(content)
+    with pytest.raises(UserError) as err:
+        read(path)
+    assert expect in str(err.value) and "not a UTF-8 text table" not in str(err.value)
+
+
+def test_hdf5_named_csv_says_which_extension(tmp_path, small_counts):
+    small_counts.write_h5ad(tmp_path / "x.csv")
+    with pytest.raises(UserError, match=r"x\.csv is an AnnData \.h5ad file \(HDF5\), not a text table: rename it to "
+                       r"end in \.h5ad"):
+        read(tmp_path / "x.csv")
+    with h5py.File(tmp_path / "t.tsv", "w") as f:  # 10x Cell Ranger 3+ layout
+        f.create_group("matrix")
+    with pytest.raises(UserError, match=r"10x Genomics \.h5 matrix \(HDF5\).*rename it to end in \.h5\b"):
+        read(tmp_path / "t.tsv")
+
+
+def test_gzipped_sample_sheet_named_csv(tmp_path):
+    frame = small_frame(n_genes=5, n_samples=4)
+    frame.to_csv(tmp_path / "x.csv")
+    (tmp_path / "sheet.csv").write_bytes(gzip.compress(b"sample,group\nsample_1,a\n"))
+    with pytest.raises(UserError, match=r"sheet\.csv is gzip-compressed.*rename it to sheet\.csv\.gz"):
+        read(tmp_path / "x.csv", sample_sheet=tmp_path / "sheet.csv")
+
+
+# --------------------------------------------------------------------------------------------
+# a sample with no values at all (tester's defect 3)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def empty_sample_table(tmp_path) -> tuple[Path, pd.DataFrame]:
+    frame = small_frame(n_genes=6, n_samples=5).astype(float)
+    frame.iloc[:, 2] = np.nan  # genes × samples: sample_2 has no value
+    frame.to_csv(tmp_path / "allnan.csv")
+    return tmp_path / "allnan.csv", frame
+
+
+@pytest.mark.parametrize("missing", ["drop", "impute"])
+def test_all_nan_sample_is_dropped_not_made_up(empty_sample_table, missing, caplog):
+    path, frame = empty_sample_table
+    with caplog.at_level("WARNING", logger="genodae"), pytest.warns(UserWarning, match="no values at all"):
+        adata = read(path, missing=missing)
+    assert frame.columns[2] not in adata.obs_names and adata.n_obs == 4
+    assert list(adata.var_names) == list(frame.index)  # every gene kept: its other values are all there
+    np.testing.assert_allclose(adata.X, frame.drop(columns=frame.columns[2]).T.to_numpy(), rtol=1e-6)
+    assert f"dropped 1 sample(s) with no values at all (every gene NaN: {frame.columns[2]!r})" in caplog.text
+    assert adata.uns["genodae_read"]["missing"]["n_samples_dropped"] == 1
+
+
+def test_all_nan_sample_is_named_in_the_error(empty_sample_table):
+    path, frame = empty_sample_table
+    with pytest.raises(UserError, match=rf"1 of them with no values at all \({frame.columns[2]!r}"):
+        read(path)
+
+
+def test_all_nan_sample_and_other_nan_drop_both(empty_sample_table, tmp_path):
+    _, frame = empty_sample_table
+    frame.iloc[1, 0] = np.nan
+    frame.to_csv(tmp_path / "both.csv")
+    with pytest.warns(UserWarning):
+        adata = read(tmp_path / "both.csv", missing="drop")
+    assert adata.n_obs == 4 and frame.index[1] not in adata.var_names and adata.n_vars == 5
+    assert adata.uns["genodae_read"]["missing"] == {"n_nan": 7, "action": "drop", "n_genes_dropped": 1,
+                                                     "n_samples_dropped": 1}
+
+
+def test_all_values_nan_is_an_error(tmp_path):
+    frame = small_frame(n_genes=3, n_samples=3).astype(float)
+    frame.iloc[:, :] = np.nan
+    frame.to_csv(tmp_path / "nothing.csv")
+    with pytest.raises(UserError, match="every value is missing"):
+        read(tmp_path / "nothing.csv", missing="impute")

@@ -403,3 +403,60 @@ def test_read_many_refuses_a_file_given_twice_and_prepared_files(tmp_path):
     genodae.io.write_h5ad(a, tmp_path / "prepared.h5ad")
     with pytest.raises(UserError, match=r"prepared\.h5ad is already prepared \(uns\['genodae_prepare'\]\); give the raw"):
         genodae.read_many([tmp_path / "prepared.h5ad", tmp_path / "b.h5ad"])
+
+
+# --- bad sheets and gene IDs (tester's defects 1, 2, 4) -------------------------------------------------
+
+
+def test_batches_sheet_listing_itself_is_named_not_read_as_data(plates):
+    """A sheet line whose path resolves to the sheet itself (a 'missing' file that has the sheet's name) is said
+    so, with the line; the sheet is never read as expression data."""
+    sheet = plates["dir"] / "missing.csv"
+    sheet.write_text("path,batch\nplate2.csv,p1\nmissing.csv,p2\n")
+    msg = _error(read_batches_sheet, sheet)
+    assert "line 3" in msg and "'missing.csv' is the batches sheet itself" in msg
+    assert "non-numeric" not in msg
+
+
+def test_batches_sheet_missing_file_names_the_line(plates):
+    sheet = plates["dir"] / "sheet.csv"
+    sheet.write_text("path,batch\nplate2.csv,p1\nnot_there.csv,p2\n")
+    msg = _error(read_batches_sheet, sheet)
+    assert msg.startswith("Input file(s) not found") and "not_there.csv (line 3)" in msg
+    assert "relative to the sheet's folder" in msg
+
+
+def test_batches_sheet_given_as_an_input_is_recognised(plates):
+    sheet = plates["dir"] / "sheet.csv"
+    sheet.write_text("path,batch\nplate1.csv.gz,p1\nplate2.csv,p2\n")
+    msg = _error(genodae.read, sheet)
+    assert "is a batches sheet" in msg and "--batches" in msg and "read_batches_sheet" in msg
+    msg = _error(read_many, [plates["p2"], sheet])
+    assert "is a batches sheet" in msg
+
+
+def test_ensembl_version_suffixes_are_named_with_the_fix(tmp_path):
+    ids = ["ENSG00000154529", "ENSG00000204977", "ENSG00000118503", "ENSG00000141510"]
+    write_plate(tmp_path / "plain.csv", ids, barcodes(3, 5), seed=5)
+    write_plate(tmp_path / "versioned.csv", [i + ".5" for i in ids], barcodes(3, 6), seed=6)
+    msg = _error(read_many, [tmp_path / "plain.csv", tmp_path / "versioned.csv"])
+    assert "versioned.csv carry version suffixes" in msg and "those in plain.csv do not" in msg
+    assert "str.replace" in msg and "Ensembl IDs or all symbols" not in msg
+
+
+def test_one_negative_count_in_one_file_is_named_not_called_log_scale(plates, tmp_path):
+    t = write_plate(tmp_path / "neg.csv", genes(0, 100), barcodes(5, 7), seed=7)  # 500 entries
+    t.iloc[3, 1] = -5
+    t.to_csv(tmp_path / "neg.csv")
+    msg = _error(read_many, [plates["p1"], tmp_path / "neg.csv"])
+    assert "integer counts" in msg and "negative" in msg and repr(t.index[3]) in msg and repr(t.columns[1]) in msg
+    assert "non-integer" not in msg and "--input-kind" not in msg
+
+
+def test_batches_sheet_giving_two_files_one_batch_warns(plates, caplog):
+    sheet = plates["dir"] / "sheet.csv"
+    sheet.write_text("path,batch\nplate1.csv.gz,p1\nplate2.csv,p1\n")
+    with caplog.at_level(logging.WARNING, logger="genodae"):
+        adata = read_batches_sheet(sheet)
+    assert "plate1.csv.gz, plate2.csv share the batch 'p1'" in caplog.text
+    assert adata.obs_names.is_unique and list(adata.obs["batch"].cat.categories) == ["p1"]

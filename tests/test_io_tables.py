@@ -421,3 +421,11 @@ def test_leading_text_columns_are_annotation_nfcore_merged_counts(tmp_path):
     df.to_csv(path, sep="\t")
     with pytest.raises(UserError, match="non-numeric value 'oops'"):
         read(path)
+
+
+def test_short_barcodes_with_a_gem_well_suffix_are_not_gene_symbols():
+    from genodae.io._orientation import _label_kind
+
+    assert _label_kind("AAACCTG0000-1")[0] == "cell barcodes"
+    for symbol in ("GAPDH", "ACTB", "CTAGE15", "HLA-A", "NKX2-1"):
+        assert _label_kind(symbol)[0] == "human gene symbols", symbol

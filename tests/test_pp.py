@@ -289,3 +289,27 @@ def test_gene_selection_falls_back_on_very_sparse_counts(caplog):
         assert int(b.var["highly_variable"].sum()) == 2000
         assert any("gene selection failed" in r.message and "instead" in r.message and "b'" not in r.message
                    for r in caplog.records)
+
+
+def _ens(n: int, suffix: str = "") -> list[str]:
+    return [f"ENSG{100000 + i:011d}{suffix}" for i in range(n)]
+
+
+@pytest.mark.parametrize(("data_suffix", "model_suffix", "fix"), [
+    (".5", "", "remove the suffixes from the data's gene IDs"),
+    ("", ".5", "give data with the versioned IDs the model was trained on"),
+])
+def test_embed_names_ensembl_version_suffixes(data_suffix, model_suffix, fix):
+    """Data and model both use Ensembl IDs, one with version suffixes: said so, not 'use the same kind of IDs'."""
+    data = AnnData(np.ones((3, 5), np.float32), var=pd.DataFrame(index=_ens(5, data_suffix)))
+    genes = pd.Index(_ens(5, model_suffix))
+    with pytest.raises(UserError) as err:
+        pp.prepared_matrix(data, genes, {"input_kind": "log"})
+    msg = str(err.value)
+    assert "carry version suffixes (.N)" in msg and fix in msg and "symbols vs Ensembl" not in msg
+
+
+def test_embed_unrelated_ids_keep_the_generic_advice():
+    data = AnnData(np.ones((3, 5), np.float32), var=pd.DataFrame(index=[f"GENE{i}" for i in range(5)]))
+    with pytest.raises(UserError, match="symbols vs Ensembl IDs"):
+        pp.prepared_matrix(data, pd.Index(_ens(5)), {"input_kind": "log"})

@@ -313,6 +313,43 @@ def test_resume_refuses_a_checkpoint_with_other_settings(lowrank, tmp_path):
         _train(lowrank, _cfg(epochs=4, lr=1e-2), checkpoint_dir=tmp_path, checkpoint_every=1, resume=True)
 
 
+def test_resume_refuses_a_checkpoint_made_on_other_data(lowrank, tmp_path):
+    """A checkpoint records what identifies its data: another record (e.g. other genes, same count) is refused in
+    one line naming the checkpoint; the same record resumes."""
+    cfg = _cfg(epochs=2)
+    _train(lowrank, cfg, checkpoint_dir=tmp_path, checkpoint_every=1, data={"genes": "aaaa"})
+    ckpt = tmp_path / CHECKPOINT_FILE
+    with pytest.raises(UserError, match=r"made on other data \(genes differ\): delete .*checkpoint") as info:
+        _train(lowrank, _cfg(epochs=4), checkpoint_dir=tmp_path, resume=True, data={"genes": "bbbb"})
+    assert "\n" not in str(info.value) and str(ckpt) in str(info.value)
+    _, h = _train(lowrank, _cfg(epochs=4), checkpoint_dir=tmp_path, resume=True, data={"genes": "aaaa"})
+    assert h.epochs_run == 4
+
+
+def test_resume_with_another_gene_count_is_a_user_error_not_a_size_mismatch(lowrank, tmp_path):
+    _train(lowrank, _cfg(epochs=2), checkpoint_dir=tmp_path, checkpoint_every=1)
+    with pytest.raises(UserError, match=r"other data \(40 genes in the checkpoint, 30 now\)"):
+        _train(lowrank[:, :30], _cfg(epochs=4), checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(UserError, match=r"other data \(300 cells in the checkpoint, 200 now\)"):
+        _train(lowrank[:200], _cfg(epochs=4), checkpoint_dir=tmp_path, resume=True)
+
+
+def test_resume_refuses_a_checkpoint_that_does_not_record_its_data(lowrank, tmp_path):
+    """Checkpoints of genodae before the data record: refused (they may be of other data), with the way out."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    _train(lowrank, _cfg(epochs=2), checkpoint_dir=tmp_path, checkpoint_every=1)
+    ckpt = tmp_path / CHECKPOINT_FILE
+    with safe_open(str(ckpt), framework="pt") as f:
+        meta = json.loads(f.metadata()["genodae_checkpoint"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    del meta["data"]
+    save_file(tensors, str(ckpt), metadata={"genodae_checkpoint": json.dumps(meta)})
+    with pytest.raises(UserError, match=r"does not record the data it was made on .*: delete .* or train without"):
+        _train(lowrank, _cfg(epochs=4), checkpoint_dir=tmp_path, resume=True)
+
+
 def test_resume_after_early_stop_does_not_train_further(lowrank, tmp_path, monkeypatch):
     import genodae.train as train_mod
 
@@ -341,6 +378,7 @@ def test_checkpoint_is_safetensors_with_json_metadata_not_pickle(lowrank, tmp_pa
         meta = json.loads(f.metadata()["genodae_checkpoint"])
         keys = set(f.keys())
     assert meta["epoch"] == 2 and meta["config"]["lr"] == pytest.approx(3e-3)
+    assert meta["data"] == {"n_cells": 300, "n_genes": N_GENES, "n_train": 270, "n_val": 30}  # what it trained on
     assert any(k.startswith("model.") for k in keys)
     assert any(k.startswith("best.") for k in keys)
     assert any(k.startswith("opt.") for k in keys)  # optimiser moments travel with it

@@ -1,6 +1,7 @@
 """The workflow's planning logic (workflow/plan.py) and its config schema (workflow/schema.py), without Snakemake:
 config checks and defaults, the dataset sheet, sweep expansion, command options, signature planning and the list
-of final outputs. tests/test_workflow.py runs the same through `snakemake`.
+of final outputs. tests/test_workflow.py runs the same through `snakemake`; here, only a dry run and one tiny job
+check how the rules start genodae.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ import copy
 import dataclasses
 import importlib.util
 import json
+import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -480,3 +484,54 @@ def test_config_yaml_shows_the_dataclass_defaults():
                                                     if k not in schema_gen.NOT_IN_CONFIG["model"]}}
     assert cfg["prepare"] == {k: v for k, v in prepare.items() if k not in schema_gen.NOT_IN_CONFIG["prepare"]}
     assert plan.validate_config(copy.deepcopy(cfg)) == cfg  # and nothing else is missing from it
+
+
+# ---- how the rules start genodae -----------------------------------------------------------------------
+
+
+def _snakemake_without_venv_on_path(tmp_path, *args) -> subprocess.CompletedProcess:
+    """snakemake of this interpreter (as `.venv/bin/snakemake` runs it) in a copy of the workflow, with a bare PATH:
+    no `python` of this venv on it (a `python` there, if any, lacks genodae's dependencies)."""
+    work = tmp_path / "clone"
+    work.mkdir()
+    for name in ("Snakefile", "workflow", "config", "profiles", "genodae", "pyproject.toml"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__", ".snakemake"))
+        else:
+            shutil.copy2(src, work / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PATH="/usr/bin:/bin", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_rules_run_genodae_with_the_interpreter_of_snakemake(tmp_path):
+    """Every rule starts genodae with the Python running Snakemake (quoted), not the first `python` on PATH."""
+    res = _snakemake_without_venv_on_path(tmp_path, "-n", "-p", "--forceall")
+    assert res.returncode == 0, res.stdout + res.stderr
+    calls = [line.strip().removeprefix("Shell command:").strip() for line in (res.stdout + res.stderr).splitlines()
+             if "-m genodae " in line]
+    steps = {line.split("-m genodae ", 1)[1].split()[0] for line in calls}
+    assert {"example", "prepare", "train", "embed", "export", "plot", "signatures"} <= steps, steps
+    python = shlex.quote(sys.executable)
+    assert all(line.startswith(f"{python} -m genodae ") for line in calls), calls
+
+
+def test_a_job_runs_without_the_venv_on_path(tmp_path):
+    """A real job (the example data set) succeeds from the venv's snakemake alone."""
+    res = _snakemake_without_venv_on_path(tmp_path, "--cores", "1", plan.EXAMPLE_PATH)
+    log = tmp_path / "clone" / "logs" / "example.log"
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:] + (log.read_text() if log.exists() else "")
+    assert (tmp_path / "clone" / plan.EXAMPLE_PATH).is_file()
+
+
+@pytest.mark.parametrize(("train", "expected"), [
+    ({"nodes": 1, "gpu": 0}, "{py} -m genodae"),
+    ({"nodes": 1, "gpu": 4}, "{py} -m torch.distributed.run --standalone --nproc-per-node 4 -m genodae"),
+    ({"nodes": 2, "gpu": 0}, "--kill-on-bad-exit=1 {py} -m torch.distributed.run --nnodes 2"),
+])
+def test_training_launcher_uses_the_given_interpreter_for_torchrun(train, expected):
+    launch = _load("launch")
+    py = shlex.quote("/opt/my env/bin/python")
+    assert expected.format(py=py) in launch.train_launcher({"threads": 2, **train}, python=py)

@@ -4,7 +4,8 @@ Plain Python (no Snakemake): ``rules/common.smk`` loads it for the train rule, a
 check the commands it renders. The inputs are the config's ``resources.train`` section (validated by the
 schema: ``nodes`` >= 1, ``gpu`` >= 0, ``threads`` >= 1).
 
-- ``nodes: 1``, ``gpu`` 0 or 1: ``python -m genodae train ...``, one process.
+- ``nodes: 1``, ``gpu`` 0 or 1: ``python -m genodae train ...``, one process (``python``: the interpreter that runs
+  Snakemake, see ``rules/common.smk``; torchrun below is that interpreter's ``-m torch.distributed.run``).
 - ``nodes: 1``, ``gpu: G > 1``: ``torchrun --standalone --nproc-per-node G``, one DistributedDataParallel rank
   per GPU.
 - ``nodes: N > 1``: a SLURM job of N nodes; the job's shell runs ``srun`` with one task per node, and each task
@@ -62,21 +63,26 @@ def train_resources(train: dict) -> dict:
     return out
 
 
-def train_launcher(train: dict) -> str:
-    """The shell words that start ``genodae`` for training; ``train ...`` and its options follow them."""
+def train_launcher(train: dict, python: str = "python") -> str:
+    """The shell words that start ``genodae`` for training; ``train ...`` and its options follow them.
+
+    ``python``: the interpreter, as shell words (the workflow passes the one running Snakemake, quoted). torchrun
+    is then that interpreter's ``-m torch.distributed.run`` (what the ``torchrun`` script runs), so no other
+    torchrun on PATH is used; with the default ``python``, the ``torchrun`` on PATH."""
     nodes, ranks = int(train.get("nodes", 1)), ranks_per_node(train)
+    torchrun_cmd = "torchrun" if python == "python" else f"{python} -m torch.distributed.run"
     if nodes < 1:
         raise ValueError(f"resources.train.nodes must be at least 1, got {nodes}")
     if nodes == 1:
         if ranks == 1:
-            return "python -m genodae"
-        return f"torchrun --standalone --nproc-per-node {ranks} -m genodae"
+            return f"{python} -m genodae"
+        return f"{torchrun_cmd} --standalone --nproc-per-node {ranks} -m genodae"
     guard = f'test -n "${{SLURM_JOB_ID:-}}" || {{ echo {shlex.quote(NOT_IN_SLURM.format(nodes=nodes))} >&2; exit 1; }}'
     first_node = 'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1'
     port = f"$(( {RDZV_BASE_PORT} + SLURM_JOB_ID % {RDZV_PORT_SPAN} ))"
     # srun no longer inherits --cpus-per-task from the job (SLURM >= 22.05): ask again for the job's threads
     srun = (f"srun --nodes {nodes} --ntasks {nodes} --ntasks-per-node 1 --cpus-per-task {int(train['threads'])} "
             "--kill-on-bad-exit=1")
-    torchrun = (f"torchrun --nnodes {nodes} --nproc-per-node {ranks} --rdzv-backend c10d "
+    torchrun = (f"{torchrun_cmd} --nnodes {nodes} --nproc-per-node {ranks} --rdzv-backend c10d "
                 f'--rdzv-endpoint "$({first_node}):{port}" --rdzv-id "genodae-$SLURM_JOB_ID"')
     return f"{guard}; {srun} {torchrun} -m genodae"

@@ -352,15 +352,21 @@ OUTPUT_OPTIONS = ("output", "embedding", "weights", "genes", "support", "stabili
                   "dotplot")  # the options that name files or folders a command writes (argparse dests)
 
 
+INPUT_OPTIONS = ("input", "inputs", "model", "batches", "cls", "obs", "gene_sets", "id_map", "settings", "signatures",
+                 "transform")  # the options that name files or folders a command reads (argparse dests)
+
+
 def check_outputs(args) -> None:
     """Before a command runs: no output it names (``OUTPUT_OPTIONS``, and ``--transform`` of ``genodae
-    signatures``, which writes it) is a file or folder that another of its arguments names (an input, e.g.
+    signatures``, which writes it) is a file or folder one of its inputs names (``INPUT_OPTIONS``, e.g.
     ``genodae ensemble a.h5ad b.h5ad --h5ad a.h5ad``), and no two outputs are the same path. Raises UserError."""
-    dests = [*OUTPUT_OPTIONS, *(("transform",) if getattr(args, "command", None) == "signatures" else ())]
+    writes_transform = getattr(args, "command", None) == "signatures"
+    dests = [*OUTPUT_OPTIONS, *(("transform",) if writes_transform else ())]
     outputs = {d: Path(v) for d in dests if isinstance(v := getattr(args, d, None), str | Path)}
     named = []
-    for dest, value in vars(args).items():
-        if dest in outputs or dest == "func":
+    for dest in INPUT_OPTIONS:
+        value = getattr(args, dest, None)
+        if dest == "transform" and writes_transform:
             continue
         for v in value if isinstance(value, list | tuple) else [value]:
             if isinstance(v, str | Path) and v and Path(v).exists():

@@ -7,7 +7,9 @@ import logging
 from pathlib import Path
 
 from ..config import PrepareConfig
+from ..errors import UserError
 from ._common import (
+    INPUT_OPTIONS,
     add_dataclass_flags,
     check_denoised_flags,
     check_output,
@@ -56,9 +58,14 @@ def cmd_run(args: argparse.Namespace) -> None:
     from ..train import remove_checkpoint
 
     out = check_output(args.output, folder=True)
+    if out.suffix.lower() == ".h5ad":
+        raise UserError(f"output {out} ends in .h5ad, but genodae run writes a folder of results (prepared.h5ad, "
+                        f"model/, embedded.h5ad, tables, plots): give a folder name, e.g. {out.with_suffix('')}")
+    _check_inputs_not_written(args, out)
     check_denoised_flags(args)
     inputs(args)
     prep, dae = settings(args)
+    _check_transform_batch(args, prep, dae)
     model = make_model(dae)
     use_threads(model)
     _fixed_mmap_threshold()
@@ -72,6 +79,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         adata = read(args, prep)
     if prep.get("batch_key") and model.config.batch_key is None:  # several inputs: their batch column
         model = make_model({**dae, "batch_key": prep["batch_key"]})
+    _check_transform_batch(args, prep, dae, model.config.batch_key, adata.obs)
     pl._check_labels(adata, args.color, added=("dae_recon_error",))  # before a long training run, not after
     if not chunked:
         prepare(adata, **prep)
@@ -120,6 +128,45 @@ def cmd_run(args: argparse.Namespace) -> None:
     _tables_and_plots(out, args.color)
     log.info("wrote %s: prepared.h5ad, model/, embedded.h5ad, embedding.tsv, gene_weights.tsv, genes.tsv, plots",
              out)
+
+
+RUN_OUTPUTS = ("prepared.h5ad", "embedded.h5ad", "model", "model.ckpt", "embedding.tsv", "gene_weights.tsv",
+               "genes.tsv", "loss.png", "umap.png")  # what genodae run writes into its output folder
+
+
+def _check_inputs_not_written(args: argparse.Namespace, out: Path) -> None:
+    """Before any work: no input (data, sample sheet, batches sheet, settings file) is a file genodae run writes into
+    ``out`` (e.g. ``genodae run out/prepared.h5ad -o out`` would replace its own input). Raises UserError."""
+    written = [(out / name).resolve() for name in RUN_OUTPUTS]
+    for dest in INPUT_OPTIONS:
+        value = getattr(args, dest, None)
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if not isinstance(v, str | Path) or not v or not Path(v).exists():
+                continue
+            where = Path(v).resolve()
+            hit = next((w for w in written if where == w or w in where.parents), None)
+            if hit is not None:
+                raise UserError(f"input {v} is {hit.name} of the output folder {out}, which genodae run rewrites: give "
+                                "another output folder (-o), or copy the input elsewhere first")
+
+
+def _check_transform_batch(args: argparse.Namespace, prep: dict, dae: dict, batch_key: str | None = None,
+                           obs=None) -> None:
+    """Before any work: ``--transform-batch`` needs a model trained with a batch column (``--batch-key``, or the
+    ``batch`` column of several inputs) and, once the data are read (``obs``), names one of its batches.
+    Raises UserError."""
+    batch = args.transform_batch
+    if batch is None:
+        return
+    several = bool(getattr(args, "batches", None)) or len(args.input) > 1
+    if not (prep.get("batch_key") or dae.get("batch_key") or several):
+        raise UserError(f"--transform-batch {batch} needs a model trained with a batch column: add --batch-key "
+                        "COLUMN (the obs column of each cell's batch), or leave out --transform-batch")
+    if obs is not None and batch_key is not None and batch_key in obs.columns:
+        levels = sorted(map(str, obs[batch_key].dropna().unique()))
+        if str(batch) not in levels:
+            raise UserError(f"--transform-batch {batch} is not a batch of {batch_key!r}; its batches: "
+                            f"{', '.join(levels[:20])}{' …' if len(levels) > 20 else ''}")
 
 
 def _fixed_mmap_threshold() -> None:

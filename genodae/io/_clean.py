@@ -87,12 +87,31 @@ def _handle_nonfinite(adata: anndata.AnnData, path: Path, missing: str, info: di
             f"{adata.obs_names[rows[0]]!r}. Fix them in the file (genodae does not impute infinities)."
         )
     n_nan, rows, cols = where(np.isnan(values))
+    # a sample with no value at all was not measured: dropped (as a gene with no value is), never imputed
+    empty = np.bincount(rows, minlength=adata.n_obs) == adata.n_vars
+    if empty.all():
+        raise UserError(f"{path}: every value is missing (NaN): check that it is the right file and was written "
+                        "completely.")
+    if empty.any() and missing != "error":
+        msg = (f"{path}: dropped {int(empty.sum())} sample(s) with no values at all (every gene NaN: "
+               f"{_examples(adata.obs_names[empty])}) (missing={missing!r})")
+        logger.warning(msg)
+        warnings.warn(msg, UserWarning, stacklevel=3)
+        adata._inplace_subset_obs(~empty)
+        _handle_nonfinite(adata, path, missing, info)  # the NaN left in the other samples, if any
+        info["missing"] = {"n_nan": int(n_nan), "action": missing,
+                           "n_genes_dropped": info.get("missing", {}).get("n_genes_dropped", 0),
+                           "n_samples_dropped": int(empty.sum())}
+        return
     genes = np.unique(cols)
     gene_names = adata.var_names[genes]
     where_txt = (
         f"in {len(genes)} gene(s) ({_examples(gene_names)}) and {len(np.unique(rows))} sample(s) "
         f"({_examples(adata.obs_names[np.unique(rows)])})"
     )
+    if empty.any():
+        where_txt += (f", {int(empty.sum())} of them with no values at all ({_examples(adata.obs_names[empty])}; "
+                      "dropped by missing='drop' or 'impute')")
     if missing == "error":
         raise UserError(
             f"{path}: {n_nan} missing value(s) (NaN) {where_txt}. Fill them in the file, or pass missing='drop' "

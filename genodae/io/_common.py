@@ -8,6 +8,8 @@ import gzip
 import zlib
 from pathlib import Path
 
+import pandas as pd
+
 SUPPORTED_FORMATS = (
     ".h5ad; .loom; 10x directory (matrix.mtx[.gz] + features.tsv[.gz] or genes.tsv[.gz] + "
     "barcodes.tsv[.gz]) or its matrix.mtx[.gz]; 10x .h5; .csv/.tsv/.txt tables (optionally .gz); "
@@ -29,3 +31,34 @@ def _split_ext(path: Path) -> tuple[str, str]:
 def _examples(names, n: int = 3) -> str:
     names = [str(x) for x in list(names)[:n]]
     return ", ".join(repr(x) for x in names)
+
+
+_ENSEMBL_VERSIONED = r"^ENS[A-Z]*\d{6,}\.\d+$"  # an Ensembl ID with its version suffix: ENSG00000141510.5
+_ENSEMBL_PLAIN = r"^ENS[A-Z]*\d{6,}$"
+STRIP_VERSIONS = "adata.var_names = adata.var_names.str.replace(r'\\.\\d+$', '', regex=True)"
+
+
+def _versioned_ensembl(names) -> bool | None:
+    """True when most names are Ensembl IDs with a version suffix, False when most are Ensembl IDs without one,
+    None otherwise."""
+    names = pd.Index([str(x) for x in names])
+    if len(names) == 0:
+        return None
+    if names.str.match(_ENSEMBL_VERSIONED).mean() > 0.5:
+        return True
+    if names.str.match(_ENSEMBL_PLAIN).mean() > 0.5:
+        return False
+    return None
+
+
+def _ensembl_version_mismatch(a, b) -> int:
+    """1 when the names ``a`` are versioned Ensembl IDs and ``b`` the same IDs without versions, -1 for the
+    reverse, 0 otherwise (the IDs must match once the suffixes are stripped)."""
+    va, vb = _versioned_ensembl(a), _versioned_ensembl(b)
+    if va is None or vb is None or va == vb:
+        return 0
+    strip = pd.Index([str(x) for x in (a if va else b)]).str.replace(r"\.\d+$", "", regex=True)
+    other = pd.Index([str(x) for x in (b if va else a)])
+    if not strip.isin(other).any():
+        return 0
+    return 1 if va else -1

@@ -58,7 +58,8 @@ def read(
         to a GSEA ``.txt`` or ``.gct`` file with the same stem.
     missing
         What to do with NaN values: ``"error"``, ``"drop"`` genes that have any, or ``"impute"``
-        each with that gene's mean across samples. Infinite values are always an error.
+        each with that gene's mean across samples. A sample with no value at all is dropped by both (with a
+        warning naming it), never imputed. Infinite values are always an error.
     duplicates
         Duplicate sample or gene names: ``"make_unique"`` (warn, then append ``-1``, ``-2``…)
         or ``"error"``.

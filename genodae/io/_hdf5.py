@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import anndata
@@ -48,7 +49,9 @@ def read_backed(path: str | os.PathLike) -> anndata.AnnData:
         raise UserError(f"{path}: backed reading needs an .h5ad file (write one with genodae prepare).")
     _check_hdf5(path, "h5ad")
     try:
-        return _open_backed(path)
+        with warnings.catch_warnings():  # duplicate names: anndata's raw warning; callers check and say it once
+            warnings.filterwarnings("ignore", message=".*names are not unique", category=UserWarning)
+            return _open_backed(path)
     except Exception as err:  # h5py/anndata raise many types for damaged files
         raise _corrupt(path, "h5ad", err) from err
 
@@ -63,6 +66,8 @@ def _open_backed(path: Path) -> anndata.AnnData:
             f.close()
             return anndata.read_h5ad(path, backed="r")
         d = {k: read_elem(f[k]) for k in ("obs", "var", "obsm", "varm", "obsp", "varp", "uns") if k in f}
+        if isinstance(f.get("raw"), h5py.Group):  # anndata expects raw's var (its X stays on disk), else it fails
+            d["raw"] = {k: read_elem(f["raw"][k]) for k in ("var", "varm") if k in f["raw"]}
         return anndata.AnnData(filename=f, **d)
     except BaseException:
         f.close()

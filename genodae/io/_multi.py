@@ -16,7 +16,14 @@ import pandas as pd
 
 from .. import _keys
 from ..errors import UserError
-from ._common import _TABLE_EXTS, _examples, _split_ext
+from ._common import (
+    _TABLE_EXTS,
+    STRIP_VERSIONS,
+    _ensembl_version_mismatch,
+    _examples,
+    _split_ext,
+    _versioned_ensembl,
+)
 from ._read import read_file
 from ._sheets import _open_sheet
 from ._text import _read_csv
@@ -139,6 +146,10 @@ def read_batches_sheet(
     >>> adata = genodae.io.read_batches_sheet("batches.csv", batch_key="plate")  # doctest: +SKIP
     """
     paths, names, sheets, metadata = _parse_batches_sheet(sheet, batch_key=batch_key)
+    for name in dict.fromkeys(n for n in names if names.count(n) > 1):
+        shared = [p.name for p, n in zip(paths, names, strict=True) if n == name]
+        logger.warning("Batches sheet %s: %s share the batch %r: their samples get one label in obs[%r]; give each "
+                       "file its own batch name if they are separate batches", sheet, ", ".join(shared), name, batch_key)
     return _read_many(paths, batch_key=batch_key, batch_names=names, sample_sheets=sheets,
                       read_kwargs=read_kwargs, metadata=metadata, batches_sheet=Path(sheet).expanduser())
 
@@ -332,10 +343,15 @@ def _read_many(
 
 
 def _check_same_kind(adatas: list[anndata.AnnData], paths: list[Path]) -> None:
-    from .._values import is_counts
+    from .._values import _first_bad, is_counts, negative_counts, negative_counts_message, value_evidence
 
     kinds = [bool(is_counts(a.X)) for a in adatas]
     if len(set(kinds)) > 1:
+        for a, p, k in zip(adatas, paths, kinds, strict=True):
+            ev = value_evidence(a.X) if not k else None
+            if ev is not None and negative_counts(ev):
+                raise UserError(negative_counts_message(f"{p}: ", "X", ev, _first_bad(a, lambda v: v < 0),
+                                                        log_option=False))
         counts = [p.name for p, k in zip(paths, kinds, strict=True) if k]
         other = [p.name for p, k in zip(paths, kinds, strict=True) if not k]
         raise UserError(
@@ -351,6 +367,15 @@ def _common_genes(adatas: list[anndata.AnnData], paths: list[Path]) -> pd.Index:
         common = common[common.isin(a.var_names)]
     if len(common) == 0:
         shown = "; ".join(f"{p} ({_examples(a.var_names)})" for p, a in zip(paths, adatas, strict=True))
+        if any(_ensembl_version_mismatch(adatas[0].var_names, a.var_names) for a in adatas[1:]):
+            versioned = [p.name for p, a in zip(paths, adatas, strict=True) if _versioned_ensembl(a.var_names)]
+            plain = [p.name for p, a in zip(paths, adatas, strict=True) if _versioned_ensembl(a.var_names) is False]
+            raise UserError(
+                f"No gene is in every file: {shown}. The Ensembl IDs in {', '.join(versioned)} carry version "
+                f"suffixes (.N) and those in {', '.join(plain)} do not: remove the suffixes from the gene IDs in "
+                f"{', '.join(versioned)} (in Python, after genodae.read: {STRIP_VERSIONS}) so that every file uses "
+                "the same IDs."
+            )
         raise UserError(
             f"No gene is in every file: {shown}. Use the same kind of gene identifiers in every file "
             "(e.g. all Ensembl IDs or all symbols)."
@@ -394,12 +419,26 @@ def _parse_batches_sheet(
         rows = [int(i) + 2 for i in np.flatnonzero(df["path"].isna())]
         raise UserError(f"Batches sheet {path}: line(s) {', '.join(map(str, rows))} have no path.")
     base = path.parent
+    folder = "the current folder" if str(base) == "." else str(base)
 
     def resolve(value: str) -> Path:
         p = Path(value.strip()).expanduser()
         return p if p.is_absolute() else base / p
 
     paths = [resolve(v) for v in df["path"]]
+    for i, (value, p) in enumerate(zip(df["path"], paths, strict=True)):
+        if p.exists() and p.resolve() == path.resolve():
+            raise UserError(
+                f"Batches sheet {path}, line {i + 2}: path {value.strip()!r} is the batches sheet itself (paths are "
+                f"relative to the sheet's folder, {folder}): list the expression files there."
+            )
+    absent = [(i + 2, p) for i, p in enumerate(paths) if not p.exists()]
+    if absent:
+        shown = ", ".join(f"{p} (line {line})" for line, p in absent[:5]) + (" …" if len(absent) > 5 else "")
+        raise UserError(
+            f"Input file(s) not found: {shown} of batches sheet {path}: paths are relative to the sheet's folder "
+            f"({folder}); check them."
+        )
     defaults = _unique_names([_batch_name_from_path(p) for p in paths])
     if "batch" in df.columns:
         names = [d if pd.isna(b) or not str(b).strip() else str(b).strip()

@@ -37,6 +37,8 @@ _LABEL_PATTERNS: list[tuple[str, float, re.Pattern]] = [
     ("TCGA barcodes", -1.0, re.compile(r"TCGA-\w{2}-\w{4}.*", re.I)),
     ("SRA/BioSample IDs", -1.0, re.compile(r"[SED]R[RXSP]\d{5,}|SAM[NED]A?\d{6,}", re.I)),
     ("cell barcodes", -1.0, re.compile(r"([\w.\-]*[_:#.\-])?[ACGTN]{8,}([-_.]\d+)?")),
+    # shortened or synthetic barcodes with a GEM-well suffix (AAACCTG0000-1): not gene symbols
+    ("cell barcodes", -1.0, re.compile(r"([\w.\-]*[_:#.\-])?[ACGTN]{6,}\d*-\d{1,2}")),
     (
         "sample/cell names",
         -1.0,

@@ -24,6 +24,7 @@ from ._mtx import _read_mtx_source
 from ._orientation import _warn_if_transposed
 from ._sheets import _join_sample_sheet, _read_sample_sheet
 from ._table import _is_pipeline_table, _read_text_table
+from ._text import _EXCEL_EXTS, HDF5_MAGIC, _binary_content_error, _excel_error
 
 logger = logging.getLogger("genodae")
 
@@ -162,6 +163,10 @@ def _detect_format(path: Path) -> str:
             f"{path} is salmon alevin's binary count matrix, which genodae cannot read: re-run salmon alevin with "
             "--dumpMtx (it writes quants_mat.mtx.gz) and give its alevin/ folder."
         )
+    if ext in _EXCEL_EXTS:
+        raise _excel_error(path, f"an Excel workbook ({ext})" if ext != ".ods" else "an OpenDocument spreadsheet (.ods)")
+    if ext not in (".h5ad", ".loom", ".h5", ".hdf5") and path.is_file() and path.stat().st_size:
+        _check_text_content(path)
     if not comp and ext in (".h5ad", ".loom") and path.stat().st_size:
         kind = _sniff_hdf5(path)
         if kind in ("10x_v3", "10x_legacy"):
@@ -186,6 +191,24 @@ def _detect_format(path: Path) -> str:
         f"Cannot tell the format of {path} from its extension ({shown}). Supported: {SUPPORTED_FORMATS}. "
         "Rename the file to the right extension."
     )
+
+
+_HDF5_EXTS = {"10x_v3": (".h5", "a 10x Genomics .h5 matrix"), "10x_legacy": (".h5", "a 10x Genomics .h5 matrix"),
+              "h5ad": (".h5ad", "an AnnData .h5ad file"), "loom": (".loom", "a .loom file")}
+
+
+def _check_text_content(path: Path) -> None:
+    """Refuse a file named as a text table (or with no known extension) whose first bytes say it is something
+    else: compressed without ``.gz``, HDF5 (naming the extension of what it holds), an Excel workbook, a zip."""
+    with open(path, "rb") as fh:
+        head = fh.read(len(HDF5_MAGIC))
+    if head == HDF5_MAGIC:
+        ext, what = _HDF5_EXTS.get(_sniff_hdf5(path) or "", ("", ""))
+        if ext:
+            raise UserError(f"{path} is {what} (HDF5), not a text table: rename it to end in {ext}.")
+    err = _binary_content_error(path)
+    if err is not None:
+        raise err
 
 
 def _sniff_hdf5(path: Path) -> str | None:

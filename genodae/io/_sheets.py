@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ._common import _TABLE_EXTS, _examples, _split_ext
-from ._text import _head_lines, _read_csv, _sniff_sep
+from ._text import _EXCEL_EXTS, _excel_error, _head_lines, _read_csv, _sniff_sep
 
 logger = logging.getLogger("genodae")
 
@@ -32,6 +32,8 @@ def _open_sheet(sheet_path: str | os.PathLike, what: str, n_lines: int) -> tuple
     if not path.is_file():
         raise UserError(f"{what} not found: {path}. Check the path.")
     ext, comp = _split_ext(path)
+    if ext in _EXCEL_EXTS:
+        raise _excel_error(path, f"{what[0].lower()}{what[1:]} in an Excel workbook ({ext})")
     if ext not in _TABLE_EXTS or comp not in ("", ".gz"):
         raise UserError(f"{what} {path} should be a .csv or .tsv/.txt table (optionally .gz).")
     lines = _head_lines(path, n_lines)

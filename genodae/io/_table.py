@@ -98,6 +98,19 @@ def _names_from_files(files: list[str]) -> list[str]:
     return list(files)
 
 
+_FILE_NAME = re.compile(r".*\.(csv|tsv|tab|txt|gct|h5ad|loom|h5|hdf5|mtx|counts?)(\.gz)?$|.*[\\/].*", re.I)
+
+
+def _is_batches_sheet(header: list[str], rows: list[str], sep: str) -> bool:
+    """Whether a table is a batches sheet (see ``read_batches_sheet``): a first column named ``path`` whose values
+    are file names or paths, and no column of numbers besides."""
+    if not header or header[0].strip().lower() != "path":
+        return False
+    firsts = [_header_fields(r, sep)[:1] for r in rows if r.strip()]
+    values = [f[0].strip() for f in firsts if f]
+    return bool(values) and all(_FILE_NAME.fullmatch(v) for v in values)
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -135,6 +148,11 @@ def _read_text_table(
         )
     if len(lines) < 2 or not "".join(lines[1:]).strip():
         raise UserError(f"{path} has a header but no data rows: check that it was written completely.")
+    if _is_batches_sheet(header, lines[1:], sep):
+        raise UserError(
+            f"{path} is a batches sheet (columns {', '.join(header[:4])}{' …' if len(header) > 4 else ''}: one file "
+            "per row), not an expression matrix: give it with --batches (genodae prepare or run; genodae.io.read_batches_sheet in Python)."
+        )
     if decimal is None:
         decimal = _sniff_decimal(lines, sep)
         if decimal == ",":

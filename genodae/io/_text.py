@@ -61,6 +61,60 @@ def _parse_decimal(value: str | None) -> str | None:
     return out
 
 
+_EXCEL_EXTS = (".xlsx", ".xlsm", ".xls", ".ods")
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _excel_error(path: Path, what: str) -> UserError:
+    return UserError(
+        f"{path} is {what}, which genodae does not read: save the sheet as CSV or TSV (in Excel: File > Save As > "
+        "CSV UTF-8) and give that file."
+    )
+
+
+def _binary_content_error(path: Path) -> UserError | None:
+    """A UserError saying what a file that should be text really is, from its first bytes (gzip, bzip2, xz,
+    zstd, HDF5, an Excel workbook, a zip archive), or None when its start says nothing."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    name = Path(path).name
+    compressed = {b"\x1f\x8b": ("gzip", ".gz"), b"BZh": ("bzip2", ".bz2"), b"\xfd7zXZ\x00": ("xz", ".xz"),
+                  b"\x28\xb5\x2f\xfd": ("zstd", ".zst")}
+    for magic, (kind, ext) in compressed.items():
+        if head.startswith(magic):
+            if name.lower().endswith(ext):
+                return None  # named as it is: the reader of that compression reports any damage
+            fix = f"rename it to {name}{ext}" if kind == "gzip" else f"decompress it (it could be named {name}{ext})"
+            return UserError(f"{path} is {kind}-compressed, but its name does not end in {ext}: {fix}.")
+    if head.startswith(HDF5_MAGIC):
+        return UserError(f"{path} is an HDF5 file (.h5ad, .loom or a 10x .h5), not a text table: give it the "
+                         "extension of what it holds.")
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        return _excel_error(path, "an Excel 97-2003 workbook (.xls)")
+    if head.startswith(b"PK\x03\x04"):
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            names = []
+        if any(n.startswith("xl/") for n in names):
+            return _excel_error(path, "an Excel workbook (.xlsx)")
+        return UserError(f"{path} is a zip archive, not a text table: unzip it and give the table inside.")
+    return None
+
+
+def _undecodable(path: Path, err: UnicodeDecodeError) -> UserError:
+    return _binary_content_error(path) or UserError(
+        f"{path} is not a UTF-8 text table (binary or another encoding; {err.reason} at byte {err.start}). "
+        "Check the file and its extension."
+    )
+
+
 def _head_lines(path: Path, n: int) -> list[str]:
     """The first ``n`` lines of a (possibly gzipped) text file, with clear errors."""
     try:
@@ -74,10 +128,7 @@ def _head_lines(path: Path, n: int) -> list[str]:
     except _GZIP_ERRORS as err:
         raise _gzip_error(path, err) from err
     except UnicodeDecodeError as err:
-        raise UserError(
-            f"{path} is not a UTF-8 text table (binary or another encoding; {err.reason} at byte {err.start}). "
-            "Check the file and its extension."
-        ) from err
+        raise _undecodable(path, err) from err
 
 
 def _gzip_error(path: Path, err: Exception) -> UserError:
@@ -134,7 +185,7 @@ def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
     except _GZIP_ERRORS as err:
         raise _gzip_error(path, err) from err
     except UnicodeDecodeError as err:
-        raise UserError(f"{path} is not a UTF-8 text table ({err.reason}). Check the file.") from err
+        raise _undecodable(path, err) from err
 
 
 def _header_fields(line: str, sep: str) -> list[str]:

@@ -6,9 +6,11 @@
 import importlib.util
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod, SharedFSUsage
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -63,10 +65,28 @@ sweep_inputs = lambda w: PLAN.embedded(w.dataset, SWEEPS[w.sweep])
 
 # ---- how the rules call the CLI ----------------------------------------------------------------------
 
-# Every rule runs `python -m genodae <step>`. When this workflow sits in a source checkout (genodae/ beside
-# workflow/), that genodae comes first on PYTHONPATH, so the workflow and the library always match; else the
-# installed genodae is used. Jobs inherit the variable (locally, and on SLURM through --export=ALL; a job
-# step also re-reads this file). With --sdm conda, workflow/envs/genodae.yaml brings the dependencies.
+# Every rule runs `PYTHON -m genodae <step>` (params.genodae), PYTHON being the interpreter that runs Snakemake
+# itself (sys.executable): a venv's snakemake works without the venv on PATH, and no other `python` on PATH
+# (e.g. the system's, without genodae's dependencies) is picked up. Jobs on a cluster start their snakemake with
+# that same interpreter and re-read this file (the SLURM executor, with the software on a shared file system, as
+# the checkout). With --sdm conda, or software not on a shared file system (--shared-fs-usage without
+# software-deployment; Snakemake then starts remote jobs with `python` too), `python` of the job's environment
+# runs it: the rule's conda env, workflow/envs/genodae.yaml.
+def _python():
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        return "python"
+    if SharedFSUsage.SOFTWARE_DEPLOYMENT not in workflow.storage_settings.shared_fs_usage:
+        return "python"
+    return shlex.quote(sys.executable)
+
+
+PYTHON = _python()
+GENODAE = f"{PYTHON} -m genodae"
+
+# When this workflow sits in a source checkout (genodae/ beside workflow/), that genodae comes first on
+# PYTHONPATH, so the workflow and the library always match; else the installed genodae is used. Jobs inherit
+# the variable (locally, and on SLURM through --export=ALL; a job step also re-reads this file). With --sdm
+# conda, workflow/envs/genodae.yaml brings the dependencies.
 _SOURCE_ROOT = WORKFLOW_DIR.parent
 if (_SOURCE_ROOT / "genodae" / "__init__.py").is_file():
     _paths = [str(_SOURCE_ROOT), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]

@@ -20,7 +20,8 @@ rule embed:
         mem_mb=config["resources"]["embed"]["mem_mb"],
         runtime=config["resources"]["embed"]["runtime"],
     params:
+        genodae=GENODAE,
         model_dir=lambda wildcards, input: Path(input.model).parent,
         denoised="--denoised" if config["embed"]["denoised"] else "",
     shell:
-        "python -m genodae embed {input.data:q} {params.model_dir:q} -o {output:q} {params.denoised} > {log} 2>&1"
+        "{params.genodae} embed {input.data:q} {params.model_dir:q} -o {output:q} {params.denoised} > {log} 2>&1"

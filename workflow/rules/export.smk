@@ -24,5 +24,7 @@ rule export:
     resources:
         mem_mb=config["resources"]["export"]["mem_mb"],
         runtime=config["resources"]["export"]["runtime"],
+    params:
+        genodae=GENODAE,
     shell:
-        "python -m genodae export {input:q} --embedding {output.embedding:q} --weights {output.weights:q} > {log} 2>&1"
+        "{params.genodae} export {input:q} --embedding {output.embedding:q} --weights {output.weights:q} > {log} 2>&1"

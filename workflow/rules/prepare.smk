@@ -15,8 +15,10 @@ rule example:
     resources:
         mem_mb=config["resources"]["example"]["mem_mb"],
         runtime=config["resources"]["example"]["runtime"],
+    params:
+        genodae=GENODAE,
     shell:
-        "python -m genodae example -o {output} > {log} 2>&1"
+        "{params.genodae} example -o {output} > {log} 2>&1"
 
 
 rule prepare:
@@ -39,7 +41,8 @@ rule prepare:
         mem_mb=config["resources"]["prepare"]["mem_mb"],
         runtime=config["resources"]["prepare"]["runtime"],
     params:
+        genodae=GENODAE,
         inputs=prepare_inputs,
         options=prepare_flags,
     shell:
-        "python -m genodae prepare {params.inputs} -o {output:q} {params.options} > {log} 2>&1"
+        "{params.genodae} prepare {params.inputs} -o {output:q} {params.options} > {log} 2>&1"

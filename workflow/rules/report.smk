@@ -30,10 +30,11 @@ rule plot:
         mem_mb=config["resources"]["plot"]["mem_mb"],
         runtime=config["resources"]["plot"]["runtime"],
     params:
+        genodae=GENODAE,
         figdir=lambda wildcards, output: Path(output.loss).parent,
         colors=plot_colors,
     shell:
-        "python -m genodae plot {input:q} -o {params.figdir:q} {params.colors} > {log} 2>&1"
+        "{params.genodae} plot {input:q} -o {params.figdir:q} {params.colors} > {log} 2>&1"
 
 
 rule gather_runs:

@@ -42,12 +42,13 @@ rule signatures:
         mem_mb=config["resources"]["signatures"]["mem_mb"],
         runtime=config["resources"]["signatures"]["runtime"],
     params:
+        genodae=GENODAE,
         options=PLAN.signature_options(),
         transform=lambda wildcards, output: (
             f"--transform {shlex.quote(output.transform)}" if "transform" in output.keys() else ""
         ),
     shell:
-        "python -m genodae signatures {input:q} -o {output.table:q} --key dae {params.options} "
+        "{params.genodae} signatures {input:q} -o {output.table:q} --key dae {params.options} "
         "--weights {output.weights:q} --embedding {output.activities:q} --heatmap {output.heatmap:q} "
         "{params.transform} > {log} 2>&1"
 
@@ -84,9 +85,10 @@ rule ensemble:
         mem_mb=config["resources"]["ensemble"]["mem_mb"],
         runtime=config["resources"]["ensemble"]["runtime"],
     params:
+        genodae=GENODAE,
         options=PLAN.ensemble_options(),
     shell:
-        "python -m genodae ensemble {input:q} -o {output.weights:q} --key dae {params.options} "
+        "{params.genodae} ensemble {input:q} -o {output.weights:q} --key dae {params.options} "
         "--embedding {output.activities:q} --support {output.support:q} --stability {output.stability:q} "
         "--h5ad {output.h5ad:q} > {log} 2>&1"
 
@@ -118,9 +120,10 @@ rule ensemble_signatures:
         mem_mb=config["resources"]["signatures"]["mem_mb"],
         runtime=config["resources"]["signatures"]["runtime"],
     params:
+        genodae=GENODAE,
         options=PLAN.signature_options(rotate=False),
     shell:
-        "python -m genodae signatures {input:q} -o {output.table:q} --key dae_ensemble {params.options} "
+        "{params.genodae} signatures {input:q} -o {output.table:q} --key dae_ensemble {params.options} "
         "--weights {output.weights:q} --embedding {output.activities:q} --heatmap {output.heatmap:q} > {log} 2>&1"
 
 
@@ -151,11 +154,12 @@ rule enrich:
         mem_mb=config["resources"]["enrich"]["mem_mb"],
         runtime=config["resources"]["enrich"]["runtime"],
     params:
+        genodae=GENODAE,
         key=source_key,
         gene_sets=PLAN.gene_set_flags(),
         options=PLAN.enrich_options(),
     shell:
-        "python -m genodae enrich {input.data:q} -o {output.table:q} --key {params.key} "
+        "{params.genodae} enrich {input.data:q} -o {output.table:q} --key {params.key} "
         "--signatures {input.table:q} {params.gene_sets} {params.options} --dotplot {output.dotplot:q} "
         "> {log} 2>&1"
 
@@ -187,9 +191,10 @@ rule associate:
         mem_mb=config["resources"]["associate"]["mem_mb"],
         runtime=config["resources"]["associate"]["runtime"],
     params:
+        genodae=GENODAE,
         key=source_key,
     shell:
-        "python -m genodae associate {input.data:q} -o {output.table:q} --key {params.key} "
+        "{params.genodae} associate {input.data:q} -o {output.table:q} --key {params.key} "
         "--groupby {wildcards.groupby:q} --plot {output.plot:q} > {log} 2>&1"
 
 
@@ -219,10 +224,11 @@ rule survival:
         mem_mb=config["resources"]["survival"]["mem_mb"],
         runtime=config["resources"]["survival"]["runtime"],
     params:
+        genodae=GENODAE,
         key=source_key,
         options=PLAN.survival_flags(),
     shell:
-        "python -m genodae survival {input.data:q} -o {output.table:q} --key {params.key} {params.options} "
+        "{params.genodae} survival {input.data:q} -o {output.table:q} --key {params.key} {params.options} "
         "--km {output.km:q} > {log} 2>&1"
 
 
@@ -252,8 +258,9 @@ rule sweep_summary:
         mem_mb=config["resources"]["sweep_summary"]["mem_mb"],
         runtime=config["resources"]["sweep_summary"]["runtime"],
     params:
+        genodae=GENODAE,
         gene_sets=PLAN.gene_set_flags(for_sweep=True),
         options=PLAN.sweep_summary_options(),
     shell:
-        "python -m genodae sweep-summary {input.models:q} -o {output.table:q} --key dae {params.options} "
+        "{params.genodae} sweep-summary {input.models:q} -o {output.table:q} --key dae {params.options} "
         "{params.gene_sets} --plot {output.plot:q} > {log} 2>&1"

@@ -26,9 +26,10 @@ rule train:
         model_dir=lambda wildcards, output: Path(output.model).parent,
         settings=train_flags,
         checkpoint_every=config["train"]["checkpoint_every"],
-        # python -m genodae; several GPUs or nodes: torchrun, one DistributedDataParallel rank per GPU (or one CPU
-        # rank per node), the cells of each batch split among them (workflow/launch.py)
-        launcher=launch.train_launcher(config["resources"]["train"]),
+        # PYTHON -m genodae; several GPUs or nodes: torchrun (PYTHON -m torch.distributed.run), one
+        # DistributedDataParallel rank per GPU (or one CPU rank per node), the cells of each batch split among them
+        # (workflow/launch.py)
+        launcher=launch.train_launcher(config["resources"]["train"], python=PYTHON),
         rank_threads=lambda wildcards, threads: launch.rank_threads(config["resources"]["train"], threads),
     shell:
         "{params.launcher} train {input:q} -o {params.model_dir:q} {params.settings} "
