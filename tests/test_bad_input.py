@@ -429,7 +429,8 @@ CASES: dict[str, Case] = {
                             [r"Input file not found: .*nope\.csv", "Check the path"], same=True),
     "wrong extension (.xlsx)": Case(
         _prepare_cli("data.xlsx"), lambda f: read(f["data.xlsx"]),
-        [r"Cannot tell the format of .*data\.xlsx from its extension \(\.xlsx\)", "Rename the file"], same=True),
+        [r"data\.xlsx is named as a spreadsheet \(\.xlsx\) but holds text: rename it to end in \.csv",
+         "the delimiter is detected"], same=True),
     "missing extension": Case(
         _prepare_cli("data"), lambda f: read(f["data"]),
         [r"Cannot tell the format of .*data from its extension \(none\)", "Rename the file"], same=True),

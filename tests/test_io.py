@@ -1075,6 +1075,14 @@ def test_excel_workbook_is_refused_with_save_as_csv(tmp_path, name):
     assert "\n" not in msg
 
 
+def test_text_table_named_xlsx_is_told_to_rename_not_to_save_as_csv(tmp_path):
+    path = tmp_path / "data.xlsx"
+    path.write_text("gene,a,b\ng1,1,2\n")
+    with pytest.raises(UserError, match=r"data\.xlsx is named as a spreadsheet \(\.xlsx\) but holds text: rename it "
+                       r"to end in \.csv, \.tsv or \.txt"):
+        read(path)
+
+
 @pytest.mark.parametrize(("content", "expect"), [
     (_xlsx_bytes(), "is an Excel workbook (.xlsx)"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "Excel 97-2003 workbook (.xls)"),

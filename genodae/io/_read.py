@@ -164,6 +164,9 @@ def _detect_format(path: Path) -> str:
             "--dumpMtx (it writes quants_mat.mtx.gz) and give its alevin/ folder."
         )
     if ext in _EXCEL_EXTS:
+        if path.is_file() and _holds_text(path):  # a table saved as text under a spreadsheet's name
+            raise UserError(f"{path} is named as a spreadsheet ({ext}) but holds text: rename it to end in .csv, "
+                            ".tsv or .txt (the delimiter is detected) and give that file.")
         raise _excel_error(path, f"an Excel workbook ({ext})" if ext != ".ods" else "an OpenDocument spreadsheet (.ods)")
     if ext not in (".h5ad", ".loom", ".h5", ".hdf5") and path.is_file() and path.stat().st_size:
         _check_text_content(path)
@@ -195,6 +198,20 @@ def _detect_format(path: Path) -> str:
 
 _HDF5_EXTS = {"10x_v3": (".h5", "a 10x Genomics .h5 matrix"), "10x_legacy": (".h5", "a 10x Genomics .h5 matrix"),
               "h5ad": (".h5ad", "an AnnData .h5ad file"), "loom": (".loom", "a .loom file")}
+
+
+def _holds_text(path: Path) -> bool:
+    """Whether the file's first 4 KiB are UTF-8 text without NUL bytes (no spreadsheet, archive or HDF5 file
+    starts so)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if not head or b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:  # a multi-byte character cut at 4 KiB is still text
+        return e.start >= len(head) - 3
+    return True
 
 
 def _check_text_content(path: Path) -> None:
