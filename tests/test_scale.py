@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -228,7 +229,9 @@ def test_workflow_launches_one_ddp_rank_per_gpu(tmp_path):
     out = subprocess.run([snakemake, "-n", "-p", "--config", cfg], cwd=work, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "torchrun --standalone --nproc-per-node 2 -m genodae train" in out.stdout
+    # torchrun is the workflow interpreter's own (python -m torch.distributed.run), never another on PATH
+    assert re.search(r"\S*python\S* -m torch\.distributed\.run --standalone --nproc-per-node 2 -m genodae train",
+                     out.stdout), out.stdout[-2000:]
     assert "--device cuda" in out.stdout
     single = subprocess.run([snakemake, "-n", "-p"], cwd=work, capture_output=True, text=True, timeout=120)
     assert "python -m genodae train" in single.stdout and "torchrun" not in single.stdout
@@ -237,8 +240,9 @@ def test_workflow_launches_one_ddp_rank_per_gpu(tmp_path):
     multi = subprocess.run([snakemake, "-n", "-p", "--config", cfg], cwd=work, capture_output=True, text=True,
                            timeout=120)
     assert multi.returncode == 0, multi.stderr[-2000:]
-    assert ("srun --nodes 2 --ntasks 2 --ntasks-per-node 1 --cpus-per-task 2 --kill-on-bad-exit=1 torchrun --nnodes 2 "
-            "--nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint") in multi.stdout
+    assert re.search(r"srun --nodes 2 --ntasks 2 --ntasks-per-node 1 --cpus-per-task 2 --kill-on-bad-exit=1 \S*python\S* "
+                     r"-m torch\.distributed\.run --nnodes 2 --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint",
+                     multi.stdout), multi.stdout[-2000:]
     assert "-m genodae train" in multi.stdout and "--device cpu" in multi.stdout
     assert "nodes=2" in multi.stdout and "tasks=2" in multi.stdout and "mpi=srun" in multi.stdout
 
