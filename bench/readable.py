@@ -819,6 +819,19 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "twin_09 = share of a model's nodes whose weights correlate with another node's at |r| > 0.7 / 0.9, "
      "jaccard_09 = mean Jaccard index of the positive ±2.5 SD signatures of each |r| > 0.9 node and its closest node; "
      "`genodae` = the signatures' sparse nodes"),
+    ("readable_synthetic_l1",
+     "## Probe: a sparsity penalty on the decoder in training (not in the library: `git apply "
+     "bench/probes/training_penalties.patch`, then `synthetic --seeds 2 --generators groups bulk_like sizes overlap "
+     "--no-cnmf --variants genodae \"genodae l1 0.03\" \"genodae l1 0.1\" \"genodae l1 0.3\" --suffix _l1`; Intel "
+     "Xeon; 2026-12-07). `genodae l1 λ` adds λ · recon · Σ_k sd(z_k) · mean_g |W_gk| to the loss (W = the linear "
+     "decoder's loadings, z = the minibatch's code; the sd factor makes it blind to rescaling a node; recon = the "
+     "reconstruction loss, detached, so λ means the same on every likelihood, as batch_mmd); signatures read as "
+     "users get them (tl.signatures' sparse nodes)"),
+    ("readable_synthetic_decov",
+     "## Probe: a decorrelation penalty on the code in training (DeCov, Cogswell et al. 2016; not in the library: the "
+     "same patch, `--variants genodae \"genodae decov 1\" \"genodae decov 10\" --generators groups sizes overlap "
+     "bulk_like --seeds 2 --no-cnmf --suffix _decov`). `genodae decov λ` adds λ · recon · the mean squared "
+     "off-diagonal correlation between nodes in each minibatch"),
 ]
 
 
