@@ -189,8 +189,16 @@ class DAE:
             return h.hexdigest()[:16]
 
         scaling = [np.ascontiguousarray(np.asarray(v, dtype=np.float32)).tobytes() for v in (self.offset, self.scale)]
+        prep = adata.uns.get(PREP_KEY)
+        # how the input was prepared (settings, transform, and the evidence about the raw values it was read from):
+        # per-gene min-max scaling hides e.g. another target_sum under scaling="none" from the scaling fingerprint
+        preparation = ({k: prep[k] for k in ("params", "input_kind", "transform", "source", "evidence") if k in prep}
+                       if isinstance(prep, Mapping) else None)
+        if preparation is not None:  # None-valued settings are not written to .h5ad: the same in memory and on disk
+            preparation["params"] = {k: v for k, v in dict(preparation.get("params", {})).items() if v is not None}
         return {"genes": digest(self.genes), "cells": digest(adata.obs_names), "scaling": digest(*scaling),
-                "layer": self.layer, "gene_likelihood": self.gene_likelihood, "covariates": _json_safe(self.covariates)}
+                "preparation": _json_safe(preparation), "layer": self.layer, "gene_likelihood": self.gene_likelihood,
+                "covariates": _json_safe(self.covariates)}
 
     def _fit_readout(self, source: BatchSource) -> None:
         """Put the nodes in their readable basis (``rotation="varimax"`` or ``"sparse"``), from the cells given to fit.

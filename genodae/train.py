@@ -518,6 +518,7 @@ def fit(
     hist = History(device=str(device), max_epochs=max_epochs)
     best_state = _copy_state(module)
     bad_epochs, start_epoch = 0, 0
+    check_checkpoint_dir(checkpoint_dir)
     ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
     record = _json_roundtrip({"n_cells": int(source.n_obs), "n_genes": int(source.n_vars), "n_train": len(train_idx),
                               "n_val": len(val_idx), **(data or {})})
@@ -527,6 +528,9 @@ def fit(
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
         if hist.stopped_early:
             start_epoch = max_epochs  # it had already stopped early: nothing left to train
+        elif start_epoch > max_epochs:
+            log.warning("the checkpoint has trained %d epochs, more than the %d asked for: nothing left to train; the "
+                        "model keeps the best of those %d epochs", start_epoch, max_epochs, start_epoch)
     elif resume:
         log.info("--resume: no checkpoint at %s, starting from scratch", ckpt)
     monitor_idx = val_idx if len(val_idx) else train_idx
@@ -543,7 +547,7 @@ def fit(
     net = module
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-    t0 = time.perf_counter()
+    t0, before = time.perf_counter(), hist.seconds  # a resumed run: the seconds of the epochs before it count too
     n_train, bs = len(train_idx), config.batch_size
     train_t = torch.as_tensor(train_idx, dtype=torch.long)
     for epoch in range(start_epoch, max_epochs):
@@ -602,13 +606,14 @@ def fit(
         stop = config.patience > 0 and bad_epochs >= config.patience
         hist.stopped_early = stop  # recorded before the checkpoint, so a resumed run knows it is finished
         if ckpt is not None and rank == 0 and checkpoint_every > 0 and ((epoch + 1) % checkpoint_every == 0 or stop):
+            hist.seconds = before + time.perf_counter() - t0
             _save_checkpoint(ckpt, module, opt, hist, best_state, bad_epochs, epoch + 1, config, record)
         if stop:
             log.info("early stop at epoch %d: no validation improvement for %d epochs", epoch + 1, bad_epochs)
             break
     if bar is not None:
         bar.close()
-    hist.seconds = time.perf_counter() - t0
+    hist.seconds = before + time.perf_counter() - t0
     module.load_state_dict(best_state)
     module.eval()
     return hist
@@ -804,6 +809,16 @@ def gene_weights(module: DenoisingAutoencoder, source: BatchSource | None = None
 # --- checkpoints: safetensors for tensors, JSON metadata for the rest; nothing is ever unpickled ---------
 
 
+def check_checkpoint_dir(checkpoint_dir: str | Path | None, fix: str = "remove it or give another checkpoint_dir") -> None:
+    """Before training: the checkpoint folder, when it exists, is a folder (else writing the first checkpoint would
+    fail after an epoch of training). ``fix``: what to tell the user. Raises UserError."""
+    if checkpoint_dir is None:
+        return
+    path = Path(checkpoint_dir)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"checkpoint folder {path} is a file: {fix}")
+
+
 def remove_checkpoint(checkpoint_dir: str | Path) -> None:
     """Delete the checkpoint file (and its folder when that is left empty), nothing else."""
     ckpt = Path(checkpoint_dir)
@@ -864,18 +879,34 @@ _DATA_DIFFERENCES = {
     "layer": "layer {old} in the checkpoint, {new} now",
     "gene_likelihood": "gene likelihood {old} in the checkpoint, {new} now",
     "scaling": "per-gene scaling differs: prepared otherwise",
+    "preparation": "prepared otherwise ({detail})",
     "covariates": "covariate levels differ",
 }
 # differences that follow from another one (other genes have other scaling), not reported beside it
 _IMPLIED = {"genes": ("n_genes",), "cells": ("n_cells",), "n_train": ("n_cells",), "n_val": ("n_cells",),
-            "scaling": ("n_genes", "genes")}
+            "scaling": ("n_genes", "genes", "preparation")}
 
 
 def _data_differences(saved: dict, now: dict) -> list[str]:
     """How the data record of a checkpoint differs from this run's, in words (empty: the same data)."""
     keys = [k for k in (*_DATA_DIFFERENCES, *sorted(set(saved) | set(now))) if saved.get(k) != now.get(k)]
     keys = [k for k in dict.fromkeys(keys) if not set(_IMPLIED.get(k, ())) & set(keys)]
-    return [_DATA_DIFFERENCES.get(k, k + " differs").format(old=saved.get(k), new=now.get(k)) for k in keys]
+    return [_DATA_DIFFERENCES.get(k, k + " differs").format(old=saved.get(k), new=now.get(k),
+                                                            detail=_preparation_detail(saved.get(k), now.get(k)))
+            for k in keys]
+
+
+def _preparation_detail(saved, now) -> str:
+    """Which preparation settings differ, e.g. ``target_sum 10000.0 in the checkpoint, 100.0 now``."""
+    if not isinstance(saved, dict) or not isinstance(now, dict):
+        return "prepared data in one, unprepared in the other" if (saved is None) != (now is None) else "differs"
+    a, b = dict(saved.get("params") or {}), dict(now.get("params") or {})
+    parts = [f"{k} {a.get(k)} in the checkpoint, {b.get(k)} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    parts += [f"{k} {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in ("input_kind", "transform", "source")
+              if saved.get(k) != now.get(k)]
+    if not parts and saved.get("evidence") != now.get("evidence"):
+        parts.append("the raw values it was prepared from differ")
+    return "; ".join(parts) or "differs"
 
 
 def _load_checkpoint(path: Path, module, opt, hist: History, config: DAEConfig, data: dict):
@@ -887,6 +918,9 @@ def _load_checkpoint(path: Path, module, opt, hist: History, config: DAEConfig, 
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001
         raise UserError(f"checkpoint {path} is unreadable ({e}); delete it to start from scratch") from None
+    damaged = _damaged_record(meta)
+    if damaged:
+        raise UserError(f"checkpoint {path} is damaged ({damaged}); delete it to start from scratch")
     saved = {k: v for k, v in meta["config"].items() if k not in ("epochs", "patience", "device", "num_threads")}
     now = {k: v for k, v in config.to_dict().items() if k in saved}
     if saved != now:
@@ -912,9 +946,33 @@ def _load_checkpoint(path: Path, module, opt, hist: History, config: DAEConfig, 
         if k.startswith("opt."):
             _, pid, name = k.split(".", 2)
             state.setdefault(int(pid), {})[name] = v  # load_state_dict moves them
-    for pid, sc in meta["opt_scalars"].items():
-        state.setdefault(int(pid), {}).update(sc)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    try:
+        for pid, sc in meta["opt_scalars"].items():
+            state.setdefault(int(pid), {}).update(sc)
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        raise UserError(f"checkpoint {path} is damaged (its optimizer state does not fit this model); delete it to "
+                        "start from scratch") from None
     for k, v in meta["history"].items():
-        setattr(hist, k, v)
+        if k in History.__dataclass_fields__:
+            setattr(hist, k, v)
     return int(meta["epoch"]), best, int(meta["bad_epochs"])
+
+
+# what a checkpoint's record holds, by type (a hand-edited or foreign file may lack any of them)
+_RECORD_FIELDS = {"config": dict, "history": dict, "opt_scalars": dict, "param_groups": list, "epoch": int,
+                  "bad_epochs": int}
+
+
+def _damaged_record(meta) -> str | None:
+    """What is wrong with a checkpoint's record, in words, or None. ``data`` is checked by the caller (its absence
+    has a message of its own)."""
+    if not isinstance(meta, dict):
+        return "its record is not a JSON object"
+    for key, kind in _RECORD_FIELDS.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"its record has no valid {key!r}"
+    if "data" in meta and not isinstance(meta["data"], dict):
+        return "its record has no valid 'data'"
+    return None

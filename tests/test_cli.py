@@ -310,6 +310,62 @@ def test_resume_refuses_a_checkpoint_made_on_other_data(files, tmp_path, capsys,
     assert not (tmp_path / "m").exists() and (ck / CHECKPOINT_FILE).is_file()
 
 
+def test_resume_refuses_data_prepared_with_other_settings_the_scaling_does_not_show(files, tmp_path, capsys):
+    """With scaling='none' another target_sum leaves genes, cells and (absent) scaling alike: the checkpoint's record
+    of the preparation tells them apart."""
+    from genodae.train import CHECKPOINT_FILE
+
+    raw = anndata.read_h5ad(files["counts"])
+    a, b = raw.copy(), raw.copy()
+    pp.prepare(a, n_top_genes=150, scaling="none")
+    pp.prepare(b, n_top_genes=150, scaling="none", target_sum=100)
+    ck = tmp_path / "m.ckpt"
+    DAE(n_latent=4, hidden=(16,), epochs=2, batch_size=32, num_threads=1).fit(a, checkpoint_dir=ck, checkpoint_every=1)
+    write_h5ad(b, tmp_path / "b.h5ad")
+    capsys.readouterr()
+    assert cli("train", tmp_path / "b.h5ad", "-o", tmp_path / "m", *FAST, "--resume", "-q") == 2
+    line = _one_line(capsys.readouterr().err)
+    assert ("was made on other data (prepared otherwise (target_sum 10000.0 in the checkpoint, 100 now)): delete"
+            in line), line
+    assert not (tmp_path / "m").exists() and (ck / CHECKPOINT_FILE).is_file()
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_a_checkpoint_folder_that_is_a_file_is_refused_before_training(files, tmp_path, capsys, monkeypatch, command):
+    monkeypatch.setattr(DAE, "fit", lambda *a, **k: pytest.fail("trained although checkpoints cannot be written"))
+    if command == "train":
+        ck = tmp_path / "m.ckpt"
+        ck.write_text("x")
+        args = ["train", files["prepared"], "-o", tmp_path / "m"]
+        fix = "remove it, or give another folder with --checkpoint-dir"
+    else:
+        (tmp_path / "out").mkdir()
+        ck = tmp_path / "out" / "model.ckpt"
+        ck.write_text("x")
+        args = ["run", files["counts"], "-o", tmp_path / "out"]
+        fix = f"remove {ck} (genodae run keeps its checkpoints there), or give another output folder (-o)"
+    assert cli(*args, *FAST, "--checkpoint-every", "1", "-q") == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.endswith(f"checkpoint folder {ck} is a file: {fix}"), line
+    assert ck.read_text() == "x"
+
+
+def test_run_refuses_a_sample_sheet_of_its_batches_sheet_that_it_would_rewrite(files, tmp_path, capsys, monkeypatch):
+    """A file named inside --batches (a data file or its obs sample sheet) is an input too."""
+    monkeypatch.setattr(DAE, "fit", lambda *a, **k: pytest.fail("trained although an input is an output"))
+    raw = anndata.read_h5ad(files["counts"])
+    write_h5ad(raw[:100].copy(), tmp_path / "b1.h5ad")
+    write_h5ad(raw[100:].copy(), tmp_path / "b2.h5ad")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "embedding.tsv").write_text("cell\tx\n")
+    (tmp_path / "s.csv").write_text("path,batch,obs\nb1.h5ad,p1,out/embedding.tsv\nb2.h5ad,p2,\n")
+    assert cli("run", "--batches", tmp_path / "s.csv", "-o", out, *FAST, "-q") == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"is embedding.tsv of the output folder {out}, which genodae run rewrites" in line, line
+    assert (out / "embedding.tsv").read_text() == "cell\tx\n"
+
+
 # --- separate processes -----------------------------------------------------------------------------------
 
 

@@ -1075,14 +1075,6 @@ def test_excel_workbook_is_refused_with_save_as_csv(tmp_path, name):
     assert "\n" not in msg
 
 
-def test_text_table_named_xlsx_is_told_to_rename_not_to_save_as_csv(tmp_path):
-    path = tmp_path / "data.xlsx"
-    path.write_text("gene,a,b\ng1,1,2\n")
-    with pytest.raises(UserError, match=r"data\.xlsx is named as a spreadsheet \(\.xlsx\) but holds text: rename it "
-                       r"to end in \.csv, \.tsv or \.txt"):
-        read(path)
-
-
 @pytest.mark.parametrize(("content", "expect"), [
     (_xlsx_bytes(), "is an Excel workbook (.xlsx)"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "Excel 97-2003 workbook (.xls)"),
@@ -1094,6 +1086,30 @@ def test_table_named_file_with_other_content_says_what_it_is(tmp_path, content, 
     with pytest.raises(UserError) as err:
         read(path)
     assert expect in str(err.value) and "not a UTF-8 text table" not in str(err.value)
+
+
+def test_ods_named_csv_is_called_a_spreadsheet_not_a_zip_archive(tmp_path):
+    import zipfile
+
+    path = tmp_path / "x.csv"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        z.writestr("content.xml", "<office:document-content/>")
+    with pytest.raises(UserError, match=r"x\.csv is an OpenDocument spreadsheet \(\.ods\), which genodae does not "
+                       r"read: save the sheet as CSV or TSV"):
+        read(path)
+
+
+@pytest.mark.parametrize(("name", "expect"), [
+    ("data.xlsx", r"data\.xlsx is named as a spreadsheet \(\.xlsx\) but holds text: rename it to end in \.csv, \.tsv "
+                  r"or \.txt"),
+    ("x.csv.gz", r"x\.csv\.gz is not gzip-compressed but plain text: rename it without \.gz \(x\.csv\)"),
+])
+def test_a_text_table_under_another_kind_of_name_is_told_to_rename_it(tmp_path, name, expect):
+    path = tmp_path / name
+    path.write_text("gene,a,b\ng1,1,2\ng2,3,4\n")
+    with pytest.raises(UserError, match=expect):
+        read(path)
 
 
 def test_hdf5_named_csv_says_which_extension(tmp_path, small_counts):

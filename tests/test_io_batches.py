@@ -444,6 +444,26 @@ def test_ensembl_version_suffixes_are_named_with_the_fix(tmp_path):
     assert "str.replace" in msg and "Ensembl IDs or all symbols" not in msg
 
 
+def test_ensembl_ids_with_other_version_suffixes_are_named_with_the_fix(tmp_path):
+    ids = ["ENSG00000154529", "ENSG00000204977", "ENSG00000118503", "ENSG00000141510"]
+    write_plate(tmp_path / "v5.csv", [i + ".5" for i in ids], barcodes(3, 5), seed=5)
+    write_plate(tmp_path / "v6.csv", [i + ".6" for i in ids], barcodes(3, 6), seed=6)
+    msg = _error(read_many, [tmp_path / "v5.csv", tmp_path / "v6.csv"])
+    assert "differ only in their version suffixes (.N; 4 genes would match without them)" in msg
+    assert "str.replace" in msg and "Ensembl IDs or all symbols" not in msg
+
+
+def test_genes_lost_only_to_other_version_suffixes_are_warned_about(tmp_path):
+    ids = [f"ENSG{100000 + i:011d}" for i in range(40)]
+    write_plate(tmp_path / "v5.csv", [i + ".5" for i in ids], barcodes(3, 5), seed=5)
+    write_plate(tmp_path / "mixed.csv", [i + (".5" if k % 2 else ".6") for k, i in enumerate(ids)], barcodes(3, 6),
+                seed=6)
+    with pytest.warns(UserWarning, match=r"20 genes are left out only because their Ensembl version suffixes \(\.N\) "
+                      r"differ between the files .*remove the suffixes"):
+        adata = read_many([tmp_path / "v5.csv", tmp_path / "mixed.csv"])
+    assert adata.n_vars == 20
+
+
 def test_one_negative_count_in_one_file_is_named_not_called_log_scale(plates, tmp_path):
     t = write_plate(tmp_path / "neg.csv", genes(0, 100), barcodes(5, 7), seed=7)  # 500 entries
     t.iloc[3, 1] = -5

@@ -391,6 +391,47 @@ def test_unreadable_checkpoint_is_a_user_error(lowrank, tmp_path):
         _train(lowrank, _cfg(epochs=2), checkpoint_dir=tmp_path, checkpoint_every=1, resume=True)
 
 
+@pytest.mark.parametrize("damage", ["no history", "data null", "epoch text", "not an object"])
+def test_a_checkpoint_with_a_damaged_record_is_a_user_error(lowrank, tmp_path, damage):
+    """A readable safetensors file whose record lacks a part (hand-edited, another tool's): one line, not a
+    KeyError/TypeError traceback."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    _train(lowrank, _cfg(epochs=2), checkpoint_dir=tmp_path, checkpoint_every=1)
+    ckpt = tmp_path / CHECKPOINT_FILE
+    with safe_open(str(ckpt), framework="pt") as f:
+        meta = json.loads(f.metadata()["genodae_checkpoint"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if damage == "no history":
+        del meta["history"]
+    elif damage == "data null":
+        meta["data"] = None
+    elif damage == "epoch text":
+        meta["epoch"] = "x"
+    else:
+        meta = [1, 2]
+    save_file(tensors, str(ckpt), metadata={"genodae_checkpoint": json.dumps(meta)})
+    with pytest.raises(UserError, match=r"checkpoint .* is damaged \(.*\); delete it to start from scratch") as info:
+        _train(lowrank, _cfg(epochs=4), checkpoint_dir=tmp_path, resume=True)
+    assert "\n" not in str(info.value)
+
+
+def test_resume_with_fewer_epochs_than_the_checkpoint_says_so(lowrank, tmp_path, caplog):
+    first, h1 = _train(lowrank, _cfg(epochs=3), checkpoint_dir=tmp_path, checkpoint_every=1)
+    with caplog.at_level("WARNING", logger="genodae"):
+        again, h2 = _train(lowrank, _cfg(epochs=1), checkpoint_dir=tmp_path, resume=True)
+    assert "the checkpoint has trained 3 epochs, more than the 1 asked for" in caplog.text
+    assert h2.epochs_run == 3 and _equal_state(first, again)
+    assert h2.seconds > h1.seconds / 2 > 0  # the epochs before the resume count in its time (saved at epoch 3)
+
+
+def test_a_checkpoint_folder_that_is_a_file_is_refused_before_training(lowrank, tmp_path):
+    (tmp_path / "c").write_text("x")
+    with pytest.raises(UserError, match=r"checkpoint folder .*c is a file: remove it or give another checkpoint_dir"):
+        _train(lowrank, _cfg(epochs=2), checkpoint_dir=tmp_path / "c", checkpoint_every=1)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is absent")
 def test_absent_cuda_device_is_a_user_error():
     from genodae.train import resolve_device

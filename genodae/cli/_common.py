@@ -227,7 +227,8 @@ def use_threads(model, num_threads: int | None = None) -> None:
 
 
 def inputs(args: argparse.Namespace) -> list[str]:
-    """Every file the command reads (for the output check): the inputs, or the batches sheet and its files."""
+    """Every file the command reads (for the output check): the inputs, or the batches sheet, its files and their
+    sample sheets."""
     if isinstance(args.input, str):
         return [args.input]
     batches = getattr(args, "batches", None)
@@ -237,7 +238,8 @@ def inputs(args: argparse.Namespace) -> list[str]:
     if batches:
         from ..io import _parse_batches_sheet
 
-        return [batches, *map(str, _parse_batches_sheet(batches)[0])]
+        paths, _, sheets, _ = _parse_batches_sheet(batches)
+        return [batches, *map(str, paths), *(str(p) for p in sheets if p is not None)]
     if not args.input:
         raise UserError("no input: give one or more input files, or --batches SHEET")
     return list(args.input)

@@ -57,19 +57,21 @@ def register(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ..train import remove_checkpoint
+    from ..train import check_checkpoint_dir, remove_checkpoint
 
     out = check_output(args.output, folder=True)
     _, dae = settings(args)
     model = make_model(dae)
     use_threads(model)
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".ckpt")
+    if args.checkpoint_every or args.resume:
+        check_checkpoint_dir(ckpt, "remove it, or give another folder with --checkpoint-dir")
     if args.backed:
         from ..io import read_backed
 
         adata = read_backed(args.input)
     else:
         adata = read_h5ad(args.input, sharing=True, layer=args.layer)
-    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".ckpt")
     model.fit(adata, layer=args.layer, checkpoint_dir=ckpt if args.checkpoint_every or args.resume else None,
               checkpoint_every=args.checkpoint_every, resume=args.resume)
     import torch.distributed as dist

@@ -61,9 +61,13 @@ def cmd_run(args: argparse.Namespace) -> None:
     if out.suffix.lower() == ".h5ad":
         raise UserError(f"output {out} ends in .h5ad, but genodae run writes a folder of results (prepared.h5ad, "
                         f"model/, embedded.h5ad, tables, plots): give a folder name, e.g. {out.with_suffix('')}")
-    _check_inputs_not_written(args, out)
+    _check_inputs_not_written(args, out, inputs(args))
+    if args.checkpoint_every or args.resume:
+        from ..train import check_checkpoint_dir
+
+        check_checkpoint_dir(out / "model.ckpt", f"remove {out / 'model.ckpt'} (genodae run keeps its checkpoints "
+                             "there), or give another output folder (-o)")
     check_denoised_flags(args)
-    inputs(args)
     prep, dae = settings(args)
     _check_transform_batch(args, prep, dae)
     model = make_model(dae)
@@ -134,12 +138,13 @@ RUN_OUTPUTS = ("prepared.h5ad", "embedded.h5ad", "model", "model.ckpt", "embeddi
                "genes.tsv", "loss.png", "umap.png")  # what genodae run writes into its output folder
 
 
-def _check_inputs_not_written(args: argparse.Namespace, out: Path) -> None:
-    """Before any work: no input (data, sample sheet, batches sheet, settings file) is a file genodae run writes into
-    ``out`` (e.g. ``genodae run out/prepared.h5ad -o out`` would replace its own input). Raises UserError."""
+def _check_inputs_not_written(args: argparse.Namespace, out: Path, files: list[str]) -> None:
+    """Before any work: no input (data, sample sheet, batches sheet and the files and sample sheets it names, settings
+    file; ``files``: :func:`inputs`) is a file genodae run writes into ``out`` (e.g. ``genodae run out/prepared.h5ad
+    -o out`` would replace its own input). Raises UserError."""
     written = [(out / name).resolve() for name in RUN_OUTPUTS]
-    for dest in INPUT_OPTIONS:
-        value = getattr(args, dest, None)
+    named = [getattr(args, dest, None) for dest in INPUT_OPTIONS]
+    for value in [*named, files]:
         for v in value if isinstance(value, list | tuple) else [value]:
             if not isinstance(v, str | Path) or not v or not Path(v).exists():
                 continue

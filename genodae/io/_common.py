@@ -8,6 +8,7 @@ import gzip
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 SUPPORTED_FORMATS = (
@@ -62,3 +63,11 @@ def _ensembl_version_mismatch(a, b) -> int:
     if not strip.isin(other).any():
         return 0
     return 1 if va else -1
+
+
+def _strip_versions(names) -> pd.Index:
+    """The names with the version suffix of Ensembl IDs removed (``ENSG00000141510.5`` → ``ENSG00000141510``);
+    other names unchanged."""
+    names = pd.Index([str(x) for x in names])
+    versioned = names.str.match(_ENSEMBL_VERSIONED)
+    return pd.Index(np.where(versioned, names.str.replace(r"\.\d+$", "", regex=True), names))

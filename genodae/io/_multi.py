@@ -22,6 +22,7 @@ from ._common import (
     _ensembl_version_mismatch,
     _examples,
     _split_ext,
+    _strip_versions,
     _versioned_ensembl,
 )
 from ._read import read_file
@@ -365,6 +366,25 @@ def _common_genes(adatas: list[anndata.AnnData], paths: list[Path]) -> pd.Index:
     common = adatas[0].var_names
     for a in adatas[1:]:
         common = common[common.isin(a.var_names)]
+    # Ensembl IDs whose version suffixes differ between files (.5 in one, .6 or none in another) are the same genes
+    stripped = _strip_versions(adatas[0].var_names)
+    for a in adatas[1:]:
+        stripped = stripped[stripped.isin(_strip_versions(a.var_names))]
+    lost_to_versions = len(stripped) - len(common)
+    if len(common) == 0 and lost_to_versions > 0 and not any(
+            _ensembl_version_mismatch(adatas[0].var_names, a.var_names) for a in adatas[1:]):
+        shown = "; ".join(f"{p} ({_examples(a.var_names)})" for p, a in zip(paths, adatas, strict=True))
+        raise UserError(
+            f"No gene is in every file: {shown}. The files' Ensembl IDs differ only in their version suffixes (.N; "
+            f"{lost_to_versions} genes would match without them): remove the suffixes from every file's gene IDs (in "
+            f"Python, after genodae.read: {STRIP_VERSIONS}) so that every file uses the same IDs."
+        )
+    if len(common) and lost_to_versions > max(10, 0.05 * len(common)):
+        msg = (f"{lost_to_versions} genes are left out only because their Ensembl version suffixes (.N) differ "
+               f"between the files (e.g. {_examples(stripped[~stripped.isin(_strip_versions(common))])}): remove the "
+               f"suffixes from every file's gene IDs (in Python, after genodae.read: {STRIP_VERSIONS}) to keep them")
+        logger.warning(msg)
+        warnings.warn(msg, UserWarning, stacklevel=4)
     if len(common) == 0:
         shown = "; ".join(f"{p} ({_examples(a.var_names)})" for p, a in zip(paths, adatas, strict=True))
         if any(_ensembl_version_mismatch(adatas[0].var_names, a.var_names) for a in adatas[1:]):

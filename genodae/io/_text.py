@@ -104,6 +104,8 @@ def _binary_content_error(path: Path) -> UserError | None:
             names = []
         if any(n.startswith("xl/") for n in names):
             return _excel_error(path, "an Excel workbook (.xlsx)")
+        if "content.xml" in names and "mimetype" in names:  # OpenDocument (LibreOffice Calc)
+            return _excel_error(path, "an OpenDocument spreadsheet (.ods)")
         return UserError(f"{path} is a zip archive, not a text table: unzip it and give the table inside.")
     return None
 
@@ -132,6 +134,22 @@ def _head_lines(path: Path, n: int) -> list[str]:
 
 
 def _gzip_error(path: Path, err: Exception) -> UserError:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        head = b""
+    if head and not head.startswith(b"\x1f\x8b") and b"\0" not in head:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as e:
+            plain = e.start >= len(head) - 3
+        else:
+            plain = True
+        if plain:  # a plain text table under a .gz name
+            name = Path(path).name
+            return UserError(f"{path} is not gzip-compressed but plain text: rename it without .gz "
+                             f"({name[:-3] if name.lower().endswith('.gz') else name}).")
     return UserError(
         f"{path} is a corrupt or truncated gzip file ({type(err).__name__}: {err}). "
         "Re-download or re-compress it (`gzip -t` checks a file)."
