@@ -45,6 +45,7 @@ python bench/readable.py synthetic --seeds 10 --generators groups --no-cnmf --va
 python bench/readable.py readouts --seeds 3        # probe: other read-outs of the same models (readable_readouts.tsv)
 python bench/readable.py readouts --seeds 3 --generators groups --preset signatures --suffix _signatures
 python bench/readable.py twins --seeds 2           # probe: nodes that are near copies (readable_twins.tsv)
+python bench/readable.py consensus --seeds 10      # ensembles: one node per model vs plain average linkage
 
 Part ``readouts`` (a probe: where the default read-out loses, and what else was tried): per generator and seed
 the default model is trained once and its embedding read out several ways, each scored as above. ``varimax``:
@@ -470,7 +471,8 @@ def machine() -> dict:
 
 def main() -> None:
     p = C.parser(__doc__, full=True)
-    p.add_argument("part", choices=["synthetic", "bulk", "embedding", "rank", "readouts", "twins", "report"])
+    p.add_argument("part", choices=["synthetic", "bulk", "embedding", "rank", "readouts", "twins", "consensus",
+                                    "report"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n-latent", type=int, default=32)
     p.add_argument("--generators", nargs="+", default=list(GENERATORS))
@@ -480,6 +482,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", choices=[*VARIANTS, *PROBES], default=None,
                    help="synthetic: only these genodae settings (no baselines), e.g. the probe 'genodae patience 0'; "
                    "bulk: these genodae settings (with the baselines)")
+    p.add_argument("--cache", default=None, help="consensus: a folder for the trained models' weights (<set>.pkl), "
+                   "reused when present")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("genodae").setLevel(logging.WARNING)
@@ -496,6 +500,8 @@ def main() -> None:
         run_readouts(args)
     elif args.part == "twins":
         run_twins(args)
+    elif args.part == "consensus":
+        run_consensus(args)
     else:
         report(args)
 
@@ -726,6 +732,100 @@ def run_twins(args) -> None:
 _md = C.md_table
 
 
+def _average_linkage_consensus(Ws: list[pd.DataFrame], min_corr: float, min_support: int) -> pd.DataFrame:
+    """tl.ensemble's consensus before 2026-12-07: plain average linkage (scipy), two nodes of one model may share a
+    cluster; otherwise as ``genodae.kernels.consensus`` (unit-SD nodes, signs aligned to the most central member,
+    mean, support = distinct models)."""
+    from unittest import mock
+
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    def plain(D, owner, *, max_dist):
+        D = D.copy()
+        np.fill_diagonal(D, 0)
+        return fcluster(linkage(squareform(D, checks=False), method="average"), t=max_dist, criterion="distance")
+
+    with mock.patch("genodae.kernels.one_node_per_model_clusters", plain):
+        return S.consensus(Ws, min_corr=min_corr, min_support=min_support)["weights"]
+
+
+CONSENSUS_CUTS = (0.5, 0.6, 0.7)
+
+
+def run_consensus(args) -> None:
+    """Ensembles (eADAGE consensus) of ``--seeds`` default models (the signatures' sparse nodes) per bulk set and
+    generator, clustered two ways on the same weights: ``one node per model`` (tl.ensemble since 2026-12-07) and
+    ``average linkage`` (before: two nodes of one model could be merged), at min_corr 0.5, 0.6 (the default for
+    sparse nodes) and 0.7, min_support = half the models. Bulk: coverage and enriched share of the consensus of all
+    seeds; synthetic: module recovery of the consensus of each half of the seeds (mean); both: ens_stab = agreement
+    of the two halves' consensus nodes."""
+    import pickle
+
+    from genodae import enrich
+
+    if not SHARED.is_dir():
+        print(f"skipped: {SHARED} not found (set GENODAE_SHARED_DATA)")
+        return
+    cache = Path(args.cache) if args.cache else None
+    sets = {k: enrich.read_gmt(SHARED / v) for k, v in GENE_SETS.items()}
+
+    def weights(name, prep, k):
+        path = cache / f"{name}.pkl" if cache else None
+        if path is not None and path.is_file():
+            Ws = pickle.load(open(path, "rb"))
+            if len(Ws) >= args.seeds:
+                return Ws[:args.seeds]
+        Ws = [genodae_weights(prep, seed, k, {"genodae": {}})["genodae"] for seed in range(args.seeds)]
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pickle.dump(Ws, open(path, "wb"))
+        return Ws
+
+    ways = {"one node per model": lambda Ws, mc, ms: S.consensus(Ws, min_corr=mc, min_support=ms)["weights"],
+            "average linkage": _average_linkage_consensus}
+    rows = []
+    h = args.seeds // 2
+    for name in BULK:
+        prep = genodae.pp.prepare(read_bulk(name), copy=True)
+        Ws = weights(name, prep, min(args.n_latent, prep.n_obs // 2))
+        for i, W in enumerate(Ws[:3]):
+            for gs, gmt in sets.items():
+                rows.append({"set": name, "clustering": f"single model (seed {i})", "gene_sets": gs,
+                             "nodes": W.shape[1], **coverage(W, gmt, W.index)})
+        for way, fn in ways.items():
+            for mc in CONSENSUS_CUTS:
+                W = fn(Ws, mc, int(np.ceil(len(Ws) / 2)))
+                A, B = fn(Ws[:h], mc, int(np.ceil(h / 2))), fn(Ws[h:2 * h], mc, int(np.ceil(h / 2)))
+                stab = float(S.stability([A, B])["stability"].mean()) if A.shape[1] and B.shape[1] else 0.0
+                for gs, gmt in sets.items():
+                    rows.append({"set": name, "clustering": way, "min_corr": mc, "gene_sets": gs, "nodes": W.shape[1],
+                                 **coverage(W, gmt, W.index), "ens_stab": stab})
+        log.info("consensus %s done", name)
+    for gen in args.generators:
+        adata = make(gen)
+        modules = {k: list(v) for k, v in adata.uns["synthetic"]["modules"].items()}
+        Ws = weights(gen, genodae.pp.prepare(adata, copy=True), args.n_latent)
+        single = pd.DataFrame([score(W, modules) for W in Ws])[["auroc", "f1"]].mean()
+        rows.append({"set": gen, "clustering": "single models (mean)", "auroc": single["auroc"], "f1": single["f1"],
+                     "ens_stab": float(S.stability(Ws)["stability"].mean())})
+        for way, fn in ways.items():
+            for mc in CONSENSUS_CUTS:
+                A, B = fn(Ws[:h], mc, int(np.ceil(h / 2))), fn(Ws[h:2 * h], mc, int(np.ceil(h / 2)))
+                sa, sb = score(A, modules), score(B, modules)
+                rows.append({"set": gen, "clustering": way, "min_corr": mc, "nodes": (A.shape[1] + B.shape[1]) / 2,
+                             "auroc": (sa["auroc"] + sb["auroc"]) / 2, "f1": (sa["f1"] + sb["f1"]) / 2,
+                             "ens_stab": float(S.stability([A, B])["stability"].mean())})
+        log.info("consensus %s done", gen)
+    out = pd.DataFrame(rows)
+    order = ["set", "clustering", "min_corr", "gene_sets", "nodes", "covered", "enriched_share", "signatures", "auroc",
+             "f1", "ens_stab"]
+    out = out[[c for c in order if c in out.columns]]
+    OUT.mkdir(parents=True, exist_ok=True)
+    out.to_csv(OUT / f"readable_consensus{args.suffix}.tsv", sep="\t", index=False, float_format="%.4f")
+    print(out.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
 EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in this order
     ("readable_synthetic_patience",
      "## The default since 2026-12-04: `patience` 0 (3 model seeds; `--variants \"genodae patience 0\" "
@@ -819,6 +919,14 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "twin_09 = share of a model's nodes whose weights correlate with another node's at |r| > 0.7 / 0.9, "
      "jaccard_09 = mean Jaccard index of the positive ±2.5 SD signatures of each |r| > 0.9 node and its closest node; "
      "`genodae` = the signatures' sparse nodes"),
+    ("readable_consensus",
+     "## Consensus with one node per model (`consensus --seeds 10 --generators groups bulk_like sizes gradients "
+     "overlap`; Intel Xeon; 2026-12-07): ensembles of 10 default models (the signatures' sparse nodes, 32 nodes; "
+     "P53 25), clustered on the same weights by tl.ensemble since 2026-12-07 (`one node per model`: average "
+     "linkage that never merges two nodes of one model) and before (`average linkage`); min_support = half the "
+     "models. Bulk rows: the consensus of all 10 (covered, enriched_share, signatures) and ens_stab = agreement of "
+     "the consensus of seeds 0-4 with that of seeds 5-9; synthetic rows: auroc/f1 = mean of the two halves' "
+     "consensus; single-model rows for comparison"),
     ("readable_synthetic_l1",
      "## Probe: a sparsity penalty on the decoder in training (not in the library: `git apply "
      "bench/probes/training_penalties.patch`, then `synthetic --seeds 2 --generators groups bulk_like sizes overlap "

@@ -12,8 +12,9 @@ embedding to the same nodes (each gene's weight is its correlation with the node
 on planted-program data.
 
 Ensembles follow eADAGE (Tan et al. 2017): node weight vectors of several models (seeds, sizes) are
-clustered by correlation (average linkage on 1 − |r|, signs aligned), each cluster is averaged into a
-consensus node and its *support* is the number of models that have it.
+clustered by correlation (average linkage on 1 − |r|, signs aligned; unlike eADAGE, never two nodes of one
+model in a cluster), each cluster is averaged into a consensus node and its *support* is the number of models that
+have it.
 """
 
 from __future__ import annotations
@@ -398,7 +399,9 @@ def ensemble(
         nodes as stored (``varm[f"{key}_weights"]``: a default model's varimax nodes, a ``rotation="sparse"``
         model's sparse nodes; raw decoder weights only for a model trained with ``rotation="none"``).
     min_corr
-        Nodes join a cluster when their weight vectors correlate with |r| ≥ ``min_corr`` (average linkage).
+        Nodes join a cluster when their weight vectors correlate with |r| ≥ ``min_corr`` (average linkage); a
+        cluster never holds two nodes of one model (a consensus node is one node reproduced across models:
+        :func:`genodae.kernels.one_node_per_model_clusters`).
         Default ``None``: by the nodes' read-out (``config.ENSEMBLE_MIN_CORR``): 0.6 for sparse nodes, 0.5 for
         varimax or raw ones; with ``rotation="none"`` the read-out the models were stored with (a default model:
         varimax). Recorded in ``uns[key_added]["min_corr"]``. Evidence: bench/results/readable.md, "Ensemble

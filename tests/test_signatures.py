@@ -169,6 +169,49 @@ def test_stability_and_consensus_on_planted_loadings():
         S.consensus(models[:1])
 
 
+def test_consensus_never_merges_two_nodes_of_one_model():
+    """A model's two near-copy nodes (|r| 0.8: they share a core, each has a tail of its own) are reproduced by every
+    model. Plain average linkage at the 0.6 cut chains all of them into one consensus node; one node per model keeps
+    the two programs apart, each with the full support."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    core, tail_a, tail_b = rng.normal(size=(3, n))
+    a, b = core + 0.5 * tail_a, core + 0.5 * tail_b  # corr(a, b) = 0.8
+    genes = [f"g{i}" for i in range(n)]
+    models = [pd.DataFrame(np.column_stack([a + 0.2 * rng.normal(size=n), b + 0.2 * rng.normal(size=n)]),
+                           index=genes) for _ in range(4)]
+    res = S.consensus(models, min_corr=0.6)
+    assert res["weights"].shape[1] == 2 and (res["support"] == 4).all()
+    assert res["members"].groupby("cluster")["model"].apply(lambda m: m.is_unique).all()
+    r = S._corr_cols(res["weights"].to_numpy(), np.column_stack([a, b]))
+    assert np.abs(r).max(axis=0).min() > 0.99  # each program has its own consensus node
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    X = np.concatenate([m.to_numpy() for m in models], axis=1)
+    D = np.clip(1 - np.abs(np.corrcoef(X.T)), 0, None)
+    np.fill_diagonal(D, 0)
+    assert len(set(fcluster(linkage(squareform(D, checks=False), "average"), t=0.4, criterion="distance"))) == 1
+
+
+def test_one_node_per_model_clusters_is_average_linkage_when_no_model_repeats():
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    from genodae.kernels import one_node_per_model_clusters
+
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        k = int(rng.integers(2, 40))
+        X = rng.normal(size=(60, k)) + rng.normal(size=(60, 1)) * rng.uniform(0, 2)
+        D = np.clip(1 - np.abs(np.corrcoef(X.T)), 0, None)
+        np.fill_diagonal(D, 0)
+        ours = one_node_per_model_clusters(D, np.arange(k), max_dist=0.4)
+        scipy_ = fcluster(linkage(squareform(D, checks=False), "average"), t=0.4, criterion="distance")
+        as_sets = [{frozenset(np.flatnonzero(lab == c)) for c in np.unique(lab)} for lab in (ours, scipy_)]
+        assert as_sets[0] == as_sets[1]
+
+
 def test_ensemble_of_two_seeds(trained):
     a = trained.copy()
     genodae.tl.ensemble(a, keys=["dae", "dae_s1"], key_added="ens")
