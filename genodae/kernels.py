@@ -181,6 +181,8 @@ def one_node_per_model_clusters(D: np.ndarray, owner: np.ndarray, *, max_dist: f
     Cluster labels 1…k (one per node), numbered by first node.
     """
     n = D.shape[0]
+    if not np.isfinite(D).all():
+        raise ValueError("distances must be finite (a NaN weight, e.g. of a model that diverged?)")
     owner = np.asarray(owner)
     models = np.unique(owner, return_inverse=True)[1]
     Dm = np.array(D, dtype=np.float64, copy=True)
@@ -194,7 +196,7 @@ def one_node_per_model_clusters(D: np.ndarray, owner: np.ndarray, *, max_dist: f
     nd = Dm[np.arange(n), nn] if n else np.zeros(0)
     while n:
         i = int(np.argmin(nd))
-        if not nd[i] <= max_dist:  # also inf: nothing left that may merge
+        if not (np.isfinite(nd[i]) and nd[i] <= max_dist):  # inf: nothing left that may merge
             break
         j = int(nn[i])
         row = (size[i] * Dm[i] + size[j] * Dm[j]) / (size[i] + size[j])  # Lance-Williams, average linkage
@@ -247,7 +249,7 @@ def consensus(
         raise UserError("an ensemble needs at least 2 models")
     min_corr = ENSEMBLE_MIN_CORR[_keys.DEFAULT_ROTATION] if min_corr is None else min_corr
     if not 0 < min_corr < 1:
-        raise UserError(f"min_corr must be between 0 and 1, not {min_corr}")
+        raise UserError(f"min_corr must be between 0 and 1 (exclusive), not {min_corr}")
     from scipy.stats import skew
 
     common = weights[0].index
@@ -266,6 +268,10 @@ def consensus(
         owner += [m] * A.shape[1]
         node += list(map(str, w.columns))
     X = np.concatenate(cols, axis=1)
+    if not np.isfinite(X).all():
+        bad = sorted({int(owner[j]) for j in np.flatnonzero(~np.isfinite(X).all(axis=0))})
+        raise UserError(f"the weights of model(s) {', '.join(map(str, bad))} (counting from 0) hold NaN or infinite "
+                        "values: retrain those models (a diverged training gives them) or leave them out")
     owner = np.asarray(owner)
     C = _corr_cols(X, X)
     D = np.clip(1 - np.abs(C), 0, None)

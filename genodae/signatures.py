@@ -442,8 +442,8 @@ def ensemble(
     _check_members(items, key_added, adatas if isinstance(adatas, AnnData) else None)
     if min_support is not None and not 1 <= min_support <= len(items):
         raise UserError(f"min_support must be between 1 and the number of models ({len(items)}), not {min_support}")
-    if min_corr is not None and not 0 < min_corr <= 1:
-        raise UserError(f"min_corr must be in (0, 1], not {min_corr}")
+    if min_corr is not None and not 0 < min_corr < 1:
+        raise UserError(f"min_corr must be between 0 and 1 (exclusive), not {min_corr}")
     min_corr = ENSEMBLE_MIN_CORR[_read_out(items, rotation)] if min_corr is None else float(min_corr)
     t0 = time.perf_counter()
     Ws, Es = [], []

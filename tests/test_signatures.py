@@ -212,6 +212,23 @@ def test_one_node_per_model_clusters_is_average_linkage_when_no_model_repeats():
         assert as_sets[0] == as_sets[1]
 
 
+def test_one_node_per_model_clusters_edges():
+    from genodae.kernels import one_node_per_model_clusters
+
+    assert one_node_per_model_clusters(np.zeros((3, 3)), [0, 0, 0], max_dist=np.inf).tolist() == [1, 2, 3]  # ends
+    assert one_node_per_model_clusters(np.zeros((0, 0)), [], max_dist=0.5).tolist() == []
+    D = np.full((4, 4), 0.1)
+    np.fill_diagonal(D, 0)
+    D[2, 3] = D[3, 2] = np.nan
+    with pytest.raises(ValueError, match="finite"):  # not a silent stop
+        one_node_per_model_clusters(D, [0, 1, 2, 3], max_dist=0.5)
+    L, _ = _sparse_loadings(k=3)
+    models = [pd.DataFrame(L + 0.01 * np.random.default_rng(i).normal(size=L.shape)) for i in range(3)]
+    models[1].iloc[4, 2] = np.nan
+    with pytest.raises(UserError, match=r"the weights of model\(s\) 1 \(counting from 0\) hold NaN"):
+        S.consensus(models)
+
+
 def test_ensemble_of_two_seeds(trained):
     a = trained.copy()
     genodae.tl.ensemble(a, keys=["dae", "dae_s1"], key_added="ens")
