@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import _keys
-from .config import ENSEMBLE_MIN_CORR
+from .config import ENSEMBLE_MIN_CORR, NEAR_COPY_CORR
 from .errors import UserError
 
 log = logging.getLogger("genodae")
@@ -243,7 +243,9 @@ def consensus(
     them with every member model and combine with the returned ``members`` table.
 
     Returns a dict: ``weights`` (genes × consensus nodes DataFrame, ``cnode0`` …), ``support`` (Series),
-    ``members`` (model, node, cluster, sign, corr_to_consensus), ``embedding`` (cells × nodes or None).
+    ``near_copy_of`` (Series: the better-supported consensus node whose weights correlate with this one's at |r| ≥
+    ``config.NEAR_COPY_CORR`` = 0.9, else ""), ``members`` (model, node, cluster, sign, corr_to_consensus),
+    ``embedding`` (cells × nodes or None).
     """
     if len(weights) < 2:
         raise UserError("an ensemble needs at least 2 models")
@@ -300,6 +302,13 @@ def consensus(
         rows += [(int(owner[i]), node[i], name, int(s), float(rr)) for i, s, rr in zip(idx, sign, r, strict=True)]
     members = pd.DataFrame(rows, columns=["model", "node", "cluster", "sign", "corr_to_consensus"])
     support = pd.Series([c[0] for c in clusters], index=names, name="support", dtype=int)
+    near_copy_of = pd.Series("", index=names, name="near_copy_of", dtype=object)
+    if len(clusters) > 1:  # each node against the better-supported ones before it (the order above)
+        R = np.abs(_corr_cols(Wc.to_numpy(), Wc.to_numpy()))
+        for j in range(1, len(clusters)):
+            i = int(np.argmax(R[j, :j]))
+            if R[j, i] >= NEAR_COPY_CORR:
+                near_copy_of.iloc[j] = names[i]
     emb = None
     if embeddings is not None:
         if len(embeddings) != n_models:
@@ -317,7 +326,7 @@ def consensus(
             np.zeros((Zall.shape[0], 0)))
     log.info("consensus of %d models: %d nodes clustered into %d consensus nodes with support >= %d "
              "(|r| >= %.2f)", n_models, X.shape[1], len(clusters), min_support, min_corr)
-    return {"weights": Wc, "support": support, "members": members, "embedding": emb}
+    return {"weights": Wc, "support": support, "near_copy_of": near_copy_of, "members": members, "embedding": emb}
 
 
 def module_recovery(weights: pd.DataFrame, modules: Mapping[str, Sequence[str]], *,

@@ -384,7 +384,8 @@ def ensemble(
     ``rotation``/``readout``, adding ``f"{key}_{rotation}"`` keys; the rotated nodes are far more reproducible
     across seeds than raw nodes). The first AnnData receives
     ``varm[f"{key_added}_weights"]`` (zero rows for genes not shared), ``obsm[f"X_{key_added}"]``
-    (consensus activities) and ``uns[key_added]`` (``support``, ``members``, ``genes_used``,
+    (consensus activities) and ``uns[key_added]`` (``support``: per consensus node its support and
+    ``near_copy_of``, the better-supported consensus node it nearly copies, |r| ≥ 0.9, or ""; ``members``, ``genes_used``,
     ``node_names``, the stability of the members); read it with ``tl.signatures(adata, key=key_added,
     rotation="none")``.
 
@@ -470,7 +471,7 @@ def ensemble(
     target.uns[key_added] = {
         "genes_used": np.asarray(Wc.index, dtype=str),
         "node_names": np.asarray(Wc.columns, dtype=str),
-        "support": res["support"].to_frame(),
+        "support": pd.concat([res["support"], res["near_copy_of"]], axis=1),
         "members": members,
         "n_models": len(items),
         "rotation": rotation,

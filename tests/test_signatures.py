@@ -182,6 +182,7 @@ def test_consensus_never_merges_two_nodes_of_one_model():
                            index=genes) for _ in range(4)]
     res = S.consensus(models, min_corr=0.6)
     assert res["weights"].shape[1] == 2 and (res["support"] == 4).all()
+    assert (res["near_copy_of"] == "").all()  # |r| 0.8: variants, not copies
     assert res["members"].groupby("cluster")["model"].apply(lambda m: m.is_unique).all()
     r = S._corr_cols(res["weights"].to_numpy(), np.column_stack([a, b]))
     assert np.abs(r).max(axis=0).min() > 0.99  # each program has its own consensus node
@@ -192,6 +193,24 @@ def test_consensus_never_merges_two_nodes_of_one_model():
     D = np.clip(1 - np.abs(np.corrcoef(X.T)), 0, None)
     np.fill_diagonal(D, 0)
     assert len(set(fcluster(linkage(squareform(D, checks=False), "average"), t=0.4, criterion="distance"))) == 1
+
+
+def test_consensus_marks_near_copies_and_tl_ensemble_stores_the_mark():
+    """Two programs at |r| ≈ 0.95 found by every model stay two consensus nodes (one node per model), and the less
+    supported (here: the second) is marked as a near copy of the first; a third, unrelated program is not."""
+    rng = np.random.default_rng(2)
+    n = 2000
+    core, tail, other = rng.normal(size=(3, n))
+    a, b = core, core + 0.33 * tail  # corr ≈ 0.95
+    genes = [f"g{i}" for i in range(n)]
+    models = [pd.DataFrame(np.column_stack([x + 0.1 * rng.normal(size=n) for x in (a, b, other)]), index=genes)
+              for _ in range(3)]
+    res = S.consensus(models, min_corr=0.6)
+    assert res["weights"].shape[1] == 3
+    marked = res["near_copy_of"][res["near_copy_of"] != ""]
+    assert len(marked) == 1 and marked.iloc[0] in res["weights"].columns and marked.index[0] != marked.iloc[0]
+    r = S._corr_cols(res["weights"][[marked.index[0]]].to_numpy(), res["weights"][[marked.iloc[0]]].to_numpy())
+    assert abs(r[0, 0]) >= 0.9
 
 
 def test_one_node_per_model_clusters_is_average_linkage_when_no_model_repeats():
@@ -353,7 +372,8 @@ def test_cli_signatures_ensemble_and_sweep(embedded, tmp_path):
                      str(tmp_path / "cons.tsv"), "--support", str(tmp_path / "sup.tsv"), "--stability",
                      str(tmp_path / "stab.tsv")]) == 0
     assert pd.read_csv(tmp_path / "cons.tsv", sep="\t", index_col=0).shape[1] >= 3
-    assert {"model", "node", "cluster", "support"} <= set(pd.read_csv(tmp_path / "sup.tsv", sep="\t").columns)
+    assert {"model", "node", "cluster", "support", "near_copy_of"} <= set(pd.read_csv(tmp_path / "sup.tsv",
+                                                                                       sep="\t").columns)
     assert cli_main(["-q", "sweep-summary", str(embedded / "s0.h5ad"), str(embedded / "s1.h5ad"), "-o",
                      str(tmp_path / "sweep.tsv"), "--plot", str(tmp_path / "sweep.png")]) == 0
     sw = pd.read_csv(tmp_path / "sweep.tsv", sep="\t")
