@@ -358,6 +358,18 @@ INPUT_OPTIONS = ("input", "inputs", "model", "batches", "cls", "obs", "gene_sets
                  "transform")  # the options that name files or folders a command reads (argparse dests)
 
 
+def input_paths(args, *, extra=(), skip=()) -> list[tuple[str, Path]]:
+    """(as given, resolved) of every existing file or folder the options in ``INPUT_OPTIONS`` (less ``skip``) and
+    ``extra`` name."""
+    values = [getattr(args, dest, None) for dest in INPUT_OPTIONS if dest not in skip] + [list(extra)]
+    out = []
+    for value in values:
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(v, str | Path) and v and Path(v).exists():
+                out.append((str(v), Path(v).resolve()))
+    return out
+
+
 def check_outputs(args) -> None:
     """Before a command runs: no output it names (``OUTPUT_OPTIONS``, and ``--transform`` of ``genodae
     signatures``, which writes it) is a file or folder one of its inputs names (``INPUT_OPTIONS``, e.g.
@@ -365,14 +377,7 @@ def check_outputs(args) -> None:
     writes_transform = getattr(args, "command", None) == "signatures"
     dests = [*OUTPUT_OPTIONS, *(("transform",) if writes_transform else ())]
     outputs = {d: Path(v) for d in dests if isinstance(v := getattr(args, d, None), str | Path)}
-    named = []
-    for dest in INPUT_OPTIONS:
-        value = getattr(args, dest, None)
-        if dest == "transform" and writes_transform:
-            continue
-        for v in value if isinstance(value, list | tuple) else [value]:
-            if isinstance(v, str | Path) and v and Path(v).exists():
-                named.append(Path(v).resolve())
+    named = [where for _, where in input_paths(args, skip=("transform",) if writes_transform else ())]
     seen: dict[Path, str] = {}
     for dest, path in outputs.items():
         flag = "-o/--output" if dest == "output" else f"--{dest.replace('_', '-')}"

@@ -9,11 +9,11 @@ from pathlib import Path
 from ..config import PrepareConfig
 from ..errors import UserError
 from ._common import (
-    INPUT_OPTIONS,
     add_dataclass_flags,
     check_denoised_flags,
     check_output,
     denoised_scale_arg,
+    input_paths,
     inputs,
     make_model,
     model_args,
@@ -143,16 +143,11 @@ def _check_inputs_not_written(args: argparse.Namespace, out: Path, files: list[s
     file; ``files``: :func:`inputs`) is a file genodae run writes into ``out`` (e.g. ``genodae run out/prepared.h5ad
     -o out`` would replace its own input). Raises UserError."""
     written = [(out / name).resolve() for name in RUN_OUTPUTS]
-    named = [getattr(args, dest, None) for dest in INPUT_OPTIONS]
-    for value in [*named, files]:
-        for v in value if isinstance(value, list | tuple) else [value]:
-            if not isinstance(v, str | Path) or not v or not Path(v).exists():
-                continue
-            where = Path(v).resolve()
-            hit = next((w for w in written if where == w or w in where.parents), None)
-            if hit is not None:
-                raise UserError(f"input {v} is {hit.name} of the output folder {out}, which genodae run rewrites: give "
-                                "another output folder (-o), or copy the input elsewhere first")
+    for v, where in input_paths(args, extra=files):
+        hit = next((w for w in written if where == w or w in where.parents), None)
+        if hit is not None:
+            raise UserError(f"input {v} is {hit.name} of the output folder {out}, which genodae run rewrites: give "
+                            "another output folder (-o), or copy the input elsewhere first")
 
 
 def _check_transform_batch(args: argparse.Namespace, prep: dict, dae: dict, batch_key: str | None = None,

@@ -371,8 +371,9 @@ def _common_genes(adatas: list[anndata.AnnData], paths: list[Path]) -> pd.Index:
     for a in adatas[1:]:
         stripped = stripped[stripped.isin(_strip_versions(a.var_names))]
     lost_to_versions = len(stripped) - len(common)
-    if len(common) == 0 and lost_to_versions > 0 and not any(
-            _ensembl_version_mismatch(adatas[0].var_names, a.var_names) for a in adatas[1:]):
+    versioned_vs_plain = len(common) == 0 and any(
+        _ensembl_version_mismatch(adatas[0].var_names, a.var_names) for a in adatas[1:])
+    if len(common) == 0 and lost_to_versions > 0 and not versioned_vs_plain:
         shown = "; ".join(f"{p} ({_examples(a.var_names)})" for p, a in zip(paths, adatas, strict=True))
         raise UserError(
             f"No gene is in every file: {shown}. The files' Ensembl IDs differ only in their version suffixes (.N; "
@@ -387,7 +388,7 @@ def _common_genes(adatas: list[anndata.AnnData], paths: list[Path]) -> pd.Index:
         warnings.warn(msg, UserWarning, stacklevel=4)
     if len(common) == 0:
         shown = "; ".join(f"{p} ({_examples(a.var_names)})" for p, a in zip(paths, adatas, strict=True))
-        if any(_ensembl_version_mismatch(adatas[0].var_names, a.var_names) for a in adatas[1:]):
+        if versioned_vs_plain:
             versioned = [p.name for p, a in zip(paths, adatas, strict=True) if _versioned_ensembl(a.var_names)]
             plain = [p.name for p, a in zip(paths, adatas, strict=True) if _versioned_ensembl(a.var_names) is False]
             raise UserError(

@@ -24,7 +24,7 @@ from ._mtx import _read_mtx_source
 from ._orientation import _warn_if_transposed
 from ._sheets import _join_sample_sheet, _read_sample_sheet
 from ._table import _is_pipeline_table, _read_text_table
-from ._text import _EXCEL_EXTS, HDF5_MAGIC, _binary_content_error, _excel_error
+from ._text import _EXCEL_EXTS, HDF5_MAGIC, _binary_content_error, _excel_error, _holds_text
 
 logger = logging.getLogger("genodae")
 
@@ -198,20 +198,6 @@ def _detect_format(path: Path) -> str:
 
 _HDF5_EXTS = {"10x_v3": (".h5", "a 10x Genomics .h5 matrix"), "10x_legacy": (".h5", "a 10x Genomics .h5 matrix"),
               "h5ad": (".h5ad", "an AnnData .h5ad file"), "loom": (".loom", "a .loom file")}
-
-
-def _holds_text(path: Path) -> bool:
-    """Whether the file's first 4 KiB are UTF-8 text without NUL bytes (no spreadsheet, archive or HDF5 file
-    starts so)."""
-    with open(path, "rb") as fh:
-        head = fh.read(4096)
-    if not head or b"\0" in head:
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as e:  # a multi-byte character cut at 4 KiB is still text
-        return e.start >= len(head) - 3
-    return True
 
 
 def _check_text_content(path: Path) -> None:

@@ -133,23 +133,28 @@ def _head_lines(path: Path, n: int) -> list[str]:
         raise _undecodable(path, err) from err
 
 
-def _gzip_error(path: Path, err: Exception) -> UserError:
+def _holds_text(path: Path) -> bool:
+    """Whether the file's first 4 KiB are UTF-8 text without NUL bytes (no spreadsheet, archive, gzip or HDF5 file
+    starts so)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(4096)
     except OSError:
-        head = b""
-    if head and not head.startswith(b"\x1f\x8b") and b"\0" not in head:
-        try:
-            head.decode("utf-8")
-        except UnicodeDecodeError as e:
-            plain = e.start >= len(head) - 3
-        else:
-            plain = True
-        if plain:  # a plain text table under a .gz name
-            name = Path(path).name
-            return UserError(f"{path} is not gzip-compressed but plain text: rename it without .gz "
-                             f"({name[:-3] if name.lower().endswith('.gz') else name}).")
+        return False
+    if not head or b"\0" in head or head.startswith(b"\x1f\x8b"):
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:  # a multi-byte character cut at 4 KiB is still text
+        return e.start >= len(head) - 3
+    return True
+
+
+def _gzip_error(path: Path, err: Exception) -> UserError:
+    if _holds_text(path):  # a plain text table under a .gz name
+        name = Path(path).name
+        return UserError(f"{path} is not gzip-compressed but plain text: rename it without .gz "
+                         f"({name[:-3] if name.lower().endswith('.gz') else name}).")
     return UserError(
         f"{path} is a corrupt or truncated gzip file ({type(err).__name__}: {err}). "
         "Re-download or re-compress it (`gzip -t` checks a file)."
