@@ -177,8 +177,8 @@ class DAE:
 
     def _data_record(self, adata: AnnData) -> dict[str, Any]:
         """What identifies the training data, for checkpoints (a resumed run must train on the same data):
-        fingerprints of the model's genes (in order), of the cell names and of the per-gene scaling, the layer, the
-        likelihood and the covariate levels. Cheap: names and per-gene vectors, never the matrix."""
+        fingerprints of the model's genes (in order), of the cell names, of the per-gene scaling and of each cell's
+        covariate values (batch labels), the layer, the likelihood and the covariate levels. Cheap: names and per-gene vectors, never the matrix."""
         import hashlib
 
         def digest(*parts) -> str:
@@ -196,9 +196,14 @@ class DAE:
                        if isinstance(prep, Mapping) else None)
         if preparation is not None:  # None-valued settings are not written to .h5ad: the same in memory and on disk
             preparation["params"] = {k: v for k, v in dict(preparation.get("params", {})).items() if v is not None}
-        return {"genes": digest(self.genes), "cells": digest(adata.obs_names), "scaling": digest(*scaling),
-                "preparation": _json_safe(preparation), "layer": self.layer, "gene_likelihood": self.gene_likelihood,
-                "covariates": _json_safe(self.covariates)}
+        record = {"genes": digest(self.genes), "cells": digest(adata.obs_names), "scaling": digest(*scaling),
+                  "preparation": _json_safe(preparation), "layer": self.layer, "gene_likelihood": self.gene_likelihood,
+                  "covariates": _json_safe(self.covariates)}
+        if self.covariates and (self.covariates.get("categorical") or self.covariates.get("continuous")):
+            # each cell's batch/covariate values, not only the levels: relabelled cells are other training data
+            cats, cont = self._covariate_values(adata.obs)
+            record["cell_covariates"] = digest(*(np.ascontiguousarray(v).tobytes() for v in (cats, cont) if v is not None))
+        return record
 
     def _fit_readout(self, source: BatchSource) -> None:
         """Put the nodes in their readable basis (``rotation="varimax"`` or ``"sparse"``), from the cells given to fit.
@@ -883,16 +888,17 @@ def _stale_readouts(adata: AnnData, key: str, fingerprint: str | None) -> list[t
     written there: its rotated nodes ``<key>_sparse``/``<key>_varimax`` (tl.rotate, tl.signatures; weights,
     activities, transform) with their signatures and enrichment tables, and the tables of ``key`` itself. Left in
     place they would be read as the new model's (``--key dae_sparse`` is the default of the signature commands).
-    Read-outs of this same model (by the fingerprint they record, or, for records without one, by the model
-    stored under ``key``) are kept; read-outs stored under other names (a custom ``key_added``, an ensemble) are
-    not tracked."""
+    Rotations stored under a custom ``key_added`` are found by the source key their record names. Read-outs of
+    this same model (by the fingerprint they record, or, for records without one, by the model stored under
+    ``key``) are kept; an ensemble is a model of its own and is not touched."""
     old_model = model_fingerprint(adata.uns.get(_keys.params_key(key)))
     same_model = fingerprint is not None and old_model == fingerprint
+    default_names = {_keys.rotated_key(key, method) for method in _keys.ROTATION_METHODS}
     out = []
-    for method in _keys.ROTATION_METHODS:
-        r = _keys.rotated_key(key, method)
-        rec = adata.uns.get(r)
-        if not isinstance(rec, Mapping) or str(rec.get("source_key", key)) != key:
+    for r, rec in list(adata.uns.items()):
+        if not isinstance(rec, Mapping) or (r not in default_names and not {"whitening", "rotation", "source_key"} <= set(rec)):
+            continue  # not a tl.rotate record (under a custom name it records its source; before that: by name)
+        if str(rec.get("source_key", key)) != key:
             continue
         made_from = rec.get("source_fingerprint")
         if fingerprint is not None and (str(made_from) == fingerprint if made_from is not None else same_model):

@@ -881,10 +881,11 @@ _DATA_DIFFERENCES = {
     "scaling": "per-gene scaling differs: prepared otherwise",
     "preparation": "prepared otherwise ({detail})",
     "covariates": "covariate levels differ",
+    "cell_covariates": "the cells' batch or covariate values differ",
 }
 # differences that follow from another one (other genes have other scaling), not reported beside it
 _IMPLIED = {"genes": ("n_genes",), "cells": ("n_cells",), "n_train": ("n_cells",), "n_val": ("n_cells",),
-            "scaling": ("n_genes", "genes", "preparation")}
+            "scaling": ("n_genes", "genes", "preparation"), "cell_covariates": ("n_cells", "cells", "covariates")}
 
 
 def _data_differences(saved: dict, now: dict) -> list[str]:
@@ -930,6 +931,9 @@ def _load_checkpoint(path: Path, module, opt, hist: History, config: DAEConfig, 
     if "data" not in meta:
         raise UserError(f"checkpoint {path} does not record the data it was made on (written by an older genodae): "
                         f"delete {path} or train without --resume")
+    if "cell_covariates" in data and "cell_covariates" not in meta["data"]:
+        raise UserError(f"checkpoint {path} does not record each cell's batch or covariate values (written by an older "
+                        f"genodae): delete {path} or train without --resume")
     differ = _data_differences(meta["data"], data)
     if differ:
         raise UserError(f"checkpoint {path} was made on other data ({'; '.join(differ)}): delete {path} or train "

@@ -17,6 +17,7 @@ import genodae
 from genodae import DAE, pp
 from genodae.cli import main
 from genodae.config import DAEConfig
+from genodae.errors import UserError
 from genodae.io import write_h5ad
 
 FAST = ["--n-latent", "4", "--hidden", "16", "--epochs", "3", "--batch-size", "32", "--num-threads", "1"]
@@ -328,6 +329,49 @@ def test_resume_refuses_data_prepared_with_other_settings_the_scaling_does_not_s
     assert ("was made on other data (prepared otherwise (target_sum 10000.0 in the checkpoint, 100 now)): delete"
             in line), line
     assert not (tmp_path / "m").exists() and (ck / CHECKPOINT_FILE).is_file()
+
+
+def test_resume_refuses_cells_whose_batch_labels_changed_with_the_same_levels(files, tmp_path, capsys):
+    """The record holds each cell's batch value, not only the levels: relabelled cells (the same batches, shuffled)
+    are other training data; the same labels resume."""
+    from genodae.train import CHECKPOINT_FILE
+
+    prepared = anndata.read_h5ad(files["prepared"])
+    ck = tmp_path / "m.ckpt"
+    settings = dict(n_latent=4, hidden=(16,), batch_size=32, num_threads=1, batch_key="group")
+    DAE(epochs=2, **settings).fit(prepared, checkpoint_dir=ck, checkpoint_every=1)
+    resumed = DAE(epochs=3, **settings).fit(prepared.copy(), checkpoint_dir=ck, checkpoint_every=1, resume=True)
+    assert resumed.history.epochs_run == 3
+    shuffled = prepared.copy()
+    labels = shuffled.obs["group"].to_numpy()
+    shuffled.obs["group"] = np.random.default_rng(0).permutation(labels)
+    assert (shuffled.obs["group"].to_numpy() != labels).any() and set(shuffled.obs["group"]) == set(labels)
+    write_h5ad(shuffled, tmp_path / "b.h5ad")
+    capsys.readouterr()
+    rc = cli("train", tmp_path / "b.h5ad", "-o", tmp_path / "m", *FAST, "--batch-key", "group", "--resume", "-q")
+    line = _one_line(capsys.readouterr().err)
+    assert rc == 2
+    assert f"checkpoint {ck / CHECKPOINT_FILE} was made on other data (the cells' batch or covariate values differ)" in line
+    assert not (tmp_path / "m").exists() and (ck / CHECKPOINT_FILE).is_file()
+
+
+def test_resume_refuses_a_checkpoint_with_covariates_that_does_not_record_each_cells_values(files, tmp_path,
+                                                                                          monkeypatch):
+    """A checkpoint written before the per-cell record (covariate levels only) cannot show the cells kept their
+    batches: refused with the way out, not trusted."""
+    import genodae.model as gm
+
+    prepared = anndata.read_h5ad(files["prepared"])
+    ck = tmp_path / "m.ckpt"
+    settings = dict(n_latent=4, hidden=(16,), batch_size=32, num_threads=1, batch_key="group")
+    record = gm.DAE._data_record
+    with monkeypatch.context() as m:
+        m.setattr(gm.DAE, "_data_record", lambda self, a: {k: v for k, v in record(self, a).items()
+                                                            if k != "cell_covariates"})
+        DAE(epochs=2, **settings).fit(prepared, checkpoint_dir=ck, checkpoint_every=1)
+    with pytest.raises(UserError, match=r"does not record each cell's batch or covariate values \(written by an older "
+                                        r"genodae\): delete .* or train without --resume"):
+        DAE(epochs=3, **settings).fit(prepared.copy(), checkpoint_dir=ck, resume=True)
 
 
 @pytest.mark.parametrize("command", ["train", "run"])

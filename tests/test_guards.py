@@ -106,6 +106,20 @@ def test_retraining_a_key_drops_the_old_readouts(two_models):
     assert "X_dae_s0_sparse" not in a.obsm and "dae_s1_weights" in a.varm  # the other model is untouched
 
 
+def test_retraining_a_key_drops_its_rotations_under_a_custom_key_added(two_models):
+    a = two_models[1].copy()
+    tl.rotate(a, key="dae_s0", key_added="mine")
+    tl.signatures(a, key="mine", rotation="none")
+    tl.rotate(a, key="dae_s1", key_added="theirs")  # another model's rotation stays
+    assert {"mine", "mine_signatures", "theirs"} <= set(a.uns) and "X_mine" in a.obsm
+    model = genodae.DAE.load(two_models[2] / "m0")
+    model.annotate(a, key_added="dae_s0")  # the same model again: its rotation stays
+    assert "mine" in a.uns and "mine_weights" in a.varm
+    tl.dae(a, n_latent=4, epochs=2, seed=7, num_threads=1, key_added="dae_s0")  # another model: it goes
+    assert not {"mine", "mine_signatures"} & set(a.uns) and "X_mine" not in a.obsm and "mine_weights" not in a.varm
+    assert "theirs" in a.uns and "X_theirs" in a.obsm
+
+
 def test_layer_model_needs_its_layer(two_models, tmp_path):
     a = two_models[1].copy()
     a.layers["half"] = a.X * 0.5
