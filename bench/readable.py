@@ -874,6 +874,20 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "### The `signatures` preset on groups, sparse against varimax (`synthetic --seeds 3 --generators groups "
      "--no-cnmf --variants \"genodae signatures preset\" \"genodae signatures preset varimax\" --suffix "
      "_sparse_signatures`)"),
+    ("readable_synthetic_sparse_signatures_more",
+     "### The `signatures` preset (its sparse nodes) on the other four generators (`synthetic --seeds 3 --generators "
+     "gradients overlap sizes bulk_like --no-cnmf --variants \"genodae signatures preset\" --suffix "
+     "_sparse_signatures_more`; AMD EPYC; 2026-12-07; ens_* = consensus of the 3 seeds)"),
+    ("readable_synthetic_ens10_signatures_sparse",
+     "### Ensembles of the `signatures` preset, 10 seeds (`synthetic --seeds 10 --generators groups overlap --no-cnmf "
+     "--variants \"genodae signatures preset\" --suffix _ens10_signatures_sparse`; AMD EPYC; 2026-12-07): ens_* = "
+     "consensus of seeds 0-4 and of seeds 5-9 (tl.ensemble, one node per model, cut 0.6)"),
+    ("readable_synthetic_ensemble_size_ens10_signatures_sparse",
+     "#### How many seeds, the `signatures` preset: the consensus of seeds 0..n-1 against that of seeds 5..4+n"),
+    ("readable_bulk_sparse_signatures",
+     "### The `signatures` preset on the bulk sets (`bulk --seeds 3 --variants \"genodae signatures preset\" "
+     "--suffix _sparse_signatures`; AMD EPYC; 2026-12-07; the baselines' single-model columns equal the `_sparse` bulk "
+     "table's, their ens_* columns come from tl.ensemble's clustering of 2026-12-07, one node per model)"),
     ("readable_bulk_sparse",
      "## Pathway coverage on bulk sets with the sparse read-out (`bulk --seeds 3 --variants genodae \"genodae "
      "varimax\" --suffix _sparse`; Intel Xeon; ens_* = consensus of the 3 seeds)"),
@@ -940,6 +954,24 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "same patch, `--variants genodae \"genodae decov 1\" \"genodae decov 10\" --generators groups sizes overlap "
      "bulk_like --seeds 2 --no-cnmf --suffix _decov`). `genodae decov λ` adds λ · recon · the mean squared "
      "off-diagonal correlation between nodes in each minibatch"),
+    ("readable_probe_variants",
+     "## Probe: where the remaining gaps come from, other read-outs of the same sparse activities (`python "
+     "bench/probes/readout_limits.py variants`; 3 model seeds, default models; AMD EPYC; 2026-12-07; definitions "
+     "in the script's docstring): `relu all` = each gene's correlation with the one-sided activity "
+     "max(a − median(a), 0) of every node; `relu if …` = only for the nodes that pass the test (bimodality "
+     "coefficient > 5/9, |skewness| > 1, or more gene variance explained one-sided), the others as `default`; "
+     "`pattern matrix` = oblique pattern loadings (correlations × inverse node correlation); `kNN k smoothed` = "
+     "activities averaged over each cell's k nearest neighbours"),
+    ("readable_probe_refit",
+     "### The embedding re-estimated from the decoder (`readout_limits.py refit groups bulk_like`; 2 seeds): per "
+     "cell the code of highest likelihood with the decoder fixed, then the same sparse read-out; r2_activity = mean "
+     "R² of the planted activities from a least-squares fit on the 32 nodes"),
+    ("readable_probe_pca",
+     "### 32 principal components of the same input read out like genodae's nodes (`readout_limits.py pca`; "
+     "tl.rotate's sparse rotation of the PC scores): the read-out on another embedding"),
+    ("readable_probe_training",
+     "### Longer training and a linear encoder on the bulk-like generator (`readout_limits.py training bulk_like`; "
+     "2 seeds; `default` = the auto budget, about 740 epochs = 2,000 updates for 300 samples)"),
 ]
 
 

@@ -1,0 +1,214 @@
+"""Probe (issue 16, not in the library): where the remaining F1 gaps of the default signatures come from, on the
+planted-program generators of bench/readable.py (tl.signatures' sparse nodes, ±2.5 SD signatures, 32 nodes).
+
+    python bench/probes/readout_limits.py variants [generators]   # 3 model seeds each, ~3 min per generator here
+    python bench/probes/readout_limits.py refit groups bulk_like  # 2 seeds
+    python bench/probes/readout_limits.py pca                     # PCA scores read out like genodae's nodes
+    python bench/probes/readout_limits.py training bulk_like      # 2 seeds per training setting
+
+Parts (results of 2026-12-07 on the 2-core AMD EPYC VM, 1 torch thread, in bench/results/readable.md, "Probe:
+where the remaining gaps come from"):
+
+- ``variants``: other read-outs of the same sparse activities ``A`` (cells × nodes): the one-sided, usage-like
+  activity max(a − median(a), 0) for every node (``relu all``, the earlier nonneg_readout probe) or only for nodes
+  that look like a discrete population (bimodality coefficient above 5/9, Pfister et al. 2013; |skewness| > 1;
+  the one-sided activity explaining more gene variance); the oblique pattern matrix (correlations times the
+  inverse correlation of the nodes; factor analysis' pattern against structure loadings); activities averaged over
+  each cell's 15 or 30 nearest neighbours in the whitened nodes (kNN smoothing, as metacells/MAGIC).
+- ``refit``: the embedding re-estimated from the decoder (per cell, the code that maximises the model's own
+  likelihood with the decoder fixed: multinomial/Poisson for counts, least squares for ``normal``; LBFGS started at
+  the encoder's code), then the same sparse read-out; R² = mean over programs of the planted activities' R² from a
+  least-squares fit on the 32 nodes.
+- ``pca``: 32 principal components of the same model input in place of the bottleneck, read out by tl.rotate's
+  sparse rotation: separates the read-out from what the embedding carries.
+- ``training``: the default network on the bulk-like generator with more updates (``epochs`` 2000 instead of the
+  auto budget, ~740 epochs for 300 samples) and a linear encoder (``hidden=()``).
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: readable.py and _common.py
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import readable as R  # noqa: E402
+from scipy.stats import kurtosis, skew  # noqa: E402
+
+import genodae  # noqa: E402
+from genodae import signatures as S  # noqa: E402
+
+GENERATORS = ["groups", "gradients", "overlap", "sizes", "bulk_like"]
+
+
+def load(gen):
+    adata = R.make(gen)
+    modules = {k: list(v) for k, v in adata.uns["synthetic"]["modules"].items()}
+    prep = genodae.pp.prepare(adata, copy=True)
+    X, genes = S.model_input(prep)
+    return adata, prep, modules, np.asarray(X, np.float64), genes
+
+
+def r2(Z, act):
+    """Mean over programs of the R² of the planted activities from a least-squares fit on the columns of Z."""
+    Zc = np.c_[Z - Z.mean(0), np.ones(len(Z))]
+    coef, *_ = np.linalg.lstsq(Zc, act, rcond=None)
+    return float(np.mean(1 - (act - Zc @ coef).var(0) / act.var(0)))
+
+
+def sparse_readout(a, Z=None):
+    """tl.rotate's sparse nodes of ``a`` (with ``Z`` in place of its embedding): genes used × nodes, activities."""
+    b = a.copy()
+    if Z is not None:
+        b.obsm["X_dae"] = np.asarray(Z, np.float32)
+    genodae.tl.rotate(b, method="sparse")
+    used = S.genes_used(b, "dae")
+    return (pd.DataFrame(b.varm["dae_sparse_weights"][used], index=b.var_names[used]),
+            np.asarray(b.obsm["X_dae_sparse"], np.float64))
+
+
+def one_sided(A):
+    A = A * np.where(skew(A, axis=0) < 0, -1, 1)
+    return np.maximum(A - np.median(A, axis=0), 0)
+
+
+def bimodality(A):
+    n = A.shape[0]
+    return (skew(A, axis=0, bias=False) ** 2 + 1) / (kurtosis(A, axis=0, bias=False) + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3)))
+
+
+def variants(gens):
+    from sklearn.neighbors import NearestNeighbors
+
+    rows = []
+    for gen in gens:
+        _, prep, modules, X, genes = load(gen)
+        for seed in range(3):
+            a = prep.copy()
+            genodae.tl.dae(a, seed=seed, n_latent=32, num_threads=1)
+            W0, A = sparse_readout(a)
+
+            def corr(act, X=X, genes=genes, index=W0.index):
+                return pd.DataFrame(S._corr_cols(X, act), index=genes).reindex(index).to_numpy()
+
+            Wc, Wr = corr(A), corr(one_sided(A))
+            gain = (Wr ** 2).sum(0) > (Wc ** 2).sum(0)
+            Az = (A - A.mean(0)) / A.std(0)
+            found = {"default": W0.to_numpy(), "relu all": Wr,
+                     "relu if BC > 5/9": np.where(bimodality(A) > 5 / 9, Wr, Wc),
+                     "relu if abs(skew) > 1": np.where(np.abs(skew(A, axis=0)) > 1, Wr, Wc),
+                     "relu if it explains more": np.where(gain, Wr, Wc),
+                     "pattern matrix": Wc @ np.linalg.pinv(np.corrcoef(Az, rowvar=False))}
+            for k in (15, 30):
+                idx = NearestNeighbors(n_neighbors=k).fit(Az).kneighbors(Az, return_distance=False)
+                found[f"kNN {k} smoothed"] = corr(A[idx].mean(axis=1))
+            for name, W in found.items():
+                rows.append({"generator": gen, "seed": seed, "readout": name,
+                             **R.score(pd.DataFrame(W, index=W0.index), modules)})
+            print(gen, seed, "nodes with BC > 5/9:", int((bimodality(A) > 5 / 9).sum()), flush=True)
+    return rows
+
+
+def refit(gens):
+    import torch
+
+    rows = []
+    for gen in gens:
+        adata, prep, modules, X, genes = load(gen)
+        act = np.asarray(adata.obsm["program_activity"], np.float64)
+        for seed in range(2):
+            a = prep.copy()
+            genodae.tl.dae(a, seed=seed, n_latent=32, num_threads=1)
+            model = genodae.DAE(seed=seed, n_latent=32, num_threads=1)
+            model.fit(prep)
+            mod = model.module.eval()
+            x = torch.tensor(X, dtype=torch.float32)
+            with torch.no_grad():
+                z0 = mod.encode(x)
+            y = None
+            if mod.counts:
+                from genodae.model import _model_counts
+
+                C = _model_counts(prep, genes)
+                y = torch.tensor(np.asarray(C.toarray() if hasattr(C, "toarray") else C, np.float32))
+            z = decoder_refit(mod, x, z0, y)
+            for name, Z in (("encoder", z0.numpy()), ("decoder refit", z)):
+                Wn, _ = sparse_readout(a, Z)
+                rows.append({"generator": gen, "seed": seed, "readout": name, "r2_activity": r2(Z, act),
+                             **R.score(Wn, modules)})
+                print(rows[-1], flush=True)
+    return rows
+
+
+def decoder_refit(mod, x, z0, counts=None):
+    """Per cell, the code that maximises the model's likelihood with the (linear) decoder fixed: multinomial for
+    ``counts`` (the Poisson likelihood given the library size), least squares of the scaled input ``x`` otherwise."""
+    import torch
+
+    W, b = mod.decoder.weight.detach(), mod.decoder.bias.detach()
+    z = z0.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([z], max_iter=500, line_search_fn="strong_wolfe", tolerance_grad=1e-6)
+
+    def closure():
+        opt.zero_grad()
+        out = z @ W.T + b
+        value = (-(counts * torch.log_softmax(out, dim=-1)).sum() if counts is not None
+                 else 0.5 * ((out - x) ** 2).sum())
+        value.backward()
+        return value
+
+    opt.step(closure)
+    return z.detach().numpy()
+
+
+def pca(gens):
+    from sklearn.decomposition import PCA
+
+    rows = []
+    for gen in gens:
+        adata, prep, modules, X, _ = load(gen)
+        a = prep.copy()
+        genodae.tl.dae(a, seed=0, n_latent=32, num_threads=1, epochs=1)  # only for its keys; the nodes are replaced
+        Z = PCA(32, random_state=0).fit_transform(X)
+        W, _ = sparse_readout(a, Z)
+        rows.append({"generator": gen, "seed": 0, "readout": "32 PCs, sparse read-out",
+                     "r2_activity": r2(Z, np.asarray(adata.obsm["program_activity"], np.float64)), **R.score(W, modules)})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def training(gens):
+    settings = {"default": {}, "epochs 2000": dict(epochs=2000), "hidden ()": dict(hidden=()),
+                "hidden (), epochs 2000": dict(hidden=(), epochs=2000)}
+    rows = []
+    for gen in gens:
+        adata, prep, modules, _, _ = load(gen)
+        act = np.asarray(adata.obsm["program_activity"], np.float64)
+        for name, kw in settings.items():
+            for seed in range(2):
+                a = prep.copy()
+                genodae.tl.dae(a, seed=seed, n_latent=32, num_threads=1, **kw)
+                W, _ = sparse_readout(a)
+                rows.append({"generator": gen, "seed": seed, "readout": name,
+                             "r2_activity": r2(np.asarray(a.obsm["X_dae"], np.float64), act), **R.score(W, modules)})
+                print(rows[-1], flush=True)
+    return rows
+
+
+def write(part: str, rows: list[dict]) -> Path:
+    """Means over seeds into bench/results/readable_probe_<part>.tsv (rows of other generators already there are
+    kept, so generators can run in separate processes); readable.py's report puts it in readable.md."""
+    cols = [c for c in ("r2_activity", "auroc", "precision", "recall", "f1") if c in rows[0]]
+    t = pd.DataFrame(rows).groupby(["generator", "readout"], sort=False).agg(
+        seeds=("seed", "nunique"), **{c: (c, "mean") for c in cols}).reset_index()
+    out = Path(__file__).resolve().parents[1] / "results" / f"readable_probe_{part}.tsv"
+    if out.is_file():
+        old = pd.read_csv(out, sep="\t")
+        t = pd.concat([old[~old["generator"].isin(t["generator"])], t], ignore_index=True)
+    t.to_csv(out, sep="\t", index=False, float_format="%.4f")
+    print(t.round(3).to_string(index=False))
+    return out
+
+
+if __name__ == "__main__":
+    part, gens = sys.argv[1], sys.argv[2:] or GENERATORS
+    print(write(part, {"variants": variants, "refit": refit, "pca": pca, "training": training}[part](gens)))
