@@ -478,7 +478,8 @@ def main() -> None:
     p.add_argument("--generators", nargs="+", default=list(GENERATORS))
     p.add_argument("--no-cnmf", dest="cnmf", action="store_false")
     p.add_argument("--suffix", default="")
-    p.add_argument("--preset", default="default", help="readouts: the models' preset (default: the library default)")
+    p.add_argument("--preset", default="default", help="readouts, embedding: the models' preset (default: the library "
+                   "default)")
     p.add_argument("--variants", nargs="+", choices=[*VARIANTS, *PROBES], default=None,
                    help="synthetic: only these genodae settings (no baselines), e.g. the probe 'genodae patience 0'; "
                    "bulk: these genodae settings (with the baselines)")
@@ -610,11 +611,12 @@ def run_embedding(args) -> None:
             continue
         prep = genodae.pp.prepare(raw, copy=True)
         for seed in range(args.seeds):
-            model = genodae.DAE(seed=seed, num_threads=1).fit(prep)
+            model = genodae.DAE(preset=args.preset, seed=seed, num_threads=1).fit(prep)
             readable = model.embed(prep)
             source = model._input(prep, False)
             trained = embed(model.module, source)
-            bases = [("trained (rotation none)", trained), (f"readable ({model.config.rotation}, default)", readable)]
+            bases = [("trained (rotation none)", trained),
+                     (f"readable ({model.config.rotation}, the {args.preset} preset's)", readable)]
             for method in ("varimax", "sparse"):  # the same model's other basis (over all cells)
                 if method != model.config.rotation:
                     vb = readable_basis(trained, lambda mean, M, s=source, z=trained: input_correlations(s, z, mean, M),
@@ -954,6 +956,14 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "same patch, `--variants genodae \"genodae decov 1\" \"genodae decov 10\" --generators groups sizes overlap "
      "bulk_like --seeds 2 --no-cnmf --suffix _decov`). `genodae decov λ` adds λ · recon · the mean squared "
      "off-diagonal correlation between nodes in each minibatch"),
+    ("readable_embedding_signatures",
+     "## Which basis for the `signatures` preset's embedding: its sparse nodes (its X_dae) against the varimax basis "
+     "of the same network (`embedding --seeds 2 --preset signatures --suffix _signatures`; AMD EPYC; 2026-12-07; "
+     "bench/quality.py's scores, mean of 2 seeds)"),
+    ("readable_probe_preset_basis",
+     "### The same on the three CEL-seq2 plates (real batch effect, no correction; `python "
+     "bench/probes/preset_basis.py --seeds 3`): KMeans ARI/NMI (k = 5), label silhouette rescaled as scib's, "
+     "15-NN label accuracy, with scikit-learn; the default model's X_dae for comparison"),
     ("readable_probe_variants",
      "## Probe: where the remaining gaps come from, other read-outs of the same sparse activities (`python "
      "bench/probes/readout_limits.py variants`; 3 model seeds, default models; AMD EPYC; 2026-12-07; definitions "
