@@ -14,6 +14,7 @@ where                         name                                   built by
 ``layers``                    ``<key>_denoised``                     :func:`denoised_key`
 ``uns``                       ``<key>`` (settings, history …)        :func:`params_key`
 ``uns``                       ``<key>_signatures`` / ``_enrichment``  :func:`signatures_key`, :func:`enrichment_key`
+``uns``                       ``genodae_tables`` (custom names)      :func:`record_table`
 rotated nodes                 ``<key>_sparse``, ``<key>_varimax``    :func:`rotated_key`, parsed by :func:`rotated_source`
 ============================  =====================================  ==========================================
 
@@ -42,6 +43,7 @@ COUNTS_LAYER = "counts"  # layers: raw counts kept by pp.prepare
 HIGHLY_VARIABLE = "highly_variable"  # var: the genes the model uses
 OFFSET = "genodae_offset"  # var: model input = (x - offset) / scale
 SCALE = "genodae_scale"
+TABLES = "genodae_tables"  # uns: {table name: key it was read from} for tables stored under a custom key_added
 
 NODE, ROTATED_NODE, CONSENSUS_NODE = "node", "vnode", "cnode"  # label prefixes
 
@@ -98,6 +100,15 @@ def signatures_key(key: str) -> str:
 def enrichment_key(key: str) -> str:
     """``uns`` key of an enrichment table of the signatures of ``key``: ``<key>_enrichment``."""
     return f"{key}{_ENRICHMENT}"
+
+
+def record_table(uns: dict, table: str, source: str) -> None:
+    """Note in ``uns[TABLES]`` that the table ``uns[table]`` (signatures, enrichment) was read from the weights of
+    ``source``: a table under a custom ``key_added`` is then dropped with its model's other read-outs when another
+    model is written under ``source`` (tables under the default names are found by name)."""
+    reg = dict(uns.get(TABLES) or {})
+    reg[str(table)] = str(source)
+    uns[TABLES] = reg
 
 
 def rotated_key(key: str, method: str = DEFAULT_ROTATION) -> str:

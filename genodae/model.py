@@ -888,26 +888,39 @@ def _stale_readouts(adata: AnnData, key: str, fingerprint: str | None) -> list[t
     written there: its rotated nodes ``<key>_sparse``/``<key>_varimax`` (tl.rotate, tl.signatures; weights,
     activities, transform) with their signatures and enrichment tables, and the tables of ``key`` itself. Left in
     place they would be read as the new model's (``--key dae_sparse`` is the default of the signature commands).
-    Rotations stored under a custom ``key_added`` are found by the source key their record names. Read-outs of
+    Rotations stored under a custom ``key_added`` are found by the source key their record names, rotations of
+    those rotations likewise, and tables under a custom ``key_added`` by ``uns["genodae_tables"]``. Read-outs of
     this same model (by the fingerprint they record, or, for records without one, by the model stored under
     ``key``) are kept; an ensemble is a model of its own and is not touched."""
     old_model = model_fingerprint(adata.uns.get(_keys.params_key(key)))
     same_model = fingerprint is not None and old_model == fingerprint
     default_names = {_keys.rotated_key(key, method) for method in _keys.ROTATION_METHODS}
+    rotations = {}  # name -> source key, of every tl.rotate record
+    for r, rec in adata.uns.items():
+        if isinstance(rec, Mapping) and ({"whitening", "rotation", "source_key"} <= set(rec) or r in default_names):
+            rotations[r] = str(rec.get("source_key", key))  # records before source_key: by their default name
+    stale = set() if same_model else {key}
+    for r, source in rotations.items():
+        if source != key:
+            continue
+        made_from = adata.uns[r].get("source_fingerprint")
+        if fingerprint is None or not (str(made_from) == fingerprint if made_from is not None else same_model):
+            stale.add(r)
+    grown = True
+    while grown:  # rotations of stale rotations
+        more = {r for r, source in rotations.items() if source in stale and r not in stale and r != key}
+        stale |= more
+        grown = bool(more)
     out = []
-    for r, rec in list(adata.uns.items()):
-        if not isinstance(rec, Mapping) or (r not in default_names and not {"whitening", "rotation", "source_key"} <= set(rec)):
-            continue  # not a tl.rotate record (under a custom name it records its source; before that: by name)
-        if str(rec.get("source_key", key)) != key:
-            continue
-        made_from = rec.get("source_fingerprint")
-        if fingerprint is not None and (str(made_from) == fingerprint if made_from is not None else same_model):
-            continue
-        out += [("varm", _keys.weights_key(r)), ("obsm", _keys.embedding_key(r)), ("uns", r),
-                ("uns", _keys.signatures_key(r)), ("uns", _keys.enrichment_key(r))]
-    if not same_model:
-        out += [("uns", _keys.signatures_key(key)), ("uns", _keys.enrichment_key(key))]
-    return [(where, name) for where, name in out if name in getattr(adata, where)]
+    for r in sorted(stale - {key}):
+        out += [("varm", _keys.weights_key(r)), ("obsm", _keys.embedding_key(r)), ("uns", r)]
+    for r in sorted(stale):
+        out += [("uns", _keys.signatures_key(r)), ("uns", _keys.enrichment_key(r))]
+    registry = adata.uns.get(_keys.TABLES)
+    if isinstance(registry, Mapping):
+        out += [("uns", str(t)) for t, source in registry.items() if str(source) in stale]
+    seen: set[tuple[str, str]] = set()
+    return [(w, n) for w, n in out if n in getattr(adata, w) and not ((w, n) in seen or seen.add((w, n)))]
 
 
 def _drop_stale_readouts(adata: AnnData, key: str, fingerprint: str | None) -> None:

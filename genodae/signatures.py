@@ -291,6 +291,8 @@ def signatures(
     df.attrs["key"] = read_key
     out = key_added or _keys.signatures_key(read_key)
     adata.uns[out] = df
+    if out != _keys.signatures_key(read_key):
+        _keys.record_table(adata.uns, out, read_key)
     counts = df.groupby(["node", "direction"], observed=False).size()
     log.info("signatures of %s: %d nodes, median %d genes per tail (cutoff %.1f SD) in %.2fs; added uns['%s']",
              read_key, W.shape[1], int(np.median(counts)) if len(counts) else 0, sd_cutoff,

@@ -267,6 +267,8 @@ def enrich(
     res = _enrich.enrich(table, gene_sets, background=adata.var_names[used], id_map=id_map, min_size=min_size,
                          max_size=max_size, correction=correction)
     adata.uns[key_added or _keys.enrichment_key(key)] = res
+    if key_added and key_added != _keys.enrichment_key(key):
+        _keys.record_table(adata.uns, key_added, key)
     return res
 
 

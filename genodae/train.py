@@ -880,7 +880,7 @@ _DATA_DIFFERENCES = {
     "gene_likelihood": "gene likelihood {old} in the checkpoint, {new} now",
     "scaling": "per-gene scaling differs: prepared otherwise",
     "preparation": "prepared otherwise ({detail})",
-    "covariates": "covariate levels differ",
+    "covariates": "covariates differ (categorical levels, or a continuous covariate's mean or SD)",
     "cell_covariates": "the cells' batch or covariate values differ",
 }
 # differences that follow from another one (other genes have other scaling), not reported beside it
@@ -927,23 +927,23 @@ def _load_checkpoint(path: Path, module, opt, hist: History, config: DAEConfig, 
     if saved != now:
         diff = sorted(k for k in saved if saved[k] != now.get(k))
         raise UserError(f"checkpoint {path} was made with other settings ({', '.join(diff)}); "
-                        "delete it or train without --resume")
+                        "delete it or train without --resume (resume=False in Python)")
     if "data" not in meta:
         raise UserError(f"checkpoint {path} does not record the data it was made on (written by an older genodae): "
-                        f"delete {path} or train without --resume")
+                        f"delete {path} or train without --resume (resume=False in Python)")
     if "cell_covariates" in data and "cell_covariates" not in meta["data"]:
         raise UserError(f"checkpoint {path} does not record each cell's batch or covariate values (written by an older "
-                        f"genodae): delete {path} or train without --resume")
+                        f"genodae): delete {path} or train without --resume (resume=False in Python)")
     differ = _data_differences(meta["data"], data)
     if differ:
         raise UserError(f"checkpoint {path} was made on other data ({'; '.join(differ)}): delete {path} or train "
-                        "without --resume")
+                        "without --resume (resume=False in Python)")
     dev = next(module.parameters()).device
     try:
         module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError:  # e.g. size mismatch (a hand-edited record): torch's message is many lines
         raise UserError(f"checkpoint {path} does not fit this model (its weights have other shapes): delete {path} "
-                        "or train without --resume") from None
+                        "or train without --resume (resume=False in Python)") from None
     best = {k[5:]: v.to(dev) for k, v in tensors.items() if k.startswith("best.")}
     state: dict[int, dict] = {}
     for k, v in tensors.items():

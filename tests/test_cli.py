@@ -307,7 +307,7 @@ def test_resume_refuses_a_checkpoint_made_on_other_data(files, tmp_path, capsys,
     line = _one_line(capsys.readouterr().err)
     assert rc == 2
     assert f"checkpoint {ck / CHECKPOINT_FILE} was made on other data {expected}: delete" in line
-    assert line.endswith("or train without --resume")
+    assert line.endswith("or train without --resume (resume=False in Python)")
     assert not (tmp_path / "m").exists() and (ck / CHECKPOINT_FILE).is_file()
 
 
@@ -355,6 +355,23 @@ def test_resume_refuses_cells_whose_batch_labels_changed_with_the_same_levels(fi
     assert not (tmp_path / "m").exists() and (ck / CHECKPOINT_FILE).is_file()
 
 
+def test_resume_names_a_changed_continuous_covariate_as_such(files, tmp_path):
+    prepared = anndata.read_h5ad(files["prepared"])
+    prepared.obs["depth"] = np.random.default_rng(0).permutation(prepared.n_obs).astype(float)  # exact sums
+    ck = tmp_path / "m.ckpt"
+    settings = dict(n_latent=4, hidden=(16,), batch_size=32, num_threads=1, continuous_covariate_keys=["depth"])
+    DAE(epochs=2, **settings).fit(prepared, checkpoint_dir=ck, checkpoint_every=1)
+    shifted = prepared.copy()
+    shifted.obs["depth"] += 1.0
+    with pytest.raises(UserError, match=r"other data \(covariates differ \(categorical levels, or a continuous "
+                                        r"covariate's mean or SD\)\): delete"):
+        DAE(epochs=3, **settings).fit(shifted, checkpoint_dir=ck, resume=True)
+    swapped = prepared.copy()  # the same mean and SD (to the bit), other values per cell
+    swapped.obs["depth"] = prepared.obs["depth"].to_numpy()[::-1]
+    with pytest.raises(UserError, match=r"other data \(the cells' batch or covariate values differ\)"):
+        DAE(epochs=3, **settings).fit(swapped, checkpoint_dir=ck, resume=True)
+
+
 def test_resume_refuses_a_checkpoint_with_covariates_that_does_not_record_each_cells_values(files, tmp_path,
                                                                                           monkeypatch):
     """A checkpoint written before the per-cell record (covariate levels only) cannot show the cells kept their
@@ -370,7 +387,7 @@ def test_resume_refuses_a_checkpoint_with_covariates_that_does_not_record_each_c
                                                             if k != "cell_covariates"})
         DAE(epochs=2, **settings).fit(prepared, checkpoint_dir=ck, checkpoint_every=1)
     with pytest.raises(UserError, match=r"does not record each cell's batch or covariate values \(written by an older "
-                                        r"genodae\): delete .* or train without --resume"):
+                                        r"genodae\): delete .* or train without --resume \(resume=False in Python\)"):
         DAE(epochs=3, **settings).fit(prepared.copy(), checkpoint_dir=ck, resume=True)
 
 

@@ -120,6 +120,34 @@ def test_retraining_a_key_drops_its_rotations_under_a_custom_key_added(two_model
     assert "theirs" in a.uns and "X_theirs" in a.obsm
 
 
+def test_retraining_a_key_drops_rotations_of_its_rotations_and_tables_under_custom_names(two_models, tmp_path):
+    """Everything read from the old model goes, however it was named: a rotation of a rotation (and its tables),
+    signature and enrichment tables under a custom key_added, also after an .h5ad round trip; another model's
+    read-outs and tables stay."""
+    a = two_models[1].copy()
+    sets = {f"m{k}": list(a.var_names[k * 10:(k + 1) * 10]) for k in range(3)}
+    tl.rotate(a, key="dae_s0", key_added="mine")
+    tl.rotate(a, key="mine", key_added="mine2")
+    tl.signatures(a, key="mine")  # -> mine_sparse, mine_sparse_signatures
+    tl.signatures(a, key="dae_s0", key_added="mysig")
+    tl.signatures(a, key="dae_s0", rotation="none", key_added="mysig_raw")
+    tl.enrich(a, gene_sets=sets, key="dae_s0", min_size=2, key_added="myenr")
+    tl.signatures(a, key="dae_s1", key_added="theirsig")
+    a.write_h5ad(tmp_path / "a.h5ad")
+    b = anndata.read_h5ad(tmp_path / "a.h5ad")
+    assert b.uns["genodae_tables"]["mysig"] == "dae_s0_sparse" and b.uns["genodae_tables"]["myenr"] == "dae_s0"
+    for c in (a, b):
+        gone = {"mine", "mine2", "mine_sparse", "mine_sparse_signatures", "mysig", "mysig_raw", "myenr"}
+        assert gone <= set(c.uns)
+        genodae.DAE.load(two_models[2] / "m0").annotate(c, key_added="dae_s0")  # the same model: all stay
+        assert gone <= set(c.uns)
+        tl.dae(c, n_latent=4, epochs=2, seed=7, num_threads=1, key_added="dae_s0")  # another model: all go
+        assert not gone & set(c.uns), gone & set(c.uns)
+        assert not {"X_mine", "X_mine2", "X_mine_sparse"} & set(c.obsm)
+        assert not {"mine_weights", "mine2_weights", "mine_sparse_weights"} & set(c.varm)
+        assert "theirsig" in c.uns and "dae_s1_sparse" in c.uns  # another model's table and rotation stay
+
+
 def test_layer_model_needs_its_layer(two_models, tmp_path):
     a = two_models[1].copy()
     a.layers["half"] = a.X * 0.5
