@@ -979,6 +979,9 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
     ("readable_probe_pca",
      "### 32 principal components of the same input read out like genodae's nodes (`readout_limits.py pca`; "
      "tl.rotate's sparse rotation of the PC scores): the read-out on another embedding"),
+    ("readable_probe_learning",
+     "### What of the `signatures` preset helps: the default network with a larger learning rate, or a linear "
+     "encoder alone (`readout_limits.py learning`; 2 seeds; AMD EPYC; 2026-12-07; the default lr is 1e-3)"),
     ("readable_probe_training",
      "### Longer training and a linear encoder on the bulk-like generator (`readout_limits.py training bulk_like`; "
      "2 seeds; `default` = the auto budget, about 740 epochs = 2,000 updates for 300 samples)"),

@@ -5,6 +5,7 @@ planted-program generators of bench/readable.py (tl.signatures' sparse nodes, ±
     python bench/probes/readout_limits.py refit groups bulk_like  # 2 seeds
     python bench/probes/readout_limits.py pca                     # PCA scores read out like genodae's nodes
     python bench/probes/readout_limits.py training bulk_like      # 2 seeds per training setting
+    python bench/probes/readout_limits.py learning [generators]   # 2 seeds per setting, ~8 min per generator
 
 Parts (results of 2026-12-07 on the 2-core AMD EPYC VM, 1 torch thread, in bench/results/readable.md, "Probe:
 where the remaining gaps come from"):
@@ -23,6 +24,8 @@ where the remaining gaps come from"):
   sparse rotation: separates the read-out from what the embedding carries.
 - ``training``: the default network on the bulk-like generator with more updates (``epochs`` 2000 instead of the
   auto budget, ~740 epochs for 300 samples) and a linear encoder (``hidden=()``).
+- ``learning``: which part of the ``signatures`` preset helps on groups and overlap: the default network with
+  lr 3e-3 or 1e-2 (default 1e-3), or with a linear encoder alone.
 """
 import sys
 from pathlib import Path
@@ -176,9 +179,9 @@ def pca(gens):
     return rows
 
 
-def training(gens):
-    settings = {"default": {}, "epochs 2000": dict(epochs=2000), "hidden ()": dict(hidden=()),
-                "hidden (), epochs 2000": dict(hidden=(), epochs=2000)}
+def training(gens, settings=None):
+    settings = settings or {"default": {}, "epochs 2000": dict(epochs=2000), "hidden ()": dict(hidden=()),
+                            "hidden (), epochs 2000": dict(hidden=(), epochs=2000)}
     rows = []
     for gen in gens:
         adata, prep, modules, _, _ = load(gen)
@@ -192,6 +195,13 @@ def training(gens):
                              "r2_activity": r2(np.asarray(a.obsm["X_dae"], np.float64), act), **R.score(W, modules)})
                 print(rows[-1], flush=True)
     return rows
+
+
+def learning(gens):
+    """What of the ``signatures`` preset (a linear encoder, lr 0.01) lifts groups and overlap: the default network
+    with a larger learning rate, or with a linear encoder alone (2 seeds per setting)."""
+    return training(gens, {"default": {}, "lr 3e-3": dict(lr=3e-3), "lr 1e-2": dict(lr=1e-2),
+                           "hidden ()": dict(hidden=())})
 
 
 def write(part: str, rows: list[dict]) -> Path:
@@ -211,4 +221,5 @@ def write(part: str, rows: list[dict]) -> Path:
 
 if __name__ == "__main__":
     part, gens = sys.argv[1], sys.argv[2:] or GENERATORS
-    print(write(part, {"variants": variants, "refit": refit, "pca": pca, "training": training}[part](gens)))
+    print(write(part, {"variants": variants, "refit": refit, "pca": pca, "training": training,
+                      "learning": learning}[part](gens)))
