@@ -982,6 +982,10 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
     ("readable_probe_learning",
      "### What of the `signatures` preset helps: the default network with a larger learning rate, or a linear "
      "encoder alone (`readout_limits.py learning`; 2 seeds; AMD EPYC; 2026-12-07; the default lr is 1e-3)"),
+    ("readable_probe_schedule",
+     "### A larger rate that decays: the default network with Adam's rate falling from 3e-3 or 1e-2 to 0 along a "
+     "cosine over the training (`readout_limits.py schedule groups sizes bulk_like`; 2 seeds; AMD EPYC; 2026-12-07; "
+     "a probe patch, not a library setting)"),
     ("readable_probe_training",
      "### Longer training and a linear encoder on the bulk-like generator (`readout_limits.py training bulk_like`; "
      "2 seeds; `default` = the auto budget, about 740 epochs = 2,000 updates for 300 samples)"),

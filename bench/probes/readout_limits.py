@@ -6,6 +6,7 @@ planted-program generators of bench/readable.py (tl.signatures' sparse nodes, ±
     python bench/probes/readout_limits.py pca                     # PCA scores read out like genodae's nodes
     python bench/probes/readout_limits.py training bulk_like      # 2 seeds per training setting
     python bench/probes/readout_limits.py learning [generators]   # 2 seeds per setting, ~8 min per generator
+    python bench/probes/readout_limits.py schedule groups sizes bulk_like   # 2 seeds, ~5 min per generator
 
 Parts (results of 2026-12-07 on the 2-core AMD EPYC VM, 1 torch thread, in bench/results/readable.md, "Probe:
 where the remaining gaps come from"):
@@ -26,6 +27,8 @@ where the remaining gaps come from"):
   auto budget, ~740 epochs for 300 samples) and a linear encoder (``hidden=()``).
 - ``learning``: which part of the ``signatures`` preset helps on groups and overlap: the default network with
   lr 3e-3 or 1e-2 (default 1e-3), or with a linear encoder alone.
+- ``schedule``: the default network with a larger starting rate that decays along a cosine to 0 over the training
+  (the optimizer patched for the probe only).
 """
 import sys
 from pathlib import Path
@@ -204,6 +207,55 @@ def learning(gens):
                            "hidden ()": dict(hidden=())})
 
 
+def schedule(gens):
+    """The lead of ``learning``: a larger learning rate that decays. The default network with Adam whose rate falls
+    from lr0 to 0 along a cosine over the whole training (Loshchilov & Hutter 2017, without restarts), lr0 = 3e-3 or
+    1e-2; not a library setting: ``genodae.train.make_optimizer`` is patched here for the probe's models only."""
+    import math
+
+    import genodae.train as T
+
+    plain = T.make_optimizer
+
+    def cosine(lr0):
+        def make(module, config):
+            opt = plain(module, config)
+            n = config.n_train_probe
+            total = config.max_epochs(n) * max(1, -(-n // config.batch_size))
+            step = opt.step
+
+            def stepped(*args, _t=[0], **kwargs):  # noqa: B006 (a counter kept by the closure)
+                for group in opt.param_groups:
+                    group["lr"] = lr0 * 0.5 * (1 + math.cos(math.pi * min(_t[0], total) / total))
+                _t[0] += 1
+                return step(*args, **kwargs)
+
+            opt.step = stepped
+            return opt
+        return make
+
+    rows = []
+    for gen in gens:
+        adata, prep, modules, _, _ = load(gen)
+        act = np.asarray(adata.obsm["program_activity"], np.float64)
+        n_train = prep.n_obs - int(round(prep.n_obs * genodae.DAEConfig().val_fraction))
+        for name, lr0 in (("default", None), ("cosine from 3e-3", 3e-3), ("cosine from 1e-2", 1e-2)):
+            T.make_optimizer = plain if lr0 is None else cosine(lr0)
+            genodae.DAEConfig.n_train_probe = n_train
+            try:
+                for seed in range(2):
+                    a = prep.copy()
+                    genodae.tl.dae(a, seed=seed, n_latent=32, num_threads=1)
+                    W, _ = sparse_readout(a)
+                    rows.append({"generator": gen, "seed": seed, "readout": name,
+                                 "r2_activity": r2(np.asarray(a.obsm["X_dae"], np.float64), act),
+                                 **R.score(W, modules)})
+                    print(rows[-1], flush=True)
+            finally:
+                T.make_optimizer = plain
+    return rows
+
+
 def write(part: str, rows: list[dict]) -> Path:
     """Means over seeds into bench/results/readable_probe_<part>.tsv (rows of other generators already there are
     kept, so generators can run in separate processes); readable.py's report puts it in readable.md."""
@@ -222,4 +274,4 @@ def write(part: str, rows: list[dict]) -> Path:
 if __name__ == "__main__":
     part, gens = sys.argv[1], sys.argv[2:] or GENERATORS
     print(write(part, {"variants": variants, "refit": refit, "pca": pca, "training": training,
-                      "learning": learning}[part](gens)))
+                      "learning": learning, "schedule": schedule}[part](gens)))
