@@ -178,7 +178,8 @@ class DAE:
     def _data_record(self, adata: AnnData) -> dict[str, Any]:
         """What identifies the training data, for checkpoints (a resumed run must train on the same data):
         fingerprints of the model's genes (in order), of the cell names, of the per-gene scaling and of each cell's
-        covariate values (batch labels), the layer, the likelihood and the covariate levels. Cheap: names and per-gene vectors, never the matrix."""
+        covariate values (batch labels), the layer, the likelihood and the covariate levels. Cheap: names, per-gene
+        and per-cell vectors, never the matrix."""
         import hashlib
 
         def digest(*parts) -> str:
@@ -911,16 +912,13 @@ def _stale_readouts(adata: AnnData, key: str, fingerprint: str | None) -> list[t
         more = {r for r, source in rotations.items() if source in stale and r not in stale and r != key}
         stale |= more
         grown = bool(more)
-    out = []
-    for r in sorted(stale - {key}):
-        out += [("varm", _keys.weights_key(r)), ("obsm", _keys.embedding_key(r)), ("uns", r)]
-    for r in sorted(stale):
-        out += [("uns", _keys.signatures_key(r)), ("uns", _keys.enrichment_key(r))]
+    out = [pair for r in sorted(stale - {key})
+           for pair in (("varm", _keys.weights_key(r)), ("obsm", _keys.embedding_key(r)), ("uns", r))]
+    out += [pair for r in sorted(stale) for pair in (("uns", _keys.signatures_key(r)), ("uns", _keys.enrichment_key(r)))]
     registry = adata.uns.get(_keys.TABLES)
     if isinstance(registry, Mapping):
         out += [("uns", str(t)) for t, source in registry.items() if str(source) in stale]
-    seen: set[tuple[str, str]] = set()
-    return [(w, n) for w, n in out if n in getattr(adata, w) and not ((w, n) in seen or seen.add((w, n)))]
+    return [(w, n) for w, n in dict.fromkeys(out) if n in getattr(adata, w)]
 
 
 def _drop_stale_readouts(adata: AnnData, key: str, fingerprint: str | None) -> None:

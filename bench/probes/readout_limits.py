@@ -123,9 +123,8 @@ def refit(gens):
         act = np.asarray(adata.obsm["program_activity"], np.float64)
         for seed in range(2):
             a = prep.copy()
-            genodae.tl.dae(a, seed=seed, n_latent=32, num_threads=1)
-            model = genodae.DAE(seed=seed, n_latent=32, num_threads=1)
-            model.fit(prep)
+            model = genodae.DAE(seed=seed, n_latent=32, num_threads=1).fit(prep)
+            model.annotate(a)  # what tl.dae writes, from the same (one) training
             mod = model.module.eval()
             x = torch.tensor(X, dtype=torch.float32)
             with torch.no_grad():
@@ -217,11 +216,10 @@ def schedule(gens):
 
     plain = T.make_optimizer
 
-    def cosine(lr0):
+    def cosine(lr0, n_train):
         def make(module, config):
             opt = plain(module, config)
-            n = config.n_train_probe
-            total = config.max_epochs(n) * max(1, -(-n // config.batch_size))
+            total = config.max_epochs(n_train) * max(1, -(-n_train // config.batch_size))
             step = opt.step
 
             def stepped(*args, _t=[0], **kwargs):  # noqa: B006 (a counter kept by the closure)
@@ -240,8 +238,7 @@ def schedule(gens):
         act = np.asarray(adata.obsm["program_activity"], np.float64)
         n_train = prep.n_obs - int(round(prep.n_obs * genodae.DAEConfig().val_fraction))
         for name, lr0 in (("default", None), ("cosine from 3e-3", 3e-3), ("cosine from 1e-2", 1e-2)):
-            T.make_optimizer = plain if lr0 is None else cosine(lr0)
-            genodae.DAEConfig.n_train_probe = n_train
+            T.make_optimizer = plain if lr0 is None else cosine(lr0, n_train)
             try:
                 for seed in range(2):
                     a = prep.copy()
