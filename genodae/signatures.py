@@ -264,7 +264,10 @@ def signatures(
     Returns
     -------
     Long table: ``node``, ``direction`` (pos/neg), ``gene``, ``weight``, ``zscore``, ``rank``,
-    ``beyond_cutoff``; also stored in ``uns``. Its ``attrs["key"]`` names the weights it was read from.
+    ``beyond_cutoff``; read from an ensemble's consensus nodes as they are (``key`` of :func:`ensemble`,
+    ``rotation="none"``), also ``near_copy_of``: the better-supported consensus node this node's weights
+    correlate with at |r| ≥ 0.9 (``config.NEAR_COPY_CORR``), or "" (the same in its support table). Also stored in
+    ``uns``. Its ``attrs["key"]`` names the weights it was read from.
 
     Examples
     --------
@@ -288,6 +291,9 @@ def signatures(
         rotate(adata, key=key, method=rotation, readout=readout, key_added=read_key)
     W = gene_weights(adata, read_key)
     df = high_weight_genes(W, sd_cutoff=sd_cutoff, min_genes=min_genes)
+    copies = _near_copies(adata, read_key)
+    if copies is not None:  # an ensemble's consensus nodes: name the ones that nearly copy a better-supported node
+        df["near_copy_of"] = pd.Categorical(df["node"].astype(str).map(copies).fillna(""))
     df.attrs["key"] = read_key
     out = key_added or _keys.signatures_key(read_key)
     adata.uns[out] = df
@@ -298,6 +304,16 @@ def signatures(
              read_key, W.shape[1], int(np.median(counts)) if len(counts) else 0, sd_cutoff,
              time.perf_counter() - t0, out)
     return df
+
+
+def _near_copies(adata: AnnData, key: str) -> pd.Series | None:
+    """node → the better-supported consensus node it nearly copies ("" if none), for the consensus nodes of
+    :func:`ensemble` stored under ``key``; None for any other weights."""
+    rec = adata.uns.get(key)
+    support = rec.get("support") if isinstance(rec, Mapping) else None
+    if not isinstance(support, pd.DataFrame) or "near_copy_of" not in support.columns:
+        return None
+    return support["near_copy_of"].astype(str).rename(index=str)
 
 
 def signature_sets(table: pd.DataFrame, *, beyond_cutoff_only: bool = False) -> dict[str, list[str]]:

@@ -260,6 +260,16 @@ def test_ensemble_of_two_seeds(trained):
     assert rec["auroc"].mean() > 0.9
     t = genodae.tl.signatures(a, key="ens", rotation="none")
     assert set(t["node"].astype(str)) <= set(a.uns["ens"]["node_names"])
+    # the consensus nodes' signatures name the near copies, as the support table does
+    marks = a.uns["ens"]["support"]["near_copy_of"]
+    assert (t["near_copy_of"].astype(str).to_numpy() == marks.loc[t["node"].astype(str)].to_numpy()).all()
+    node = str(t["node"].iloc[0])
+    other = next(n for n in a.uns["ens"]["node_names"] if n != node)
+    a.uns["ens"]["support"].loc[node, "near_copy_of"] = other
+    t = genodae.tl.signatures(a, key="ens", rotation="none")
+    assert set(t.loc[t["node"].astype(str) == node, "near_copy_of"]) == {other}
+    assert set(t.loc[t["node"].astype(str) != node, "near_copy_of"]) <= set(marks) | {""}
+    assert "near_copy_of" not in genodae.tl.signatures(a).columns  # a model's own nodes: no such column
 
 
 def test_consensus_cut_default_and_by_rotation(trained):
@@ -370,7 +380,13 @@ def test_cli_signatures_ensemble_and_sweep(embedded, tmp_path):
     assert json.loads((tmp_path / "t.json").read_text())["node_names"][0] == "vnode0"
     assert cli_main(["-q", "ensemble", str(embedded / "s0.h5ad"), str(embedded / "s1.h5ad"), "-o",
                      str(tmp_path / "cons.tsv"), "--support", str(tmp_path / "sup.tsv"), "--stability",
-                     str(tmp_path / "stab.tsv")]) == 0
+                     str(tmp_path / "stab.tsv"), "--h5ad", str(tmp_path / "cons.h5ad")]) == 0
+    # the workflow's ensemble_signatures: the consensus read as it is, near copies named in the table
+    assert cli_main(["-q", "signatures", str(tmp_path / "cons.h5ad"), "-o", str(tmp_path / "ens_sig.tsv"),
+                     "--key", "dae_ensemble", "--rotation", "none"]) == 0
+    ens = pd.read_csv(tmp_path / "ens_sig.tsv", sep="\t", keep_default_na=False)
+    sup = pd.read_csv(tmp_path / "sup.tsv", sep="\t", keep_default_na=False)
+    assert "near_copy_of" in ens.columns and set(ens["near_copy_of"]) <= set(sup["near_copy_of"])
     assert pd.read_csv(tmp_path / "cons.tsv", sep="\t", index_col=0).shape[1] >= 3
     assert {"model", "node", "cluster", "support", "near_copy_of"} <= set(pd.read_csv(tmp_path / "sup.tsv",
                                                                                        sep="\t").columns)
