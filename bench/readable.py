@@ -30,11 +30,16 @@ Per module (``readable_synthetic_modules.tsv``): which modules no method recover
 Part ``bulk``: eADAGE's pathway coverage on the bulk sets of ../shared/data (``GENODAE_SHARED_DATA``
 overrides) with Hallmark and GO BP: ±2.5 SD signatures per node, one-sided Fisher test, BH per node
 (``genodae.enrich``), coverage = gene sets significant (FDR < 0.05) for at least one signature; share of
-signatures enriched for at least one set.
+signatures enriched for at least one set; ``*_pos``: the same for the positive tails alone (NMF's loadings are
+non-negative, so its signatures are positive tails only). ``--sets`` adds real single-cell counts with gene
+symbols (``COUNT_SETS``: PBMC3k CD8/CD14, the three CEL-seq2 plates). Probe ``genodae one-sided read-out``: the
+default model's sparse activities made usage-like (``one_sided_weights``).
 
 python bench/readable.py synthetic --seeds 6       # bench/results/readable_synthetic{,_modules}.tsv
 python bench/readable.py bulk --seeds 3            # bench/results/readable_bulk.{tsv,md}
 python bench/readable.py bulk --seeds 10 --suffix _seeds10   # + ens_stab: consensus of seeds 0-4 vs 5-9
+python bench/readable.py bulk --seeds 3 --sets pbmc3k_cd8_cd14 celseq2_3plates --variants genodae "genodae nb" \
+    "genodae signatures preset" "genodae one-sided read-out" --suffix _singlecell   # real single-cell counts
 python bench/readable.py rank --seeds 3            # probe: n_latent = the signal rank (readable_rank.tsv)
 python bench/readable.py synthetic --seeds 3 --variants "genodae patience 0" --suffix _patience   # the default now
 python bench/readable.py synthetic --seeds 6 --generators groups bulk_like --no-cnmf \
@@ -148,6 +153,7 @@ def cnmf_loadings(adata, k: int, seed: int, genes) -> pd.DataFrame | None:
     return W.reindex(pd.Index(genes)).fillna(0.0)
 
 
+ONE_SIDED = "genodae one-sided read-out"  # a read-out probe of the default model (bulk part)
 VARIANTS = {  # label → tl.dae settings; "genodae" = the library defaults, as users get them
     "genodae": {},
     "genodae nb": {"gene_likelihood": "nb"},
@@ -158,6 +164,9 @@ PROBES = {  # run only when named with --variants (not part of the default compa
     "genodae signatures preset patience 30": {"preset": "signatures", "patience": 30},  # the preset before 2026-12-04
     "genodae varimax": {"rotation": "varimax"},  # the model basis (whitened varimax until 2026-12-07, distance-keeping since)
     "genodae signatures preset varimax": {"preset": "signatures", "rotation": "varimax"},
+    # the default model's sparse activities made one-sided, usage-like (bench/probes/readout_limits.py "relu all"):
+    # each gene's correlation with max(a - median(a), 0), a's sign turned so that its skew is positive
+    ONE_SIDED: {},
 }
 
 
@@ -175,6 +184,9 @@ def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[
         genodae.tl.dae(a, seed=seed, n_latent=n_latent, num_threads=1, **kw)
         used = S.genes_used(a, "dae")
         genes = a.var_names[used]
+        if label == ONE_SIDED:
+            out[label] = one_sided_weights(a)
+            continue
         if "rotation" in kw or kw.get("preset") == "signatures":  # the model's own nodes, as set
             out[label] = pd.DataFrame(a.varm["dae_weights"][used], index=genes)
         else:  # the signatures users get: tl.signatures' default read-out (sparse nodes; model's basis irrelevant)
@@ -186,6 +198,23 @@ def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[
             genodae.tl.rotate(a, method="varimax")  # the same model read out with orthogonal whitened nodes
             out[VARIMAX_READOUT] = pd.DataFrame(a.varm["dae_varimax_weights"][used], index=genes)
     return out
+
+
+def one_sided_weights(a) -> pd.DataFrame:
+    """``ONE_SIDED``: tl.rotate's sparse activities A of ``a``'s model, each node's sign turned so that its skew is
+    positive, made usage-like (max(A − median(A), 0), as cNMF's usages are non-negative), and each gene's
+    correlation with them (the genes the model used × nodes)."""
+    from scipy.stats import skew
+
+    from genodae.kernels import _corr_cols
+
+    genodae.tl.rotate(a, method="sparse")
+    used = S.genes_used(a, "dae")
+    A = np.asarray(a.obsm["X_dae_sparse"], np.float64)
+    A = A * np.where(skew(A, axis=0) < 0, -1.0, 1.0)
+    X, genes = S.model_input(a)
+    W = pd.DataFrame(_corr_cols(X, np.maximum(A - np.median(A, axis=0), 0.0)), index=genes)
+    return W.reindex(a.var_names[used]).fillna(0.0)
 
 
 def score(weights: pd.DataFrame, modules, recovery: pd.DataFrame | None = None) -> dict:
@@ -483,6 +512,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", choices=[*VARIANTS, *PROBES], default=None,
                    help="synthetic: only these genodae settings (no baselines), e.g. the probe 'genodae patience 0'; "
                    "bulk: these genodae settings (with the baselines)")
+    p.add_argument("--sets", nargs="+", choices=[*BULK, *COUNT_SETS], default=None,
+                   help="bulk: these sets (default: the bulk sets; COUNT_SETS are real single-cell counts)")
     p.add_argument("--cache", default=None, help="consensus: a folder for the trained models' weights (<set>.pkl), "
                    "reused when present")
     args = p.parse_args()
@@ -515,6 +546,33 @@ BULK = {
 GENE_SETS = {"hallmark": "genesets/h.all.v7.0.symbols.gmt", "go_bp": "genesets/enrichr.GO_Biological_Process_2021.gmt"}
 
 
+COUNT_SETS = ("pbmc3k_cd8_cd14", "celseq2_3plates")  # bulk part, --sets: real single-cell counts, gene symbols
+ID_MAP = "genesets/hsapiens_gene_ensembl.background.genes.txt"  # Ensembl ID -> symbol (CEL-seq2 has Ensembl IDs)
+
+
+def read_set(name: str):
+    """Raw AnnData of a bulk set (``read_bulk``) or of a single-cell count set with gene symbols as var_names:
+    PBMC3k CD8/CD14 as it is; the three CEL-seq2 plates (bench/integration.py's ``celseq2_3plates``: singlets,
+    no ERCC, genes of all plates; the plate effect left in, as every method gets the same input) with their
+    Ensembl IDs mapped to symbols by ``ID_MAP`` (IDs without a symbol, and every symbol several IDs share, dropped)."""
+    if name in BULK:
+        return read_bulk(name)
+    if name == "pbmc3k_cd8_cd14":
+        return C.load_raw(name, SHARED)
+    import integration
+
+    from genodae import enrich
+
+    raw = integration.load_celseq2(SHARED)
+    if raw is None:
+        return None
+    symbols = pd.Series(raw.var_names.map(enrich.read_id_map(SHARED / ID_MAP)), index=raw.var_names)
+    keep = symbols.notna() & ~symbols.duplicated(keep=False)
+    raw = raw[:, keep.to_numpy()].copy()
+    raw.var_names = pd.Index(symbols[keep].astype(str).to_numpy())
+    return raw
+
+
 def read_bulk(name: str):
     path = SHARED / BULK[name]
     if name == "tcga_brca":
@@ -530,12 +588,15 @@ def coverage(weights: pd.DataFrame, gene_sets: dict, background) -> dict:
     from genodae import enrich
 
     sig = S.high_weight_genes(weights, sd_cutoff=2.5)
-    n_sig = int(sig.groupby(["node", "direction"], observed=True).ngroups)
-    res = enrich.enrich(sig, gene_sets, background=background, min_size=5, max_size=500)
-    hit = res[res["fdr"] < 0.05]
-    return {"covered": int(hit["term"].nunique()), "signatures": n_sig,
-            "enriched": int(hit["signature"].nunique()),
-            "enriched_share": float(hit["signature"].nunique() / n_sig) if n_sig else 0.0}
+    out = {}
+    for tails, part in (("", sig), ("_pos", sig[sig["direction"] == "pos"])):
+        n_sig = int(part.groupby(["node", "direction"], observed=True).ngroups)
+        res = enrich.enrich(part, gene_sets, background=background, min_size=5, max_size=500) if n_sig else None
+        hit = res[res["fdr"] < 0.05] if res is not None else pd.DataFrame({"term": [], "signature": []})
+        out.update({f"covered{tails}": int(hit["term"].nunique()), f"signatures{tails}": n_sig,
+                    f"enriched{tails}": int(hit["signature"].nunique()),
+                    f"enriched_share{tails}": float(hit["signature"].nunique() / n_sig) if n_sig else 0.0})
+    return out
 
 
 def run_bulk(args) -> None:
@@ -547,8 +608,10 @@ def run_bulk(args) -> None:
     sets = {k: enrich.read_gmt(SHARED / v) for k, v in GENE_SETS.items()}
     rows, weights_by = [], {}
     variants = {v: {**VARIANTS, **PROBES}[v] for v in args.variants} if args.variants else VARIANTS
-    for name in BULK:
-        raw = read_bulk(name)
+    for name in args.sets or BULK:
+        raw = read_set(name)
+        if raw is None:
+            continue
         prep = genodae.pp.prepare(raw, copy=True)
         X, genes = S.model_input(prep)
         k = min(args.n_latent, prep.n_obs // 2)
@@ -568,7 +631,7 @@ def run_bulk(args) -> None:
                      time.perf_counter() - t0)
     per_seed = pd.DataFrame(rows)
     summary = per_seed.groupby(["set", "n_latent", "gene_sets", "method"], sort=False)[
-        ["covered", "enriched_share", "signatures"]].mean().reset_index()
+        ["covered", "enriched_share", "signatures", "covered_pos", "enriched_share_pos"]].mean().reset_index()
     stab = {key: float(S.stability(Ws)["stability"].mean()) for key, Ws in weights_by.items() if len(Ws) > 1}
     summary["stab"] = [stab.get((r.set, r.method), np.nan) for r in summary.itertuples()]
     ens = {}  # eADAGE: consensus nodes of the seeds, read out the same way
@@ -890,6 +953,13 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "### The `signatures` preset on the bulk sets (`bulk --seeds 3 --variants \"genodae signatures preset\" "
      "--suffix _sparse_signatures`; AMD EPYC; 2026-12-07; the baselines' single-model columns equal the `_sparse` bulk "
      "table's, their ens_* columns come from tl.ensemble's clustering of 2026-12-07, one node per model)"),
+    ("readable_bulk_singlecell",
+     "## Real single-cell counts: pathway coverage (`bulk --seeds 3 --sets pbmc3k_cd8_cd14 celseq2_3plates --variants "
+     "genodae \"genodae nb\" \"genodae signatures preset\" \"genodae one-sided read-out\" --suffix _singlecell`; AMD "
+     "EPYC; 2026-12-07): PBMC3k CD8/CD14 (787 cells × 946 genes) and the three CEL-seq2 plates (571 singlets of 5 "
+     "cell lines, 2,000 prepared genes, plate effect left in, Ensembl IDs mapped to symbols); Hallmark and GO BP "
+     "as for the bulk sets; `*_pos` = positive tails only (NMF's signatures are positive tails); ens_* = consensus "
+     "of the 3 seeds"),
     ("readable_bulk_sparse",
      "## Pathway coverage on bulk sets with the sparse read-out (`bulk --seeds 3 --variants genodae \"genodae "
      "varimax\" --suffix _sparse`; Intel Xeon; ens_* = consensus of the 3 seeds)"),

@@ -250,8 +250,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # layer) trained with a larger learning rate for the whole 300 epochs (best validation epoch kept; no early
     # stop: with patience 30 one seed of six stopped inside a plateau, groups F1 0.53), its nodes reported in the
     # signatures' read-out (correlation, varimax, sparse coding: rotation="sparse"; the embedding's distances are
-    # not the bottleneck's). Best single-model recovery of discrete groups (F1 0.89 vs 0.84 for the default's
-    # signatures, 3 seeds; bench/results/readable.md), equal elsewhere.
+    # not the bottleneck's). Best single-model recovery of planted discrete groups (F1 0.89 vs 0.84 for the
+    # default's signatures, 3 seeds; bench/results/readable.md), lower on the sizes and bulk-like generators, and
+    # on real data fewer gene sets (NCI-60 P53) or fewer enriched signatures (PBMC3k, CEL-seq2): an option, the
+    # default stays the recommended model for signatures (README "Signatures").
     "signatures": dict(hidden=(), lr=1e-2, epochs=300, patience=0, rotation="sparse"),
 }
 
