@@ -268,6 +268,34 @@ def absent(name: str, path: Path, who: str | None = None) -> None:
     return None
 
 
+def load_celseq2_plates(data_dir: Path, who: str | None = None):
+    """The three CellBench CEL-seq2 plates (5 cell lines) as one counts AnnData: singlets only (demuxlet SNG), ERCC
+    spike-ins dropped, the genes all plates share; obs ``label`` (cell line) and ``batch`` (p1/p2/p3), cell names
+    made unique by their plate (``p1/A1`` …: the plates share barcodes). None when a file is absent."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    parts = []
+    for p in (1, 2, 3):
+        f = data_dir / "scrna" / f"sc_celseq2_5cl_p{p}.count.csv.gz"
+        m = data_dir / "scrna" / f"sc_celseq2_5cl_p{p}.metadata.csv.gz"
+        if not f.exists() or not m.exists():
+            return absent("celseq2_3plates", f if not f.exists() else m, who)
+        counts = pd.read_csv(f, index_col=0)  # genes × cells
+        counts = counts.loc[~counts.index.astype(str).str.startswith("ERCC-")]
+        meta = pd.read_csv(m, index_col=0)
+        meta = meta.loc[counts.columns.intersection(meta.index)]
+        meta = meta[meta["demuxlet_cls"].astype(str) == "SNG"]
+        a = ad.AnnData(X=sp.csr_matrix(counts[meta.index].T.to_numpy(np.float32)),
+                       obs=pd.DataFrame({"label": meta["cell_line_demuxlet"].astype(str).to_numpy(),
+                                         "batch": f"p{p}"}, index=[f"p{p}/{b}" for b in meta.index]),
+                       var=pd.DataFrame(index=counts.index.astype(str)))
+        parts.append(a)
+    return ad.concat(parts, join="inner")
+
+
 def load_raw(name: str, data_dir: Path, who: str | None = None):
     """AnnData of raw counts (log values for TCGA) with string labels in ``obs['label']``; None when absent."""
     import anndata as ad

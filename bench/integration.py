@@ -110,26 +110,7 @@ def _absent(name, path):
 
 
 def load_celseq2(data_dir: Path):
-    import anndata as ad
-
-    parts = []
-    for p in (1, 2, 3):
-        f = data_dir / "scrna" / f"sc_celseq2_5cl_p{p}.count.csv.gz"
-        m = data_dir / "scrna" / f"sc_celseq2_5cl_p{p}.metadata.csv.gz"
-        if not f.exists() or not m.exists():
-            return _absent("celseq2_3plates", f if not f.exists() else m)
-        counts = pd.read_csv(f, index_col=0)  # genes × cells
-        counts = counts.loc[~counts.index.astype(str).str.startswith("ERCC-")]
-        meta = pd.read_csv(m, index_col=0)
-        meta = meta.loc[counts.columns.intersection(meta.index)]
-        meta = meta[meta["demuxlet_cls"].astype(str) == "SNG"]
-        a = ad.AnnData(X=sp.csr_matrix(counts[meta.index].T.to_numpy(np.float32)),
-                       obs=pd.DataFrame({"label": meta["cell_line_demuxlet"].astype(str).to_numpy(),
-                                         "batch": f"p{p}"}, index=[f"p{p}/{b}" for b in meta.index]),
-                       var=pd.DataFrame(index=counts.index.astype(str)))
-        parts.append(a)
-    adata = ad.concat(parts, join="inner")
-    return adata
+    return C.load_celseq2_plates(data_dir, "integration")
 
 
 def load_source(name: str, data_dir: Path):

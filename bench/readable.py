@@ -552,18 +552,16 @@ ID_MAP = "genesets/hsapiens_gene_ensembl.background.genes.txt"  # Ensembl ID -> 
 
 def read_set(name: str):
     """Raw AnnData of a bulk set (``read_bulk``) or of a single-cell count set with gene symbols as var_names:
-    PBMC3k CD8/CD14 as it is; the three CEL-seq2 plates (bench/integration.py's ``celseq2_3plates``: singlets,
+    PBMC3k CD8/CD14 as it is; the three CEL-seq2 plates (``_common.load_celseq2_plates``, bench/integration.py's ``celseq2_3plates``: singlets,
     no ERCC, genes of all plates; the plate effect left in, as every method gets the same input) with their
     Ensembl IDs mapped to symbols by ``ID_MAP`` (IDs without a symbol, and every symbol several IDs share, dropped)."""
     if name in BULK:
         return read_bulk(name)
     if name == "pbmc3k_cd8_cd14":
         return C.load_raw(name, SHARED)
-    import integration
-
     from genodae import enrich
 
-    raw = integration.load_celseq2(SHARED)
+    raw = C.load_celseq2_plates(SHARED)
     if raw is None:
         return None
     symbols = pd.Series(raw.var_names.map(enrich.read_id_map(SHARED / ID_MAP)), index=raw.var_names)
@@ -960,6 +958,17 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "cell lines, 2,000 prepared genes, plate effect left in, Ensembl IDs mapped to symbols); Hallmark and GO BP "
      "as for the bulk sets; `*_pos` = positive tails only (NMF's signatures are positive tails); ens_* = consensus "
      "of the 3 seeds"),
+    ("readable_bulk_tails",
+     "### The bulk sets again, with positive-tail columns (`bulk --seeds 3 --variants genodae --suffix _tails`; AMD "
+     "EPYC; 2026-12-07): the same code as the Intel Xeon `_geo` table below gives other genodae models on this CPU "
+     "(P53 seed 1: 43 GO BP sets here, 87 there; the baselines are equal to 3 decimals)"),
+    ("readable_bulk_seeds10_amd",
+     "### Bulk sets, 10 seeds on the AMD EPYC (`bulk --seeds 10 --variants genodae --suffix _seeds10_amd`; "
+     "2026-12-07; compare the Intel Xeon `_seeds10_sparse` table below)"),
+    ("readable_probe_celseq2_nmf",
+     "### Probe: why raw NMF covers more gene sets on the CEL-seq2 lines (`python bench/probes/celseq2_nmf.py`; "
+     "AMD EPYC; 2026-12-07; GO BP; twins_07/09 = nodes with another at |r| > 0.7 / 0.9, pos_tail_median = median "
+     "genes of a positive ±2.5 SD tail, pos_genes = distinct genes in all positive tails, of 2,000)"),
     ("readable_bulk_sparse",
      "## Pathway coverage on bulk sets with the sparse read-out (`bulk --seeds 3 --variants genodae \"genodae "
      "varimax\" --suffix _sparse`; Intel Xeon; ens_* = consensus of the 3 seeds)"),

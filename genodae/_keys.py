@@ -27,10 +27,13 @@ nodes of an ensemble; ``uns[<key>]["node_names"]`` overrides them (:func:`node_l
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterable, Mapping
 
 from .errors import UserError
+
+log = logging.getLogger(__name__)
 
 DEFAULT = "dae"  # the prefix of a model's keys unless key_added says otherwise
 ENSEMBLE = "dae_ensemble"  # default prefix of tl.ensemble's consensus nodes
@@ -190,10 +193,58 @@ def resolve_key_added(key_added: str | None, key: str | None, *, default: str = 
     return key_added if key_added is not None else default
 
 
+def stale_readouts(adata, key: str, fingerprint: str | None, old_fingerprint: str | None) -> list[tuple[str, str]]:
+    """(store, name) of the read-outs of another model stored under ``key`` before a model with ``fingerprint`` is
+    written there: its rotated nodes ``<key>_sparse``/``<key>_varimax`` (tl.rotate, tl.signatures; weights,
+    activities, transform) with their signatures and enrichment tables, and the tables of ``key`` itself. Left in
+    place they would be read as the new model's (``--key dae_sparse`` is the default of the signature commands).
+    Rotations stored under a custom ``key_added`` are found by the source key their record names, rotations of
+    those rotations likewise, and tables under a custom ``key_added`` by ``uns["genodae_tables"]``. Read-outs of
+    this same model (by the fingerprint they record, or, for records without one, by the model stored under
+    ``key``) are kept; an ensemble is a model of its own and is not touched. ``fingerprint``/``old_fingerprint``:
+    ``get.model_fingerprint`` of the model being written and of the record under ``key`` (None for an ensemble's
+    consensus: a new ensemble under ``key`` replaces everything read from the old one)."""
+    same_model = fingerprint is not None and old_fingerprint == fingerprint
+    default_names = {rotated_key(key, method) for method in ROTATION_METHODS}
+    rotations = {}  # name -> source key, of every tl.rotate record
+    for r, rec in adata.uns.items():
+        if isinstance(rec, Mapping) and ({"whitening", "rotation", "source_key"} <= set(rec) or r in default_names):
+            rotations[r] = str(rec.get("source_key", key))  # records before source_key: by their default name
+    stale = set() if same_model else {key}
+    for r, source in rotations.items():
+        if source != key:
+            continue
+        made_from = adata.uns[r].get("source_fingerprint")
+        if fingerprint is None or not (str(made_from) == fingerprint if made_from is not None else same_model):
+            stale.add(r)
+    grown = True
+    while grown:  # rotations of stale rotations
+        more = {r for r, source in rotations.items() if source in stale and r not in stale and r != key}
+        stale |= more
+        grown = bool(more)
+    out = [pair for r in sorted(stale - {key})
+           for pair in (("varm", weights_key(r)), ("obsm", embedding_key(r)), ("uns", r))]
+    out += [pair for r in sorted(stale) for pair in (("uns", signatures_key(r)), ("uns", enrichment_key(r)))]
+    registry = adata.uns.get(TABLES)
+    if isinstance(registry, Mapping):
+        out += [("uns", str(t)) for t, source in registry.items() if str(source) in stale]
+    return [(w, n) for w, n in dict.fromkeys(out) if n in getattr(adata, w)]
+
+
+def drop_stale_readouts(adata, key: str, fingerprint: str | None, old_fingerprint: str | None) -> None:
+    """Remove :func:`stale_readouts` from ``adata`` (in memory), with a log line."""
+    gone = stale_readouts(adata, key, fingerprint, old_fingerprint)
+    for where, name in gone:
+        del getattr(adata, where)[name]
+    if gone:
+        log.info("removed the read-outs of the model stored under %r before: %s", key,
+                 ", ".join(f"{w}[{n!r}]" for w, n in gone))
+
+
 __all__ = [
     "COUNTS_LAYER", "CONSENSUS_NODE", "DEFAULT", "DEFAULT_ROTATED", "DEFAULT_ROTATION", "ENSEMBLE", "HIGHLY_VARIABLE", "NODE", "OFFSET", "PREP", "READ",
-    "ROTATED_NODE", "SCALE", "decoder_weights_key", "denoised_key", "embedding_key", "embedding_keys",
+    "ROTATED_NODE", "SCALE", "decoder_weights_key", "denoised_key", "drop_stale_readouts", "embedding_key", "embedding_keys",
     "enrichment_key", "keys_added", "model_keys_added", "node_labels", "node_names", "params_key", "recon_error_key",
-    "recon_r2_key", "resolve_key_added", "rotated_key", "rotated_source", "signatures_key", "weights_key",
+    "recon_r2_key", "resolve_key_added", "rotated_key", "rotated_source", "signatures_key", "stale_readouts", "weights_key",
     "weights_keys",
 ]

@@ -35,7 +35,8 @@ ROTATIONS = ("sparse", "varimax", "none")
 # overlap 0.92 -> 0.95, sizes 0.81 -> 0.91 (bulk-like 0.97 either way), consensus F1 within 0.01; varimax nodes
 # lose a program at 0.6 on bulk-like (F1 0.99 -> 0.94), so they keep 0.5.
 ENSEMBLE_MIN_CORR = {"sparse": 0.6, "varimax": 0.5, "none": 0.5}
-# A consensus node whose weights correlate with a better-supported one's at |r| >= this is marked as its near copy
+# A consensus node whose weights correlate with a node ranked before it (higher support; at equal support larger
+# weights) at |r| >= this is marked as its near copy
 # (tl.ensemble's support table, near_copy_of). A cluster never holds two nodes of one model, so a pair of near-copy
 # nodes that most seeds find gives two consensus nodes: variants of one program with tails of their own (merging them
 # lost pathways on NCI-60 P53); the mark says which to read together (bench/results/readable.md, "Probe: nodes that

@@ -278,7 +278,7 @@ def enrich(
     One row per (signature, gene set) with an overlap: ``node``, ``direction``, ``signature``, ``term``,
     ``overlap``, ``signature_size``, ``set_size``, ``background_size``, ``odds_ratio`` (with gseapy's
     Haldane–Anscombe +0.5), ``pvalue``, ``fdr``, ``genes`` (the overlap, ``;``-separated); sorted by node and
-    p-value.
+    p-value. Signatures of an ensemble's consensus nodes (a table with ``near_copy_of``) keep that column.
 
     Examples
     --------
@@ -368,6 +368,9 @@ def enrich(
     df = df.sort_values(["node", "pvalue"], kind="stable").reset_index(drop=True)
     df = df[["node", "direction", "signature", "term", "overlap", "signature_size", "set_size", "background_size",
              "odds_ratio", "pvalue", "fdr", "genes"]]
+    if isinstance(signatures, pd.DataFrame) and "near_copy_of" in signatures.columns:  # an ensemble's signatures
+        copies = signatures.drop_duplicates("node").set_index(signatures.drop_duplicates("node")["node"].astype(str))
+        df["near_copy_of"] = df["node"].map(copies["near_copy_of"].fillna("").astype(str)).fillna("")
     log.info("enrichment of %d signatures against %d gene sets (%d tested; background %d genes) in %.1fs: "
              "%d signature-set pairs with FDR < 0.05", len(sigs), len(gene_sets), len(tested), len(bg_set),
              time.perf_counter() - t0, int((df["fdr"] < 0.05).sum()))

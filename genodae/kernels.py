@@ -243,8 +243,10 @@ def consensus(
     them with every member model and combine with the returned ``members`` table.
 
     Returns a dict: ``weights`` (genes × consensus nodes DataFrame, ``cnode0`` …), ``support`` (Series),
-    ``near_copy_of`` (Series: the better-supported consensus node whose weights correlate with this one's at |r| ≥
-    ``config.NEAR_COPY_CORR`` = 0.9, else ""), ``members`` (model, node, cluster, sign, corr_to_consensus),
+    ``near_copy_of`` (Series: the consensus node ranked before this one, by support and then by the size of its
+    weights, whose weights correlate with this one's at |r| ≥ ``config.NEAR_COPY_CORR`` = 0.9, else ""; at equal
+    support the later-ranked node of a pair is marked; with ``min_corr`` ≥ 0.9 a mark can also be one program whose
+    nodes in different models did not join), ``members`` (model, node, cluster, sign, corr_to_consensus),
     ``embedding`` (cells × nodes or None).
     """
     if len(weights) < 2:
@@ -303,7 +305,7 @@ def consensus(
     members = pd.DataFrame(rows, columns=["model", "node", "cluster", "sign", "corr_to_consensus"])
     support = pd.Series([c[0] for c in clusters], index=names, name="support", dtype=int)
     near_copy_of = pd.Series("", index=names, name="near_copy_of", dtype=object)
-    if len(clusters) > 1:  # each node against the better-supported ones before it (the order above)
+    if len(clusters) > 1:  # each node against the ones ranked before it (the order above: support, then weights)
         R = np.abs(_corr_cols(Wc.to_numpy(), Wc.to_numpy()))
         for j in range(1, len(clusters)):
             i = int(np.argmax(R[j, :j]))

@@ -479,7 +479,8 @@ class DAE:
         ann = self._annotations(adata, key=key, denoised=denoised, denoised_scale=denoised_scale,
                                 transform_batch=transform_batch, allow_missing_genes=allow_missing_genes,
                                 r2_rows=r2_rows)
-        _drop_stale_readouts(adata, key, model_fingerprint(ann["uns"]))
+        _keys.drop_stale_readouts(adata, key, model_fingerprint(ann["uns"]),
+                                  model_fingerprint(adata.uns.get(_keys.params_key(key))))
         adata.obsm[_keys.embedding_key(key)] = ann["obsm"]
         for name, value in ann["varm"].items():
             adata.varm[name] = value
@@ -518,11 +519,12 @@ class DAE:
             obs, var = adata.obs.copy(), adata.var.copy()
             obs[_keys.recon_error_key(key)] = ann["obs"]
             var[_keys.recon_r2_key(key)] = ann["var"]
-            stale = _stale_readouts(adata, key, model_fingerprint(ann["uns"]))
+            stale = _keys.stale_readouts(adata, key, model_fingerprint(ann["uns"]),
+                                         model_fingerprint(adata.uns.get(_keys.params_key(key))))
             with atomic_path(output) as tmp:
                 shutil.copyfile(path, tmp)
                 with h5py.File(tmp, "r+") as f:
-                    for group, name in stale:  # another model's read-outs (see _stale_readouts)
+                    for group, name in stale:  # another model's read-outs (see _keys.stale_readouts)
                         if group in f and name in f[group]:
                             del f[group][name]
                     if stale:
@@ -882,53 +884,6 @@ def _load_grown(module: torch.nn.Module, reference: dict[str, torch.Tensor]) -> 
 
 def node_names(n: int) -> list[str]:
     return _keys.node_names(n)
-
-
-def _stale_readouts(adata: AnnData, key: str, fingerprint: str | None) -> list[tuple[str, str]]:
-    """(store, name) of the read-outs of another model stored under ``key`` before a model with ``fingerprint`` is
-    written there: its rotated nodes ``<key>_sparse``/``<key>_varimax`` (tl.rotate, tl.signatures; weights,
-    activities, transform) with their signatures and enrichment tables, and the tables of ``key`` itself. Left in
-    place they would be read as the new model's (``--key dae_sparse`` is the default of the signature commands).
-    Rotations stored under a custom ``key_added`` are found by the source key their record names, rotations of
-    those rotations likewise, and tables under a custom ``key_added`` by ``uns["genodae_tables"]``. Read-outs of
-    this same model (by the fingerprint they record, or, for records without one, by the model stored under
-    ``key``) are kept; an ensemble is a model of its own and is not touched."""
-    old_model = model_fingerprint(adata.uns.get(_keys.params_key(key)))
-    same_model = fingerprint is not None and old_model == fingerprint
-    default_names = {_keys.rotated_key(key, method) for method in _keys.ROTATION_METHODS}
-    rotations = {}  # name -> source key, of every tl.rotate record
-    for r, rec in adata.uns.items():
-        if isinstance(rec, Mapping) and ({"whitening", "rotation", "source_key"} <= set(rec) or r in default_names):
-            rotations[r] = str(rec.get("source_key", key))  # records before source_key: by their default name
-    stale = set() if same_model else {key}
-    for r, source in rotations.items():
-        if source != key:
-            continue
-        made_from = adata.uns[r].get("source_fingerprint")
-        if fingerprint is None or not (str(made_from) == fingerprint if made_from is not None else same_model):
-            stale.add(r)
-    grown = True
-    while grown:  # rotations of stale rotations
-        more = {r for r, source in rotations.items() if source in stale and r not in stale and r != key}
-        stale |= more
-        grown = bool(more)
-    out = [pair for r in sorted(stale - {key})
-           for pair in (("varm", _keys.weights_key(r)), ("obsm", _keys.embedding_key(r)), ("uns", r))]
-    out += [pair for r in sorted(stale) for pair in (("uns", _keys.signatures_key(r)), ("uns", _keys.enrichment_key(r)))]
-    registry = adata.uns.get(_keys.TABLES)
-    if isinstance(registry, Mapping):
-        out += [("uns", str(t)) for t, source in registry.items() if str(source) in stale]
-    return [(w, n) for w, n in dict.fromkeys(out) if n in getattr(adata, w)]
-
-
-def _drop_stale_readouts(adata: AnnData, key: str, fingerprint: str | None) -> None:
-    """Remove :func:`_stale_readouts` from ``adata`` (in memory), with a log line."""
-    gone = _stale_readouts(adata, key, fingerprint)
-    for where, name in gone:
-        del getattr(adata, where)[name]
-    if gone:
-        log.info("removed the read-outs of the model stored under %r before: %s", key,
-                 ", ".join(f"{w}[{n!r}]" for w, n in gone))
 
 
 def _training_input(adata: AnnData, layer: str | None):

@@ -265,13 +265,14 @@ def signatures(
     -------
     Long table: ``node``, ``direction`` (pos/neg), ``gene``, ``weight``, ``zscore``, ``rank``,
     ``beyond_cutoff``; read from an ensemble's consensus nodes as they are (``key`` of :func:`ensemble`,
-    ``rotation="none"``), also ``near_copy_of``: the better-supported consensus node this node's weights
-    correlate with at |r| ≥ 0.9 (``config.NEAR_COPY_CORR``), or "" (the same in its support table). Also stored in
+    ``rotation="none"``), also ``near_copy_of``: the consensus node ranked before this one (higher support, then
+    larger weights) whose weights correlate with this node's at |r| ≥ 0.9 (``config.NEAR_COPY_CORR``), or "" (the
+    same in its support table). Also stored in
     ``uns``. Its ``attrs["key"]`` names the weights it was read from.
 
     Examples
     --------
-    >>> genodae.tl.dae(adata, preset="signatures")
+    >>> genodae.tl.dae(adata)
     >>> sig = genodae.tl.signatures(adata)          # sparse nodes: uns["dae_sparse_signatures"]
     >>> sig.query("node == 'vnode0' and direction == 'pos'").gene.tolist()
     """
@@ -292,7 +293,7 @@ def signatures(
     W = gene_weights(adata, read_key)
     df = high_weight_genes(W, sd_cutoff=sd_cutoff, min_genes=min_genes)
     copies = _near_copies(adata, read_key)
-    if copies is not None:  # an ensemble's consensus nodes: name the ones that nearly copy a better-supported node
+    if copies is not None:  # an ensemble's consensus nodes: name the ones that nearly copy a node ranked before them
         df["near_copy_of"] = pd.Categorical(df["node"].astype(str).map(copies).fillna(""))
     df.attrs["key"] = read_key
     out = key_added or _keys.signatures_key(read_key)
@@ -307,13 +308,13 @@ def signatures(
 
 
 def _near_copies(adata: AnnData, key: str) -> pd.Series | None:
-    """node → the better-supported consensus node it nearly copies ("" if none), for the consensus nodes of
+    """node → the consensus node ranked before it that it nearly copies ("" if none), for the consensus nodes of
     :func:`ensemble` stored under ``key``; None for any other weights."""
     rec = adata.uns.get(key)
     support = rec.get("support") if isinstance(rec, Mapping) else None
     if not isinstance(support, pd.DataFrame) or "near_copy_of" not in support.columns:
         return None
-    return support["near_copy_of"].astype(str).rename(index=str)
+    return support["near_copy_of"].fillna("").astype(str).rename(index=str)
 
 
 def signature_sets(table: pd.DataFrame, *, beyond_cutoff_only: bool = False) -> dict[str, list[str]]:
@@ -383,6 +384,11 @@ def _check_members(items: Sequence[tuple[AnnData, str]], key_added: str, one: An
     if key_added in sources or _trained_model(target, key_added):
         raise UserError(f"ensemble: key_added={key_added!r} is a trained model of the (first) AnnData, which would be "
                         "overwritten; choose another key_added (default 'dae_ensemble')")
+    rec = target.uns.get(key_added)
+    if key_added in {_keys.rotated_key(k, m) for k in sources for m in _keys.ROTATION_METHODS} or (
+            isinstance(rec, Mapping) and "source_key" in rec):
+        raise UserError(f"ensemble: key_added={key_added!r} is a rotation of a model (tl.rotate), which would be "
+                        "overwritten; choose another key_added (default 'dae_ensemble')")
 
 
 def ensemble(
@@ -403,9 +409,11 @@ def ensemble(
     across seeds than raw nodes). The first AnnData receives
     ``varm[f"{key_added}_weights"]`` (zero rows for genes not shared), ``obsm[f"X_{key_added}"]``
     (consensus activities) and ``uns[key_added]`` (``support``: per consensus node its support and
-    ``near_copy_of``, the better-supported consensus node it nearly copies, |r| ≥ 0.9, or ""; ``members``, ``genes_used``,
+    ``near_copy_of``, the consensus node ranked before it (support, then weights) that it nearly copies, |r| ≥
+    0.9, or ""; ``members``, ``genes_used``,
     ``node_names``, the stability of the members); read it with ``tl.signatures(adata, key=key_added,
-    rotation="none")``.
+    rotation="none")``. An earlier ensemble under ``key_added`` is replaced together with everything read from it
+    (its signature and enrichment tables, rotations of it).
 
     Parameters
     ----------
@@ -437,7 +445,7 @@ def ensemble(
     Examples
     --------
     >>> for s in range(5):
-    ...     genodae.tl.dae(adata, preset="signatures", seed=s, key_added=f"dae_s{s}")
+    ...     genodae.tl.dae(adata, seed=s, key_added=f"dae_s{s}")
     >>> genodae.tl.ensemble(adata, keys=[f"dae_s{s}" for s in range(5)])
     >>> genodae.tl.signatures(adata, key="dae_ensemble", rotation="none")
     """
@@ -477,6 +485,7 @@ def ensemble(
                     embeddings=Es if all(e is not None for e in Es) else None)
     stab = stability(Ws)
     target = items[0][0]
+    _keys.drop_stale_readouts(target, key_added, None, None)  # an earlier ensemble's tables and rotations
     Wc = res["weights"]
     full = np.zeros((target.n_vars, Wc.shape[1]), dtype=np.float32)
     pos = target.var_names.get_indexer(Wc.index)
@@ -484,6 +493,8 @@ def ensemble(
     target.varm[_keys.weights_key(key_added)] = full
     if res["embedding"] is not None:
         target.obsm[_keys.embedding_key(key_added)] = res["embedding"].astype(np.float32)
+    else:
+        target.obsm.pop(_keys.embedding_key(key_added), None)
     members = res["members"].copy()
     members["model"] = [str(items[m][1]) if isinstance(adatas, AnnData) else f"model{m}" for m in members["model"]]
     target.uns[key_added] = {

@@ -272,6 +272,33 @@ def test_ensemble_of_two_seeds(trained):
     assert "near_copy_of" not in genodae.tl.signatures(a).columns  # a model's own nodes: no such column
 
 
+def test_ensemble_again_under_its_key_replaces_what_was_read_from_it(trained):
+    """A second tl.ensemble under the same key_added drops the first one's signature and enrichment tables and
+    rotations (tl.enrich would otherwise test the old nodes' signatures silently); near_copy_of reaches the
+    enrichment table; key_added may not be a member's rotation."""
+    a = trained.copy()
+    genodae.tl.ensemble(a, keys=["dae", "dae_s1"], key_added="ens")
+    genodae.tl.signatures(a, key="ens", rotation="none")
+    genes = list(a.var_names[:40])
+    res = genodae.tl.enrich(a, gene_sets={"setA": genes[:20], "setB": genes[20:]}, key="ens", min_size=2)
+    assert "near_copy_of" in res.columns and set(res["near_copy_of"]) <= set(a.uns["ens"]["node_names"]) | {""}
+    genodae.tl.signatures(a, key="ens")  # a rotation of the ensemble, with its own table
+    genodae.tl.signatures(a, key="ens", rotation="none", key_added="ens_custom_table")
+    assert {"ens_signatures", "ens_enrichment", "ens_sparse", "ens_sparse_signatures", "ens_custom_table"} <= set(a.uns)
+    genodae.tl.ensemble(a, keys=["dae", "dae_s1"], key_added="ens", min_corr=0.95, min_support=1)
+    assert not {"ens_signatures", "ens_enrichment", "ens_sparse", "ens_sparse_signatures",
+                "ens_custom_table"} & set(a.uns)
+    assert "ens_sparse_weights" not in a.varm and "dae_sparse" in a.uns  # the members' rotations stay
+    assert a.uns["ens"]["min_corr"] == 0.95
+    t = genodae.tl.signatures(a, key="ens", rotation="none")
+    assert set(t["node"].astype(str)) <= set(a.uns["ens"]["node_names"])
+    # a support table with missing marks (e.g. edited by hand) reads as "no copy", not "nan"
+    a.uns["ens"]["support"]["near_copy_of"] = np.nan
+    assert set(genodae.tl.signatures(a, key="ens", rotation="none")["near_copy_of"]) == {""}
+    with pytest.raises(UserError, match="is a rotation of a model"):
+        genodae.tl.ensemble(a, keys=["dae", "dae_s1"], key_added="dae_sparse")
+
+
 def test_consensus_cut_default_and_by_rotation(trained):
     # three models share one node only loosely (pairwise |r| about 0.55): one cluster at 0.5, none at the default 0.6
     rng = np.random.default_rng(0)

@@ -27,7 +27,7 @@ from ._common import (
 def register(sub) -> None:
     p = sub.add_parser("signatures", help="high-weight genes of every node (sparse read-out by default) as TSV")
     p.add_argument("input", help="embedded .h5ad (genodae embed / run)")
-    p.add_argument("-o", "--output", required=True, help="signatures TSV (node, direction, gene, weight, zscore, rank)")
+    p.add_argument("-o", "--output", required=True, help="signatures TSV (node, direction, gene, weight, zscore, rank, beyond_cutoff; near_copy_of for an ensemble's consensus nodes read with --rotation none)")
     key_arg(p)
     p.add_argument("--sd-cutoff", type=float, default=2.5, help="high-weight: beyond mean ± this many SD (default: 2.5)")
     p.add_argument("--rotation", choices=ROTATIONS, default=K.DEFAULT_ROTATION,
