@@ -512,8 +512,9 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", choices=[*VARIANTS, *PROBES], default=None,
                    help="synthetic: only these genodae settings (no baselines), e.g. the probe 'genodae patience 0'; "
                    "bulk: these genodae settings (with the baselines)")
-    p.add_argument("--sets", nargs="+", choices=[*BULK, *COUNT_SETS], default=None,
-                   help="bulk: these sets (default: the bulk sets; COUNT_SETS are real single-cell counts)")
+    p.add_argument("--sets", nargs="+", choices=[*BULK, *COUNT_SETS, *TWIN_SETS], default=None,
+                   help="bulk: these sets (default: the bulk sets; COUNT_SETS are real single-cell counts); twins: "
+                   "these sets (default: TWIN_SETS; celseq2_3plates with gene symbols, so with coverage)")
     p.add_argument("--cache", default=None, help="consensus: a folder for the trained models' weights (<set>.pkl), "
                    "reused when present")
     args = p.parse_args()
@@ -606,6 +607,9 @@ def run_bulk(args) -> None:
     sets = {k: enrich.read_gmt(SHARED / v) for k, v in GENE_SETS.items()}
     rows, weights_by = [], {}
     variants = {v: {**VARIANTS, **PROBES}[v] for v in args.variants} if args.variants else VARIANTS
+    other = [n for n in args.sets or () if n not in BULK and n not in COUNT_SETS]
+    if other:
+        raise SystemExit(f"bulk: --sets takes {', '.join([*BULK, *COUNT_SETS])}, not {', '.join(other)}")
     for name in args.sets or BULK:
         raw = read_set(name)
         if raw is None:
@@ -754,18 +758,18 @@ def run_twins(args) -> None:
 
     sets = {k: enrich.read_gmt(SHARED / v) for k, v in GENE_SETS.items()} if SHARED.is_dir() else {}
     rows = []
-    for name in TWIN_SETS:
+    for name in args.sets or TWIN_SETS:
         if name in GENERATORS:
             raw = make(name)
-        elif name in BULK:
-            raw = read_bulk(name) if SHARED.is_dir() else None
+        elif name in BULK or name in COUNT_SETS:
+            raw = read_set(name) if SHARED.is_dir() else None
         else:
             raw = C.load_raw(name, SHARED)
         if raw is None:
             continue
         prep = genodae.pp.prepare(raw, copy=True)
         k = min(25 if name == "nci60_p53" else args.n_latent, prep.n_obs // 2)
-        symbols = name in ("pbmc3k_cd8_cd14", "nci60_p53", "tcga_brca")  # celseq2_5cl: Ensembl IDs
+        symbols = name in ("pbmc3k_cd8_cd14", "nci60_p53", "tcga_brca", "celseq2_3plates")  # celseq2_5cl: Ensembl IDs
         for seed in range(args.seeds):
             a = prep.copy()
             genodae.tl.dae(a, seed=seed, n_latent=k, num_threads=1)
@@ -969,6 +973,9 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "### Probe: why raw NMF covers more gene sets on the CEL-seq2 lines (`python bench/probes/celseq2_nmf.py`; "
      "AMD EPYC; 2026-12-07; GO BP; twins_07/09 = nodes with another at |r| > 0.7 / 0.9, pos_tail_median = median "
      "genes of a positive ±2.5 SD tail, pos_genes = distinct genes in all positive tails, of 2,000)"),
+    ("readable_twins_celseq2_3plates",
+     "### The near-copy probe on the three CEL-seq2 plates with gene symbols (`twins --seeds 2 --sets celseq2_3plates "
+     "--suffix _celseq2_3plates`; AMD EPYC; 2026-12-07; columns as in the twins table below)"),
     ("readable_bulk_sparse",
      "## Pathway coverage on bulk sets with the sparse read-out (`bulk --seeds 3 --variants genodae \"genodae "
      "varimax\" --suffix _sparse`; Intel Xeon; ens_* = consensus of the 3 seeds)"),
