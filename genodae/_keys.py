@@ -232,19 +232,39 @@ def stale_readouts(adata, key: str, fingerprint: str | None, old_fingerprint: st
 
 
 def drop_stale_readouts(adata, key: str, fingerprint: str | None, old_fingerprint: str | None) -> None:
-    """Remove :func:`stale_readouts` from ``adata`` (in memory), with a log line."""
+    """Remove :func:`stale_readouts` from ``adata`` (in memory), with a log line; warn about ensembles built from
+    the model that is replaced (:func:`warn_ensembles_of`)."""
     gone = stale_readouts(adata, key, fingerprint, old_fingerprint)
     for where, name in gone:
         del getattr(adata, where)[name]
     if gone:
         log.info("removed the read-outs of the model stored under %r before: %s", key,
                  ", ".join(f"{w}[{n!r}]" for w, n in gone))
+    warn_ensembles_of(adata, key, fingerprint, old_fingerprint)
+
+
+def warn_ensembles_of(adata, key: str, fingerprint: str | None, old_fingerprint: str | None) -> None:
+    """Log a warning naming every ensemble (tl.ensemble of models of this AnnData) with the model stored under
+    ``key`` among its members, when that model is being replaced by another: an ensemble is a model of its own
+    and is kept, but it no longer matches its members."""
+    if old_fingerprint is None or old_fingerprint == fingerprint:
+        return
+    built = []
+    for name, rec in adata.uns.items():
+        members = rec.get("members") if isinstance(rec, Mapping) and "n_models" in rec else None
+        models = members.get("model") if hasattr(members, "get") else None
+        if models is not None and key in {str(m) for m in models}:
+            built.append(str(name))
+    if built:
+        log.warning("the model stored under %r before is a member of the ensemble(s) %s, which stay as they were "
+                    "built; run genodae.tl.ensemble again to rebuild them from the new model", key,
+                    ", ".join(map(repr, sorted(built))))
 
 
 __all__ = [
     "COUNTS_LAYER", "CONSENSUS_NODE", "DEFAULT", "DEFAULT_ROTATED", "DEFAULT_ROTATION", "ENSEMBLE", "HIGHLY_VARIABLE", "NODE", "OFFSET", "PREP", "READ",
     "ROTATED_NODE", "SCALE", "decoder_weights_key", "denoised_key", "drop_stale_readouts", "embedding_key", "embedding_keys",
     "enrichment_key", "keys_added", "model_keys_added", "node_labels", "node_names", "params_key", "recon_error_key",
-    "recon_r2_key", "resolve_key_added", "rotated_key", "rotated_source", "signatures_key", "stale_readouts", "weights_key",
+    "recon_r2_key", "resolve_key_added", "rotated_key", "rotated_source", "signatures_key", "stale_readouts", "warn_ensembles_of", "weights_key",
     "weights_keys",
 ]

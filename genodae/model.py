@@ -519,8 +519,9 @@ class DAE:
             obs, var = adata.obs.copy(), adata.var.copy()
             obs[_keys.recon_error_key(key)] = ann["obs"]
             var[_keys.recon_r2_key(key)] = ann["var"]
-            stale = _keys.stale_readouts(adata, key, model_fingerprint(ann["uns"]),
-                                         model_fingerprint(adata.uns.get(_keys.params_key(key))))
+            new, old = model_fingerprint(ann["uns"]), model_fingerprint(adata.uns.get(_keys.params_key(key)))
+            stale = _keys.stale_readouts(adata, key, new, old)
+            _keys.warn_ensembles_of(adata, key, new, old)
             with atomic_path(output) as tmp:
                 shutil.copyfile(path, tmp)
                 with h5py.File(tmp, "r+") as f:

@@ -299,6 +299,18 @@ def test_ensemble_again_under_its_key_replaces_what_was_read_from_it(trained):
         genodae.tl.ensemble(a, keys=["dae", "dae_s1"], key_added="dae_sparse")
 
 
+def test_retraining_a_member_warns_that_its_ensemble_stays(trained, caplog):
+    a = trained.copy()
+    genodae.tl.ensemble(a, keys=["dae", "dae_s1"], key_added="ens")
+    with caplog.at_level("WARNING", logger="genodae"):
+        genodae.tl.dae(a, preset="signatures", n_latent=5, epochs=5, seed=7, num_threads=1, key_added="dae_plain")
+    assert "member of the ensemble" not in caplog.text  # not a member
+    with caplog.at_level("WARNING", logger="genodae"):
+        genodae.tl.dae(a, preset="signatures", n_latent=5, epochs=5, seed=7, num_threads=1, key_added="dae_s1")
+    assert "'dae_s1' before is a member of the ensemble(s) 'ens'" in caplog.text
+    assert "ens_weights" in a.varm  # kept: a model of its own
+
+
 def test_consensus_cut_default_and_by_rotation(trained):
     # three models share one node only loosely (pairwise |r| about 0.55): one cluster at 0.5, none at the default 0.6
     rng = np.random.default_rng(0)
