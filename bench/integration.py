@@ -109,10 +109,6 @@ def _absent(name, path):
     return C.absent(name, path, "integration")
 
 
-def load_celseq2(data_dir: Path):
-    return C.load_celseq2_plates(data_dir, "integration")
-
-
 def load_source(name: str, data_dir: Path):
     """Counts AnnData (CSR float32) with obs['label'] of a simulated set's source; None when absent."""
     import anndata as ad
@@ -165,7 +161,7 @@ def add_batch(adata, imbal_absent: str | None = None, seed: int = DATA_SEED):
 def load(name: str, data_dir: Path):
     """AnnData of raw counts with obs 'label' and 'batch' (categorical), or None when its files are absent."""
     if name == "celseq2_3plates":
-        adata = load_celseq2(data_dir)
+        adata = C.load_celseq2_plates(data_dir, "integration")
     else:
         src = load_source(name, data_dir)
         if src is None:

@@ -177,14 +177,17 @@ ENSEMBLE_CUTS = (0.5, 0.55, 0.6, 0.65, 0.7)  # consensus min_corr values compare
 
 def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[str, pd.DataFrame]:
     out = {}
+    shared = ONE_SIDED in variants and any(not kw and label != ONE_SIDED for label, kw in variants.items())
     for label, kw in variants.items():
         if kw.get("gene_likelihood") == "nb" and "counts" not in adata.layers:
             continue  # bulk: no counts
+        if label == ONE_SIDED and shared:
+            continue  # read from the default model below, not trained twice
         a = adata.copy()
         genodae.tl.dae(a, seed=seed, n_latent=n_latent, num_threads=1, **kw)
         used = S.genes_used(a, "dae")
         genes = a.var_names[used]
-        if label == ONE_SIDED:
+        if label == ONE_SIDED:  # a read-out of the default model: trained here only without the "genodae" variant
             out[label] = one_sided_weights(a)
             continue
         if "rotation" in kw or kw.get("preset") == "signatures":  # the model's own nodes, as set
@@ -197,6 +200,8 @@ def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[
             out["genodae (decoder weights)"] = pd.DataFrame(a.varm["dae_decoder_weights"][used], index=genes)
             genodae.tl.rotate(a, method="varimax")  # the same model read out with orthogonal whitened nodes
             out[VARIMAX_READOUT] = pd.DataFrame(a.varm["dae_varimax_weights"][used], index=genes)
+            if shared:
+                out[ONE_SIDED] = one_sided_weights(a)
     return out
 
 
@@ -590,11 +595,13 @@ def coverage(weights: pd.DataFrame, gene_sets: dict, background) -> dict:
     out = {}
     for tails, part in (("", sig), ("_pos", sig[sig["direction"] == "pos"])):
         n_sig = int(part.groupby(["node", "direction"], observed=True).ngroups)
-        res = enrich.enrich(part, gene_sets, background=background, min_size=5, max_size=500) if n_sig else None
-        hit = res[res["fdr"] < 0.05] if res is not None else pd.DataFrame({"term": [], "signature": []})
-        out.update({f"covered{tails}": int(hit["term"].nunique()), f"signatures{tails}": n_sig,
-                    f"enriched{tails}": int(hit["signature"].nunique()),
-                    f"enriched_share{tails}": float(hit["signature"].nunique() / n_sig) if n_sig else 0.0})
+        covered = enriched = 0
+        if n_sig:
+            res = enrich.enrich(part, gene_sets, background=background, min_size=5, max_size=500)
+            hit = res[res["fdr"] < 0.05]
+            covered, enriched = int(hit["term"].nunique()), int(hit["signature"].nunique())
+        out.update({f"covered{tails}": covered, f"signatures{tails}": n_sig, f"enriched{tails}": enriched,
+                    f"enriched_share{tails}": enriched / n_sig if n_sig else 0.0})
     return out
 
 

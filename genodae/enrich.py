@@ -369,8 +369,9 @@ def enrich(
     df = df[["node", "direction", "signature", "term", "overlap", "signature_size", "set_size", "background_size",
              "odds_ratio", "pvalue", "fdr", "genes"]]
     if isinstance(signatures, pd.DataFrame) and "near_copy_of" in signatures.columns:  # an ensemble's signatures
-        copies = signatures.drop_duplicates("node").set_index(signatures.drop_duplicates("node")["node"].astype(str))
-        df["near_copy_of"] = df["node"].map(copies["near_copy_of"].fillna("").astype(str)).fillna("")
+        first = signatures.drop_duplicates("node")
+        marks = pd.Series(first["near_copy_of"].fillna("").astype(str).to_numpy(), index=first["node"].astype(str))
+        df["near_copy_of"] = df["node"].map(marks).fillna("")
     log.info("enrichment of %d signatures against %d gene sets (%d tested; background %d genes) in %.1fs: "
              "%d signature-set pairs with FDR < 0.05", len(sigs), len(gene_sets), len(tested), len(bg_set),
              time.perf_counter() - t0, int((df["fdr"] < 0.05).sum()))

@@ -28,7 +28,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: readable.py and _common.py
 
 import _common as C  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import readable as R  # noqa: E402
 
@@ -39,12 +38,11 @@ from genodae import signatures as S  # noqa: E402
 
 def describe(W: pd.DataFrame, gmt: dict) -> dict:
     W = W.loc[(W != 0).any(axis=1)]
-    r = np.abs(np.nan_to_num(np.corrcoef(W.to_numpy(np.float64).T)))
-    np.fill_diagonal(r, 0.0)
+    twins = R.twin_scores(W)  # shares of the nodes; counted here
     sig = S.high_weight_genes(W, sd_cutoff=2.5)
     pos = sig[sig["direction"] == "pos"]
     c = R.coverage(W, gmt, W.index)
-    return {"twins_07": int((r.max(axis=0) > 0.7).sum()), "twins_09": int((r.max(axis=0) > 0.9).sum()),
+    return {"twins_07": round(twins["twin_07"] * W.shape[1]), "twins_09": round(twins["twin_09"] * W.shape[1]),
             "pos_tail_median": float(pos.groupby("node", observed=True).size().median()),
             "pos_genes": int(pos["gene"].nunique()), "covered": c["covered"], "enriched_share": c["enriched_share"],
             "covered_pos": c["covered_pos"], "enriched_share_pos": c["enriched_share_pos"]}
