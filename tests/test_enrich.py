@@ -287,3 +287,32 @@ def test_cli_enrich_reads_json_and_several_gene_set_files(weights_h5ad, tmp_path
     assert main(["-q", "enrich", str(weights_h5ad), "-o", str(out), "--gene-sets", str(js), str(gmt),
                  "--key", "dae"]) == 0
     assert {"UP", "DOWN"} <= set(pd.read_csv(out, sep="\t")["term"])
+
+
+def test_cli_enrich_signatures_table_must_be_of_the_key(weights_h5ad, tmp_path, capsys):
+    """--signatures with a table of another model or read-out than --key: one line naming the fix, exit 2, no
+    output; the table of that key (written by genodae signatures, full precision) passes."""
+    from genodae.cli import main
+
+    gmt = _gmt(tmp_path, ["UP\td\t" + "\t".join(BG[:15]), "DOWN\td\t" + "\t".join(BG[100:115])])
+    out = tmp_path / "enr.tsv"
+    table = tmp_path / "sig.tsv"
+    base = ["enrich", str(weights_h5ad), "-o", str(out), "--gene-sets", str(gmt), "--signatures", str(table)]
+    assert main(["-q", "signatures", str(weights_h5ad), "-o", str(table), "--key", "dae", "--rotation", "none"]) == 0
+    assert main([*base, "--key", "dae"]) == 0 and out.exists()
+    out.unlink()
+    # the same table tested against the sparse read-out's nodes (another basis, nodes vnode0…)
+    assert main([*base, "--key", "dae_sparse"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not have (node0" in err[0] and "pass the --key the table was made from" in err[0]
+    assert not out.exists()
+    # same node names, other weights: a table read from another model with nodes named alike
+    t = pd.read_csv(table, sep="\t")
+    t["weight"] = t["weight"] * 1.5
+    t.to_csv(table, sep="\t", index=False)
+    assert main([*base, "--key", "dae"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other weights than --key dae" in err[0] and not out.exists()
+    # a hand-made table without weights is checked for its nodes only
+    pd.DataFrame({"node": ["node0"] * 10, "direction": ["pos"] * 10, "gene": BG[:10]}).to_csv(table, sep="\t")
+    assert main([*base, "--key", "dae"]) == 0

@@ -50,6 +50,7 @@ def cmd_enrich(args: argparse.Namespace) -> None:
         if not path.is_file():
             raise UserError(f"signatures table {path} not found")
         table = pd.read_csv(path, sep="\t")
+        check_table_key(table, gene_weights(adata, args.key), args.key, path)
     else:
         table = high_weight_genes(gene_weights(adata, args.key), sd_cutoff=sd_cutoff)
     res = enrich(table, args.gene_sets, background=adata.var_names[genes_used(adata, args.key)], id_map=id_map(args),
@@ -57,3 +58,37 @@ def cmd_enrich(args: argparse.Namespace) -> None:
     write_tsv(res, args.output, index=False)
     if args.dotplot:
         write_png(args.dotplot, lambda tmp: pl.enrichment_dotplot(adata, table=res, save=tmp))
+
+
+def check_table_key(table, weights, key: str, path) -> None:
+    """A signatures table given with ``--signatures`` must be one of ``--key``'s read-outs: its nodes are nodes of
+    ``key`` and, where it has a ``weight`` column (``genodae signatures`` writes one), its weights are ``key``'s
+    (to the 4 significant digits a TSV keeps at least). Otherwise the table's genes would be tested against another
+    model's background, or the enrichment filed under nodes of a model the table was not read from."""
+    import numpy as np
+
+    if "node" not in table.columns or "gene" not in table.columns:
+        return  # enrich names the missing columns
+    nodes = list(map(str, weights.columns))
+    other = sorted(set(map(str, table["node"])) - set(nodes))
+    if other:
+        raise UserError(f"signatures table {path} has nodes that --key {key} does not have ({', '.join(other[:3])}"
+                        f"{' …' if len(other) > 3 else ''}; {key}'s nodes: {nodes[0]} … {nodes[-1]}): pass the --key "
+                        "the table was made from")
+    if "weight" not in table.columns:
+        return
+    t = table[table["gene"].astype(str).isin(weights.index)]
+    if not len(t):
+        return  # genes outside the background: enrich names them
+    w = pd_lookup(weights, t["gene"].astype(str).to_numpy(), t["node"].astype(str).to_numpy())
+    given = np.asarray(t["weight"], dtype=np.float64)
+    if not np.allclose(given, w, rtol=1e-3, atol=1e-6 * max(1.0, float(np.nanmax(np.abs(w))))):
+        raise UserError(f"signatures table {path} has other weights than --key {key} for the same genes and nodes "
+                        "(it was read from another model or read-out): pass the --key the table was made from")
+
+
+def pd_lookup(weights, genes, nodes):
+    """``weights.loc[gene, node]`` for each (gene, node) pair."""
+    rows = weights.index.get_indexer(genes)
+    cols = weights.columns.astype(str).get_indexer(nodes)
+    return weights.to_numpy(dtype=float)[rows, cols]
