@@ -7,6 +7,7 @@ planted-program generators of bench/readable.py (tl.signatures' sparse nodes, ±
     python bench/probes/readout_limits.py training bulk_like      # 2 seeds per training setting
     python bench/probes/readout_limits.py learning [generators]   # 2 seeds per setting, ~8 min per generator
     python bench/probes/readout_limits.py schedule groups sizes bulk_like   # 2 seeds, ~5 min per generator
+    python bench/probes/readout_limits.py updates [generators]  # 2 seeds per budget, ~10 min per generator
 
 Parts (results of 2026-12-07 on the 2-core AMD EPYC VM, 1 torch thread, in bench/results/readable.md, "Probe:
 where the remaining gaps come from"):
@@ -27,6 +28,8 @@ where the remaining gaps come from"):
   auto budget, ~740 epochs for 300 samples) and a linear encoder (``hidden=()``).
 - ``learning``: which part of the ``signatures`` preset helps on groups and overlap: the default network with
   lr 3e-3 or 1e-2 (default 1e-3), or with a linear encoder alone.
+- ``updates``: the auto epoch budget with its floor of minibatch updates (``genodae.config.MIN_STEPS``, 2,000)
+  raised to 6,000 (bulk-like also 12,000): does the default stop before the validation loss stops falling?
 - ``schedule``: the default network with a larger starting rate that decays along a cosine to 0 over the training
   (the optimizer patched for the probe only).
 """
@@ -264,7 +267,7 @@ def updates(gens):
     for gen in gens:
         adata, prep, modules, _, _ = load(gen)
         act = np.asarray(adata.obsm["program_activity"], np.float64)
-        for steps in (plain, 6000, 12000):
+        for steps in (plain, 6000, 12000)[:3 if gen == "bulk_like" else 2]:
             G.MIN_STEPS = steps
             try:
                 for seed in range(2):
