@@ -57,10 +57,31 @@ def node_labels(adata: AnnData | None, key: str, n: int) -> list[str]:
 
 
 def model_fingerprint(record: Mapping | None) -> str | None:
-    """A short hash that names one trained model: of its record (``uns[key]``, or ``DAE.params_record()``), the
-    genes it used and its loss history (no two trainings share one). None for weights without such a record (an
-    ensemble's consensus, weights written by hand). Read-outs record the fingerprint of the model they were made
-    from, so that a transform cannot be applied to another model and a retrained key drops the old read-outs."""
+    """A short hash that names one trained model as it reports its nodes: of its record (``uns[key]``, or
+    ``DAE.params_record()``), the genes it used, its loss history (no two trainings share one) and the basis its
+    nodes are reported in (``params["rotation"]``: the same network with ``rotation="sparse"`` reports other nodes
+    than with the default ``"varimax"``). None for weights without such a record (an ensemble's consensus, weights
+    written by hand). Read-outs record the fingerprint of the model they were made from, so that a transform cannot
+    be applied to another model (or to the same network reported in another basis) and a retrained key drops the
+    old read-outs."""
+    h = _network_hash(record)
+    if h is None:
+        return None
+    params = record.get("params")
+    basis = params.get("rotation") if isinstance(params, Mapping) else None
+    h.update(f"\trotation={basis}".encode())
+    return h.hexdigest()[:16]
+
+
+def network_fingerprint(record: Mapping | None) -> str | None:
+    """The fingerprint of the trained network alone (genes used and loss history), whatever basis it reports its
+    nodes in: what :func:`model_fingerprint` was before it included the basis (2026-12-07), so read-outs saved
+    before can still be matched to their network."""
+    h = _network_hash(record)
+    return None if h is None else h.hexdigest()[:16]
+
+
+def _network_hash(record):
     import hashlib
 
     if not isinstance(record, Mapping) or "genes_used" not in record or not isinstance(record.get("history"), Mapping):
@@ -68,7 +89,7 @@ def model_fingerprint(record: Mapping | None) -> str | None:
     h = hashlib.sha1("\t".join(map(str, np.asarray(record["genes_used"]))).encode())
     for name in ("train_loss", "val_loss"):
         h.update(np.ascontiguousarray(np.asarray(record["history"].get(name, []), dtype=np.float64)).tobytes())
-    return h.hexdigest()[:16]
+    return h
 
 
 def params(adata: AnnData, key: str = _keys.DEFAULT) -> dict:

@@ -35,8 +35,8 @@ def high_weight_genes(weights: pd.DataFrame, *, sd_cutoff: float = 2.5, min_gene
     """
     if not (np.isfinite(sd_cutoff) and sd_cutoff > 0):
         raise UserError(f"sd_cutoff must be a number > 0, not {sd_cutoff}")
-    if min_genes < 0:
-        raise UserError(f"min_genes must be >= 0, not {min_genes}")
+    if isinstance(min_genes, bool) or not isinstance(min_genes, int | np.integer) or min_genes < 0:
+        raise UserError(f"min_genes must be a whole number >= 0, not {min_genes!r}")
     rows = []
     W = weights.to_numpy(dtype=np.float64)
     mu = W.mean(axis=0)

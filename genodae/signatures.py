@@ -33,7 +33,7 @@ from .errors import UserError
 
 # The accessors (genodae.get), the maths (genodae.kernels, genodae.rotation) and the sweep plot (genodae.pl)
 # live in their own modules; their names stay importable from here, where they were public since 0.1.
-from .get import gene_weights, genes_used, model_fingerprint, node_labels  # noqa: F401
+from .get import gene_weights, genes_used, model_fingerprint, network_fingerprint, node_labels  # noqa: F401
 from .get import params as get_params
 from .kernels import (  # noqa: F401
     _align,
@@ -207,6 +207,11 @@ def rotate(
     if Z is not None:
         adata.obsm[_keys.embedding_key(key_added)] = ((Z - mu) @ M @ T).astype(np.float32)
     made_from = model_fingerprint(adata.uns.get(_keys.params_key(key)))
+    old = adata.uns.get(key_added)
+    if isinstance(old, Mapping) and any(str(old.get(n)) != str(v) for n, v in (
+            ("method", method), ("readout", readout), ("source_key", key), ("source_fingerprint", made_from))):
+        # another read-out replaces this one: its signature/enrichment tables and rotations of it go with it
+        _keys.drop_stale_readouts(adata, key_added, None, None)
     adata.uns[key_added] = {
         "mean": mu, "whitening": M, "rotation": T, "method": method, "readout": readout, "source_key": key,
         **({"source_fingerprint": made_from} if made_from else {}),
@@ -292,9 +297,7 @@ def signatures(
         rotate(adata, key=key, method=rotation, readout=readout, key_added=read_key)
     W = gene_weights(adata, read_key)
     df = high_weight_genes(W, sd_cutoff=sd_cutoff, min_genes=min_genes)
-    copies = _near_copies(adata, read_key)
-    if copies is not None:  # an ensemble's consensus nodes: name the ones that nearly copy a node ranked before them
-        df["near_copy_of"] = pd.Categorical(df["node"].astype(str).map(copies).fillna(""))
+    df = with_near_copies(df, adata, read_key)
     df.attrs["key"] = read_key
     out = key_added or _keys.signatures_key(read_key)
     adata.uns[out] = df
@@ -305,6 +308,16 @@ def signatures(
              read_key, W.shape[1], int(np.median(counts)) if len(counts) else 0, sd_cutoff,
              time.perf_counter() - t0, out)
     return df
+
+
+def with_near_copies(table: pd.DataFrame, adata: AnnData, key: str) -> pd.DataFrame:
+    """``table`` (a :func:`high_weight_genes` table of ``key``'s weights) with the column ``near_copy_of`` when
+    ``key`` holds an ensemble's consensus nodes (the node ranked before each that it nearly copies, "" if none);
+    unchanged for any other weights."""
+    copies = _near_copies(adata, key)
+    if copies is not None:
+        table["near_copy_of"] = pd.Categorical(table["node"].astype(str).map(copies).fillna(""))
+    return table
 
 
 def _near_copies(adata: AnnData, key: str) -> pd.Series | None:
@@ -371,14 +384,17 @@ def _check_members(items: Sequence[tuple[AnnData, str]], key_added: str, one: An
             models = [m for m in _keys.weights_keys(a.varm) if not m.endswith("_decoder")]
             raise UserError(f"model {k!r} (member {i + 1}) is not in its AnnData (no varm[{_keys.weights_key(k)!r}]); "
                             f"its models: {', '.join(models) or 'none'}")
+    nets = [network_fingerprint(a.uns.get(_keys.params_key(k))) for a, k in items]
     for i, (a, k) in enumerate(items):
         W = np.asarray(a.varm[_keys.weights_key(k)])
         for j, (b, m) in enumerate(items[:i]):
-            if (a is b and k == m) or (W.shape == b.varm[_keys.weights_key(m)].shape
-                                       and a.n_vars == b.n_vars and a.var_names.equals(b.var_names)
-                                       and np.array_equal(W, np.asarray(b.varm[_keys.weights_key(m)]))):
-                raise UserError(f"members {j + 1} ({m!r}) and {i + 1} ({k!r}) are the same model: give each model "
-                                "once (an ensemble of one model with itself has stability 1.0 by construction)")
+            same_net = nets[i] is not None and nets[i] == nets[j]  # one network, maybe reported in two bases
+            if same_net or (a is b and k == m) or (W.shape == b.varm[_keys.weights_key(m)].shape
+                                                   and a.n_vars == b.n_vars and a.var_names.equals(b.var_names)
+                                                   and np.array_equal(W, np.asarray(b.varm[_keys.weights_key(m)]))):
+                raise UserError(f"members {j + 1} ({m!r}) and {i + 1} ({k!r}) are the same model"
+                                f"{' (one trained network, reported in two bases)' if same_net else ''}: give each "
+                                "model once (an ensemble of one model with itself has stability 1.0 by construction)")
     sources = [k for _, k in items]
     target = items[0][0] if one is None else one
     if key_added in sources or _trained_model(target, key_added):
@@ -467,8 +483,10 @@ def ensemble(
     if rotation not in ROTATIONS:
         raise UserError(f"rotation must be one of {', '.join(ROTATIONS)}, not {rotation!r}")
     _check_members(items, key_added, adatas if isinstance(adatas, AnnData) else None)
-    if min_support is not None and not 1 <= min_support <= len(items):
-        raise UserError(f"min_support must be between 1 and the number of models ({len(items)}), not {min_support}")
+    if min_support is not None and (isinstance(min_support, bool) or not isinstance(min_support, int | np.integer)
+                                    or not 1 <= min_support <= len(items)):
+        raise UserError(f"min_support must be a whole number between 1 and the number of models ({len(items)}), not "
+                        f"{min_support!r}")
     if min_corr is not None and not 0 < min_corr < 1:
         raise UserError(f"min_corr must be between 0 and 1 (exclusive), not {min_corr}")
     min_corr = ENSEMBLE_MIN_CORR[_read_out(items, rotation)] if min_corr is None else float(min_corr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from . import _keys
 from .config import ROTATIONS
 from .errors import UserError
 from .model import DAE
+
+log = logging.getLogger("genodae")
 
 
 def dae(
@@ -161,7 +164,7 @@ def score(adata: AnnData, *, model: str | Path | DAE, key_added: str | None = No
     """
     import numpy as np
 
-    from .get import activities, model_fingerprint
+    from .get import activities, model_fingerprint, network_fingerprint
     from .kernels import apply_transform
 
     key = _keys.resolve_key_added(key_added, key, where="genodae.tl.score")
@@ -181,9 +184,15 @@ def score(adata: AnnData, *, model: str | Path | DAE, key_added: str | None = No
                             "signatures were read from (or the file of 'genodae signatures --transform')")
     m = model if isinstance(model, DAE) else DAE.load(model)
     made_from = transform.get("source_fingerprint") if transform is not None else None
-    if made_from is not None and str(made_from) != model_fingerprint(m.params_record()):
-        raise UserError("the transform was made from another model's nodes (its weights differ from this model's): "
-                        "pass the transform of the signatures read from this model")
+    record = m.params_record()
+    if made_from is not None and str(made_from) != model_fingerprint(record):
+        if str(made_from) != network_fingerprint(record):
+            raise UserError("the transform was made from another model's nodes (its weights differ from this model's, "
+                            "or the same network reports its nodes in another basis, DAEConfig.rotation): pass the "
+                            "transform of the signatures read from this model")
+        log.warning("the transform was made from this network by a genodae that did not record the basis the model "
+                    "reports its nodes in (%s here): it applies only if the signatures were read from this model as "
+                    "saved", record["params"].get("rotation"))
     m.annotate(adata, key_added=key, allow_missing_genes=allow_missing_genes)
     if rotation == "none":
         return activities(adata, key)
@@ -252,6 +261,7 @@ def enrich(
     from . import enrich as _enrich
     from .get import gene_weights, genes_used
     from .kernels import high_weight_genes
+    from .signatures import with_near_copies
 
     if _keys.weights_key(key) not in adata.varm:
         source = _keys.rotated_source(key)
@@ -263,7 +273,8 @@ def enrich(
     used = genes_used(adata, key)
     table = adata.uns.get(_keys.signatures_key(key)) if sd_cutoff is None else None
     if table is None:
-        table = high_weight_genes(gene_weights(adata, key), sd_cutoff=2.5 if sd_cutoff is None else sd_cutoff)
+        table = with_near_copies(high_weight_genes(gene_weights(adata, key), sd_cutoff=2.5 if sd_cutoff is None
+                                                   else sd_cutoff), adata, key)
     res = _enrich.enrich(table, gene_sets, background=adata.var_names[used], id_map=id_map, min_size=min_size,
                          max_size=max_size, correction=correction)
     adata.uns[key_added or _keys.enrichment_key(key)] = res

@@ -304,8 +304,14 @@ def test_cli_enrich_signatures_table_must_be_of_the_key(weights_h5ad, tmp_path, 
     # the same table tested against the sparse read-out's nodes (another basis, nodes vnode0…)
     assert main([*base, "--key", "dae_sparse"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "does not have (node0" in err[0] and "pass the --key the table was made from" in err[0]
+    assert len(err) == 1 and "does not have (node0" in err[0] and err[0].endswith("pass --key dae")
     assert not out.exists()
+    # weights rounded to 3 decimals (a spreadsheet's export) are still the key's
+    t = pd.read_csv(table, sep="\t")
+    rounded = tmp_path / "rounded.tsv"
+    t.assign(weight=t["weight"].round(3)).to_csv(rounded, sep="\t", index=False)
+    assert main([*base[:-1], str(rounded), "--key", "dae"]) == 0 and out.exists()
+    out.unlink()
     # same node names, other weights: a table read from another model with nodes named alike
     t = pd.read_csv(table, sep="\t")
     t["weight"] = t["weight"] * 1.5
@@ -313,6 +319,47 @@ def test_cli_enrich_signatures_table_must_be_of_the_key(weights_h5ad, tmp_path, 
     assert main([*base, "--key", "dae"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "other weights than --key dae" in err[0] and not out.exists()
+    assert "remove its weight column" in err[0]
     # a hand-made table without weights is checked for its nodes only
     pd.DataFrame({"node": ["node0"] * 10, "direction": ["pos"] * 10, "gene": BG[:10]}).to_csv(table, sep="\t")
     assert main([*base, "--key", "dae"]) == 0
+
+
+def test_cli_enrich_unreadable_signatures_tables_are_user_errors(weights_h5ad, tmp_path, capsys):
+    """Files that are no signatures table: one line, exit 2, nothing written (helper-38's findings)."""
+    from genodae.cli import main
+
+    gmt = _gmt(tmp_path, ["UP\td\t" + "\t".join(BG[:15])])
+    out = tmp_path / "enr.tsv"
+    rows = pd.DataFrame({"node": ["node0"] * 3, "direction": ["pos"] * 3, "gene": BG[:3], "weight": [1.0, 0.9, 0.8]})
+    cases = {"empty.tsv": ("", "not a readable tab-separated table"),
+             "binary.tsv": (b"\x89HDF\r\n\x1a\n\xff\xfe\x00\x81", "not a readable tab-separated table"),
+             "comma.csv": (rows.to_csv(index=False), "comma-separated"),
+             "decimal.tsv": (rows.assign(weight=["1,0", "0,9", "0,8"]).to_csv(sep="\t", index=False),
+                             "non-numbers (e.g. '1,0')"),
+             "signs.tsv": (rows.assign(direction=["+", "+", "-"]).to_csv(sep="\t", index=False),
+                           "direction must be pos or neg, not +"),
+             "header.tsv": ("node\tdirection\tgene\n", "has no rows")}
+    for name, (content, message) in cases.items():
+        p = tmp_path / name
+        p.write_bytes(content) if isinstance(content, bytes) else p.write_text(content)
+        assert main(["enrich", str(weights_h5ad), "-o", str(out), "--gene-sets", str(gmt), "--key", "dae",
+                     "--signatures", str(p)]) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and not out.exists(), (name, err)
+
+
+def test_cli_figure_paths_are_checked_before_anything_is_written(weights_h5ad, tmp_path, capsys):
+    from genodae.cli import main
+
+    gmt = _gmt(tmp_path, ["UP\td\t" + "\t".join(BG[:15])])
+    out = tmp_path / "enr.tsv"
+    for fig in ("dot.txt", "dot"):
+        assert main(["enrich", str(weights_h5ad), "-o", str(out), "--gene-sets", str(gmt), "--key", "dae",
+                     "--dotplot", str(tmp_path / fig)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--dotplot" in err[0] and "dot.png" in err[0] and not out.exists()
+    sig = tmp_path / "sig.tsv"
+    assert main(["signatures", str(weights_h5ad), "-o", str(sig), "--key", "dae", "--rotation", "none",
+                 "--heatmap", str(tmp_path / "h.txt")]) == 2
+    assert "--heatmap" in capsys.readouterr().err and not sig.exists()

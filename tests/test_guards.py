@@ -264,3 +264,64 @@ def test_prepared_integer_log_values_are_no_raw_counts(two_models):
     genodae.pp.prepare(a, input_kind="log", scaling="none", n_top_genes=0)
     tl.dae(a, n_latent=3, epochs=2, num_threads=1)
     assert len(tl.signatures(a)) > 0
+
+
+def test_same_network_in_another_basis_is_another_model(two_models, tmp_path, caplog):
+    """The same seed trained with rotation="sparse" is the same network reporting other nodes: a transform of the
+    default model's read-out is refused for it, retraining a key in the other basis drops the old read-outs, and
+    an ensemble of the two is refused as one model twice (helper-38's findings). A transform without the basis in
+    its fingerprint (written before 2026-12-07) is accepted for its network with a warning."""
+    from genodae.get import network_fingerprint
+
+    raw, a, d = two_models
+    a = a.copy()
+    tl.signatures(a, key="dae_s0")
+    tr = dict(a.uns["dae_s0_sparse"])
+    b = a.copy()
+    tl.dae(b, n_latent=5, epochs=3, seed=0, num_threads=1, key_added="dae_sp", rotation="sparse",
+           model_dir=tmp_path / "msp")
+    with pytest.raises(UserError, match="another basis"):
+        tl.score(raw.copy(), model=tmp_path / "msp", transform=tr)
+    with pytest.raises(UserError, match="same model .one trained network, reported in two bases"):
+        tl.ensemble(b, keys=["dae_s0", "dae_sp"])
+    legacy = {**tr, "source_fingerprint": network_fingerprint(a.uns["dae_s0"])}
+    with caplog.at_level("WARNING", logger="genodae"):
+        tl.score(raw.copy(), model=d / "m0", transform=legacy)
+    assert any("did not record the basis" in r.getMessage() for r in caplog.records)
+    # retraining dae_s0 in the sparse basis (same seed, same network): its old read-outs are another model's
+    tl.dae(b, n_latent=5, epochs=3, seed=0, num_threads=1, key_added="dae_s0", rotation="sparse")
+    assert "dae_s0_sparse_signatures" not in b.uns and "dae_s0_sparse" not in b.uns
+
+
+def test_another_readout_under_the_same_key_drops_its_tables(two_models):
+    """tl.rotate with another read-out under a key that has signature and enrichment tables: the tables go (they
+    were read from the weights replaced), so tl.enrich does not test them as the new read-out's."""
+    _, a, _ = two_models
+    a = a.copy()
+    tl.signatures(a, key="dae_s0")
+    a.uns["dae_s0_sparse_enrichment"] = {"placeholder": 1}
+    tl.rotate(a, key="dae_s0", readout="correlation")  # the same read-out again: the tables stay
+    assert "dae_s0_sparse_signatures" in a.uns and "dae_s0_sparse_enrichment" in a.uns
+    tl.rotate(a, key="dae_s0", readout="weights")
+    assert "dae_s0_sparse_signatures" not in a.uns and "dae_s0_sparse_enrichment" not in a.uns
+
+
+def test_whole_number_arguments_are_checked(two_models):
+    _, a, _ = two_models
+    a = a.copy()
+    with pytest.raises(UserError, match="min_genes must be a whole number"):
+        tl.signatures(a, key="dae_s0", min_genes=1.5)
+    with pytest.raises(UserError, match="min_support must be a whole number"):
+        tl.ensemble(a, keys=["dae_s0", "dae_s1"], min_support=1.5)
+
+
+def test_ensemble_enrichment_read_from_the_weights_keeps_near_copy_of(two_models):
+    """tl.enrich of an ensemble without a stored signatures table reads the table from the consensus weights and
+    still carries near_copy_of (as the table of tl.signatures does)."""
+    _, a, _ = two_models
+    a = a.copy()
+    tl.ensemble(a, keys=["dae_s0", "dae_s1"], min_support=1)
+    genes = list(map(str, a.var_names))
+    res = tl.enrich(a, gene_sets={f"S{i}": genes[i * 10:(i + 1) * 10] for i in range(10)}, key="dae_ensemble",
+                    min_size=3)
+    assert "near_copy_of" in res.columns and len(res)

@@ -388,6 +388,24 @@ def check_outputs(args) -> None:
         if where in seen:
             raise UserError(f"{flag} and {seen[where]} name the same file {path}: give each output its own name")
         seen[where] = flag
+        if dest in FIGURE_OPTIONS:
+            check_figure_path(path, flag)
+
+
+FIGURE_OPTIONS = ("heatmap", "plot", "km", "dotplot")  # the OUTPUT_OPTIONS that name one figure file
+
+
+def check_figure_path(path: Path, flag: str) -> None:
+    """A figure file must have an extension matplotlib writes (png, pdf, svg …): checked before anything is
+    written, so that a table written first is not left without its figure. Raises UserError."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    ext = path.suffix.lower().lstrip(".")
+    if ext not in formats:
+        raise UserError(f"{flag} {path}: a figure needs a file extension matplotlib writes ("
+                        f"{'none given' if not ext else f'not .{ext}'}), e.g. {path.with_suffix('.png').name} "
+                        "(also .pdf, .svg)")
 
 
 def distinct_inputs(paths) -> None:

@@ -32,11 +32,9 @@ def register(sub) -> None:
 
 
 def cmd_enrich(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from .. import pl
     from ..enrich import enrich
-    from ..signatures import gene_weights, genes_used, high_weight_genes
+    from ..signatures import gene_weights, genes_used, high_weight_genes, with_near_copies
 
     if args.sd_cutoff is not None and args.signatures:
         raise UserError("--sd-cutoff reads the signatures from the model, --signatures gives them: use one of the two")
@@ -46,13 +44,10 @@ def cmd_enrich(args: argparse.Namespace) -> None:
     adata = read_embedded(args.input)
     ensure_key(adata, args.key)
     if args.signatures:
-        path = Path(args.signatures)
-        if not path.is_file():
-            raise UserError(f"signatures table {path} not found")
-        table = pd.read_csv(path, sep="\t")
-        check_table_key(table, gene_weights(adata, args.key), args.key, path)
+        table = read_signatures_table(args.signatures)
+        check_table_key(table, adata, args.key, args.signatures)
     else:
-        table = high_weight_genes(gene_weights(adata, args.key), sd_cutoff=sd_cutoff)
+        table = with_near_copies(high_weight_genes(gene_weights(adata, args.key), sd_cutoff=sd_cutoff), adata, args.key)
     res = enrich(table, args.gene_sets, background=adata.var_names[genes_used(adata, args.key)], id_map=id_map(args),
                  min_size=args.min_size, max_size=args.max_size, correction=args.correction)
     write_tsv(res, args.output, index=False)
@@ -60,35 +55,81 @@ def cmd_enrich(args: argparse.Namespace) -> None:
         write_png(args.dotplot, lambda tmp: pl.enrichment_dotplot(adata, table=res, save=tmp))
 
 
-def check_table_key(table, weights, key: str, path) -> None:
+def read_signatures_table(path):
+    """The ``--signatures`` table (tab-separated, as ``genodae signatures`` writes it; .gz read too). Raises
+    UserError for a file that is no such table."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"signatures table {path} is a folder; give the TSV file genodae signatures wrote")
+    if not path.is_file():
+        raise UserError(f"signatures table {path} not found")
+    try:
+        table = pd.read_csv(path, sep="\t")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"signatures table {path} is not a readable tab-separated table ({type(e).__name__}): give "
+                        "the TSV genodae signatures wrote (columns node, direction, gene …)") from None
+    if not len(table):
+        raise UserError(f"signatures table {path} has no rows (no signatures to test)")
+    if len(table.columns) == 1 and "," in str(table.columns[0]):
+        raise UserError(f"signatures table {path} looks comma-separated: give it tab-separated (as genodae "
+                        "signatures writes it), with columns node, direction, gene")
+    if "direction" in table.columns:
+        bad = sorted(set(map(str, table["direction"].dropna())) - {"pos", "neg"})
+        if bad:
+            raise UserError(f"signatures table {path}: direction must be pos or neg, not {', '.join(bad[:3])}")
+    if "weight" in table.columns:
+        w = pd.to_numeric(table["weight"], errors="coerce")
+        bad = table["weight"][w.isna() & table["weight"].notna()]
+        if len(bad):
+            raise UserError(f"signatures table {path}: the weight column holds non-numbers (e.g. {bad.iloc[0]!r}); "
+                            "write decimals with a point, or drop the column")
+        table = table.assign(weight=w)
+    return table
+
+
+def check_table_key(table, adata, key: str, path) -> None:
     """A signatures table given with ``--signatures`` must be one of ``--key``'s read-outs: its nodes are nodes of
     ``key`` and, where it has a ``weight`` column (``genodae signatures`` writes one), its weights are ``key``'s
-    (to the 4 significant digits a TSV keeps at least). Otherwise the table's genes would be tested against another
-    model's background, or the enrichment filed under nodes of a model the table was not read from."""
-    import numpy as np
+    (rounded to 3 decimals at worst, as a spreadsheet may write them; rows without a weight are not compared).
+    Otherwise the enrichment would be filed under nodes of a model the table was not read from. The error names
+    the key of ``adata`` whose weights the table does match, if one does. Raises UserError."""
+    from ..signatures import gene_weights
 
     if "node" not in table.columns or "gene" not in table.columns:
         return  # enrich names the missing columns
+    weights = gene_weights(adata, key)
+    if _matches(table, weights):
+        return
+    others = [k for k in K.weights_keys(adata.varm) if k != key and _matches(table, gene_weights(adata, k))]
+    drop = " (or, for a table edited by hand, remove its weight column)" if "weight" in table.columns else ""
+    fix = (f"pass --key {others[0]}" if len(others) == 1 else
+           f"pass the --key it was read from ({', '.join(others)})" if others else
+           f"pass the .h5ad and --key it was read from{drop}")
     nodes = list(map(str, weights.columns))
     other = sorted(set(map(str, table["node"])) - set(nodes))
-    if other:
-        raise UserError(f"signatures table {path} has nodes that --key {key} does not have ({', '.join(other[:3])}"
-                        f"{' …' if len(other) > 3 else ''}; {key}'s nodes: {nodes[0]} … {nodes[-1]}): pass the --key "
-                        "the table was made from")
+    what = (f"has nodes that --key {key} does not have ({', '.join(other[:3])}{' …' if len(other) > 3 else ''}; "
+            f"{key}'s nodes: {nodes[0]} … {nodes[-1]})" if other else
+            f"has other weights than --key {key} for the same genes and nodes (it was read from another model or "
+            "read-out)")
+    raise UserError(f"signatures table {path} {what}: {fix}")
+
+
+def _matches(table, weights) -> bool:
+    """The table's nodes are columns of ``weights`` and its weights (where given) are theirs, to 3 decimals."""
+    import numpy as np
+
+    nodes = list(map(str, weights.columns))
+    if not set(map(str, table["node"])) <= set(nodes):
+        return False
     if "weight" not in table.columns:
-        return
-    t = table[table["gene"].astype(str).isin(weights.index)]
+        return True
+    t = table[table["gene"].astype(str).isin(weights.index) & table["weight"].notna()]
     if not len(t):
-        return  # genes outside the background: enrich names them
-    w = pd_lookup(weights, t["gene"].astype(str).to_numpy(), t["node"].astype(str).to_numpy())
-    given = np.asarray(t["weight"], dtype=np.float64)
-    if not np.allclose(given, w, rtol=1e-3, atol=1e-6 * max(1.0, float(np.nanmax(np.abs(w))))):
-        raise UserError(f"signatures table {path} has other weights than --key {key} for the same genes and nodes "
-                        "(it was read from another model or read-out): pass the --key the table was made from")
-
-
-def pd_lookup(weights, genes, nodes):
-    """``weights.loc[gene, node]`` for each (gene, node) pair."""
-    rows = weights.index.get_indexer(genes)
-    cols = weights.columns.astype(str).get_indexer(nodes)
-    return weights.to_numpy(dtype=float)[rows, cols]
+        return True  # genes outside the background: enrich names them
+    rows = weights.index.get_indexer(t["gene"].astype(str).to_numpy())
+    cols = weights.columns.astype(str).get_indexer(t["node"].astype(str).to_numpy())
+    w = weights.to_numpy(dtype=float)[rows, cols]
+    scale = float(np.nanmax(np.abs(w))) if len(w) else 1.0
+    return bool(np.allclose(np.asarray(t["weight"], dtype=np.float64), w, rtol=1e-3, atol=max(6e-4, 1e-3 * scale)))
