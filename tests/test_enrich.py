@@ -363,3 +363,27 @@ def test_cli_figure_paths_are_checked_before_anything_is_written(weights_h5ad, t
     assert main(["signatures", str(weights_h5ad), "-o", str(sig), "--key", "dae", "--rotation", "none",
                  "--heatmap", str(tmp_path / "h.txt")]) == 2
     assert "--heatmap" in capsys.readouterr().err and not sig.exists()
+
+
+def test_cli_enrich_cutoff_that_leaves_no_signature_is_a_user_error(weights_h5ad, tmp_path, capsys):
+    from genodae.cli import main
+
+    gmt = _gmt(tmp_path, ["UP\td\t" + "\t".join(BG[:15])])
+    out = tmp_path / "enr.tsv"
+    assert main(["enrich", str(weights_h5ad), "-o", str(out), "--gene-sets", str(gmt), "--key", "dae",
+                 "--sd-cutoff", "50"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lower --sd-cutoff" in err[0] and not out.exists()
+
+
+def test_cli_ensemble_of_a_file_without_models_says_to_embed_it(weights_h5ad, tmp_path, capsys):
+    import anndata
+
+    from genodae.cli import main
+
+    bare = tmp_path / "prepared.h5ad"
+    anndata.AnnData(np.zeros((5, 200), np.float32), var=pd.DataFrame(index=BG)).write_h5ad(bare)
+    out = tmp_path / "ens.tsv"
+    assert main(["ensemble", str(weights_h5ad), str(bare), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "embed it first" in err[0] and not out.exists()

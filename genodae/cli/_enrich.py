@@ -48,6 +48,9 @@ def cmd_enrich(args: argparse.Namespace) -> None:
         check_table_key(table, adata, args.key, args.signatures)
     else:
         table = with_near_copies(high_weight_genes(gene_weights(adata, args.key), sd_cutoff=sd_cutoff), adata, args.key)
+        if not len(table) and args.sd_cutoff is not None:
+            raise UserError(f"no gene of {args.key} is beyond ±{sd_cutoff:g} SD of its node's weights: no signatures "
+                            "to test; lower --sd-cutoff")
     res = enrich(table, args.gene_sets, background=adata.var_names[genes_used(adata, args.key)], id_map=id_map(args),
                  min_size=args.min_size, max_size=args.max_size, correction=args.correction)
     write_tsv(res, args.output, index=False)

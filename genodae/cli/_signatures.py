@@ -158,7 +158,10 @@ def cmd_ensemble(args: argparse.Namespace) -> None:
     adatas = [read_embedded(p) for p in args.inputs]
     for a, p in zip(adatas, args.inputs, strict=True):
         if K.weights_key(args.key) not in a.varm:
-            raise UserError(f"{p} has no model {args.key!r} (varm[{K.weights_key(args.key)!r}]); pass the right --key")
+            models = [m for m in K.weights_keys(a.varm) if not m.endswith("_decoder")]
+            raise UserError(f"{p} has no model {args.key!r} (varm[{K.weights_key(args.key)!r}]); " + (
+                f"pass the right --key (its models: {', '.join(models)})" if models else
+                "it holds no model at all: embed it first (genodae embed FILE MODEL -o embedded.h5ad, or genodae run)"))
     target = ensemble(adatas, keys=[args.key] * len(adatas), rotation=args.rotation, readout=args.readout,
                       min_corr=args.min_corr,
                       min_support=args.min_support, key_added="dae_ensemble")
