@@ -168,7 +168,8 @@ PROBES = {  # run only when named with --variants (not part of the default compa
     # the default model's sparse activities made one-sided, usage-like (bench/probes/readout_limits.py "relu all"):
     # each gene's correlation with max(a - median(a), 0), a's sign turned so that its skew is positive
     ONE_SIDED: {},
-    # the auto epoch budget with a floor of 6,000 minibatch updates instead of genodae.config.MIN_STEPS (2,000):
+    # the auto epoch budget with a floor of 6,000 minibatch updates instead of genodae.config.MIN_STEPS (2,000), as
+    # explicit epochs (min_steps_epochs):
     # on the generators the best validation epoch lay beyond the 2,000-update budget (readout_limits.py updates)
     "genodae 6000 updates": {"min_steps": 6000},
 }
@@ -190,12 +191,9 @@ def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[
         a = adata.copy()
         kw = dict(kw)
         steps = kw.pop("min_steps", None)
-        plain = G.MIN_STEPS
-        G.MIN_STEPS = steps or plain  # a probe's budget, for this model only
-        try:
-            genodae.tl.dae(a, seed=seed, n_latent=n_latent, num_threads=1, **kw)
-        finally:
-            G.MIN_STEPS = plain
+        if steps:  # the auto budget (DAEConfig.max_epochs) with another floor of updates, as explicit epochs
+            kw["epochs"] = min_steps_epochs(adata.n_obs, steps)
+        genodae.tl.dae(a, seed=seed, n_latent=n_latent, num_threads=1, **kw)
         used = S.genes_used(a, "dae")
         genes = a.var_names[used]
         if label == ONE_SIDED:  # a read-out of the default model: trained here only without the "genodae" variant
@@ -214,6 +212,14 @@ def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[
             if shared:
                 out[ONE_SIDED] = one_sided_weights(a)
     return out
+
+
+def min_steps_epochs(n_obs: int, steps: int) -> int:
+    """The epochs ``DAEConfig.max_epochs`` gives ``n_obs`` cells (less the validation cells) when its floor of
+    minibatch updates (``genodae.config.MIN_STEPS``, 2,000) is ``steps``."""
+    cfg = genodae.DAEConfig()
+    n_train = n_obs - int(round(n_obs * cfg.val_fraction))
+    return max(G.AUTO_EPOCHS, -(-steps // max(1, -(-n_train // cfg.batch_size))))
 
 
 def one_sided_weights(a) -> pd.DataFrame:
