@@ -193,7 +193,8 @@ def resolve_key_added(key_added: str | None, key: str | None, *, default: str = 
     return key_added if key_added is not None else default
 
 
-def stale_readouts(adata, key: str, fingerprint: str | None, old_fingerprint: str | None) -> list[tuple[str, str]]:
+def stale_readouts(adata, key: str, fingerprint: str | None, old_fingerprint: str | None,
+                   network: str | None = None) -> list[tuple[str, str]]:
     """(store, name) of the read-outs of another model stored under ``key`` before a model with ``fingerprint`` is
     written there: its rotated nodes ``<key>_sparse``/``<key>_varimax`` (tl.rotate, tl.signatures; weights,
     activities, transform) with their signatures and enrichment tables, and the tables of ``key`` itself. Left in
@@ -203,7 +204,9 @@ def stale_readouts(adata, key: str, fingerprint: str | None, old_fingerprint: st
     this same model (by the fingerprint they record, or, for records without one, by the model stored under
     ``key``) are kept; an ensemble is a model of its own and is not touched. ``fingerprint``/``old_fingerprint``:
     ``get.model_fingerprint`` of the model being written and of the record under ``key`` (None for an ensemble's
-    consensus: a new ensemble under ``key`` replaces everything read from the old one)."""
+    consensus: a new ensemble under ``key`` replaces everything read from the old one). ``network``:
+    ``get.network_fingerprint`` of the model being written, what read-outs saved before 2026-12-07 record: they are
+    kept when the model is the same as the one stored (``old_fingerprint == fingerprint``)."""
     same_model = fingerprint is not None and old_fingerprint == fingerprint
     default_names = {rotated_key(key, method) for method in ROTATION_METHODS}
     rotations = {}  # name -> source key, of every tl.rotate record
@@ -215,7 +218,9 @@ def stale_readouts(adata, key: str, fingerprint: str | None, old_fingerprint: st
         if source != key:
             continue
         made_from = adata.uns[r].get("source_fingerprint")
-        if fingerprint is None or not (str(made_from) == fingerprint if made_from is not None else same_model):
+        ours = (str(made_from) == fingerprint or (same_model and network is not None and str(made_from) == network)
+                if made_from is not None else same_model)
+        if fingerprint is None or not ours:
             stale.add(r)
     grown = True
     while grown:  # rotations of stale rotations
@@ -231,10 +236,11 @@ def stale_readouts(adata, key: str, fingerprint: str | None, old_fingerprint: st
     return [(w, n) for w, n in dict.fromkeys(out) if n in getattr(adata, w)]
 
 
-def drop_stale_readouts(adata, key: str, fingerprint: str | None, old_fingerprint: str | None) -> None:
+def drop_stale_readouts(adata, key: str, fingerprint: str | None, old_fingerprint: str | None,
+                        network: str | None = None) -> None:
     """Remove :func:`stale_readouts` from ``adata`` (in memory), with a log line; warn about ensembles built from
     the model that is replaced (:func:`warn_ensembles_of`)."""
-    gone = stale_readouts(adata, key, fingerprint, old_fingerprint)
+    gone = stale_readouts(adata, key, fingerprint, old_fingerprint, network)
     for where, name in gone:
         del getattr(adata, where)[name]
     if gone:

@@ -22,7 +22,7 @@ from ._threads import configure as configure_threads
 from ._values import raw_counts
 from .config import COUNT_LIKELIHOODS, DENOISED_SCALES, DAEConfig, PrepareConfig, make_config
 from .errors import UserError
-from .get import model_fingerprint
+from .get import model_fingerprint, network_fingerprint
 from .pp import PREP_KEY, check_batches, check_finite, is_counts, prepared_matrix, scaling_params
 from .rotation import readable_basis
 from .train import (
@@ -480,7 +480,7 @@ class DAE:
                                 transform_batch=transform_batch, allow_missing_genes=allow_missing_genes,
                                 r2_rows=r2_rows)
         _keys.drop_stale_readouts(adata, key, model_fingerprint(ann["uns"]),
-                                  model_fingerprint(adata.uns.get(_keys.params_key(key))))
+                                  model_fingerprint(adata.uns.get(_keys.params_key(key))), network_fingerprint(ann["uns"]))
         adata.obsm[_keys.embedding_key(key)] = ann["obsm"]
         for name, value in ann["varm"].items():
             adata.varm[name] = value
@@ -520,7 +520,7 @@ class DAE:
             obs[_keys.recon_error_key(key)] = ann["obs"]
             var[_keys.recon_r2_key(key)] = ann["var"]
             new, old = model_fingerprint(ann["uns"]), model_fingerprint(adata.uns.get(_keys.params_key(key)))
-            stale = _keys.stale_readouts(adata, key, new, old)
+            stale = _keys.stale_readouts(adata, key, new, old, network_fingerprint(ann["uns"]))
             _keys.warn_ensembles_of(adata, key, new, old)
             with atomic_path(output) as tmp:
                 shutil.copyfile(path, tmp)

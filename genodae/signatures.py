@@ -375,6 +375,21 @@ def _read_out(items: Sequence[tuple[AnnData, str]], rotation: str) -> str:
     return stored.pop() if len(stored) == 1 else "none"
 
 
+def _network_of(adata: AnnData, key: str, depth: int = 0) -> str | None:
+    """:func:`network_fingerprint` of the trained network behind ``key``: its own record, or for a rotation
+    (tl.rotate, tl.signatures) that of the model it was read from in this AnnData, when the rotation's recorded
+    source is still that model. None for weights without a record (an ensemble, weights written by hand)."""
+    rec = adata.uns.get(_keys.params_key(key))
+    net = network_fingerprint(rec)
+    if net is not None or not isinstance(rec, Mapping) or "source_key" not in rec or depth > 8:
+        return net
+    source = str(rec["source_key"])
+    made_from = rec.get("source_fingerprint")
+    if made_from is not None and str(made_from) != model_fingerprint(adata.uns.get(_keys.params_key(source))):
+        return None  # read from a model no longer stored under its source key
+    return _network_of(adata, source, depth + 1)
+
+
 def _check_members(items: Sequence[tuple[AnnData, str]], key_added: str, one: AnnData | None) -> None:
     """Before anything is written: every model exists, none is given twice (the same key, or the same weights
     under another key or file: one model counted twice would agree with itself), and ``key_added`` is none of them
@@ -384,17 +399,19 @@ def _check_members(items: Sequence[tuple[AnnData, str]], key_added: str, one: An
             models = [m for m in _keys.weights_keys(a.varm) if not m.endswith("_decoder")]
             raise UserError(f"model {k!r} (member {i + 1}) is not in its AnnData (no varm[{_keys.weights_key(k)!r}]); "
                             f"its models: {', '.join(models) or 'none'}")
-    nets = [network_fingerprint(a.uns.get(_keys.params_key(k))) for a, k in items]
+    nets = [_network_of(a, k) for a, k in items]
     for i, (a, k) in enumerate(items):
         W = np.asarray(a.varm[_keys.weights_key(k)])
         for j, (b, m) in enumerate(items[:i]):
-            same_net = nets[i] is not None and nets[i] == nets[j]  # one network, maybe reported in two bases
-            if same_net or (a is b and k == m) or (W.shape == b.varm[_keys.weights_key(m)].shape
+            same_weights = (a is b and k == m) or (W.shape == b.varm[_keys.weights_key(m)].shape
                                                    and a.n_vars == b.n_vars and a.var_names.equals(b.var_names)
-                                                   and np.array_equal(W, np.asarray(b.varm[_keys.weights_key(m)]))):
+                                                   and np.array_equal(W, np.asarray(b.varm[_keys.weights_key(m)])))
+            same_net = nets[i] is not None and nets[i] == nets[j]  # one network, maybe read out in two bases
+            if same_net or same_weights:
                 raise UserError(f"members {j + 1} ({m!r}) and {i + 1} ({k!r}) are the same model"
-                                f"{' (one trained network, reported in two bases)' if same_net else ''}: give each "
-                                "model once (an ensemble of one model with itself has stability 1.0 by construction)")
+                                f"{' (one trained network, read out in two bases)' if not same_weights else ''}: "
+                                "give each model once (an ensemble of one model with itself has stability 1.0 by "
+                                "construction)")
     sources = [k for _, k in items]
     target = items[0][0] if one is None else one
     if key_added in sources or _trained_model(target, key_added):

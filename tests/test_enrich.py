@@ -387,3 +387,30 @@ def test_cli_ensemble_of_a_file_without_models_says_to_embed_it(weights_h5ad, tm
     assert main(["ensemble", str(weights_h5ad), str(bare), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "embed it first" in err[0] and not out.exists()
+
+
+def test_cli_enrich_accepts_every_readout_of_the_key_and_names_the_matching_key(weights_h5ad, tmp_path, capsys):
+    """helper-39: a table of genodae signatures --readout weights is a read-out of --key (accepted); a varimax
+    table tested under the default sparse key is told the key that matches."""
+    from genodae.cli import main
+
+    gmt = _gmt(tmp_path, ["UP\td\t" + "\t".join(BG[:15])])
+    out = tmp_path / "enr.tsv"
+    w, v = tmp_path / "w.tsv", tmp_path / "v.tsv"
+    assert main(["-q", "signatures", str(weights_h5ad), "-o", str(w), "--key", "dae", "--readout", "weights"]) == 0
+    assert main(["-q", "enrich", str(weights_h5ad), "-o", str(out), "--gene-sets", str(gmt), "--signatures",
+                 str(w)]) == 0 and out.exists()
+    out.unlink()
+    assert main(["-q", "signatures", str(weights_h5ad), "-o", str(v), "--key", "dae", "--rotation", "varimax",
+                 "--readout", "weights"]) == 0
+    # under the model's own nodes (node0 …) the vnode table is refused, naming the key(s) whose weights it has
+    assert main(["enrich", str(weights_h5ad), "-o", str(out), "--gene-sets", str(gmt), "--signatures", str(v),
+                 "--key", "dae"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dae_varimax (read out with --readout weights)" in err[0] and "pass" in err[0]
+    assert not out.exists()
+    for fig in ("d.pgf", ".png"):
+        assert main(["enrich", str(weights_h5ad), "-o", str(out), "--gene-sets", str(gmt), "--key", "dae",
+                     "--dotplot", str(tmp_path / fig)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--dotplot" in err and ".png.png" not in err and not out.exists()

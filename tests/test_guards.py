@@ -282,7 +282,7 @@ def test_same_network_in_another_basis_is_another_model(two_models, tmp_path, ca
            model_dir=tmp_path / "msp")
     with pytest.raises(UserError, match="another basis"):
         tl.score(raw.copy(), model=tmp_path / "msp", transform=tr)
-    with pytest.raises(UserError, match="same model .one trained network, reported in two bases"):
+    with pytest.raises(UserError, match="same model .one trained network, read out in two bases"):
         tl.ensemble(b, keys=["dae_s0", "dae_sp"])
     legacy = {**tr, "source_fingerprint": network_fingerprint(a.uns["dae_s0"])}
     with caplog.at_level("WARNING", logger="genodae"):
@@ -325,3 +325,22 @@ def test_ensemble_enrichment_read_from_the_weights_keeps_near_copy_of(two_models
     res = tl.enrich(a, gene_sets={f"S{i}": genes[i * 10:(i + 1) * 10] for i in range(10)}, key="dae_ensemble",
                     min_size=3)
     assert "near_copy_of" in res.columns and len(res)
+
+
+def test_rotations_of_one_network_are_one_model_and_legacy_readouts_survive_reembedding(two_models):
+    """helper-39: rotated keys of one model are that model's network (an ensemble of them is refused); a read-out
+    saved before the basis was fingerprinted is kept when the same model embeds the AnnData again."""
+    from genodae.get import network_fingerprint
+    from genodae.model import DAE
+
+    _, a, d = two_models
+    a = a.copy()
+    tl.rotate(a, key="dae_s0", method="sparse")
+    tl.rotate(a, key="dae_s0", method="varimax")
+    with pytest.raises(UserError, match="read out in two bases"):
+        tl.ensemble(a, keys=["dae_s0_sparse", "dae_s0_varimax"])
+    a.uns["dae_s0_sparse"]["source_fingerprint"] = network_fingerprint(a.uns["dae_s0"])  # as written before
+    DAE.load(d / "m0").annotate(a, key_added="dae_s0")
+    assert "dae_s0_sparse" in a.uns
+    DAE.load(d / "m1").annotate(a, key_added="dae_s0")  # another model: its read-outs go
+    assert "dae_s0_sparse" not in a.uns

@@ -396,16 +396,21 @@ FIGURE_OPTIONS = ("heatmap", "plot", "km", "dotplot")  # the OUTPUT_OPTIONS that
 
 
 def check_figure_path(path: Path, flag: str) -> None:
-    """A figure file must have an extension matplotlib writes (png, pdf, svg …): checked before anything is
+    """A figure file must have an extension matplotlib writes here (png, pdf, svg …): checked before anything is
     written, so that a table written first is not left without its figure. Raises UserError."""
     from matplotlib.backend_bases import FigureCanvasBase
 
-    formats = FigureCanvasBase.get_supported_filetypes()
+    formats = set(FigureCanvasBase.get_supported_filetypes()) & FIGURE_FORMATS
     ext = path.suffix.lower().lstrip(".")
     if ext not in formats:
-        raise UserError(f"{flag} {path}: a figure needs a file extension matplotlib writes ("
-                        f"{'none given' if not ext else f'not .{ext}'}), e.g. {path.with_suffix('.png').name} "
-                        "(also .pdf, .svg)")
+        example = "figure.png" if path.name.startswith(".") else path.with_suffix(".png").name
+        raise UserError(f"{flag} {path}: a figure needs one of the extensions {', '.join(sorted(formats))} ("
+                        f"{'none given' if not ext else f'not .{ext}'}), e.g. {example}")
+
+
+# figure formats matplotlib writes without external programs or optional codecs (pgf needs LaTeX, avif a Pillow
+# plugin; raw/rgba are no image files)
+FIGURE_FORMATS = {"png", "pdf", "svg", "svgz", "jpg", "jpeg", "tif", "tiff", "eps", "ps"}
 
 
 def distinct_inputs(paths) -> None:

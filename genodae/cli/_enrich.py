@@ -94,10 +94,12 @@ def read_signatures_table(path):
 
 def check_table_key(table, adata, key: str, path) -> None:
     """A signatures table given with ``--signatures`` must be one of ``--key``'s read-outs: its nodes are nodes of
-    ``key`` and, where it has a ``weight`` column (``genodae signatures`` writes one), its weights are ``key``'s
-    (rounded to 3 decimals at worst, as a spreadsheet may write them; rows without a weight are not compared).
-    Otherwise the enrichment would be filed under nodes of a model the table was not read from. The error names
-    the key of ``adata`` whose weights the table does match, if one does. Raises UserError."""
+    ``key`` and, where it has a ``weight`` column (``genodae signatures`` writes one), its weights are those of
+    ``key`` (rounded to 3 decimals at worst, as a spreadsheet may write them; rows without a weight are not
+    compared) in either read-out, correlation or decoder weights (``genodae signatures --readout``). Otherwise the
+    enrichment would be filed under nodes of a model the table was not read from. The error names the key whose
+    weights the table does match, among the file's models and their sparse and varimax rotations, if one does.
+    Raises UserError."""
     from ..signatures import gene_weights
 
     if "node" not in table.columns or "gene" not in table.columns:
@@ -105,10 +107,16 @@ def check_table_key(table, adata, key: str, path) -> None:
     weights = gene_weights(adata, key)
     if _matches(table, weights):
         return
-    others = [k for k in K.weights_keys(adata.varm) if k != key and _matches(table, gene_weights(adata, k))]
+    found = []
+    for name, readout, W in _readouts(adata):
+        if _matches(table, W):
+            if name == key:
+                return  # key's other read-out (genodae signatures --readout weights)
+            found.append(name + ("" if readout == "correlation" else " (read out with --readout weights)"))
+    found = list(dict.fromkeys(found))
     drop = " (or, for a table edited by hand, remove its weight column)" if "weight" in table.columns else ""
-    fix = (f"pass --key {others[0]}" if len(others) == 1 else
-           f"pass the --key it was read from ({', '.join(others)})" if others else
+    fix = (f"pass --key {found[0]}" if len(found) == 1 else
+           f"pass the --key it was read from ({', '.join(found)})" if found else
            f"pass the .h5ad and --key it was read from{drop}")
     nodes = list(map(str, weights.columns))
     other = sorted(set(map(str, table["node"])) - set(nodes))
@@ -117,6 +125,34 @@ def check_table_key(table, adata, key: str, path) -> None:
             f"has other weights than --key {key} for the same genes and nodes (it was read from another model or "
             "read-out)")
     raise UserError(f"signatures table {path} {what}: {fix}")
+
+
+def _readouts(adata):
+    """(key, readout, genes × nodes weights) of every read-out a table of ``adata`` may come from: the weights
+    stored under each key, and for each model key its sparse and varimax rotations in both read-outs (computed on a
+    temporary key, then removed; only when a table does not match ``--key`` as given)."""
+    from ..signatures import gene_weights, rotate
+
+    stored = K.weights_keys(adata.varm)
+    for k in stored:
+        yield k, "correlation", gene_weights(adata, k)
+    for k in stored:
+        if K.rotated_source(k) is not None and K.rotated_source(k)[0] in stored:
+            continue  # a rotation of a model of this file: its own rotations are not tables' sources
+        for method in K.ROTATION_METHODS:
+            for readout in ("correlation", "weights"):
+                tmp = f"_check_{K.rotated_key(k, method)}_{readout}"  # in memory only; enrich writes no .h5ad
+                try:
+                    rotate(adata, key=k, method=method, readout=readout, key_added=tmp)
+                    W = gene_weights(adata, tmp)
+                except UserError:
+                    continue  # e.g. the correlation read-out of a file whose X holds raw counts
+                finally:
+                    adata.uns.pop(tmp, None)
+                    adata.obsm.pop(K.embedding_key(tmp), None)
+                    if K.weights_key(tmp) in adata.varm:
+                        del adata.varm[K.weights_key(tmp)]
+                yield K.rotated_key(k, method), readout, W
 
 
 def _matches(table, weights) -> bool:
