@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 from .. import _keys as K
@@ -108,7 +109,7 @@ def check_table_key(table, adata, key: str, path) -> None:
     if _matches(table, weights):
         return
     found = []
-    for name, readout, W in _readouts(adata):
+    for name, readout, W in _readouts(adata, skip=key):
         if _matches(table, W):
             if name == key:
                 return  # key's other read-out (genodae signatures --readout weights)
@@ -127,20 +128,26 @@ def check_table_key(table, adata, key: str, path) -> None:
     raise UserError(f"signatures table {path} {what}: {fix}")
 
 
-def _readouts(adata):
+def _readouts(adata, skip: str):
     """(key, readout, genes × nodes weights) of every read-out a table of ``adata`` may come from: the weights
-    stored under each key, and for each model key its sparse and varimax rotations in both read-outs (computed on a
-    temporary key, then removed; only when a table does not match ``--key`` as given)."""
+    stored under each key (but ``skip``, already compared), and for each model key its sparse and varimax rotations
+    in the read-outs not stored (computed on a temporary key, then removed; only when a table does not match
+    ``--key`` as given)."""
     from ..signatures import gene_weights, rotate
 
     stored = K.weights_keys(adata.varm)
     for k in stored:
-        yield k, "correlation", gene_weights(adata, k)
+        rec = adata.uns.get(k)
+        readout = str(rec.get("readout", "correlation")) if isinstance(rec, Mapping) else "correlation"
+        if k != skip:
+            yield k, readout, gene_weights(adata, k)
     for k in stored:
         if K.rotated_source(k) is not None and K.rotated_source(k)[0] in stored:
             continue  # a rotation of a model of this file: its own rotations are not tables' sources
         for method in K.ROTATION_METHODS:
-            for readout in ("correlation", "weights"):
+            rec = adata.uns.get(K.rotated_key(k, method))
+            have = str(rec.get("readout")) if isinstance(rec, Mapping) and K.rotated_key(k, method) in stored else None
+            for readout in [r for r in ("correlation", "weights") if r != have]:  # the stored one is compared above
                 tmp = f"_check_{K.rotated_key(k, method)}_{readout}"  # in memory only; enrich writes no .h5ad
                 try:
                     rotate(adata, key=k, method=method, readout=readout, key_added=tmp)
