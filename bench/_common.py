@@ -409,6 +409,7 @@ def rescale(base, scaling: str):
     ad.var.loc[used, "genodae_scale"] = scl
     prep = dict(ad.uns["genodae_prepare"])
     prep["params"] = {**prep["params"], "scaling": scaling}
+    prep["scaling_auto"] = False  # asked for, as prepare(scaling=...) records it
     ad.uns["genodae_prepare"] = prep
     return ad
 

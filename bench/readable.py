@@ -172,6 +172,10 @@ PROBES = {  # run only when named with --variants (not part of the default compa
     # explicit epochs (min_steps_epochs):
     # on the generators the best validation epoch lay beyond the 2,000-update budget (readout_limits.py updates)
     "genodae 6000 updates": {"min_steps": 6000},
+    # the model input's scaling asked for instead of prepare's scaling="auto" (minmax for counts, zscore otherwise;
+    # readout_limits.py scaling): "genodae minmax" is the former default (until 2026-12-08) on log-scale input
+    "genodae zscore": {"prepare": {"scaling": "zscore"}},
+    "genodae minmax": {"prepare": {"scaling": "minmax"}},
 }
 
 
@@ -180,7 +184,9 @@ MODEL_WEIGHTS = "genodae (model weights)"  # varm["dae_weights"] of a default mo
 ENSEMBLE_CUTS = (0.5, 0.55, 0.6, 0.65, 0.7)  # consensus min_corr values compared (10+ seeds; readable.md)
 
 
-def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[str, pd.DataFrame]:
+def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS, raw=None) -> dict[str, pd.DataFrame]:
+    """Weights of genodae's variants trained on the prepared ``adata``; a variant with ``prepare`` settings is
+    trained on ``raw`` prepared with them instead (the same genes: gene selection does not depend on the scaling)."""
     out = {}
     shared = ONE_SIDED in variants and any(not kw and label != ONE_SIDED for label, kw in variants.items())
     for label, kw in variants.items():
@@ -188,8 +194,11 @@ def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[
             continue  # bulk: no counts
         if label == ONE_SIDED and shared:
             continue  # read from the default model below, not trained twice
-        a = adata.copy()
         kw = dict(kw)
+        prepare = kw.pop("prepare", None)
+        if prepare and raw is None:
+            raise SystemExit(f"{label}: this part does not pass the raw data its prepare settings need")
+        a = genodae.pp.prepare(raw, copy=True, **prepare) if prepare else adata.copy()
         steps = kw.pop("min_steps", None)
         if steps:  # the auto budget (DAEConfig.max_epochs) with another floor of updates, as explicit epochs
             kw["epochs"] = min_steps_epochs(adata.n_obs, steps)
@@ -204,7 +213,7 @@ def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[
         else:  # the signatures users get: tl.signatures' default read-out (sparse nodes; model's basis irrelevant)
             genodae.tl.rotate(a, method=DEFAULT_ROTATION)
             out[label] = pd.DataFrame(a.varm[f"dae_{DEFAULT_ROTATION}_weights"][used], index=genes)
-        if not kw and steps is None:
+        if not kw and steps is None and not prepare:
             out[MODEL_WEIGHTS] = pd.DataFrame(a.varm["dae_weights"][used], index=genes)
             out["genodae (decoder weights)"] = pd.DataFrame(a.varm["dae_decoder_weights"][used], index=genes)
             genodae.tl.rotate(a, method="varimax")  # the same model read out with orthogonal whitened nodes
@@ -212,6 +221,13 @@ def genodae_weights(adata, seed: int, n_latent: int, variants=VARIANTS) -> dict[
             if shared:
                 out[ONE_SIDED] = one_sided_weights(a)
     return out
+
+
+def baseline_input(raw):
+    """The input PCA, ICA, NMF and cNMF get: the genes genodae uses, min-max scaled (0-1 per gene; what genodae
+    itself trained on before ``scaling="auto"``, 2026-12-08, and what NMF needs: non-negative). Fixed, so the
+    baselines' numbers do not move with genodae's own scaling."""
+    return S.model_input(genodae.pp.prepare(raw, copy=True, scaling="minmax"))[0]
 
 
 def min_steps_epochs(n_obs: int, steps: int) -> int:
@@ -265,15 +281,16 @@ def run_synthetic(args) -> None:
         modules = {k: list(v) for k, v in adata.uns["synthetic"]["modules"].items()}
         prep = genodae.pp.prepare(adata, copy=True)
         X, genes = S.model_input(prep)
-        rank, _, _ = signal_rank(X)
+        Xb = X if prep.uns["genodae_prepare"]["params"]["scaling"] == "minmax" else baseline_input(adata)
+        rank, _, _ = signal_rank(Xb)
         variants = {v: {**VARIANTS, **PROBES}[v] for v in args.variants} if args.variants else VARIANTS
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            found = genodae_weights(prep, seed, args.n_latent, variants)
+            found = genodae_weights(prep, seed, args.n_latent, variants, raw=adata)
             for method in BASELINES if not args.variants else ():
-                L, sc = C.factor_loadings(X, genes, method, args.n_latent, seed=seed, subsample=0.9)
+                L, sc = C.factor_loadings(Xb, genes, method, args.n_latent, seed=seed, subsample=0.9)
                 found[f"{method} (raw)"] = L
-                found[f"{method} (corr+varimax)"] = corr_varimax(X, sc, genes)
+                found[f"{method} (corr+varimax)"] = corr_varimax(Xb, sc, genes)
             if args.cnmf and not args.variants and seed == 0:  # cNMF's own 20 replicates are its seeds; one run per generator (time)
                 W = cnmf_loadings(adata, args.n_latent, seed, genes)
                 if W is not None:
@@ -640,14 +657,15 @@ def run_bulk(args) -> None:
             continue
         prep = genodae.pp.prepare(raw, copy=True)
         X, genes = S.model_input(prep)
+        Xb = X if prep.uns["genodae_prepare"]["params"]["scaling"] == "minmax" else baseline_input(raw)
         k = min(args.n_latent, prep.n_obs // 2)
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            found = genodae_weights(prep, seed, k, variants)
+            found = genodae_weights(prep, seed, k, variants, raw=raw)
             for method in BASELINES:
-                L, sc = C.factor_loadings(X, genes, method, k, seed=seed, subsample=0.9)
+                L, sc = C.factor_loadings(Xb, genes, method, k, seed=seed, subsample=0.9)
                 found[f"{method} (raw)"] = L
-                found[f"{method} (corr+varimax)"] = corr_varimax(X, sc, genes)
+                found[f"{method} (corr+varimax)"] = corr_varimax(Xb, sc, genes)
             for method, W in found.items():
                 weights_by.setdefault((name, method), []).append(W)
                 for gs, gmt in sets.items():
@@ -1109,6 +1127,24 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
     ("readable_bulk_updates_sc",
      "### More minibatch updates on real single-cell counts (`bulk --seeds 3 --sets pbmc3k_cd8_cd14 celseq2_3plates "
      "--variants genodae \"genodae 6000 updates\" --suffix _updates_sc`; AMD EPYC; 2026-12-07)"),
+    ("readable_probe_scaling",
+     "### Probe: the input scaling. The default network on the model input scaled 0-1 per gene (`minmax`, a masked "
+     "entry becomes the gene's minimum) or to z-scores (`zscore`, the gene's mean) (`readout_limits.py scaling "
+     "[generators]`; 2 seeds; AMD EPYC; 2026-12-07). `bulk_counts` (deep counts of 300 samples, bulk RNA-seq-like) "
+     "and `groups_lognorm` (the groups counts log-normalised, counts dropped: the model reads log values under a "
+     "normal likelihood) are the probe's own; on counts the model reads the counts (Poisson), elsewhere it "
+     "reconstructs the scaled values. Hence `scaling=\"auto\"` (2026-12-08): minmax for counts, zscore otherwise"),
+    ("readable_synthetic_zscore",
+     "### The scaling on the bulk-like generator (`synthetic --seeds 3 --generators bulk_like --no-cnmf --variants "
+     "genodae \"genodae zscore\" --suffix _zscore`; AMD EPYC; 2026-12-07, before `scaling=\"auto\"`: `genodae` = "
+     "min-max)"),
+    ("readable_bulk_zscore",
+     "### The scaling on the bulk sets (`bulk --seeds 3 --variants genodae \"genodae zscore\" --suffix _zscore`; AMD "
+     "EPYC; 2026-12-07, before `scaling=\"auto\"`: `genodae` = min-max; baselines on the min-max input)"),
+    ("readable_bulk_zscore_seeds10",
+     "### The scaling on NCI-60 P53, 10 seeds (`bulk --seeds 10 --sets nci60_p53 --variants genodae \"genodae "
+     "zscore\" --suffix _zscore_seeds10`; AMD EPYC; 2026-12-07, before `scaling=\"auto\"`: `genodae` = min-max; "
+     "since then `--variants \"genodae minmax\" genodae` measures the same)"),
 ]
 
 

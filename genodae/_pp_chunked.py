@@ -485,6 +485,7 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
         decide_value_kind,
         negative_counts,
         negative_counts_message,
+        resolve_scaling,
         scaling_from_stats,
     )
     from .io import atomic_path, backed_layer, read_backed
@@ -558,7 +559,8 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
             keep = _samples_with_counts(totals, adata, src)
         T = _Transform(kind, transform, keep, cfg.target_sum)
         n_kept = int(keep.sum())
-        stats = gene_stats(M, T, chunk_size, moments=cfg.scaling == "zscore")
+        scaling = resolve_scaling(cfg.scaling, kind, src)
+        stats = gene_stats(M, T, chunk_size, moments=scaling == "zscore")
         det, lo, hi, mom = (*stats, None)[:4]
         eligible, flavor = _eligible(det, lo, hi, kind, cfg, adata.var_names, src)
         used = eligible.copy()
@@ -575,7 +577,7 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
                      f", within each batch of {cfg.batch_key!r}" if cfg.batch_key else "", int(eligible.sum()))
         else:
             log.info("prepare: using all %d genes that vary", int(used.sum()))
-        offset, scale = scaling_from_stats(cfg.scaling, lo[used], hi[used], mom.mean[used] if mom else None,
+        offset, scale = scaling_from_stats(scaling, lo[used], hi[used], mom.mean[used] if mom else None,
                                            mom.var[used] if mom else None)
         obs = adata.obs[keep] if not keep.all() else adata.obs
         var = adata.var.copy()
@@ -588,7 +590,8 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
         uns.setdefault(_keys.READ, {"path": str(path), "format": "h5ad", "orientation": "samples_by_genes",
                                         "orientation_reason": "h5ad files store samples × genes"})
         uns[PREP_KEY] = {
-            "params": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+            "params": {**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "scaling": scaling},  # as resolved
+            "scaling_auto": cfg.scaling == "auto",  # as in memory (genodae.pp.prepare)
             "input_kind": kind, "value_kind": detected, "transform": transform, "source": source, "evidence": ev,
             "n_genes_used": int(used.sum()), "version": __version__,
         }
@@ -622,5 +625,5 @@ def prepare_h5ad(path: str | Path, output: str | Path, *, chunk_size: int = CHUN
     finally:
         adata.file.close()
     log.info("prepare: %d samples × %d genes, %d used by the model (%s scaling) in %.1fs, in chunks of %d rows; "
-             "wrote %s", n_kept, adata.n_vars, int(used.sum()), cfg.scaling, time.perf_counter() - t0, chunk_size,
+             "wrote %s", n_kept, adata.n_vars, int(used.sum()), scaling, time.perf_counter() - t0, chunk_size,
              output)

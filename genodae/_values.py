@@ -224,6 +224,21 @@ def check_batches(adata: AnnData, batch_key: str, src: str = "") -> None:
                         "merge it with another batch or drop it")
 
 
+def resolve_scaling(scaling: str, kind: str, src: str = "") -> str:
+    """What ``scaling="auto"`` means for model input of ``kind`` (``counts`` or ``log``, from :func:`_decide`):
+    ``minmax`` for counts (the model reads the counts through a count likelihood; a masked entry becomes the gene's
+    minimum, 0, "not detected", as in DCA and ADAGE), ``zscore`` otherwise (log-scale or linear intensities,
+    log-normalised values: the model reconstructs the scaled values under a normal likelihood, so the scaling
+    weighs each gene's errors; z-scores weigh every gene alike and mask an entry to the gene's mean). Other values
+    are returned as they are. Measured: bench/results/readable.md, "Probe: the input scaling"."""
+    if scaling != "auto":
+        return scaling
+    chosen = "minmax" if kind == "counts" else "zscore"
+    log.info("%sprepare: %s scaling (scaling='auto', for %s input)", src, chosen,
+             "count" if kind == "counts" else "log-scale")
+    return chosen
+
+
 def scaling_from_stats(scaling: str, lo, hi, mean, var, n_vars: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`scaling_params` from per-gene statistics: minimum and maximum (``minmax``), float64 mean and
     population variance (``zscore``; E[x²]-mean² in float32 would lose the scale of high-mean, low-variance genes)."""

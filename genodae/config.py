@@ -47,7 +47,12 @@ COUNT_LIKELIHOODS = ("poisson", "nb", "zinb")
 AUTO_COUNT_LIKELIHOOD = "poisson"  # what gene_likelihood="auto" means for count input (bench/results/mcv.md)
 LOSS_ON = ("all", "masked")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCALINGS = ("minmax", "zscore", "none")
+SCALINGS = ("auto", "minmax", "zscore", "none")
+# scaling="auto" (genodae.pp.prepare): minmax for counts, whose model reads the counts themselves (a count likelihood)
+# and masks an entry to the gene's minimum, 0, "not detected", as DCA and ADAGE; zscore for every other input (log-
+# scale or linear intensities, log-normalised values): their model reconstructs the scaled values under a normal
+# likelihood, so the scaling weighs each gene's errors, and z-scores weigh every gene alike, as the correlation
+# read-out of the signatures does (bench/results/readable.md, "Probe: the input scaling").
 AUTO_EPOCHS, MIN_STEPS = 100, 2000  # epochs=None: at least 100 epochs and at least 2,000 minibatch updates
 HVG_FLAVORS = ("auto", "seurat_v3", "seurat", "cell_ranger", "none")
 INPUT_KINDS = ("auto", "counts", "log", "linear")
@@ -62,7 +67,7 @@ class PrepareConfig:
     hvg_flavor: str = field(default="auto", metadata={"help": "auto: seurat_v3 on counts, seurat on log-scale data"})
     input_kind: str = field(default="auto", metadata={"help": "auto-detect (raw counts, estimated counts, linear or log scale), or counts (estimated counts rounded), log (as is), linear (log1p)"})
     target_sum: float = field(default=1e4, metadata={"help": "library size after normalisation (fixed, so projection is reproducible)"})
-    scaling: str = field(default="minmax", metadata={"help": "per-gene 0-1 (masking to 0 = \"not expressed\", as in ADAGE), zscore, or none (log values as they are)"})
+    scaling: str = field(default="auto", metadata={"help": "auto: minmax for counts, zscore for other input (log-scale or linear intensities, log-normalised values); minmax: per-gene 0-1 (masking to 0 = \"not expressed\", as in ADAGE); zscore: per-gene mean 0, sd 1 (masking to the gene's mean); none: log values as they are"})
     min_cells: int = field(default=1, metadata={"help": "drop genes detected (non-zero) in fewer cells"})
     batch_key: str | None = field(default=None, metadata={"help": "obs column of batches (samples, plates, technologies): highly variable genes are chosen within each batch (scanpy's batch_key); the scaling is computed over all cells; with several input files, the column that names each file's batch"})
     layer: str | None = field(default=None, metadata={"help": "prepare this layer (e.g. counts of a processed .h5ad) instead of X"})

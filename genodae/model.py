@@ -133,8 +133,15 @@ class DAE:
         scaling = prep["params"]["scaling"]
         out_act = cfg.resolved_output_activation(likelihood)
         if likelihood == "bernoulli" and scaling != "minmax":
-            raise UserError("gene_likelihood='bernoulli' needs 0-1 input: prepare with scaling='minmax' "
-                            "(genodae prepare --scaling minmax) or choose another gene_likelihood")
+            if not (prep.get("scaling_auto") and X is not None and columns is None):
+                raise UserError("gene_likelihood='bernoulli' needs 0-1 input: prepare with scaling='minmax' "
+                                "(genodae prepare --scaling minmax) or choose another gene_likelihood")
+            # scaling='auto' chose z-scores for these (dense) data; a 0-1 likelihood (the adage preset) needs min-max
+            offset, scale = scaling_params(X, "minmax")
+            scaling = "minmax"
+            prep["params"] = {**prep["params"], "scaling": scaling}
+            log.info("gene_likelihood='bernoulli' needs 0-1 input: the model min-max scales the genes itself "
+                     "(prepare's scaling='auto' chose zscore for these data)")
         self.covariates = _fit_covariates(adata, cfg)
         self.genes, self.offset, self.scale, self.prep, self.layer = genes, offset, scale, prep, layer
         self.gene_likelihood = likelihood

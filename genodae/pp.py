@@ -45,6 +45,7 @@ from ._values import (  # noqa: F401  (re-exported: genodae.pp is where they wer
     negative_counts,
     negative_counts_message,
     normalize_log,
+    resolve_scaling,
     scaling_from_stats,
     value_evidence,
 )
@@ -130,8 +131,13 @@ def prepare(
     target_sum
         Library size after normalisation (counts only).
     scaling
-        ``minmax`` (0–1 per gene, as in ADAGE: masking to 0 means "not expressed"), ``zscore``, or
-        ``none`` (the log values as they are: offset 0, scale 1).
+        ``auto`` (default): ``minmax`` for counts, ``zscore`` for other input (log-scale or linear intensities,
+        log-normalised values), logged and recorded in ``uns["genodae_prepare"]["params"]["scaling"]``;
+        ``minmax`` (0–1 per gene, as in ADAGE: masking sets an entry to the gene's minimum, "not expressed"
+        where that is 0), ``zscore`` (mean 0, sd 1 per gene: masking sets an entry to the gene's mean), or
+        ``none`` (the log values as they are: offset 0, scale 1). Without counts the model reconstructs the
+        scaled values, so the scaling also weighs each gene's errors: z-scores weigh genes alike and let the
+        bottleneck carry more of planted programs (bench/results/readable.md, "Probe: the input scaling").
     min_cells
         Genes detected (non-zero) in fewer cells are not used by the model.
     batch_key
@@ -216,14 +222,16 @@ def prepare(
         adata.X = adata.X.astype(np.float32)
 
     used = _select_genes(adata, cfg, kind, src)
-    offset, scale = scaling_params(adata.X, cfg.scaling)  # every gene, chunk by chunk: no column copy of X
+    scaling = resolve_scaling(cfg.scaling, kind, src)
+    offset, scale = scaling_params(adata.X, scaling)  # every gene, chunk by chunk: no column copy of X
     offset, scale = offset[used], scale[used]
     adata.var[_keys.OFFSET] = np.nan
     adata.var[_keys.SCALE] = np.nan
     adata.var.loc[used, _keys.OFFSET] = offset
     adata.var.loc[used, _keys.SCALE] = scale
     adata.uns[PREP_KEY] = {
-        "params": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "params": {**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "scaling": scaling},  # as resolved
+        "scaling_auto": cfg.scaling == "auto",  # chosen from the data: a 0-1 likelihood may re-scale to minmax
         "input_kind": kind,
         "value_kind": detected,  # what the values were (VALUE_KINDS), from the evidence below
         "transform": transform,  # what prepare did to them before gene selection
@@ -234,7 +242,7 @@ def prepare(
     }
     log.info("prepare: %d samples × %d genes, %d used by the model (%s scaling) in %.1fs; added "
              "var['highly_variable'], var['genodae_offset'/'genodae_scale'], uns['%s']%s",
-             adata.n_obs, adata.n_vars, int(used.sum()), cfg.scaling, time.perf_counter() - t0, PREP_KEY,
+             adata.n_obs, adata.n_vars, int(used.sum()), scaling, time.perf_counter() - t0, PREP_KEY,
              ", layers['counts']" if kind == "counts" else "")
     return adata if copy else None
 

@@ -75,7 +75,7 @@ def test_help_of_every_subcommand_shows_defaults(command, capsys):
         assert "--corruption CORRUPTION" in text and "(default: 0.2)" in text
         assert "(default: 256)" in text  # hidden
     if command in ("prepare", "run"):
-        assert "(default: 2000)" in text and "(default: minmax)" in text
+        assert "(default: 2000)" in text and "(default: auto)" in text
 
 
 def test_no_subcommand_is_a_usage_error(capsys):

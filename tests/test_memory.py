@@ -72,6 +72,22 @@ def test_chunked_prepare_equals_in_memory(tmp_path, settings):
     assert sp.issparse(got.X) and got.X.dtype == np.float32
 
 
+def test_chunked_prepare_chooses_the_in_memory_scaling_for_log_data(tmp_path):
+    """scaling='auto' resolves alike in chunks: z-scores for log-scale input (min-max for counts: above)."""
+    rng = np.random.default_rng(2)
+    a = anndata.AnnData((rng.normal(8, 1.5, size=(1, 50)) + rng.normal(0, 0.7, size=(120, 50))).astype(np.float32))
+    path = tmp_path / "log.h5ad"
+    a.write_h5ad(path)
+    ref = _in_memory(path, tmp_path / "mem.h5ad", hvg_flavor="none")
+    genodae.pp.prepare_h5ad(path, tmp_path / "chunked.h5ad", chunk_size=37, hvg_flavor="none")
+    got = anndata.read_h5ad(tmp_path / "chunked.h5ad")
+    for p in (got, ref):
+        assert p.uns["genodae_prepare"]["params"]["scaling"] == "zscore" and p.uns["genodae_prepare"]["scaling_auto"]
+    for col in ("genodae_offset", "genodae_scale"):
+        np.testing.assert_allclose(got.var[col], ref.var[col], rtol=1e-5)
+    np.testing.assert_allclose(got.var["genodae_offset"], a.X.astype(np.float64).mean(0), rtol=1e-5)
+
+
 def test_chunked_prepare_samples_the_same_values_as_in_memory(tmp_path, monkeypatch):
     """Above the sample size (1M stored values; lowered here), the same values are sampled for the evidence."""
     monkeypatch.setattr(genodae._values, "_SAMPLE", 500)  # where value_evidence and the chunked evidence read it

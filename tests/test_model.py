@@ -219,6 +219,27 @@ def test_bernoulli_needs_minmax_scaling(raw):
         DAE(gene_likelihood="bernoulli", epochs=1).fit(adata)
 
 
+def test_adage_preset_min_max_scales_dense_data_that_auto_scaling_z_scored(caplog):
+    """scaling='auto' z-scores dense bulk data; the adage preset's Bernoulli likelihood needs 0-1 input, so the
+    model min-max scales the genes itself (it was asked for nothing else), and embeds new samples the same way.
+    An explicit scaling='zscore' stays an error (test above)."""
+    rng = np.random.default_rng(0)
+    X = (rng.normal(8, 1.5, size=(1, 40)) + rng.normal(0, 0.7, size=(80, 40))).astype(np.float32)
+    adata = anndata.AnnData(X)
+    pp.prepare(adata)
+    assert adata.uns["genodae_prepare"]["params"]["scaling"] == "zscore"
+    with caplog.at_level("INFO", logger="genodae"):
+        model = DAE(preset="adage", n_latent=4, epochs=2, num_threads=1).fit(adata)
+    assert "the model min-max scales the genes itself" in caplog.text
+    assert model.prep["params"]["scaling"] == "minmax"
+    assert adata.uns["genodae_prepare"]["params"]["scaling"] == "zscore"  # the data's record is left as it was
+    np.testing.assert_allclose(model.offset, X.min(0), rtol=1e-6)
+    np.testing.assert_allclose(model.scale, X.max(0) - X.min(0), rtol=1e-5)
+    new = anndata.AnnData(X[:5] + 0.1)
+    Z = model.embed(new)
+    assert Z.shape == (5, 4) and np.isfinite(Z).all()
+
+
 def test_the_old_loss_setting_is_refused_with_its_new_name():
     with pytest.raises(UserError, match=r"loss='bce' is now gene_likelihood \(mse → normal, bce → bernoulli"):
         DAE(loss="bce")

@@ -8,6 +8,7 @@ planted-program generators of bench/readable.py (tl.signatures' sparse nodes, ±
     python bench/probes/readout_limits.py learning [generators]   # 2 seeds per setting, ~8 min per generator
     python bench/probes/readout_limits.py schedule groups sizes bulk_like   # 2 seeds, ~5 min per generator
     python bench/probes/readout_limits.py updates [generators]  # 2 seeds per budget, ~10 min per generator
+    python bench/probes/readout_limits.py scaling [generators]  # 2 seeds per input scaling
 
 Parts (results of 2026-12-07 on the 2-core AMD EPYC VM, 1 torch thread, in bench/results/readable.md, "Probe:
 where the remaining gaps come from"):
@@ -30,6 +31,12 @@ where the remaining gaps come from"):
   lr 3e-3 or 1e-2 (default 1e-3), or with a linear encoder alone.
 - ``updates``: the auto epoch budget with its floor of minibatch updates (``genodae.config.MIN_STEPS``, 2,000)
   raised to 6,000 (bulk-like also 12,000): does the default stop before the validation loss stops falling?
+- ``scaling``: the model input scaled per gene to z-scores (``pp.prepare(scaling="zscore")``: a masked entry
+  becomes the gene's mean) instead of the default 0-1 range (a masked entry becomes the gene's minimum, as in
+  ADAGE); the read-out is the same (correlations do not depend on a gene's scale). Also on ``bulk_counts``
+  (``EXTRA``: deep negative-binomial counts of 300 samples, bulk RNA-seq-like, few zeros) and ``groups_lognorm``
+  (the groups counts log-normalised, without the counts: the model sees log values, as from a processed file),
+  not readable.py generators.
 - ``schedule``: the default network with a larger starting rate that decays along a cosine to 0 over the training
   (the optimizer patched for the probe only).
 """
@@ -49,10 +56,24 @@ from genodae import signatures as S  # noqa: E402
 GENERATORS = ["groups", "gradients", "overlap", "sizes", "bulk_like"]
 
 
-def load(gen):
-    adata = R.make(gen)
+# not one of readable.py's generators: bulk RNA-seq-like counts (deep, few zeros), for the scaling part only
+EXTRA = {"bulk_counts": dict(activity="continuous", module_sizes=(20, 40, 40, 60, 80), n_cells=300, n_genes=2000,
+                             effect=0.4, mean_log_expression=5.0, dispersion=10.0, library_sd=0.3)}
+
+
+def load(gen, **prepare):
+    if gen == "groups_lognorm":  # the groups counts as log-normalised values without the counts (a processed file)
+        import scanpy as sc
+
+        adata = R.make("groups")
+        sc.pp.normalize_total(adata, target_sum=1e4)
+        sc.pp.log1p(adata)
+        adata.uns.pop("log1p", None)
+        prepare = {"input_kind": "log", **prepare}
+    else:
+        adata = (genodae.synthetic.program_mixture(**EXTRA[gen], seed=1000) if gen in EXTRA else R.make(gen))
     modules = {k: list(v) for k, v in adata.uns["synthetic"]["modules"].items()}
-    prep = genodae.pp.prepare(adata, copy=True)
+    prep = genodae.pp.prepare(adata, copy=True, **prepare)
     X, genes = S.model_input(prep)
     return adata, prep, modules, np.asarray(X, np.float64), genes
 
@@ -285,6 +306,23 @@ def updates(gens):
     return rows
 
 
+def scaling(gens):
+    """The default network on the model input scaled 0-1 per gene (the default) or to z-scores (2 seeds each)."""
+    rows = []
+    for gen in gens:
+        for name in ("minmax", "zscore"):
+            adata, prep, modules, _, _ = load(gen, scaling=name)
+            act = np.asarray(adata.obsm["program_activity"], np.float64)
+            for seed in range(2):
+                a = prep.copy()
+                genodae.tl.dae(a, seed=seed, n_latent=32, num_threads=1)
+                W, _ = sparse_readout(a)
+                rows.append({"generator": gen, "seed": seed, "readout": f"scaling {name}",
+                             "r2_activity": r2(np.asarray(a.obsm["X_dae"], np.float64), act), **R.score(W, modules)})
+                print(rows[-1], flush=True)
+    return rows
+
+
 def write(part: str, rows: list[dict]) -> Path:
     """Means over seeds into bench/results/readable_probe_<part>.tsv (rows of other generators already there are
     kept, so generators can run in separate processes); readable.py's report puts it in readable.md."""
@@ -303,4 +341,5 @@ def write(part: str, rows: list[dict]) -> Path:
 if __name__ == "__main__":
     part, gens = sys.argv[1], sys.argv[2:] or GENERATORS
     print(write(part, {"variants": variants, "refit": refit, "pca": pca, "training": training,
-                      "learning": learning, "schedule": schedule, "updates": updates}[part](gens)))
+                      "learning": learning, "schedule": schedule, "updates": updates,
+                      "scaling": scaling}[part](gens)))
