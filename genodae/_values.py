@@ -234,8 +234,8 @@ def resolve_scaling(scaling: str, kind: str, src: str = "") -> str:
     if scaling != "auto":
         return scaling
     chosen = "minmax" if kind == "counts" else "zscore"
-    log.info("%sprepare: %s scaling (scaling='auto', for %s input)", src, chosen,
-             "count" if kind == "counts" else "log-scale")
+    log.info("%sprepare: %s scaling (scaling='auto', for %s)", src, chosen,
+             "count input" if kind == "counts" else "input without counts")
     return chosen
 
 

@@ -132,16 +132,26 @@ class DAE:
                             "saved model (genodae embed)")
         scaling = prep["params"]["scaling"]
         out_act = cfg.resolved_output_activation(likelihood)
-        if likelihood == "bernoulli" and scaling != "minmax":
-            if not (prep.get("scaling_auto") and X is not None and columns is None):
-                raise UserError("gene_likelihood='bernoulli' needs 0-1 input: prepare with scaling='minmax' "
-                                "(genodae prepare --scaling minmax) or choose another gene_likelihood")
-            # scaling='auto' chose z-scores for these (dense) data; a 0-1 likelihood (the adage preset) needs min-max
+        # a 0-1 likelihood or a non-linear output activation (sigmoid's (0, 1), relu's [0, ∞) …) needs 0-1 input
+        needs_01 = likelihood == "bernoulli" or (likelihood not in COUNT_LIKELIHOODS and out_act != "linear")
+        if needs_01 and scaling != "minmax":
+            why = ("gene_likelihood='bernoulli'" if likelihood == "bernoulli"
+                   else f"output_activation={out_act!r} (its outputs cannot reach every {scaling}-scaled value)")
+            other = "another gene_likelihood" if likelihood == "bernoulli" else "output_activation='linear'"
+            if not prep.get("scaling_auto"):
+                raise UserError(f"{why} needs 0-1 input: prepare with scaling='minmax' (genodae prepare --scaling "
+                                f"minmax) or choose {other}")
+            if X is None or columns is not None:
+                raise UserError(f"{why} needs 0-1 input; prepare's scaling='auto' chose z-scores for input without "
+                                "counts, and training from disk (--backed) cannot min-max scale the genes itself: "
+                                "train in memory (without --backed), or prepare with scaling='minmax' (genodae "
+                                f"prepare --scaling minmax), or choose {other}")
+            # scaling='auto' chose z-scores for these data; the model min-max scales the genes itself
             offset, scale = scaling_params(X, "minmax")
             scaling = "minmax"
             prep["params"] = {**prep["params"], "scaling": scaling}
-            log.info("gene_likelihood='bernoulli' needs 0-1 input: the model min-max scales the genes itself "
-                     "(prepare's scaling='auto' chose zscore for these data)")
+            log.info("%s needs 0-1 input: the model min-max scales the genes itself (prepare's scaling='auto' chose "
+                     "zscore for these data)", why.split(" (")[0])
         self.covariates = _fit_covariates(adata, cfg)
         self.genes, self.offset, self.scale, self.prep, self.layer = genes, offset, scale, prep, layer
         self.gene_likelihood = likelihood
@@ -197,7 +207,7 @@ class DAE:
             return h.hexdigest()[:16]
 
         scaling = [np.ascontiguousarray(np.asarray(v, dtype=np.float32)).tobytes() for v in (self.offset, self.scale)]
-        prep = adata.uns.get(PREP_KEY)
+        prep = self.prep if PREP_KEY in adata.uns else None  # the data's record, scaling as the model uses it
         # how the input was prepared (settings, transform, and the evidence about the raw values it was read from):
         # per-gene min-max scaling hides e.g. another target_sum under scaling="none" from the scaling fingerprint
         preparation = ({k: prep[k] for k in ("params", "input_kind", "transform", "source", "evidence") if k in prep}
@@ -694,6 +704,8 @@ class DAE:
         if self.prep["params"]["scaling"] == "minmax":
             block = np.clip(block, 0.0, 1.0)  # a linear output can overshoot: keep the gene's observed range
         vals = block * self.scale + self.offset
+        if float(self.prep.get("evidence", {}).get("min", -np.inf)) >= 0:
+            vals = np.maximum(vals, 0.0)  # non-negative input (log1p of intensities, log-normalised counts) stays so
         if scale in ("input", "log1p"):
             return vals
         norm = np.expm1(np.maximum(vals, 0.0))
@@ -744,6 +756,10 @@ class DAE:
             "prepare": _h5_safe(self.prep),
             "layer": self.layer or "X",
             "genes_used": np.asarray(self.genes, dtype=str),
+            # the model's own input scaling of genes_used (x - offset) / scale: the preparation's, unless the model
+            # min-max scaled z-scored data itself (a 0-1 likelihood or output activation)
+            "input_offset": np.asarray(self.offset, dtype=np.float32),
+            "input_scale": np.asarray(self.scale, dtype=np.float32),
             "covariates": {kind: {k: np.asarray(v) for k, v in d.items()} for kind, d in self.covariates.items()},
             "history": {
                 "train_loss": np.asarray(h.train_loss, dtype=np.float64),

@@ -553,18 +553,29 @@ def ensemble(
 
 
 def model_input(adata: AnnData, key: str | None = None) -> tuple[np.ndarray, pd.Index]:
-    """The scaled model input (cells × genes used, dense) of a prepared AnnData, as genodae trains on it."""
+    """The scaled model input (cells × genes used, dense) of a prepared AnnData: ``(x - offset) / scale`` of the
+    genes the preparation marks (``var["highly_variable"]``) with its scaling, clipped to 0-1 under min-max; with
+    ``key``, the genes and the scaling of that model (``uns[key]``: a model that min-max scaled z-scored data itself
+    differs from its preparation), as it trained on them. Raises :class:`UserError` for unprepared data."""
     if _keys.PREP not in adata.uns:
         raise UserError("adata is not prepared; run genodae.pp.prepare first")
-    used = adata.var[_keys.HIGHLY_VARIABLE].to_numpy(bool)
-    X = adata.X[:, np.flatnonzero(used)]
+    info = adata.uns.get(key, {}) if key is not None else {}
+    pos = (adata.var_names.get_indexer(list(map(str, info["genes_used"]))) if "input_offset" in info
+           and "input_scale" in info and "genes_used" in info else np.array([-1]))
+    if (pos >= 0).all():
+        off, sc = np.asarray(info["input_offset"], np.float64), np.asarray(info["input_scale"], np.float64)
+        minmax = info.get("prepare", {}).get("params", {}).get("scaling") == "minmax"
+    else:
+        pos = np.flatnonzero(adata.var[_keys.HIGHLY_VARIABLE].to_numpy(bool))
+        off = adata.var[_keys.OFFSET].to_numpy(np.float64)[pos]
+        sc = adata.var[_keys.SCALE].to_numpy(np.float64)[pos]
+        minmax = adata.uns[_keys.PREP]["params"]["scaling"] == "minmax"
+    X = adata.X[:, pos]
     X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
-    off = adata.var[_keys.OFFSET].to_numpy(np.float64)[used]
-    sc = adata.var[_keys.SCALE].to_numpy(np.float64)[used]
     X = (X - off) / sc
-    if adata.uns[_keys.PREP]["params"]["scaling"] == "minmax":
+    if minmax:
         X = np.clip(X, 0, 1)
-    return X, adata.var_names[used]
+    return X, adata.var_names[pos]
 
 
 # --- latent-size sweeps -----------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ TRANSFORM_FORMAT = "genodae-transform"
 
 def export_tables(adata: AnnData, *, key: str = "dae", source: str | Path | None = None) -> dict[str, pd.DataFrame]:
     """The three tables of ``genodae export``: ``embedding`` (cells × nodes), ``weights`` (genes used × nodes)
-    and ``genes`` (every gene: used, reconstruction R², scaling offset and scale).
+    and ``genes`` (every gene: used, reconstruction R², the model's input scaling ``(x - offset) / scale``: the
+    preparation's, or the model's own min-max scaling where it made one, recorded in ``uns[key]``).
 
     ``source`` names the file in the error when the model ``key`` is missing (default: "the data").
     """
@@ -36,14 +37,21 @@ def export_tables(adata: AnnData, *, key: str = "dae", source: str | Path | None
     Z, W = adata.obsm[emb], adata.varm[wkey]
     nodes = node_labels(None, key, Z.shape[1])  # node0, node1, … as genodae.model.node_names
     used = adata.var_names.isin(list(adata.uns[key]["genes_used"])) if key in adata.uns else (W != 0).any(1)
+    offset, scale = adata.var.get(K.OFFSET), adata.var.get(K.SCALE)
+    info = adata.uns.get(key, {})
+    pos = (adata.var_names.get_indexer(list(map(str, info["genes_used"]))) if "input_offset" in info
+           and "input_scale" in info and "genes_used" in info else np.array([-1]))
+    if (pos >= 0).all():  # the model's own scaling (it may differ from the preparation's: a 0-1 model)
+        offset, scale = np.full(adata.n_vars, np.nan), np.full(adata.n_vars, np.nan)
+        offset[pos], scale[pos] = np.asarray(info["input_offset"]), np.asarray(info["input_scale"])
     return {
         "embedding": pd.DataFrame(Z, index=adata.obs_names.rename("cell"), columns=nodes),
         "weights": pd.DataFrame(W[used], index=adata.var_names[used].rename("gene"), columns=nodes),
         "genes": pd.DataFrame({
             "used": used,
             "recon_r2": adata.var.get(K.recon_r2_key(key)),
-            "offset": adata.var.get(K.OFFSET),
-            "scale": adata.var.get(K.SCALE),
+            "offset": offset,
+            "scale": scale,
         }, index=adata.var_names.rename("gene")),
     }
 

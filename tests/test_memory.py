@@ -88,6 +88,24 @@ def test_chunked_prepare_chooses_the_in_memory_scaling_for_log_data(tmp_path):
     np.testing.assert_allclose(got.var["genodae_offset"], a.X.astype(np.float64).mean(0), rtol=1e-5)
 
 
+def test_training_from_disk_says_why_a_0_1_model_cannot_rescale_auto_z_scores(tmp_path, capsys):
+    """In memory a 0-1 model (adage) min-max scales data that scaling='auto' z-scored; from disk it cannot: the
+    one-line error says why and what works instead, and leaves no model behind."""
+    rng = np.random.default_rng(4)
+    a = anndata.AnnData((rng.normal(8, 1.5, size=(1, 40)) + rng.normal(0, 0.7, size=(80, 40))).astype(np.float32))
+    a.write_h5ad(tmp_path / "log.h5ad")
+    assert main(["prepare", str(tmp_path / "log.h5ad"), "-o", str(tmp_path / "p.h5ad")]) == 0
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "p.h5ad"), "-o", str(tmp_path / "m"), "--backed", "--preset", "adage",
+                 "--n-latent", "3", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "training from disk (--backed) cannot min-max scale the genes itself: train in memory (without " \
+           "--backed), or prepare with scaling='minmax' (genodae prepare --scaling minmax)" in err
+    assert "Traceback" not in err and not (tmp_path / "m").exists()
+    assert main(["train", str(tmp_path / "p.h5ad"), "-o", str(tmp_path / "m"), "--preset", "adage",
+                 "--n-latent", "3", "--epochs", "1"]) == 0
+
+
 def test_chunked_prepare_samples_the_same_values_as_in_memory(tmp_path, monkeypatch):
     """Above the sample size (1M stored values; lowered here), the same values are sampled for the evidence."""
     monkeypatch.setattr(genodae._values, "_SAMPLE", 500)  # where value_evidence and the chunked evidence read it

@@ -238,6 +238,51 @@ def test_adage_preset_min_max_scales_dense_data_that_auto_scaling_z_scored(caplo
     new = anndata.AnnData(X[:5] + 0.1)
     Z = model.embed(new)
     assert Z.shape == (5, 4) and np.isfinite(Z).all()
+    # what the model used is what its keys say: the export's gene table, the model input of signatures
+    from genodae.signatures import model_input
+    from genodae.tables import export_tables
+
+    model.annotate(adata)
+    np.testing.assert_allclose(adata.uns["dae"]["input_offset"], model.offset)
+    genes = export_tables(adata)["genes"]
+    np.testing.assert_allclose(genes["offset"].to_numpy(float), X.min(0), rtol=1e-6)
+    np.testing.assert_allclose(genes["scale"].to_numpy(float), X.max(0) - X.min(0), rtol=1e-5)
+    Xin, _ = model_input(adata, "dae")
+    assert Xin.min() == pytest.approx(0, abs=1e-6) and Xin.max() == pytest.approx(1, abs=1e-5)
+    assert model_input(adata)[0].min() < -1  # the preparation's z-scores
+
+
+def test_a_non_linear_output_activation_gets_0_1_input_or_a_clear_error(caplog):
+    """sigmoid outputs lie in (0, 1) and relu's in [0, inf): they cannot reconstruct z-scores. On input that
+    scaling='auto' z-scored the model min-max scales the genes itself; an explicit zscore is an error."""
+    rng = np.random.default_rng(1)
+    X = (rng.normal(8, 1.5, size=(1, 30)) + rng.normal(0, 0.7, size=(60, 30))).astype(np.float32)
+    auto = anndata.AnnData(X.copy())
+    pp.prepare(auto)
+    with caplog.at_level("INFO", logger="genodae"):
+        model = DAE(output_activation="sigmoid", n_latent=3, hidden=(), epochs=2, num_threads=1).fit(auto)
+    assert model.prep["params"]["scaling"] == "minmax" and "output_activation='sigmoid'" in caplog.text
+    explicit = anndata.AnnData(X.copy())
+    pp.prepare(explicit, scaling="zscore")
+    with pytest.raises(UserError, match=r"output_activation='relu' .* needs 0-1 input: prepare with "
+                                        r"scaling='minmax' .* or choose output_activation='linear'$"):
+        DAE(output_activation="relu", n_latent=3, hidden=(), epochs=1, num_threads=1).fit(explicit)
+    assert DAE(n_latent=3, hidden=(), epochs=1, num_threads=1).fit(explicit).prep["params"]["scaling"] == "zscore"
+
+
+def test_denoised_log_normalised_values_are_never_negative():
+    """z-scored input (scaling='auto' without counts) has no clipping to the gene's range: the denoised values of
+    non-negative input (log-normalised counts, log1p of intensities) are kept at or above 0."""
+    rng = np.random.default_rng(2)
+    counts = rng.poisson(rng.gamma(0.4, 1.5, size=(1, 40)), size=(120, 40)).astype(np.float32)
+    logn = np.log1p(counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e4).astype(np.float32)
+    adata = anndata.AnnData(logn)
+    pp.prepare(adata, input_kind="log", n_top_genes=0)
+    assert adata.uns["genodae_prepare"]["params"]["scaling"] == "zscore"
+    model = DAE(n_latent=3, hidden=(16,), epochs=3, num_threads=1).fit(adata)
+    D = model.denoise(adata, scale="input")
+    D = D.toarray() if hasattr(D, "toarray") else np.asarray(D)
+    assert np.isfinite(D).all() and D.min() >= 0
 
 
 def test_the_old_loss_setting_is_refused_with_its_new_name():
@@ -742,3 +787,22 @@ def test_init_module_sees_the_built_module_before_training(prepared):
     assert not model.module.decoder.weight.any()
     unfrozen = DAE(**FAST).fit(prepared)
     assert unfrozen.module.decoder.weight.any()
+
+
+def test_resume_sees_the_scaling_the_model_uses_not_the_one_prepare_chose(tmp_path):
+    """A 0-1 model min-max scales auto-z-scored data itself: the same model input as data prepared with
+    scaling='minmax', so a checkpoint of one resumes on the other; z-scored input for a linear model does not."""
+    rng = np.random.default_rng(3)
+    X = (rng.normal(8, 1.5, size=(1, 30)) + rng.normal(0, 0.7, size=(60, 30))).astype(np.float32)
+    explicit, auto = anndata.AnnData(X.copy()), anndata.AnnData(X.copy())
+    pp.prepare(explicit, scaling="minmax")
+    pp.prepare(auto)
+    settings = dict(preset="adage", n_latent=3, num_threads=1)
+    ck = tmp_path / "ck"
+    DAE(epochs=2, **settings).fit(explicit, checkpoint_dir=ck, checkpoint_every=1)
+    resumed = DAE(epochs=3, **settings).fit(auto, checkpoint_dir=ck, checkpoint_every=1, resume=True)
+    assert resumed.history.epochs_run == 3
+    ck2 = tmp_path / "ck2"
+    DAE(epochs=2, n_latent=3, num_threads=1).fit(explicit, checkpoint_dir=ck2, checkpoint_every=1)
+    with pytest.raises(UserError, match="prepared otherwise"):
+        DAE(epochs=3, n_latent=3, num_threads=1).fit(auto, checkpoint_dir=ck2, resume=True)
