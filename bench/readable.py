@@ -176,6 +176,7 @@ PROBES = {  # run only when named with --variants (not part of the default compa
     # readout_limits.py scaling): "genodae minmax" is the former default (until 2026-12-08) on log-scale input
     "genodae zscore": {"prepare": {"scaling": "zscore"}},
     "genodae minmax": {"prepare": {"scaling": "minmax"}},
+    "genodae none": {"prepare": {"scaling": "none"}},  # log-normalised values unscaled (scVI's encoder input)
 }
 
 
@@ -1133,7 +1134,9 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "[generators]`; 2 seeds; AMD EPYC; 2026-12-07). `bulk_counts` (deep counts of 300 samples, bulk RNA-seq-like) "
      "and `groups_lognorm` (the groups counts log-normalised, counts dropped: the model reads log values under a "
      "normal likelihood) are the probe's own; on counts the model reads the counts (Poisson), elsewhere it "
-     "reconstructs the scaled values. Hence `scaling=\"auto\"` (2026-12-08): minmax for counts, zscore otherwise"),
+     "reconstructs the scaled values. Hence `scaling=\"auto\"` (2026-12-08): minmax for counts, zscore otherwise. "
+     "`scaling none` rows: the log-normalised values unscaled (scVI's encoder input; `readout_limits.py scaling_none "
+     "groups overlap sizes`), not adopted (next table)"),
     ("readable_synthetic_zscore",
      "### The scaling on the bulk-like generator (`synthetic --seeds 3 --generators bulk_like --no-cnmf --variants "
      "genodae \"genodae zscore\" --suffix _zscore`; AMD EPYC; 2026-12-07, before `scaling=\"auto\"`: `genodae` = "
@@ -1141,6 +1144,10 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
     ("readable_bulk_zscore",
      "### The scaling on the bulk sets (`bulk --seeds 3 --variants genodae \"genodae zscore\" --suffix _zscore`; AMD "
      "EPYC; 2026-12-07, before `scaling=\"auto\"`: `genodae` = min-max; baselines on the min-max input)"),
+    ("readable_bulk_none_sc",
+     "### Counts with unscaled log-normalised input (`scaling=\"none\"`, scVI's encoder input) on real single-cell "
+     "counts (`bulk --seeds 3 --sets pbmc3k_cd8_cd14 celseq2_3plates --variants genodae \"genodae none\" --suffix "
+     "_none_sc`; AMD EPYC; 2026-12-07; `genodae` = min-max, as `auto` gives counts)"),
     ("readable_bulk_zscore_seeds10",
      "### The scaling on NCI-60 P53, 10 seeds (`bulk --seeds 10 --sets nci60_p53 --variants genodae \"genodae "
      "zscore\" --suffix _zscore_seeds10`; AMD EPYC; 2026-12-07, before `scaling=\"auto\"`: `genodae` = min-max; "

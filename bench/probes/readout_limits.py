@@ -9,6 +9,7 @@ planted-program generators of bench/readable.py (tl.signatures' sparse nodes, ±
     python bench/probes/readout_limits.py schedule groups sizes bulk_like   # 2 seeds, ~5 min per generator
     python bench/probes/readout_limits.py updates [generators]  # 2 seeds per budget, ~10 min per generator
     python bench/probes/readout_limits.py scaling [generators]  # 2 seeds per input scaling
+    python bench/probes/readout_limits.py scaling_none [generators]  # the same with scaling="none"
 
 Parts (results of 2026-12-07 on the 2-core AMD EPYC VM, 1 torch thread, in bench/results/readable.md, "Probe:
 where the remaining gaps come from"):
@@ -306,11 +307,11 @@ def updates(gens):
     return rows
 
 
-def scaling(gens):
-    """The default network on the model input scaled 0-1 per gene (the default) or to z-scores (2 seeds each)."""
+def scaling(gens, names=("minmax", "zscore")):
+    """The default network on the model input scaled 0-1 per gene or to z-scores (2 seeds each)."""
     rows = []
     for gen in gens:
-        for name in ("minmax", "zscore"):
+        for name in names:
             adata, prep, modules, _, _ = load(gen, scaling=name)
             act = np.asarray(adata.obsm["program_activity"], np.float64)
             for seed in range(2):
@@ -323,16 +324,23 @@ def scaling(gens):
     return rows
 
 
+def scaling_none(gens):
+    """``scaling``'s third setting: the log-normalised values as they are (``scaling="none"``; scVI's encoder reads
+    log1p counts unscaled), on count generators."""
+    return scaling(gens, ("none",))
+
+
 def write(part: str, rows: list[dict]) -> Path:
     """Means over seeds into bench/results/readable_probe_<part>.tsv (rows of other generators already there are
     kept, so generators can run in separate processes); readable.py's report puts it in readable.md."""
     cols = [c for c in ("epochs", "best_epoch", "r2_activity", "auroc", "precision", "recall", "f1") if c in rows[0]]
     t = pd.DataFrame(rows).groupby(["generator", "readout"], sort=False).agg(
         seeds=("seed", "nunique"), **{c: (c, "mean") for c in cols}).reset_index()
-    out = Path(__file__).resolve().parents[1] / "results" / f"readable_probe_{part}.tsv"
-    if out.is_file():
+    out = Path(__file__).resolve().parents[1] / "results" / f"readable_probe_{part.split('_')[0]}.tsv"  # scaling_none
+    if out.is_file():  # rows of other generators, or of other settings of the same generator, are kept
         old = pd.read_csv(out, sep="\t")
-        t = pd.concat([old[~old["generator"].isin(t["generator"])], t], ignore_index=True)
+        new = pd.MultiIndex.from_frame(t[["generator", "readout"]])
+        t = pd.concat([old[~pd.MultiIndex.from_frame(old[["generator", "readout"]]).isin(new)], t], ignore_index=True)
     t.to_csv(out, sep="\t", index=False, float_format="%.4f")
     print(t.round(3).to_string(index=False))
     return out
@@ -342,4 +350,4 @@ if __name__ == "__main__":
     part, gens = sys.argv[1], sys.argv[2:] or GENERATORS
     print(write(part, {"variants": variants, "refit": refit, "pca": pca, "training": training,
                       "learning": learning, "schedule": schedule, "updates": updates,
-                      "scaling": scaling}[part](gens)))
+                      "scaling": scaling, "scaling_none": scaling_none}[part](gens)))
