@@ -24,6 +24,11 @@ def check_device(spec) -> None:
         raise UserError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index: 0, 1, …), not {spec!r}")
 
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "tanh", "sigmoid", "leaky_relu", "linear")
+# the range of each activation's outputs (as an output activation, it must reach the scaled values: 0-1 under min-max,
+# any real value under z-scores, the log values themselves under "none")
+ACTIVATION_RANGES = {"relu": (0.0, float("inf")), "gelu": (-0.17, float("inf")), "elu": (-1.0, float("inf")),
+                     "selu": (-1.76, float("inf")), "tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0),
+                     "leaky_relu": (-float("inf"), float("inf")), "linear": (-float("inf"), float("inf"))}
 NORMS = ("none", "batch", "layer")
 DECODERS = ("linear", "mlp")
 ROTATIONS = ("sparse", "varimax", "none")

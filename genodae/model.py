@@ -20,7 +20,14 @@ from anndata import AnnData
 from . import __version__, _keys
 from ._threads import configure as configure_threads
 from ._values import raw_counts
-from .config import COUNT_LIKELIHOODS, DENOISED_SCALES, DAEConfig, PrepareConfig, make_config
+from .config import (
+    ACTIVATION_RANGES,
+    COUNT_LIKELIHOODS,
+    DENOISED_SCALES,
+    DAEConfig,
+    PrepareConfig,
+    make_config,
+)
 from .errors import UserError
 from .get import model_fingerprint, network_fingerprint
 from .pp import PREP_KEY, check_batches, check_finite, is_counts, prepared_matrix, scaling_params
@@ -132,8 +139,12 @@ class DAE:
                             "saved model (genodae embed)")
         scaling = prep["params"]["scaling"]
         out_act = cfg.resolved_output_activation(likelihood)
-        # a 0-1 likelihood or a non-linear output activation (sigmoid's (0, 1), relu's [0, ∞) …) needs 0-1 input
-        needs_01 = likelihood == "bernoulli" or (likelihood not in COUNT_LIKELIHOODS and out_act != "linear")
+        # a 0-1 likelihood, or an output activation whose outputs cannot reach the scaled values (sigmoid's (0, 1) or
+        # relu's [0, ∞) against z-scores; sigmoid's against log values), needs 0-1 input
+        lo, hi = ACTIVATION_RANGES.get(out_act, (-np.inf, np.inf))
+        data_min = float(prep.get("evidence", {}).get("min", -np.inf))
+        reaches = (lo == -np.inf and hi == np.inf) or (scaling == "none" and hi == np.inf and lo <= min(data_min, 0))
+        needs_01 = likelihood == "bernoulli" or (likelihood not in COUNT_LIKELIHOODS and not reaches)
         if needs_01 and scaling != "minmax":
             why = ("gene_likelihood='bernoulli'" if likelihood == "bernoulli"
                    else f"output_activation={out_act!r} (its outputs cannot reach every {scaling}-scaled value)")

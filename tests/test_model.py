@@ -252,7 +252,7 @@ def test_adage_preset_min_max_scales_dense_data_that_auto_scaling_z_scored(caplo
     assert model_input(adata)[0].min() < -1  # the preparation's z-scores
 
 
-def test_a_non_linear_output_activation_gets_0_1_input_or_a_clear_error(caplog):
+def test_an_output_activation_that_cannot_reach_the_scaled_values_gets_0_1_input_or_a_clear_error(caplog):
     """sigmoid outputs lie in (0, 1) and relu's in [0, inf): they cannot reconstruct z-scores. On input that
     scaling='auto' z-scored the model min-max scales the genes itself; an explicit zscore is an error."""
     rng = np.random.default_rng(1)
@@ -268,6 +268,15 @@ def test_a_non_linear_output_activation_gets_0_1_input_or_a_clear_error(caplog):
                                         r"scaling='minmax' .* or choose output_activation='linear'$"):
         DAE(output_activation="relu", n_latent=3, hidden=(), epochs=1, num_threads=1).fit(explicit)
     assert DAE(n_latent=3, hidden=(), epochs=1, num_threads=1).fit(explicit).prep["params"]["scaling"] == "zscore"
+    # what can reach the targets trains as asked: leaky_relu on z-scores; relu on non-negative log values unscaled
+    assert DAE(output_activation="leaky_relu", n_latent=3, hidden=(), epochs=1, num_threads=1).fit(
+        explicit).prep["params"]["scaling"] == "zscore"
+    unscaled = anndata.AnnData(X.copy())
+    pp.prepare(unscaled, scaling="none")
+    assert DAE(output_activation="relu", n_latent=3, hidden=(), epochs=1, num_threads=1).fit(
+        unscaled).prep["params"]["scaling"] == "none"
+    with pytest.raises(UserError, match=r"output_activation='sigmoid' \(its outputs cannot reach every none-scaled"):
+        DAE(output_activation="sigmoid", n_latent=3, hidden=(), epochs=1, num_threads=1).fit(unscaled)
 
 
 def test_denoised_log_normalised_values_are_never_negative():
