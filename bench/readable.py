@@ -1144,6 +1144,10 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
     ("readable_bulk_zscore",
      "### The scaling on the bulk sets (`bulk --seeds 3 --variants genodae \"genodae zscore\" --suffix _zscore`; AMD "
      "EPYC; 2026-12-07, before `scaling=\"auto\"`: `genodae` = min-max; baselines on the min-max input)"),
+    ("readable_synthetic_ens10_zscore",
+     "### The bulk-like generator with the default since 2026-12-08 (z-scored input), 10 seeds (`synthetic --seeds 10 "
+     "--generators bulk_like --no-cnmf --variants genodae --suffix _ens10_zscore`; AMD EPYC; ens = consensus of seeds "
+     "0-4 and of 5-9, ens_stab = their agreement)"),
     ("readable_bulk_none_sc",
      "### Counts with unscaled log-normalised input (`scaling=\"none\"`, scVI's encoder input) on real single-cell "
      "counts (`bulk --seeds 3 --sets pbmc3k_cd8_cd14 celseq2_3plates --variants genodae \"genodae none\" --suffix "

@@ -147,11 +147,12 @@ class DAE:
         needs_01 = likelihood == "bernoulli" or (likelihood not in COUNT_LIKELIHOODS and not reaches)
         if needs_01 and scaling != "minmax":
             why = ("gene_likelihood='bernoulli'" if likelihood == "bernoulli"
-                   else f"output_activation={out_act!r} (its outputs cannot reach every {scaling}-scaled value)")
+                   else f"output_activation={out_act!r} (its outputs cannot reach every "
+                        f"{'z-scored' if scaling == 'zscore' else 'unscaled'} value)")
             other = "another gene_likelihood" if likelihood == "bernoulli" else "output_activation='linear'"
             if not prep.get("scaling_auto"):
-                raise UserError(f"{why} needs 0-1 input: prepare with scaling='minmax' (genodae prepare --scaling "
-                                f"minmax) or choose {other}")
+                raise UserError(f"{why} needs 0-1 input: prepare with scaling='minmax' or 'auto' (genodae prepare "
+                                f"--scaling minmax) or choose {other}")
             if X is None or columns is not None:
                 raise UserError(f"{why} needs 0-1 input; prepare's scaling='auto' chose z-scores for input without "
                                 "counts, and training from disk (--backed) cannot min-max scale the genes itself: "

@@ -553,24 +553,36 @@ def ensemble(
 
 
 def model_input(adata: AnnData, key: str | None = None) -> tuple[np.ndarray, pd.Index]:
-    """The scaled model input (cells × genes used, dense) of a prepared AnnData: ``(x - offset) / scale`` of the
-    genes the preparation marks (``var["highly_variable"]``) with its scaling, clipped to 0-1 under min-max; with
-    ``key``, the genes and the scaling of that model (``uns[key]``: a model that min-max scaled z-scored data itself
-    differs from its preparation), as it trained on them. Raises :class:`UserError` for unprepared data."""
+    """The scaled model input (cells × genes, dense) of a prepared AnnData: ``(x - offset) / scale`` of the genes the
+    preparation marks (``var["highly_variable"]``) with its scaling, clipped to 0-1 under min-max; with ``key``, that
+    model's genes (those present in ``adata``), layer and scaling (``uns[key]``: a model that min-max scaled
+    z-scored data itself differs from its preparation), as it trained on them. Raises :class:`UserError` for
+    unprepared data or a ``key`` that is not a model of ``adata``."""
     if _keys.PREP not in adata.uns:
         raise UserError("adata is not prepared; run genodae.pp.prepare first")
-    info = adata.uns.get(key, {}) if key is not None else {}
-    pos = (adata.var_names.get_indexer(list(map(str, info["genes_used"]))) if "input_offset" in info
-           and "input_scale" in info and "genes_used" in info else np.array([-1]))
-    if (pos >= 0).all():
-        off, sc = np.asarray(info["input_offset"], np.float64), np.asarray(info["input_scale"], np.float64)
+    if key is not None and not _trained_model(adata, key):
+        models = [str(k) for k in adata.uns if _trained_model(adata, str(k))]
+        raise UserError(f"no trained model {key!r} in adata.uns; models: {', '.join(models) or 'none'}")
+    info = adata.uns[key] if key is not None else {}
+    M = adata.X
+    if "input_offset" in info and "input_scale" in info and "genes_used" in info:
+        pos = adata.var_names.get_indexer(list(map(str, info["genes_used"])))
+        have = pos >= 0
+        pos = pos[have]
+        off = np.asarray(info["input_offset"], np.float64)[have]
+        sc = np.asarray(info["input_scale"], np.float64)[have]
         minmax = info.get("prepare", {}).get("params", {}).get("scaling") == "minmax"
+        layer = str(info.get("layer", "X"))
+        if layer != "X":
+            if layer not in adata.layers:
+                raise UserError(f"model {key!r} was trained on layers[{layer!r}], which adata does not have")
+            M = adata.layers[layer]
     else:
         pos = np.flatnonzero(adata.var[_keys.HIGHLY_VARIABLE].to_numpy(bool))
         off = adata.var[_keys.OFFSET].to_numpy(np.float64)[pos]
         sc = adata.var[_keys.SCALE].to_numpy(np.float64)[pos]
         minmax = adata.uns[_keys.PREP]["params"]["scaling"] == "minmax"
-    X = adata.X[:, pos]
+    X = M[:, pos]
     X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
     X = (X - off) / sc
     if minmax:

@@ -39,11 +39,13 @@ def export_tables(adata: AnnData, *, key: str = "dae", source: str | Path | None
     used = adata.var_names.isin(list(adata.uns[key]["genes_used"])) if key in adata.uns else (W != 0).any(1)
     offset, scale = adata.var.get(K.OFFSET), adata.var.get(K.SCALE)
     info = adata.uns.get(key, {})
-    pos = (adata.var_names.get_indexer(list(map(str, info["genes_used"]))) if "input_offset" in info
-           and "input_scale" in info and "genes_used" in info else np.array([-1]))
-    if (pos >= 0).all():  # the model's own scaling (it may differ from the preparation's: a 0-1 model)
+    if "input_offset" in info and "input_scale" in info and "genes_used" in info:
+        # the model's own scaling (it may differ from the preparation's: a 0-1 model), for its genes present
+        pos = adata.var_names.get_indexer(list(map(str, info["genes_used"])))
+        have = pos >= 0
         offset, scale = np.full(adata.n_vars, np.nan), np.full(adata.n_vars, np.nan)
-        offset[pos], scale[pos] = np.asarray(info["input_offset"]), np.asarray(info["input_scale"])
+        offset[pos[have]] = np.asarray(info["input_offset"])[have]
+        scale[pos[have]] = np.asarray(info["input_scale"])[have]
     return {
         "embedding": pd.DataFrame(Z, index=adata.obs_names.rename("cell"), columns=nodes),
         "weights": pd.DataFrame(W[used], index=adata.var_names[used].rename("gene"), columns=nodes),

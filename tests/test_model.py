@@ -265,7 +265,7 @@ def test_an_output_activation_that_cannot_reach_the_scaled_values_gets_0_1_input
     explicit = anndata.AnnData(X.copy())
     pp.prepare(explicit, scaling="zscore")
     with pytest.raises(UserError, match=r"output_activation='relu' .* needs 0-1 input: prepare with "
-                                        r"scaling='minmax' .* or choose output_activation='linear'$"):
+                                        r"scaling='minmax' or 'auto' .* or choose output_activation='linear'$"):
         DAE(output_activation="relu", n_latent=3, hidden=(), epochs=1, num_threads=1).fit(explicit)
     assert DAE(n_latent=3, hidden=(), epochs=1, num_threads=1).fit(explicit).prep["params"]["scaling"] == "zscore"
     # what can reach the targets trains as asked: leaky_relu on z-scores; relu on non-negative log values unscaled
@@ -275,7 +275,7 @@ def test_an_output_activation_that_cannot_reach_the_scaled_values_gets_0_1_input
     pp.prepare(unscaled, scaling="none")
     assert DAE(output_activation="relu", n_latent=3, hidden=(), epochs=1, num_threads=1).fit(
         unscaled).prep["params"]["scaling"] == "none"
-    with pytest.raises(UserError, match=r"output_activation='sigmoid' \(its outputs cannot reach every none-scaled"):
+    with pytest.raises(UserError, match=r"output_activation='sigmoid' \(its outputs cannot reach every unscaled"):
         DAE(output_activation="sigmoid", n_latent=3, hidden=(), epochs=1, num_threads=1).fit(unscaled)
 
 
@@ -815,3 +815,28 @@ def test_resume_sees_the_scaling_the_model_uses_not_the_one_prepare_chose(tmp_pa
     DAE(epochs=2, n_latent=3, num_threads=1).fit(explicit, checkpoint_dir=ck2, checkpoint_every=1)
     with pytest.raises(UserError, match="prepared otherwise"):
         DAE(epochs=3, n_latent=3, num_threads=1).fit(auto, checkpoint_dir=ck2, resume=True)
+
+
+def test_model_input_and_gene_table_follow_the_model_on_other_layers_and_missing_genes():
+    """signatures.model_input(adata, key) reads the model's layer and scaling for its genes present; the gene
+    table keeps the model's scaling for the genes present; an unknown key is an error."""
+    from genodae.signatures import model_input
+    from genodae.tables import export_tables
+
+    rng = np.random.default_rng(5)
+    X = (rng.normal(8, 1.5, size=(1, 30)) + rng.normal(0, 0.7, size=(60, 30))).astype(np.float32)
+    a = anndata.AnnData(X.copy())
+    pp.prepare(a)
+    a.layers["alt"] = a.X * 2 + 5
+    model = DAE(n_latent=3, hidden=(), epochs=2, num_threads=1).fit(a, layer="alt")
+    model.annotate(a)
+    Xin, genes = model_input(a, "dae")
+    assert Xin.mean() == pytest.approx(0, abs=1e-4) and Xin.std() == pytest.approx(1, abs=1e-3)
+    sub = a[:, 5:].copy()  # five of the model's genes missing
+    Xs, gs = model_input(sub, "dae")
+    assert list(gs) == list(genes[5:])
+    np.testing.assert_allclose(Xs, Xin[:, 5:], rtol=1e-5, atol=1e-5)
+    table = export_tables(sub)["genes"]
+    np.testing.assert_allclose(table["offset"].to_numpy(float), model.offset[5:], rtol=1e-6)
+    with pytest.raises(UserError, match=r"no trained model 'typo' in adata.uns; models: dae$"):
+        model_input(a, "typo")
