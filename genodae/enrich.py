@@ -297,6 +297,9 @@ def enrich(
     t0 = time.perf_counter()
     gene_sets, descriptions = _gene_sets_arg(gene_sets)
     sigs = _signature_sets(signatures)
+    if not len(sigs):
+        log.warning("no signatures to test: the enrichment table is empty (signatures read from a model: no gene is "
+                    "beyond the cutoff of any node; a lower sd_cutoff, genodae enrich --sd-cutoff, gives some)")
     model_ids = pd.Index(list(map(str, background)))
     bg, n_mapped = model_ids, None
     if id_map is not None:

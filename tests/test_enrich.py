@@ -414,3 +414,20 @@ def test_cli_enrich_accepts_every_readout_of_the_key_and_names_the_matching_key(
                      "--dotplot", str(tmp_path / fig)]) == 2
         err = capsys.readouterr().err.strip()
         assert "--dotplot" in err and ".png.png" not in err and not out.exists()
+
+
+def test_no_signatures_give_an_empty_table_and_say_so(caplog):
+    """Nothing beyond the cutoff (e.g. degenerate weights): an empty table, as the workflow's rule needs one, and a
+    warning line that says why and what gives signatures."""
+    bg = [f"g{i}" for i in range(30)]
+    sets = {"A": bg[:8], "B": bg[8:20]}
+    empty = pd.DataFrame(columns=["node", "direction", "gene", "weight", "rank"])
+    with caplog.at_level("WARNING", logger="genodae"):
+        res = enrich(empty, sets, background=bg)
+    assert res.empty and "term" in res.columns
+    assert "no signatures to test: the enrichment table is empty" in caplog.text
+    assert "genodae enrich --sd-cutoff" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="genodae"):
+        enrich({"s": bg[:5]}, sets, background=bg)
+    assert "no signatures to test" not in caplog.text
