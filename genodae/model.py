@@ -146,9 +146,9 @@ class DAE:
         reaches = (lo == -np.inf and hi == np.inf) or (scaling == "none" and hi == np.inf and lo <= min(data_min, 0))
         needs_01 = likelihood == "bernoulli" or (likelihood not in COUNT_LIKELIHOODS and not reaches)
         if needs_01 and scaling != "minmax":
-            why = ("gene_likelihood='bernoulli'" if likelihood == "bernoulli"
-                   else f"output_activation={out_act!r} (its outputs cannot reach every "
-                        f"{'z-scored' if scaling == 'zscore' else 'unscaled'} value)")
+            what = "gene_likelihood='bernoulli'" if likelihood == "bernoulli" else f"output_activation={out_act!r}"
+            why = what if likelihood == "bernoulli" else (
+                f"{what} (its outputs cannot reach every {'z-scored' if scaling == 'zscore' else 'unscaled'} value)")
             other = "another gene_likelihood" if likelihood == "bernoulli" else "output_activation='linear'"
             if not prep.get("scaling_auto"):
                 raise UserError(f"{why} needs 0-1 input: prepare with scaling='minmax' or 'auto' (genodae prepare "
@@ -163,7 +163,7 @@ class DAE:
             scaling = "minmax"
             prep["params"] = {**prep["params"], "scaling": scaling}
             log.info("%s needs 0-1 input: the model min-max scales the genes itself (prepare's scaling='auto' chose "
-                     "zscore for these data)", why.split(" (")[0])
+                     "zscore for these data)", what)
         self.covariates = _fit_covariates(adata, cfg)
         self.genes, self.offset, self.scale, self.prep, self.layer = genes, offset, scale, prep, layer
         self.gene_likelihood = likelihood

@@ -552,6 +552,19 @@ def ensemble(
 # --- the model input, as baselines see it ------------------------------------------------------------------
 
 
+def model_scaling(adata: AnnData, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(positions in ``adata.var_names``, offset, scale) of model ``key``'s own input scaling ``(x - offset) / scale``
+    (``uns[key]["input_offset"/"input_scale"]``, aligned with its ``genes_used``) for its genes present in ``adata``;
+    None for a record without them (models annotated before 2026-12-08, ensembles)."""
+    info = adata.uns.get(key)
+    if not isinstance(info, Mapping) or not {"input_offset", "input_scale", "genes_used"} <= set(info):
+        return None
+    pos = adata.var_names.get_indexer(list(map(str, info["genes_used"])))
+    have = pos >= 0
+    return (pos[have], np.asarray(info["input_offset"], np.float64)[have],
+            np.asarray(info["input_scale"], np.float64)[have])
+
+
 def model_input(adata: AnnData, key: str | None = None) -> tuple[np.ndarray, pd.Index]:
     """The scaled model input (cells × genes, dense) of a prepared AnnData: ``(x - offset) / scale`` of the genes the
     preparation marks (``var["highly_variable"]``) with its scaling, clipped to 0-1 under min-max; with ``key``, that
@@ -565,12 +578,9 @@ def model_input(adata: AnnData, key: str | None = None) -> tuple[np.ndarray, pd.
         raise UserError(f"no trained model {key!r} in adata.uns; models: {', '.join(models) or 'none'}")
     info = adata.uns[key] if key is not None else {}
     M = adata.X
-    if "input_offset" in info and "input_scale" in info and "genes_used" in info:
-        pos = adata.var_names.get_indexer(list(map(str, info["genes_used"])))
-        have = pos >= 0
-        pos = pos[have]
-        off = np.asarray(info["input_offset"], np.float64)[have]
-        sc = np.asarray(info["input_scale"], np.float64)[have]
+    own = model_scaling(adata, key) if key is not None else None
+    if own is not None:
+        pos, off, sc = own
         minmax = info.get("prepare", {}).get("params", {}).get("scaling") == "minmax"
         layer = str(info.get("layer", "X"))
         if layer != "X":

@@ -18,7 +18,7 @@ from anndata import AnnData
 
 from . import _keys as K
 from .errors import UserError
-from .signatures import node_labels
+from .signatures import model_scaling, node_labels
 
 TRANSFORM_FORMAT = "genodae-transform"
 
@@ -38,14 +38,11 @@ def export_tables(adata: AnnData, *, key: str = "dae", source: str | Path | None
     nodes = node_labels(None, key, Z.shape[1])  # node0, node1, … as genodae.model.node_names
     used = adata.var_names.isin(list(adata.uns[key]["genes_used"])) if key in adata.uns else (W != 0).any(1)
     offset, scale = adata.var.get(K.OFFSET), adata.var.get(K.SCALE)
-    info = adata.uns.get(key, {})
-    if "input_offset" in info and "input_scale" in info and "genes_used" in info:
-        # the model's own scaling (it may differ from the preparation's: a 0-1 model), for its genes present
-        pos = adata.var_names.get_indexer(list(map(str, info["genes_used"])))
-        have = pos >= 0
+    own = model_scaling(adata, key)  # the model's own scaling (it may differ from the preparation's: a 0-1 model)
+    if own is not None:
+        pos, own_offset, own_scale = own
         offset, scale = np.full(adata.n_vars, np.nan), np.full(adata.n_vars, np.nan)
-        offset[pos[have]] = np.asarray(info["input_offset"])[have]
-        scale[pos[have]] = np.asarray(info["input_scale"])[have]
+        offset[pos], scale[pos] = own_offset, own_scale
     return {
         "embedding": pd.DataFrame(Z, index=adata.obs_names.rename("cell"), columns=nodes),
         "weights": pd.DataFrame(W[used], index=adata.var_names[used].rename("gene"), columns=nodes),
