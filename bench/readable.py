@@ -1156,6 +1156,12 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "### The scaling on NCI-60 P53, 10 seeds (`bulk --seeds 10 --sets nci60_p53 --variants genodae \"genodae "
      "zscore\" --suffix _zscore_seeds10`; AMD EPYC; 2026-12-07, before `scaling=\"auto\"`: `genodae` = min-max; "
      "since then `--variants \"genodae minmax\" genodae` measures the same)"),
+    ("readable_probe_refine",
+     "### Probe: signatures re-estimated from their own genes, the gene step of the iterative signature algorithm "
+     "(Ihmels et al. 2002; `readout_limits.py refine`; 3 seeds, default models; AMD EPYC; 2026-12-08): per node, "
+     "the activity = mean z-scored expression of its ±2.5 SD genes (negative tail subtracted), then every gene's "
+     "correlation with it (leave-one-out for the signature's own genes), once or three times. Not adopted: +0.009 "
+     "on overlap and +0.003 on bulk-like, nothing on groups, −0.005 on gradients and −0.08 on sizes"),
 ]
 
 
