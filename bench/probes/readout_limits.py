@@ -112,35 +112,39 @@ def bimodality(A):
     return (skew(A, axis=0, bias=False) ** 2 + 1) / (kurtosis(A, axis=0, bias=False) + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3)))
 
 
+def default_models(gens, seeds=3):
+    """Per generator and seed: a default model's sparse read-out (weights, activities) with its data."""
+    for gen in gens:
+        _, prep, modules, X, genes = load(gen)
+        for seed in range(seeds):
+            a = prep.copy()
+            genodae.tl.dae(a, seed=seed, n_latent=32, num_threads=1)
+            yield gen, seed, modules, X, genes, *sparse_readout(a)
+
+
 def variants(gens):
     from sklearn.neighbors import NearestNeighbors
 
     rows = []
-    for gen in gens:
-        _, prep, modules, X, genes = load(gen)
-        for seed in range(3):
-            a = prep.copy()
-            genodae.tl.dae(a, seed=seed, n_latent=32, num_threads=1)
-            W0, A = sparse_readout(a)
+    for gen, seed, modules, X, genes, W0, A in default_models(gens):
+        def corr(act, X=X, genes=genes, index=W0.index):
+            return pd.DataFrame(S._corr_cols(X, act), index=genes).reindex(index).to_numpy()
 
-            def corr(act, X=X, genes=genes, index=W0.index):
-                return pd.DataFrame(S._corr_cols(X, act), index=genes).reindex(index).to_numpy()
-
-            Wc, Wr = corr(A), corr(one_sided(A))
-            gain = (Wr ** 2).sum(0) > (Wc ** 2).sum(0)
-            Az = (A - A.mean(0)) / A.std(0)
-            found = {"default": W0.to_numpy(), "relu all": Wr,
-                     "relu if BC > 5/9": np.where(bimodality(A) > 5 / 9, Wr, Wc),
-                     "relu if abs(skew) > 1": np.where(np.abs(skew(A, axis=0)) > 1, Wr, Wc),
-                     "relu if it explains more": np.where(gain, Wr, Wc),
-                     "pattern matrix": Wc @ np.linalg.pinv(np.corrcoef(Az, rowvar=False))}
-            for k in (15, 30):
-                idx = NearestNeighbors(n_neighbors=k).fit(Az).kneighbors(Az, return_distance=False)
-                found[f"kNN {k} smoothed"] = corr(A[idx].mean(axis=1))
-            for name, W in found.items():
-                rows.append({"generator": gen, "seed": seed, "readout": name,
-                             **R.score(pd.DataFrame(W, index=W0.index), modules)})
-            print(gen, seed, "nodes with BC > 5/9:", int((bimodality(A) > 5 / 9).sum()), flush=True)
+        Wc, Wr = corr(A), corr(one_sided(A))
+        gain = (Wr ** 2).sum(0) > (Wc ** 2).sum(0)
+        Az = (A - A.mean(0)) / A.std(0)
+        found = {"default": W0.to_numpy(), "relu all": Wr,
+                 "relu if BC > 5/9": np.where(bimodality(A) > 5 / 9, Wr, Wc),
+                 "relu if abs(skew) > 1": np.where(np.abs(skew(A, axis=0)) > 1, Wr, Wc),
+                 "relu if it explains more": np.where(gain, Wr, Wc),
+                 "pattern matrix": Wc @ np.linalg.pinv(np.corrcoef(Az, rowvar=False))}
+        for k in (15, 30):
+            idx = NearestNeighbors(n_neighbors=k).fit(Az).kneighbors(Az, return_distance=False)
+            found[f"kNN {k} smoothed"] = corr(A[idx].mean(axis=1))
+        for name, W in found.items():
+            rows.append({"generator": gen, "seed": seed, "readout": name,
+                         **R.score(pd.DataFrame(W, index=W0.index), modules)})
+        print(gen, seed, "nodes with BC > 5/9:", int((bimodality(A) > 5 / 9).sum()), flush=True)
     return rows
 
 
@@ -362,19 +366,14 @@ def signature_refit(X, W, cutoff=2.5, iters=1):
 def refine(gens):
     """Default models' sparse nodes, then ``signature_refit`` once and three times (3 seeds)."""
     rows = []
-    for gen in gens:
-        _, prep, modules, X, genes = load(gen)
-        for seed in range(3):
-            a = prep.copy()
-            genodae.tl.dae(a, seed=seed, n_latent=32, num_threads=1)
-            W0, _ = sparse_readout(a)
-            Xg = pd.DataFrame(X, columns=genes)[W0.index].to_numpy()
-            found = {"default": W0.to_numpy(), "signature refit 1": signature_refit(Xg, W0),
-                     "signature refit 3": signature_refit(Xg, W0, iters=3)}
-            for name, W in found.items():
-                rows.append({"generator": gen, "seed": seed, "readout": name,
-                             **R.score(pd.DataFrame(W, index=W0.index), modules)})
-                print(rows[-1], flush=True)
+    for gen, seed, modules, X, genes, W0, _ in default_models(gens):
+        Xg = pd.DataFrame(X, columns=genes)[W0.index].to_numpy()
+        found = {"default": W0.to_numpy(), "signature refit 1": signature_refit(Xg, W0),
+                 "signature refit 3": signature_refit(Xg, W0, iters=3)}
+        for name, W in found.items():
+            rows.append({"generator": gen, "seed": seed, "readout": name,
+                         **R.score(pd.DataFrame(W, index=W0.index), modules)})
+            print(rows[-1], flush=True)
     return rows
 
 
