@@ -1163,6 +1163,11 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "the activity = mean z-scored expression of its ±2.5 SD genes (negative tail subtracted), then every gene's "
      "correlation with it (leave-one-out for the signature's own genes), once or three times. Not adopted: +0.009 "
      "on overlap and +0.003 on bulk-like, nothing on groups, −0.005 on gradients and −0.08 on sizes"),
+    ("readable_probe_corruption",
+     "### Probe: the masking level (`readout_limits.py corruption`; 2 seeds; AMD EPYC; 2026-12-08): the default network "
+     "with `corruption` 0.1 (ADAGE's level) and 0.4 beside the default 0.2; r2_activity = mean R² of the planted "
+     "activities from the bottleneck. Not adopted: 0.2 is best or within 0.003 of the best on every generator but "
+     "gradients (0.4: +0.003)"),
 ]
 
 

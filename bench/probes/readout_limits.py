@@ -11,6 +11,7 @@ planted-program generators of bench/readable.py (tl.signatures' sparse nodes, ±
     python bench/probes/readout_limits.py scaling [generators]  # 2 seeds per input scaling
     python bench/probes/readout_limits.py scaling_none [generators]  # the same with scaling="none"
     python bench/probes/readout_limits.py refine [generators]   # 3 seeds, ~1 min per generator
+    python bench/probes/readout_limits.py corruption [generators]   # 2 seeds per masking level, ~8 min per generator
 
 Parts (results of 2026-12-07 on the 2-core AMD EPYC VM, 1 torch thread, in bench/results/readable.md, "Probe:
 where the remaining gaps come from"):
@@ -43,6 +44,8 @@ where the remaining gaps come from"):
   signatures: each node's activity re-estimated as the mean z-scored expression of its ±2.5 SD genes (negative tail
   subtracted), every gene's correlation with it (a signature gene left out of the score it is correlated with),
   once or three times. Does a cleaner activity than the embedding's lift recall where programs are weak?
+- ``corruption``: the default network with masking noise 0.1 (ADAGE's level) and 0.4 beside the default 0.2: does
+  the denoising strength move what the bottleneck carries of weak programs?
 - ``schedule``: the default network with a larger starting rate that decays along a cosine to 0 over the training
   (the optimizer patched for the probe only).
 """
@@ -333,6 +336,23 @@ def scaling(gens, names=("minmax", "zscore")):
     return rows
 
 
+def corruption(gens, levels=(0.1, 0.2, 0.4)):
+    """The default network with other masking-noise levels (``corruption``; default 0.2, ADAGE 0.1), 2 seeds each."""
+    rows = []
+    for gen in gens:
+        adata, prep, modules, _, _ = load(gen)
+        act = np.asarray(adata.obsm["program_activity"], np.float64)
+        for level in levels:
+            for seed in range(2):
+                a = prep.copy()
+                genodae.tl.dae(a, seed=seed, n_latent=32, num_threads=1, corruption=level)
+                W, _ = sparse_readout(a)
+                rows.append({"generator": gen, "seed": seed, "readout": f"corruption {level}",
+                             "r2_activity": r2(np.asarray(a.obsm["X_dae"], np.float64), act), **R.score(W, modules)})
+                print(rows[-1], flush=True)
+    return rows
+
+
 def scaling_none(gens):
     """``scaling``'s third setting: the log-normalised values as they are (``scaling="none"``; scVI's encoder reads
     log1p counts unscaled), on count generators."""
@@ -397,4 +417,4 @@ if __name__ == "__main__":
     part, gens = sys.argv[1], sys.argv[2:] or GENERATORS
     print(write(part, {"variants": variants, "refit": refit, "pca": pca, "training": training,
                       "learning": learning, "schedule": schedule, "updates": updates,
-                      "scaling": scaling, "scaling_none": scaling_none, "refine": refine}[part](gens)))
+                      "scaling": scaling, "scaling_none": scaling_none, "refine": refine, "corruption": corruption}[part](gens)))
