@@ -1201,8 +1201,10 @@ def report(args) -> None:
     cnmf = OUT / "readable_probe_cnmf.tsv"
     if cnmf.is_file():
         parts.append("### cNMF over its seeds (`.bench-venv/bin/python bench/probes/cnmf_seeds.py`; 2026-12-08; AMD EPYC): "
-                     "cNMF (k = 32, 20 replicates each) with 5 seeds per generator, beside genodae's default and "
-                     "`signatures` preset from the table above (3 model seeds); f1_sd = SD over seeds\n\n"
+                     "cNMF (k = 32, 20 replicates each) with 5 seeds on groups and overlap (`cnmf_seeds.py groups overlap`), "
+                     "one on the others (`--seeds 1 gradients sizes bulk_like`: the main table's cNMF row), beside "
+                     "genodae's default and `signatures` preset from the table above (3 model seeds); f1_sd = SD over "
+                     "seeds\n\n"
                      + _md(pd.read_csv(cnmf, sep="\t")) + "\n")
     bulk = OUT / f"readable_bulk{args.suffix}.tsv"
     if bulk.is_file():
