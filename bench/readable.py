@@ -70,6 +70,7 @@ planted activities the embedding carries linearly).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -278,6 +279,9 @@ def run_synthetic(args) -> None:
     ``ens_f1``: mean of the halves) and compared with the other's (``ens_stab``: can two independent ensembles
     agree?). Fewer seeds: the consensus of all seeds, no ``ens_stab``."""
     rows, module_rows, weights_by, program_nodes = [], [], {}, {}
+    if args.cnmf and not args.variants and importlib.util.find_spec("cnmf") is None:
+        log.warning("cNMF skipped: this Python has no cnmf package (the bench venv has it: make .bench-venv/.installed, "
+                    "then .bench-venv/bin/python bench/readable.py ...; --no-cnmf skips it without this warning)")
     for gen in args.generators:
         adata = make(gen)
         modules = {k: list(v) for k, v in adata.uns["synthetic"]["modules"].items()}
