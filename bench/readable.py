@@ -1172,6 +1172,13 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
      "with `corruption` 0.1 (ADAGE's level) and 0.4 beside the default 0.2; r2_activity = mean R² of the planted "
      "activities from the bottleneck. Not adopted: 0.2 is best or within 0.003 of the best on every generator but "
      "gradients (0.4: +0.003)"),
+    ("readable_synthetic_sizes10",
+     "### The default on sizes over 10 model seeds (`synthetic --seeds 10 --generators sizes --no-cnmf --variants "
+     "genodae --suffix _sizes10`; AMD EPYC; 2026-12-08): seeds 0-2 are the main table's; ens_* = consensus of seeds "
+     "0-4 and of seeds 5-9, ens_stab = their agreement"),
+    ("readable_probe_baselines",
+     "### The baselines on sizes over 10 seeds (`bench/probes/baseline_seeds.py sizes`; AMD EPYC; 2026-12-08), beside "
+     "the default's 10 seeds of the table above: f1_sd = SD over seeds (the main table has 3)"),
 ]
 
 
