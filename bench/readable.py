@@ -1195,6 +1195,18 @@ EXTRA_TABLES = [  # (file stem, heading) of the follow-up runs in the report, in
 HISTORY = "_2026-12-04"  # the first comparison's tables, kept under this suffix when the main tables were re-run
 
 
+def _generator_tables(t: pd.DataFrame) -> list[str]:
+    """A ``synthetic`` summary as one markdown table per generator."""
+    return [f"### {gen}: {GENERATORS[gen]}\n\n" + _md(g.drop(columns="generator")) + "\n"
+            for gen, g in t.groupby("generator", sort=False)]
+
+
+def _bulk_tables(t: pd.DataFrame) -> list[str]:
+    """A ``bulk`` summary as one markdown table per set and gene-set collection."""
+    return [f"### {name}, {gs}\n\n" + _md(g.drop(columns=["set", "gene_sets"])) + "\n"
+            for (name, gs), g in t.groupby(["set", "gene_sets"], sort=False)]
+
+
 def report(args) -> None:
     """bench/results/readable.md from the TSVs (tables only; the reading of them is in the README): first the main
     tables (``synthetic``, ``bulk``: the current default against the baselines), then the history in the order it
@@ -1217,8 +1229,7 @@ def report(args) -> None:
                      "stab_programs = the same for the nodes that carry a planted module; ens = consensus of the 3 "
                      "seeds\n")
         t = pd.read_csv(syn, sep="\t")
-        for gen, g in t.groupby("generator", sort=False):
-            parts.append(f"### {gen}: {GENERATORS[gen]}\n\n" + _md(g.drop(columns="generator")) + "\n")
+        parts += _generator_tables(t)
     cnmf = OUT / "readable_probe_cnmf.tsv"
     if cnmf.is_file():
         parts.append("### cNMF over its seeds (`.bench-venv/bin/python bench/probes/cnmf_seeds.py`; 2026-12-08; AMD EPYC): "
@@ -1233,8 +1244,7 @@ def report(args) -> None:
                      "--seeds 3 --suffix _cur`, moved to the main name; AMD EPYC; eADAGE: ±2.5 SD, Fisher + BH per "
                      "node, FDR < 0.05; `*_pos` = positive tails only; ens = consensus of the 3 seeds)\n")
         t = pd.read_csv(bulk, sep="\t")
-        for (name, gs), g in t.groupby(["set", "gene_sets"], sort=False):
-            parts.append(f"### {name}, {gs}\n\n" + _md(g.drop(columns=["set", "gene_sets"])) + "\n")
+        parts += _bulk_tables(t)
     mods = OUT / f"readable_synthetic_modules{args.suffix}.tsv"
     if mods.is_file():
         t = pd.read_csv(mods, sep="\t")
@@ -1255,8 +1265,7 @@ def report(args) -> None:
         parts.append("## Planted programs, the first comparison (2026-11-29 to 2026-12-04, `synthetic --seeds 3` then; "
                      "the default then: the whitened varimax read-out, `patience` 10, min-max input; mean of seeds; ens "
                      "= consensus of the seeds)\n")
-        for gen, g in t.groupby("generator", sort=False):
-            parts.append(f"### {gen}: {GENERATORS[gen]}\n\n" + _md(g.drop(columns="generator")) + "\n")
+        parts += _generator_tables(t)
     for name, heading in EXTRA_TABLES:  # the follow-up runs, each a table of its own when present
         path = OUT / f"{name}{args.suffix}.tsv"
         if path.is_file():
@@ -1274,8 +1283,7 @@ def report(args) -> None:
         t = pd.read_csv(old, sep="\t")
         parts.append("## Pathway coverage on bulk sets, the first comparison (2026-12-04; the default then: whitened "
                      "varimax read-out, min-max input; eADAGE: ±2.5 SD, Fisher + BH per node, FDR < 0.05)\n")
-        for (name, gs), g in t.groupby(["set", "gene_sets"], sort=False):
-            parts.append(f"### {name}, {gs}\n\n" + _md(g.drop(columns=["set", "gene_sets"])) + "\n")
+        parts += _bulk_tables(t)
     b10 = OUT / f"readable_bulk_seeds10{args.suffix}.tsv"
     if b10.is_file():
         t = pd.read_csv(b10, sep="\t")

@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: readable.py, _common.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/probes/: cnmf_seeds.py (its per-seed summary)
 
 import _common as C  # noqa: E402
-import pandas as pd  # noqa: E402
 import readable as R  # noqa: E402
+from cnmf_seeds import per_seed_rows, spread  # noqa: E402
 
 import genodae  # noqa: E402
 from genodae import signatures as S  # noqa: E402
@@ -36,14 +37,8 @@ def main(gens, seeds):
                 for label, W in ((f"{method} (raw)", L), (f"{method} (corr+varimax)", R.corr_varimax(Xb, sc, genes))):
                     rows.append({"generator": gen, "method": label, "seed": seed, **R.score(W, modules)})
             print(gen, seed, flush=True)
-        per_seed = R.OUT / f"readable_synthetic_per_seed_{gen}10.tsv"
-        if per_seed.is_file():
-            t = pd.read_csv(per_seed, sep="\t")
-            rows += t[t["method"].eq("genodae")][["generator", "method", "seed", "auroc", "precision", "recall",
-                                                  "f1"]].to_dict("records")
-    t = pd.DataFrame(rows).groupby(["generator", "method"], sort=False).agg(
-        seeds=("seed", "nunique"), auroc=("auroc", "mean"), f1=("f1", "mean"), f1_sd=("f1", "std"),
-        f1_min=("f1", "min"), f1_max=("f1", "max")).reset_index()
+        rows += per_seed_rows(f"readable_synthetic_per_seed_{gen}10.tsv", gen, ["genodae"])
+    t = spread(rows)
     out = R.OUT / "readable_probe_baselines.tsv"
     t.to_csv(out, sep="\t", index=False, float_format="%.4f")
     print(t.round(4).to_string(index=False))

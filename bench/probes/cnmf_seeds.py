@@ -24,6 +24,23 @@ import genodae  # noqa: E402
 from genodae import signatures as S  # noqa: E402
 
 
+def per_seed_rows(name: str, gen: str, methods) -> list[dict]:
+    """The rows of ``methods`` on ``gen`` in a readable.py per-seed file (``bench/results/<name>``), if it exists."""
+    path = R.OUT / name
+    if not path.is_file():
+        return []
+    t = pd.read_csv(path, sep="\t")
+    t = t[t["generator"].eq(gen) & t["method"].isin(methods)]
+    return t[["generator", "method", "seed", "auroc", "precision", "recall", "f1"]].to_dict("records")
+
+
+def spread(rows: list[dict]) -> pd.DataFrame:
+    """Per generator and method: seeds, mean AUROC, and F1's mean, SD, min and max over the seeds."""
+    return pd.DataFrame(rows).groupby(["generator", "method"], sort=False).agg(
+        seeds=("seed", "nunique"), auroc=("auroc", "mean"), f1=("f1", "mean"), f1_sd=("f1", "std"),
+        f1_min=("f1", "min"), f1_max=("f1", "max")).reset_index()
+
+
 def main(gens, seeds=5):
     rows = []
     for gen in gens:
@@ -36,14 +53,8 @@ def main(gens, seeds=5):
                 raise SystemExit("cnmf is not installed (pip install cnmf)")
             rows.append({"generator": gen, "method": "cnmf (spectra scores)", "seed": seed, **R.score(W, modules)})
             print(rows[-1], flush=True)
-        per_seed = R.OUT / "readable_synthetic_per_seed.tsv"
-        if per_seed.is_file():
-            t = pd.read_csv(per_seed, sep="\t")
-            t = t[t["generator"].eq(gen) & t["method"].isin(["genodae", "genodae signatures preset"])]
-            rows += t[["generator", "method", "seed", "auroc", "precision", "recall", "f1"]].to_dict("records")
-    t = pd.DataFrame(rows).groupby(["generator", "method"], sort=False).agg(
-        seeds=("seed", "nunique"), auroc=("auroc", "mean"), f1=("f1", "mean"), f1_sd=("f1", "std"),
-        f1_min=("f1", "min"), f1_max=("f1", "max")).reset_index()
+        rows += per_seed_rows("readable_synthetic_per_seed.tsv", gen, ["genodae", "genodae signatures preset"])
+    t = spread(rows)
     out = R.OUT / "readable_probe_cnmf.tsv"
     if out.is_file():  # rows of other generators (another process) are kept
         old = pd.read_csv(out, sep="\t")

@@ -338,19 +338,7 @@ def scaling(gens, names=("minmax", "zscore")):
 
 def corruption(gens, levels=(0.1, 0.2, 0.4)):
     """The default network with other masking-noise levels (``corruption``; default 0.2, ADAGE 0.1), 2 seeds each."""
-    rows = []
-    for gen in gens:
-        adata, prep, modules, _, _ = load(gen)
-        act = np.asarray(adata.obsm["program_activity"], np.float64)
-        for level in levels:
-            for seed in range(2):
-                a = prep.copy()
-                genodae.tl.dae(a, seed=seed, n_latent=32, num_threads=1, corruption=level)
-                W, _ = sparse_readout(a)
-                rows.append({"generator": gen, "seed": seed, "readout": f"corruption {level}",
-                             "r2_activity": r2(np.asarray(a.obsm["X_dae"], np.float64), act), **R.score(W, modules)})
-                print(rows[-1], flush=True)
-    return rows
+    return training(gens, {f"corruption {level}": dict(corruption=level) for level in levels})
 
 
 def scaling_none(gens):
